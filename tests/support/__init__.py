@@ -1,0 +1,1 @@
+"""Shared test helpers: free ports, bounded waits, real child processes, a real Envoy."""

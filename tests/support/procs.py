@@ -1,0 +1,119 @@
+"""Real child processes for integration tests: started, waited on, and always killed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Proc:
+    """A child process whose output is collected in a background thread, so tests can wait for lines."""
+
+    def __init__(self, argv: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None, name: str = "") -> None:
+        self.argv = argv
+        self.name = name or Path(argv[0]).name
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.popen = subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=full_env,
+            cwd=str(cwd or ROOT),
+            start_new_session=True,
+        )
+        self.lines: deque[str] = deque(maxlen=5000)
+        self._cond = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.popen.stdout is not None
+        for raw in self.popen.stdout:
+            with self._cond:
+                self.lines.append(raw.decode(errors="replace").rstrip("\n"))
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    @property
+    def output(self) -> str:
+        with self._cond:
+            return "\n".join(self.lines)
+
+    def wait_for_line(self, needle: str, timeout: float = 15.0) -> str:
+        """Block until a line containing `needle` appears; fail if the process dies or time runs out."""
+        deadline = time.monotonic() + timeout
+        seen = 0
+        with self._cond:
+            while True:
+                lines = list(self.lines)
+                for line in lines[seen:]:
+                    if needle in line:
+                        return line
+                seen = len(lines)
+                if self.popen.poll() is not None and not self._reader.is_alive():
+                    raise AssertionError(f"{self.name} exited with {self.popen.returncode} before printing {needle!r}:\n{self.output[-3000:]}")
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(f"{self.name} did not print {needle!r} within {timeout}s:\n{self.output[-3000:]}")
+                self._cond.wait(min(remaining, 0.2))
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            os.killpg(self.popen.pid, sig)
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group (a crash, not a shutdown)."""
+        if self.alive():
+            try:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.popen.wait(timeout=10)
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """SIGTERM, then SIGKILL if it does not exit within `timeout`."""
+        if self.alive():
+            try:
+                os.killpg(self.popen.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._reader.join(timeout=2)
+        return self.popen.returncode
+
+    def __enter__(self) -> Proc:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def python_module(module: str, *args: str, env: dict[str, str] | None = None, name: str = "") -> Proc:
+    return Proc([sys.executable, "-m", module, *args], env=env, name=name or module)
+
+
+def demo_backend(name: str, port: int, *args: str, env: dict[str, str] | None = None) -> Proc:
+    """Start `examples/backends/demo_server.py` and wait for its READY line."""
+    proc = python_module("examples.backends.demo_server", "--name", name, "--port", str(port), *args, env=env, name=f"backend-{name}")
+    try:
+        proc.wait_for_line("READY", timeout=20)
+    except BaseException:
+        proc.stop()
+        raise
+    return proc

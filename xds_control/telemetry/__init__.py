@@ -1,0 +1,1 @@
+"""Telemetry leaf: structured logging, Prometheus metrics serving, OpenTelemetry tracing."""
