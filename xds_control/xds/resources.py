@@ -1,0 +1,240 @@
+"""Pure translation of the view into Envoy resources.
+
+Each resource is built as a plain dict in Envoy's own (YAML/JSON) shape, so it
+reads like the Envoy docs and hashes cheaply; `snapshot.py` encodes only the
+dicts whose hash changed. Nothing here does I/O or knows about probes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Mapping
+from functools import partial
+from typing import Any
+
+from xds_control.config import BackendConfig, Config
+from xds_control.view import BackendStatus, EnvoyHealth, View, envoy_health
+from xds_control.xds import typeurls as t
+
+Spec = dict[str, Any]
+ADS_SOURCE: Spec = {"ads": {}, "resource_api_version": "V3"}
+HCM_TYPE = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+ROUTER_TYPE = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+HTTP_OPTIONS_TYPE = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+TLS_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+RETRY_ON = "connect-failure,refused-stream,reset"
+CONNECT_TIMEOUT = "2s"
+
+
+def _duration(seconds: float) -> str:
+    """Seconds as a protobuf JSON duration (`10s`, `0.250s`)."""
+    millis = round(seconds * 1000)
+    return f"{millis // 1000}s" if millis % 1000 == 0 else f"{millis / 1000:.3f}s"
+
+
+def _ip_or_none(host: str) -> str | None:
+    if host == "localhost":
+        return "127.0.0.1"
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return None
+
+
+def backend_path(name: str) -> str:
+    """The route path that reaches backend `name` through Envoy."""
+    return f"/backends/{name}/mcp"
+
+
+# -- CDS ------------------------------------------------------------------------------------
+
+
+def backend_cluster(backend: BackendConfig, config: Config) -> Spec:
+    od = config.outlier_detection
+    limits = config.cluster_limits
+    cluster: Spec = {
+        "name": backend.name,
+        "type": "EDS",
+        "connect_timeout": CONNECT_TIMEOUT,
+        "eds_cluster_config": {"eds_config": ADS_SOURCE, "service_name": backend.name},
+        # Without this Envoy routes to an UNHEALTHY sole endpoint anyway (panic mode).
+        "common_lb_config": {"healthy_panic_threshold": {"value": 0.0}},
+        "outlier_detection": {
+            "consecutive_5xx": od.consecutive_5xx,
+            "consecutive_gateway_failure": od.consecutive_gateway_failure,
+            "enforcing_consecutive_5xx": 100,
+            "enforcing_consecutive_gateway_failure": 100,
+            "interval": _duration(od.interval),
+            "base_ejection_time": _duration(od.base_ejection_time),
+            "max_ejection_percent": 100,  # so a one-host cluster can be ejected
+        },
+        "circuit_breakers": {
+            "thresholds": [
+                {
+                    "priority": "DEFAULT",
+                    "max_connections": limits.max_connections,
+                    "max_pending_requests": limits.max_pending_requests,
+                    "max_requests": limits.max_requests,
+                    "max_retries": limits.max_retries,
+                }
+            ]
+        },
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": HTTP_OPTIONS_TYPE,
+                "explicit_http_config": {"http_protocol_options": {}},
+                "common_http_protocol_options": {"idle_timeout": _duration(min(config.listener.idle_timeout, 60.0))},
+            }
+        },
+    }
+    if backend.scheme == "https":
+        sni = backend.endpoint_urls[0].host
+        cluster["transport_socket"] = {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {"@type": TLS_TYPE, "sni": sni},
+        }
+    return cluster
+
+
+def aggregator_cluster(config: Config) -> Spec:
+    host, port = config.aggregator_upstream()
+    return {
+        "name": t.AGGREGATOR_CLUSTER,
+        "type": "STRICT_DNS",
+        "dns_lookup_family": "V4_PREFERRED",
+        "connect_timeout": CONNECT_TIMEOUT,
+        "load_assignment": {
+            "cluster_name": t.AGGREGATOR_CLUSTER,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket(host, port)}}]}],
+        },
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": HTTP_OPTIONS_TYPE,
+                "explicit_http_config": {"http_protocol_options": {}},
+            }
+        },
+    }
+
+
+def _socket(host: str, port: int) -> Spec:
+    return {"socket_address": {"address": host, "port_value": port}}
+
+
+# -- EDS ------------------------------------------------------------------------------------
+
+
+def load_assignment(backend: BackendConfig, status: BackendStatus | None) -> Spec:
+    """Every endpoint with its health from the view; Host is rewritten to `hostname` (the backend's authority)."""
+    lb_endpoints = []
+    by_url = {e.url: e for e in status.endpoints} if status else {}
+    for url in backend.endpoint_urls:
+        endpoint_status = by_url.get(url.url)
+        address = _ip_or_none(url.host) or (endpoint_status.address if endpoint_status else None)
+        if address is None:
+            continue  # a host name not resolved yet: nothing Envoy could dial
+        health = envoy_health(status, endpoint_status) if status and endpoint_status else EnvoyHealth.UNKNOWN
+        lb_endpoints.append(
+            {
+                "endpoint": {"address": _socket(address, url.port), "hostname": url.authority},
+                "health_status": health.value,
+            }
+        )
+    return {"cluster_name": backend.name, "endpoints": [{"lb_endpoints": lb_endpoints}] if lb_endpoints else []}
+
+
+# -- LDS / RDS ------------------------------------------------------------------------------
+
+
+def _listener(name: str, address: str, port: int, route_config: str, config: Config) -> Spec:
+    hcm = {
+        "@type": HCM_TYPE,
+        "stat_prefix": name,
+        "codec_type": "AUTO",
+        "rds": {"route_config_name": route_config, "config_source": ADS_SOURCE},
+        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}}],
+        "stream_idle_timeout": _duration(config.listener.idle_timeout),
+        "request_timeout": "0s",  # MCP streams are long-lived
+        "normalize_path": True,
+        "merge_slashes": True,
+    }
+    return {
+        "name": name,
+        "address": _socket(address, port),
+        "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}],
+    }
+
+
+def _mcp_route(path: str, cluster: str, config: Config, *, rewrite: str | None) -> Spec:
+    route: Spec = {
+        "cluster": cluster,
+        "timeout": "0s",  # no route timeout: MCP streams are long-lived; the idle timeout closes dead ones
+        "idle_timeout": _duration(config.listener.idle_timeout),
+        "retry_policy": {"retry_on": RETRY_ON, "num_retries": 2},
+    }
+    if rewrite is not None:
+        route["prefix_rewrite"] = rewrite
+        route["auto_host_rewrite"] = True  # Host := the endpoint's hostname (its authority): SDK servers check it
+    return {"name": cluster, "match": {"path": path}, "route": route}
+
+
+def public_routes(config: Config) -> Spec:
+    routes = [_mcp_route("/mcp", t.AGGREGATOR_CLUSTER, config, rewrite=None)]
+    if config.listener.expose_backends:
+        routes += [_mcp_route(backend_path(b.name), b.name, config, rewrite=b.path) for b in config.backends]
+    return {"name": t.PUBLIC_ROUTES, "virtual_hosts": [{"name": "public", "domains": ["*"], "routes": routes}]}
+
+
+def egress_routes(config: Config) -> Spec:
+    routes = [_mcp_route(backend_path(b.name), b.name, config, rewrite=b.path) for b in config.backends]
+    return {"name": t.EGRESS_ROUTES, "virtual_hosts": [{"name": "egress", "domains": ["*"], "routes": routes}]}
+
+
+# -- the whole set --------------------------------------------------------------------------
+
+Plan = dict[str, dict[str, tuple[Any, Callable[[], Spec]]]]
+
+
+def plan_resources(view: View) -> Plan:
+    """Every resource of every type as (key, build): equal keys mean an equal resource, so a
+    snapshot builder can skip building and encoding whatever did not change."""
+    config = view.config
+    cluster_inputs = (config.outlier_detection, config.cluster_limits, config.listener.idle_timeout)
+    clusters: dict[str, tuple[Any, Callable[[], Spec]]] = {
+        b.name: ((b, cluster_inputs), partial(backend_cluster, b, config)) for b in config.backends
+    }
+    clusters[t.AGGREGATOR_CLUSTER] = (
+        (config.aggregator_upstream(),),
+        partial(aggregator_cluster, config),
+    )
+    endpoints = {}
+    for b in config.backends:
+        status = view.backends.get(b.name)
+        key = (b, status.significant() if status else None)
+        endpoints[b.name] = (key, partial(load_assignment, b, status))
+    listener_inputs = (config.listener, config.egress)
+    listeners = {
+        t.PUBLIC_LISTENER: (
+            listener_inputs,
+            partial(_listener, t.PUBLIC_LISTENER, config.listener.address, config.listener.port, t.PUBLIC_ROUTES, config),
+        ),
+        t.EGRESS_LISTENER: (
+            listener_inputs,
+            partial(_listener, t.EGRESS_LISTENER, config.egress.address, config.egress.port, t.EGRESS_ROUTES, config),
+        ),
+    }
+    route_inputs = (config.listener, tuple(config.backends))
+    routes = {
+        t.PUBLIC_ROUTES: (route_inputs, partial(public_routes, config)),
+        t.EGRESS_ROUTES: (route_inputs, partial(egress_routes, config)),
+    }
+    return {t.CLUSTER: clusters, t.ENDPOINT: endpoints, t.LISTENER: listeners, t.ROUTE: routes}
+
+
+def build_resources(view: View) -> dict[str, dict[str, Spec]]:
+    """Every resource of every type, keyed by type URL then resource name."""
+    return {type_url: {name: build() for name, (_key, build) in items.items()} for type_url, items in plan_resources(view).items()}
+
+
+def health_of(spec: Mapping[str, Any]) -> list[str]:
+    """The health statuses in a load assignment spec (for tests and the admin API)."""
+    return [lb["health_status"] for group in spec.get("endpoints", []) for lb in group["lb_endpoints"]]

@@ -1,0 +1,177 @@
+"""The ADS server (State of the World, grpc.aio).
+
+Registered through a generic handler: requests are parsed with
+envoy-data-plane's betterproto2 `DiscoveryRequest`, responses are framed from
+pre-encoded bytes (see encode.py). Each stream is one task reading requests and
+one loop deciding pushes (the rules live in nodes.py); both belong to the
+stream's task group, so nothing outlives the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from envoy_data_plane.envoy.service.discovery.v3 import DiscoveryRequest
+
+from xds_control.errors import XdsError
+from xds_control.xds import metrics
+from xds_control.xds import typeurls as t
+from xds_control.xds.encode import discovery_response
+from xds_control.xds.nodes import NodeDirectory, Pending, RequestKind, TypeState, classify_request, decide_push, on_request
+from xds_control.xds.snapshot import SNAPSHOT_CHANGED, SnapshotCache
+
+log = logging.getLogger(__name__)
+
+SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
+_END = object()
+
+GRPC_OPTIONS = [
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.max_send_message_length", 256 * 1024 * 1024),
+    ("grpc.so_reuseport", 0),  # a second control plane on the same port must fail, not split the Envoys
+]
+
+
+class AdsService:
+    """Serves the snapshot in `cache` to every Envoy that opens an ADS stream."""
+
+    def __init__(self, cache: SnapshotCache, nodes: NodeDirectory, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._cache = cache
+        self._nodes = nodes
+        self._clock = clock
+        self._nonces = itertools.count(1)
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        return grpc.method_handlers_generic_handler(
+            SERVICE,
+            {
+                "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
+                    self.stream, request_deserializer=DiscoveryRequest.parse, response_serializer=bytes
+                ),
+                "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
+                    self.delta, request_deserializer=bytes, response_serializer=bytes
+                ),
+            },
+        )
+
+    async def delta(self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> None:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "delta xDS is not served; configure ADS with api_type GRPC (state of the world)")
+
+    async def stream(self, request_iterator: AsyncIterator[DiscoveryRequest], context: grpc.aio.ServicerContext) -> None:
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        types = {type_url: TypeState() for type_url in t.PUSH_ORDER}
+        stream_id: int | None = None
+        node_id = ""
+        self._cache.subscribe(queue)
+        metrics.CONNECTED.inc()
+        try:
+            async with asyncio.TaskGroup() as group:
+                reader = group.create_task(self._read(request_iterator, queue))
+                while (item := await queue.get()) is not _END:
+                    if item is not SNAPSHOT_CHANGED:
+                        if stream_id is None:
+                            node_id = item.node.id if item.node else ""
+                            stream_id = self._nodes.connect(node_id, item.node.cluster if item.node else "", types)
+                            log.info("envoy connected", extra={"node": node_id})
+                        self._on_request(node_id, types, item)
+                    await self._push(context, types)
+                reader.cancel()
+        finally:
+            self._cache.unsubscribe(queue)
+            metrics.CONNECTED.dec()
+            if stream_id is not None:
+                self._nodes.disconnect(stream_id)
+                log.info("envoy disconnected", extra={"node": node_id})
+
+    async def _read(self, request_iterator: AsyncIterator[DiscoveryRequest], queue: asyncio.Queue[Any]) -> None:
+        try:
+            async for request in request_iterator:
+                queue.put_nowait(request)
+        except (grpc.aio.AioRpcError, asyncio.CancelledError):
+            pass
+        finally:
+            queue.put_nowait(_END)
+
+    def _on_request(self, node_id: str, types: dict[str, TypeState], request: DiscoveryRequest) -> None:
+        state = types.get(request.type_url)
+        if state is None:
+            log.debug("ignoring request for unserved type", extra={"node": node_id, "type_url": request.type_url})
+            return
+        error = request.error_detail is not None and bool(request.error_detail.code or request.error_detail.message)
+        kind = classify_request(state, request.response_nonce, error)
+        detail = request.error_detail.message if error and request.error_detail else ""
+        settled = on_request(state, request.type_url, kind, list(request.resource_names), request.response_nonce, detail)
+        if settled is None:
+            return
+        short = t.SHORT[request.type_url]
+        latency = self._clock() - settled.sent_at
+        metrics.ACK_LATENCY.labels(short).observe(latency)
+        if kind is RequestKind.ACK:
+            metrics.ACKS.labels(short).inc()
+            self._nodes.notify_ack(node_id, request.type_url, settled.version, latency)
+        else:
+            metrics.NACKS.labels(short).inc()
+            log.warning(
+                "envoy rejected %s version %s (keeping its last good config %s): %s",
+                short,
+                settled.version,
+                request.version_info or "none",
+                detail,
+                extra={"node": node_id, "type": short, "version": settled.version},
+            )
+
+    async def _push(self, context: grpc.aio.ServicerContext, types: dict[str, TypeState]) -> None:
+        snapshot = self._cache.current
+        if snapshot is None:
+            return
+        for type_url in t.PUSH_ORDER:
+            state = types[type_url]
+            resources = decide_push(state, type_url, snapshot)
+            if resources is None:
+                continue
+            nonce = str(next(self._nonces))
+            version = snapshot.version(type_url)
+            state.pending = Pending(nonce, version, {r.name: r.hash for r in resources}, self._clock())
+            state.force = False
+            if type_url in t.DEPENDENT:
+                types[t.DEPENDENT[type_url]].force = True
+            body = discovery_response(version=version, type_url=type_url, nonce=nonce, resources=[r.field for r in resources])
+            short = t.SHORT[type_url]
+            metrics.PUSHES.labels(short).inc()
+            metrics.PUSHED_RESOURCES.labels(short).inc(len(resources))
+            await context.write(body)
+
+
+@dataclass
+class XdsServer:
+    server: grpc.aio.Server
+    port: int
+
+    async def stop(self, grace: float | None = 1.0) -> None:
+        await self.server.stop(grace)
+
+
+async def start_xds_server(host: str, port: int, service: AdsService) -> XdsServer:
+    """Bind and start the ADS server. Raises XdsError if the address cannot be bound."""
+    server = grpc.aio.server(options=GRPC_OPTIONS)
+    server.add_generic_rpc_handlers((service.handler(),))
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise XdsError(f"cannot bind the xDS server to {address}: {exc}") from None
+    if bound == 0:
+        raise XdsError(f"cannot bind the xDS server to {address}")
+    await server.start()
+    return XdsServer(server=server, port=bound)
