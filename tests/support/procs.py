@@ -95,6 +95,8 @@ class Proc:
             except subprocess.TimeoutExpired:
                 self.kill()
         self._reader.join(timeout=2)
+        if self.popen.stdout is not None and not self._reader.is_alive():
+            self.popen.stdout.close()
         return self.popen.returncode
 
     def __enter__(self) -> Proc:

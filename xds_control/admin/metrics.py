@@ -1,15 +1,16 @@
-"""Admin API metrics: one counter of calls by method and gRPC status code."""
+"""Admin API metrics: calls by method and gRPC status code, and open Watch streams."""
 
 from __future__ import annotations
 
 import grpc
-from prometheus_client import REGISTRY, Counter
+from prometheus_client import REGISTRY, Counter, Gauge
 
 ADMIN_CALLS = Counter(
     "xds_control_admin_calls",
     "Admin gRPC calls served, by method and status code (a Watch stream counts when it ends).",
     ["method", "code"],
 )
+WATCH_STREAMS = Gauge("xds_control_admin_watch_streams", "Admin Watch streams open now (aggregators, CLIs).")
 
 
 def record_call(method: str, code: grpc.StatusCode) -> None:

@@ -1,0 +1,271 @@
+"""`xds-control admin ...`: the admin API from a shell.
+
+Every command takes `-c CONFIG` (address from `control_plane.admin`, token
+from the env var named by `control_plane.admin_token_env`) or `--address
+HOST:PORT` and `--token-env NAME`; with neither, the default address
+127.0.0.1:18001. Output is a table (or one line) by default and JSON with
+`--json`. Any admin error is one `error: ...` line on stderr and exit 1; the
+token is read from the environment only (never a flag, so it stays out of
+`ps`) and never printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from xds_control.admin.client import AdminClient
+from xds_control.admin.ports import NodeInfo
+from xds_control.config import ControlPlaneConfig
+from xds_control.errors import XdsControlError
+from xds_control.view import BackendStatus
+
+
+def _dial_target(admin: str) -> str:
+    """`control_plane.admin` as a client dials it: a wildcard bind is dialled on loopback."""
+    cp = ControlPlaneConfig(admin=admin)
+    host, port = cp.admin_host_port
+    try:
+        if ipaddress.ip_address(host).is_unspecified:
+            host = "::1" if ":" in host else "127.0.0.1"
+    except ValueError:
+        pass
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _connection(config_path: Path | None, address: str | None, token_env: str | None) -> tuple[str, str | None]:
+    from xds_control.cli import load_or_exit  # lazy: xds_control.cli imports this module
+
+    admin, env_name = ControlPlaneConfig().admin, None
+    if config_path is not None:
+        cp = load_or_exit(config_path).control_plane
+        admin, env_name = cp.admin, cp.admin_token_env
+    if address is not None:
+        try:
+            target = _dial_target(address)
+        except ValueError:
+            raise click.BadParameter("must be HOST:PORT", param_hint="--address") from None
+    else:
+        target = _dial_target(admin)
+    env_name = token_env or env_name
+    return target, (os.environ.get(env_name) or None) if env_name else None
+
+
+def _run(ctx: click.Context, action: Callable[[AdminClient], Awaitable[int | None]]) -> None:
+    """Run `action` against the admin API; admin errors become one stderr line and exit 1."""
+    target, token = ctx.obj
+
+    async def main() -> int | None:
+        async with AdminClient(target, token) as client:
+            return await action(client)
+
+    try:
+        code = asyncio.run(main())
+    except KeyboardInterrupt:
+        code = 130
+    except XdsControlError as exc:
+        click.echo(f"error: {exc}", err=True)
+        code = 1
+    raise SystemExit(code or 0)
+
+
+def _options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """-c/--address/--token-env/--json and the log options, resolved into ctx.obj before the command runs."""
+    from xds_control.cli import common_options, config_option
+
+    @config_option
+    @click.option("--address", metavar="HOST:PORT", help="Admin API address (overrides the config).")
+    @click.option("--token-env", metavar="NAME", help="Environment variable holding the admin token (overrides admin_token_env).")
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+    @common_options
+    @click.pass_context
+    def wrapper(ctx: click.Context, config_path: Path | None, address: str | None, token_env: str | None, **kwargs: Any) -> Any:
+        ctx.obj = _connection(config_path, address, token_env)
+        return ctx.invoke(func, ctx, **kwargs)
+
+    wrapper.__name__ = func.__name__
+    wrapper.__doc__ = func.__doc__
+    return wrapper
+
+
+# -- rendering ----------------------------------------------------------------------------------
+
+
+def backend_json(status: BackendStatus) -> dict[str, Any]:
+    return {
+        "name": status.name,
+        "state": str(status.state),
+        "breaker": str(status.breaker),
+        "routable": status.routable,
+        "drained": status.drained,
+        "consecutive_failures": status.consecutive_failures,
+        "consecutive_successes": status.consecutive_successes,
+        "last_error": status.last_error,
+        "last_probe_ms": status.last_probe_ms,
+        "last_success": status.last_success,
+        "retry_after": status.retry_after,
+        "state_since": status.state_since,
+        "tools": len(status.catalog.tools) if status.catalog else 0,
+        "catalog_hash": status.catalog_hash,
+        "endpoints": [
+            {"url": e.url, "state": str(e.state), "last_probe_ms": e.last_probe_ms, "last_error": e.last_error, "address": e.address}
+            for e in status.endpoints
+        ],
+    }
+
+
+def node_json(node: NodeInfo) -> dict[str, Any]:
+    return {
+        "node_id": node.node_id,
+        "cluster": node.cluster,
+        "connected_since": node.connected_since,
+        "types": {
+            url: {"acked_version": t.acked_version, "nacked_version": t.nacked_version, "nack_detail": t.nack_detail}
+            for url, t in node.types.items()
+        },
+    }
+
+
+def _ago(when: float | None, now: float) -> str:
+    if when is None:
+        return "-"
+    seconds = max(0, int(now - when))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds}s ago"
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}ms"
+
+
+def _table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    rows = [list(headers), *[list(r) for r in rows]]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(headers))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def backends_table(backends: Iterable[BackendStatus], now: float) -> str:
+    rows = []
+    for b in backends:
+        up = sum(1 for e in b.endpoints if e.state in ("healthy", "degraded"))
+        rows.append(
+            [
+                b.name, str(b.state), str(b.breaker), "yes" if b.routable else "no", "yes" if b.drained else "no",
+                str(b.consecutive_failures), _ms(b.last_probe_ms), _ago(b.last_success, now), b.last_error or "-",
+                str(len(b.catalog.tools)) if b.catalog else "-", f"{up}/{len(b.endpoints)} up",
+            ]
+        )  # fmt: skip
+    headers = ["NAME", "STATE", "BREAKER", "ROUTABLE", "DRAINED", "FAILURES", "LAST PROBE", "LAST SUCCESS", "LAST ERROR", "TOOLS", "ENDPOINTS"]
+    return _table(headers, rows) if rows else "no backends configured"
+
+
+def backend_line(b: BackendStatus) -> str:
+    flags = [f"breaker {b.breaker}"] if b.breaker != "closed" else []
+    flags += ["drained"] if b.drained else []
+    flags += [f"last error {b.last_error}"] if b.last_error else []
+    routable = "routable" if b.routable else "not routable"
+    return f"{b.name}: {b.state}, {routable}" + "".join(f", {f}" for f in flags)
+
+
+def _emit_backend(status: BackendStatus, as_json: bool) -> None:
+    click.echo(json.dumps(backend_json(status)) if as_json else backend_line(status))
+
+
+# -- commands -----------------------------------------------------------------------------------
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def admin() -> None:
+    """Query and steer a running control plane over its admin gRPC API."""
+
+
+@admin.command()
+@_options
+def backends(ctx: click.Context, as_json: bool) -> None:
+    """Every backend: state, breaker, failures, last probe, tools, endpoints."""
+
+    async def action(client: AdminClient) -> None:
+        statuses = await client.list_backends()
+        if as_json:
+            click.echo(json.dumps([backend_json(s) for s in statuses], indent=2))
+        else:
+            click.echo(backends_table(statuses, time.time()))
+
+    _run(ctx, action)
+
+
+@admin.command()
+@click.option("--count", type=click.IntRange(min=1), help="Exit after this many updates (the first is the full view).")
+@_options
+def watch(ctx: click.Context, as_json: bool, count: int | None) -> None:
+    """Print the view, then one line per change, until Ctrl-C."""
+
+    async def action(client: AdminClient) -> None:
+        seen = 0
+        async for event in client.watch(reconnect=False):
+            if as_json:
+                click.echo(json.dumps({"version": event.version, "backends": [backend_json(b) for b in event.backends.values()]}))
+            else:
+                parts = "; ".join(backend_line(b) for b in event.backends.values()) or "no backends"
+                click.echo(f"{time.strftime('%H:%M:%S')} version {event.version}: {parts}")
+            sys.stdout.flush()
+            seen += 1
+            if count is not None and seen >= count:
+                return
+
+    _run(ctx, action)
+
+
+def _mutating(name: str, method: str, help_text: str) -> None:
+    @click.argument("backend")
+    @_options
+    def command(ctx: click.Context, as_json: bool, backend: str) -> None:
+        async def action(client: AdminClient) -> None:
+            _emit_backend(await getattr(client, method)(backend), as_json)
+
+        _run(ctx, action)
+
+    command.__doc__ = help_text
+    admin.command(name=name)(command)
+
+
+_mutating("probe", "probe_now", "Probe BACKEND now and print its status after the verdict.")
+_mutating("drain", "drain", "Take BACKEND out of routing by hand (Envoy endpoints go DRAINING).")
+_mutating("undrain", "undrain", "Put a drained BACKEND back into routing.")
+_mutating("reset", "reset_breaker", "Close BACKEND's circuit breaker and clear its failure count.")
+
+
+@admin.command()
+@_options
+def nodes(ctx: click.Context, as_json: bool) -> None:
+    """Connected Envoy nodes and the xDS version each has ACKed or NACKed, per type."""
+
+    async def action(client: AdminClient) -> None:
+        found = await client.nodes()
+        if as_json:
+            click.echo(json.dumps([node_json(n) for n in found], indent=2))
+            return
+        if not found:
+            click.echo("no Envoy nodes connected")
+            return
+        now = time.time()
+        rows = []
+        for n in found:
+            for url, t in sorted(n.types.items()) or [("-", None)]:
+                short = url.rsplit(".", 1)[-1]
+                nack = f"{t.nacked_version}: {t.nack_detail}" if t and t.nacked_version else "-"
+                rows.append([n.node_id, n.cluster or "-", _ago(n.connected_since, now), short, (t.acked_version if t else "") or "-", nack])
+        click.echo(_table(["NODE", "CLUSTER", "CONNECTED", "TYPE", "ACKED", "NACKED"], rows))
+
+    _run(ctx, action)

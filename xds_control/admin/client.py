@@ -1,0 +1,239 @@
+"""`AdminClient`: the admin API as view objects, for the aggregator and the CLI.
+
+    async with AdminClient("127.0.0.1:18001") as admin:
+        for status in await admin.list_backends(): ...
+        async for event in admin.watch():   # full view first, then one event per change
+            apply(event.backends)            # each event replaces the previous one entirely
+
+`watch()` reconnects by default (backoff 0.1 s doubling to 5 s) when the
+control plane is unreachable or restarts, and carries on with the new
+server's full view; versions restart with the server, so consumers should
+treat every event as a replacement, never diff versions across events.
+Errors are mapped at this edge: `AdminUnavailable` (cannot reach it),
+`BackendNotFound`, `Unauthorized` (token missing or wrong), `AdminError`
+(anything else). No grpc exception escapes. The token is sent only with
+mutating calls and never appears in a message or repr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from xds_control.admin.convert import backend_from_pb, node_from_pb
+from xds_control.admin.ports import NodeInfo
+from xds_control.admin.v1 import admin_pb2 as pb
+from xds_control.admin.v1 import admin_pb2_grpc as pb_grpc
+from xds_control.errors import AdminError, Unauthorized
+from xds_control.view import BackendStatus
+
+log = logging.getLogger(__name__)
+
+KEEPALIVE_MS = 20_000
+CHANNEL_OPTIONS = [
+    ("grpc.keepalive_time_ms", KEEPALIVE_MS),  # notice a vanished control plane on an idle watch stream
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.initial_reconnect_backoff_ms", 100),  # the channel's own backoff would otherwise grow to 2 minutes
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 5_000),
+    ("grpc.max_receive_message_length", 256 * 1024 * 1024),  # a full view carries every catalog
+]
+CALL_TIMEOUT = 10.0
+PROBE_TIMEOUT = 60.0  # a probe waits for the backend's verdict
+WATCH_BACKOFF = (0.1, 5.0)
+# Stream failures worth reconnecting for; anything else (UNIMPLEMENTED, PERMISSION_DENIED, ...) is raised.
+RETRYABLE = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    }
+)
+
+
+class AdminUnavailable(AdminError):
+    """The admin API could not be reached (refused, timed out, shut down)."""
+
+
+class BackendNotFound(AdminError):
+    """The named backend is not configured on the control plane."""
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    """One message of the watch stream: the whole view at `version`, backends in config order."""
+
+    version: int
+    backends: dict[str, BackendStatus]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Data-path call outcomes for one backend since the last report."""
+
+    backend: str
+    successes: int = 0
+    failures: int = 0
+    last_failure_category: str | None = None  # [a-z0-9_]{1,64}
+
+
+def _reason(details: str) -> str:
+    text = details.lower()
+    if "refused" in text:
+        return "connection refused"
+    if "deadline" in text or "timeout" in text or "timed out" in text:
+        return "timed out"
+    if "dns" in text or "resolve" in text or "name or service" in text:
+        return "cannot resolve the host"
+    return "unavailable"
+
+
+class AdminClient:
+    """An async client of one control plane's admin API. Create it anywhere; it connects on first use."""
+
+    def __init__(self, target: str, token: str | None = None, *, timeout: float = CALL_TIMEOUT) -> None:
+        self.target = target
+        self.timeout = timeout
+        self._auth = (("authorization", f"Bearer {token.strip()}"),) if token and token.strip() else None
+        self._channel: grpc.aio.Channel | None = None
+        self._stub_: pb_grpc.AdminStub | None = None
+
+    def __repr__(self) -> str:
+        return f"AdminClient(target={self.target!r}, token={'set' if self._auth else None})"
+
+    async def __aenter__(self) -> AdminClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            channel, self._channel, self._stub_ = self._channel, None, None
+            await channel.close()
+
+    def _stub(self) -> pb_grpc.AdminStub:
+        if self._stub_ is None:
+            self._channel = grpc.aio.insecure_channel(self.target, options=CHANNEL_OPTIONS)
+            self._stub_ = pb_grpc.AdminStub(self._channel)
+        return self._stub_
+
+    def _error(self, exc: grpc.aio.AioRpcError, method: str, timeout: float | None = None) -> AdminError:
+        code, details = exc.code(), exc.details() or ""
+        if code is grpc.StatusCode.UNAVAILABLE:
+            return AdminUnavailable(f"cannot reach the control plane admin API at {self.target}: {_reason(details)}")
+        if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+            return AdminUnavailable(f"the control plane admin API at {self.target} did not answer {method} within {timeout}s")
+        if code is grpc.StatusCode.NOT_FOUND:
+            return BackendNotFound(details)
+        if code is grpc.StatusCode.UNAUTHENTICATED:
+            hint = "" if self._auth else " (no token was given: set the environment variable named by admin_token_env)"
+            return Unauthorized(f"{details}{hint}")
+        return AdminError(f"{method} failed: {code.name}: {details}")
+
+    async def _call(self, method: str, request: Any, *, mutating: bool = False, timeout: float | None = None) -> Any:
+        timeout = timeout or self.timeout
+        rpc = getattr(self._stub(), method)
+        try:
+            return await rpc(request, timeout=timeout, metadata=self._auth if mutating else None)
+        except grpc.aio.AioRpcError as exc:
+            raise self._error(exc, method, timeout) from None
+
+    # -- read-only --------------------------------------------------------------------------
+
+    async def snapshot(self) -> WatchEvent:
+        """The current view (one ListBackends call), shaped like a watch event."""
+        response = await self._call("ListBackends", pb.ListBackendsRequest())
+        return _event(response)
+
+    async def list_backends(self) -> list[BackendStatus]:
+        return list((await self.snapshot()).backends.values())
+
+    async def get_backend(self, name: str) -> BackendStatus:
+        response = await self._call("GetBackend", pb.GetBackendRequest(name=name))
+        return backend_from_pb(response.backend)
+
+    async def nodes(self) -> list[NodeInfo]:
+        response = await self._call("ListNodes", pb.ListNodesRequest())
+        return [node_from_pb(n) for n in response.nodes]
+
+    async def watch(self, *, reconnect: bool = True) -> AsyncIterator[WatchEvent]:
+        """Full view first, then one event per view change (bursts may be coalesced), forever.
+
+        With `reconnect=False` the iterator raises `AdminUnavailable` when the
+        stream breaks or the server shuts down. With `reconnect=True` it waits
+        and reconnects instead (the first event after that is the new full
+        view), and raises only for errors a retry cannot fix.
+        """
+        delay = WATCH_BACKOFF[0]
+        down_since_logged = False
+        while True:
+            call = self._stub().Watch(pb.WatchRequest())
+            try:
+                async for message in call:
+                    if down_since_logged:
+                        log.info("admin watch reconnected", extra={"target": self.target})
+                        down_since_logged = False
+                    delay = WATCH_BACKOFF[0]
+                    yield _event(message)
+                error: AdminError = AdminUnavailable(f"the control plane at {self.target} closed the watch stream (shutting down)")
+            except grpc.aio.AioRpcError as exc:
+                error = self._error(exc, "Watch")
+                if not reconnect or exc.code() not in RETRYABLE:
+                    raise error from None
+            finally:
+                call.cancel()
+            if not reconnect:
+                raise error
+            if not down_since_logged:
+                log.warning("admin watch lost; reconnecting: %s", error, extra={"target": self.target})
+                down_since_logged = True
+            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+            delay = min(delay * 2, WATCH_BACKOFF[1])
+
+    # -- mutating ---------------------------------------------------------------------------
+
+    async def probe_now(self, name: str) -> BackendStatus:
+        response = await self._call("ProbeNow", pb.ProbeNowRequest(name=name), mutating=True, timeout=PROBE_TIMEOUT)
+        return backend_from_pb(response.backend)
+
+    async def drain(self, name: str) -> BackendStatus:
+        response = await self._call("Drain", pb.DrainRequest(name=name), mutating=True)
+        return backend_from_pb(response.backend)
+
+    async def undrain(self, name: str) -> BackendStatus:
+        response = await self._call("Undrain", pb.UndrainRequest(name=name), mutating=True)
+        return backend_from_pb(response.backend)
+
+    async def reset_breaker(self, name: str) -> BackendStatus:
+        response = await self._call("ResetBreaker", pb.ResetBreakerRequest(name=name), mutating=True)
+        return backend_from_pb(response.backend)
+
+    async def report_outcomes(self, outcomes: Iterable[Outcome]) -> list[str]:
+        """Send data-path outcomes; returns the backend names the control plane does not know (skipped)."""
+        request = pb.ReportOutcomesRequest(outcomes=[_outcome_to_pb(o) for o in outcomes])
+        response = await self._call("ReportOutcomes", request, mutating=True)
+        return list(response.unknown_backends)
+
+
+def _outcome_to_pb(outcome: Outcome) -> pb.BackendOutcome:
+    msg = pb.BackendOutcome(backend=outcome.backend, successes=outcome.successes, failures=outcome.failures)
+    if outcome.last_failure_category is not None:
+        msg.last_failure_category = outcome.last_failure_category
+    return msg
+
+
+def _event(message: pb.WatchResponse | pb.ListBackendsResponse) -> WatchEvent:
+    backends: Sequence[pb.Backend] = message.backends
+    return WatchEvent(version=message.version, backends={b.name: backend_from_pb(b) for b in backends})

@@ -1,0 +1,342 @@
+"""The admin gRPC server: `xds_control.admin.v1.Admin` over a `ViewStore`, plus reflection and grpc.health.v1.
+
+Read calls are served from `store.current`; `Watch` sends the full view on
+connect and again after every version bump (`store.wait_for_change`), so a
+slow client simply skips to the newest view. Manual drain is a store
+mutation; probe, breaker reset and data-path outcomes go to `HealthControl`;
+`ListNodes` asks `NodeDirectory`. Every handler is wrapped by `_rpc`, which
+checks the token on mutating calls, maps errors to status codes (never with
+raw exception text) and counts the call.
+
+Shutdown: `AdminServer.stop()` first wakes every Watch stream so it ends with
+OK, marks the health service NOT_SERVING, then stops the gRPC server with a
+grace period. A client that cancels its Watch cancels only its own handler
+task; the service starts no tasks of its own that could outlive a call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import re
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
+
+import grpc
+from grpc_health.v1 import health as grpc_health
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from xds_control.admin.auth import TokenGuard, guard_for
+from xds_control.admin.convert import backend_to_pb, node_to_pb
+from xds_control.admin.metrics import WATCH_STREAMS, record_call
+from xds_control.admin.ports import HealthControl, NodeDirectory
+from xds_control.admin.v1 import admin_pb2 as pb
+from xds_control.admin.v1 import admin_pb2_grpc as pb_grpc
+from xds_control.config import Config
+from xds_control.errors import AdminError, Unauthorized
+from xds_control.view import BackendStatus, View, ViewStore
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Admin"].full_name  # "xds_control.admin.v1.Admin"
+CATEGORY = re.compile(r"^[a-z0-9_]{1,64}$")
+# Clients keep the watch stream alive with pings (client.KEEPALIVE_MS); allow them.
+SERVER_OPTIONS = [
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+    ("grpc.http2.max_pings_without_data", 0),
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _Failure(Exception):
+    """A handler's refusal: a status code and a message safe to show the caller."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    if isinstance(exc, _Failure):
+        return exc.code, exc.message
+    if isinstance(exc, Unauthorized):
+        return grpc.StatusCode.UNAUTHENTICATED, str(exc)
+    return grpc.StatusCode.INTERNAL, "internal error (see the control plane log)"
+
+
+def _rpc(method: str, *, mutating: bool = False, stream: bool = False) -> Callable[[F], F]:
+    """Wrap a handler: token check, error -> status mapping, one metric per call."""
+
+    def decorate(fn: F) -> F:
+        async def fail(context: grpc.aio.ServicerContext, exc: Exception) -> None:
+            code, message = _status_of(exc)
+            record_call(method, code)  # before abort: the caller may hear the status before abort returns
+            if code is grpc.StatusCode.INTERNAL:
+                log.error("admin %s failed", method, exc_info=exc)
+            elif code is grpc.StatusCode.UNAUTHENTICATED:
+                log.warning("admin %s refused: missing or wrong token", method, extra={"peer": context.peer()})
+            await context.abort(code, message)
+
+        if stream:
+
+            @functools.wraps(fn)
+            async def stream_handler(self: AdminService, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                code: grpc.StatusCode | None = grpc.StatusCode.OK
+                try:
+                    async with contextlib.aclosing(fn(self, request, context)) as items:
+                        async for item in items:
+                            yield item
+                except asyncio.CancelledError:
+                    code = grpc.StatusCode.CANCELLED
+                    raise
+                except Exception as exc:  # noqa: BLE001 - mapped to a status, never leaked
+                    code = None  # counted by fail()
+                    await fail(context, exc)
+                finally:
+                    if code is not None:
+                        record_call(method, code)
+
+            return stream_handler  # type: ignore[return-value]
+
+        @functools.wraps(fn)
+        async def handler(self: AdminService, request: Any, context: grpc.aio.ServicerContext) -> Any:
+            code: grpc.StatusCode | None = grpc.StatusCode.OK
+            try:
+                if mutating:
+                    self.guard.check(context.invocation_metadata(), method)
+                return await fn(self, request, context)
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except Exception as exc:  # noqa: BLE001 - mapped to a status, never leaked
+                code = None  # counted by fail()
+                await fail(context, exc)
+            finally:
+                if code is not None:
+                    record_call(method, code)
+
+        return handler  # type: ignore[return-value]
+
+    return decorate
+
+
+class AdminService(pb_grpc.AdminServicer):
+    """The servicer. `health`/`nodes` may be None: their calls answer UNIMPLEMENTED / no nodes."""
+
+    def __init__(
+        self, store: ViewStore, health: HealthControl | None, nodes: NodeDirectory | None, guard: TokenGuard
+    ) -> None:
+        self.store = store
+        self.health = health
+        self.nodes = nodes
+        self.guard = guard
+        self.active_watches = 0  # Watch handlers running now
+        self._closing = asyncio.Event()
+
+    def close(self) -> None:
+        """End every Watch stream (with OK) and refuse new ones past their first message."""
+        self._closing.set()
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _backend(self, name: str) -> BackendStatus:
+        status = self.store.current.backend(name)
+        if status is None:
+            raise _Failure(grpc.StatusCode.NOT_FOUND, f"no backend named {name!r}")
+        return status
+
+    def _health(self, what: str) -> HealthControl:
+        if self.health is None:
+            raise _Failure(grpc.StatusCode.UNIMPLEMENTED, f"{what} needs the health monitor, which this server does not run")
+        return self.health
+
+    async def _next_view(self, after: int) -> View | None:
+        """The next view with a version above `after`, or None once the server is closing."""
+        if self._closing.is_set():
+            return None
+        change = asyncio.ensure_future(self.store.wait_for_change(after))
+        closing = asyncio.ensure_future(self._closing.wait())
+        try:
+            await asyncio.wait((change, closing), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            change.cancel()
+            closing.cancel()
+            await asyncio.gather(change, closing, return_exceptions=True)
+        if change.cancelled() or change.exception() is not None or self._closing.is_set():
+            return None
+        return change.result()
+
+    @staticmethod
+    def _backends(view: View, omit_catalogs: bool) -> list[pb.Backend]:
+        return [backend_to_pb(b, omit_catalog=omit_catalogs) for b in view.backends.values()]
+
+    # -- read-only --------------------------------------------------------------------------
+
+    @_rpc("ListBackends")
+    async def ListBackends(self, request: pb.ListBackendsRequest, context: grpc.aio.ServicerContext) -> pb.ListBackendsResponse:
+        view = self.store.current
+        return pb.ListBackendsResponse(version=view.version, backends=self._backends(view, request.omit_catalogs))
+
+    @_rpc("GetBackend")
+    async def GetBackend(self, request: pb.GetBackendRequest, context: grpc.aio.ServicerContext) -> pb.GetBackendResponse:
+        view = self.store.current
+        return pb.GetBackendResponse(version=view.version, backend=backend_to_pb(self._backend(request.name)))
+
+    @_rpc("Watch", stream=True)
+    async def Watch(self, request: pb.WatchRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.WatchResponse]:
+        self.active_watches += 1
+        WATCH_STREAMS.inc()
+        try:
+            view: View | None = self.store.current
+            while view is not None:
+                yield pb.WatchResponse(version=view.version, backends=self._backends(view, request.omit_catalogs))
+                view = await self._next_view(view.version)
+        finally:
+            self.active_watches -= 1
+            WATCH_STREAMS.dec()
+
+    @_rpc("ListNodes")
+    async def ListNodes(self, request: pb.ListNodesRequest, context: grpc.aio.ServicerContext) -> pb.ListNodesResponse:
+        nodes = self.nodes.nodes() if self.nodes is not None else []
+        return pb.ListNodesResponse(nodes=[node_to_pb(n) for n in sorted(nodes, key=lambda n: n.node_id)])
+
+    # -- mutating ---------------------------------------------------------------------------
+
+    @_rpc("ProbeNow", mutating=True)
+    async def ProbeNow(self, request: pb.ProbeNowRequest, context: grpc.aio.ServicerContext) -> pb.ProbeNowResponse:
+        self._backend(request.name)
+        health = self._health("ProbeNow")
+        log.info("admin: probe requested", extra={"backend": request.name})
+        try:
+            status = await health.probe_now(request.name)
+        except KeyError:
+            raise _Failure(grpc.StatusCode.NOT_FOUND, f"no backend named {request.name!r}") from None
+        return pb.ProbeNowResponse(backend=backend_to_pb(status))
+
+    @_rpc("ResetBreaker", mutating=True)
+    async def ResetBreaker(self, request: pb.ResetBreakerRequest, context: grpc.aio.ServicerContext) -> pb.ResetBreakerResponse:
+        self._backend(request.name)
+        health = self._health("ResetBreaker")
+        log.info("admin: breaker reset", extra={"backend": request.name})
+        try:
+            status = await health.reset_breaker(request.name)
+        except KeyError:
+            raise _Failure(grpc.StatusCode.NOT_FOUND, f"no backend named {request.name!r}") from None
+        return pb.ResetBreakerResponse(backend=backend_to_pb(status))
+
+    def _set_drained(self, name: str, drained: bool) -> tuple[int, pb.Backend]:
+        self._backend(name)
+        view = self.store.set_drained(name, drained)
+        log.info("admin: backend %s", "drained" if drained else "undrained", extra={"backend": name})
+        return view.version, backend_to_pb(self._backend(name))
+
+    @_rpc("Drain", mutating=True)
+    async def Drain(self, request: pb.DrainRequest, context: grpc.aio.ServicerContext) -> pb.DrainResponse:
+        version, backend = self._set_drained(request.name, True)
+        return pb.DrainResponse(version=version, backend=backend)
+
+    @_rpc("Undrain", mutating=True)
+    async def Undrain(self, request: pb.UndrainRequest, context: grpc.aio.ServicerContext) -> pb.UndrainResponse:
+        version, backend = self._set_drained(request.name, False)
+        return pb.UndrainResponse(version=version, backend=backend)
+
+    @_rpc("ReportOutcomes", mutating=True)
+    async def ReportOutcomes(
+        self, request: pb.ReportOutcomesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ReportOutcomesResponse:
+        health = self._health("ReportOutcomes")
+        for outcome in request.outcomes:  # validate the whole batch before applying any of it
+            if outcome.HasField("last_failure_category") and not CATEGORY.match(outcome.last_failure_category):
+                raise _Failure(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"last_failure_category for {outcome.backend!r} must match [a-z0-9_]{{1,64}}",
+                )
+        unknown: list[str] = []
+        for outcome in request.outcomes:
+            category = outcome.last_failure_category if outcome.HasField("last_failure_category") else None
+            if self.store.current.backend(outcome.backend) is None:
+                unknown.append(outcome.backend)
+                continue
+            try:
+                await health.record_outcomes(outcome.backend, outcome.successes, outcome.failures, category)
+            except KeyError:
+                unknown.append(outcome.backend)
+        return pb.ReportOutcomesResponse(unknown_backends=unknown)
+
+
+class AdminServer:
+    """A running admin server. `port` is the bound port; `stop()` is idempotent."""
+
+    def __init__(self, server: grpc.aio.Server, service: AdminService, health_servicer: grpc_health.aio.HealthServicer, host: str, port: int) -> None:
+        self.server = server
+        self.service = service
+        self.host = host
+        self.port = port
+        self._health = health_servicer
+        self._stopped = False
+
+    @property
+    def token_required(self) -> bool:
+        return self.service.guard.required
+
+    @property
+    def active_watches(self) -> int:
+        return self.service.active_watches
+
+    async def stop(self, grace: float = 2.0) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        self.service.close()
+        await self._health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        log.info("admin API stopped", extra={"address": f"{self.host}:{self.port}"})
+
+    async def __aenter__(self) -> AdminServer:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+def _bind_target(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+async def start_admin_server(
+    config: Config, store: ViewStore, health: HealthControl | None = None, nodes: NodeDirectory | None = None
+) -> AdminServer:
+    """Bind `control_plane.admin` and serve the admin API, reflection and grpc.health.v1.
+
+    Raises AdminError if the address needs a token and none is configured, or
+    if the address cannot be bound.
+    """
+    host, port = config.control_plane.admin_host_port
+    guard = guard_for(host, config.control_plane.admin_token_env)  # decide before any I/O
+    service = AdminService(store, health, nodes, guard)
+    health_servicer = grpc_health.aio.HealthServicer()
+    server = grpc.aio.server(options=SERVER_OPTIONS)
+    pb_grpc.add_AdminServicer_to_server(service, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
+    )
+    target = _bind_target(host, port)
+    try:
+        bound = server.add_insecure_port(target)
+    except RuntimeError:
+        bound = 0
+    if not bound:
+        await server.stop(None)
+        raise AdminError(f"cannot bind the admin API to control_plane.admin {target} (address in use or not local?)")
+    await server.start()
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("admin API listening", extra={"address": target, "token_required": guard.required})
+    return AdminServer(server, service, health_servicer, host, bound)
