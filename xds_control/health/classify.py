@@ -40,7 +40,7 @@ import httpx2
 import pydantic
 from mcp.client.auth.exceptions import OAuthFlowError, OAuthRegistrationError, OAuthTokenError
 from mcp.client.streamable_http import ResumptionError, StreamableHTTPError
-from mcp.client.subscriptions import ListenNotSupportedError
+from mcp.client.subscriptions import ListenNotSupportedError, SubscriptionLost
 from mcp.shared.exceptions import MCPError, NoBackChannelError, UrlElicitationRequiredError
 
 from xds_control.errors import ProbeError
@@ -121,6 +121,7 @@ EXCEPTION_CATEGORIES: Mapping[type[BaseException], Category] = {
     httpx2.StreamClosed: C.CONNECTION_RESET,
     httpx2.ResponseNotRead: C.PROTOCOL_ERROR,
     httpx2.RequestNotRead: C.PROTOCOL_ERROR,
+    httpx2.SSEError: C.PROTOCOL_ERROR,
     # httpcore2 (normally wrapped by httpx2, but seen raw inside groups and chains)
     httpcore2.ConnectionNotAvailable: C.CONNECTION_RESET,
     httpcore2.ProxyError: C.CONNECTION_REFUSED,
@@ -165,6 +166,18 @@ EXCEPTION_CATEGORIES: Mapping[type[BaseException], Category] = {
     anyio.IncompleteRead: C.CONNECTION_RESET,
     anyio.DelimiterNotFound: C.PROTOCOL_ERROR,
     anyio.TypedAttributeLookupError: C.UNKNOWN,
+    anyio.ConnectionFailed: C.CONNECTION_REFUSED,  # "all connection attempts failed"; its cause refines it
+    anyio.NoEventLoopError: C.UNKNOWN,
+    anyio.RunFinishedError: C.UNKNOWN,
+    anyio.BrokenWorkerProcess: C.UNKNOWN,
+    anyio.BrokenWorkerInterpreter: C.UNKNOWN,
+    anyio.TaskFailed: C.UNKNOWN,
+    anyio.TaskCancelled: C.UNKNOWN,
+    anyio.TaskNotFinished: C.UNKNOWN,
+    anyio.FutureFailed: C.UNKNOWN,
+    anyio.FutureCancelled: C.UNKNOWN,
+    anyio.FutureNotFinished: C.UNKNOWN,
+    anyio.FutureAlreadyFinished: C.UNKNOWN,
     # decoding what a backend sent
     json.JSONDecodeError: C.PROTOCOL_ERROR,
     UnicodeDecodeError: C.PROTOCOL_ERROR,
@@ -176,6 +189,7 @@ EXCEPTION_CATEGORIES: Mapping[type[BaseException], Category] = {
     StreamableHTTPError: C.PROTOCOL_ERROR,
     ResumptionError: C.PROTOCOL_ERROR,
     ListenNotSupportedError: C.PROTOCOL_ERROR,
+    SubscriptionLost: C.CONNECTION_RESET,
     OAuthFlowError: C.AUTHENTICATION_FAILED,
     OAuthTokenError: C.AUTHENTICATION_FAILED,
     OAuthRegistrationError: C.AUTHENTICATION_FAILED,

@@ -17,12 +17,14 @@ and moves the endpoint's state:
     unhealthy       healthy at healthy_thr.,   degraded   degraded   unauthenticated  unhealthy
                     else degraded (recovering)
     unauthenticated same as unhealthy          degraded   degraded   unauthenticated  unhealthy at unhealthy_threshold
+    (recovering)    as degraded                degraded   degraded   unauthenticated  unhealthy at once
 
 "at X" counts consecutive signals of that kind: `healthy_threshold` counts
 consecutive *good* probes, `unhealthy_threshold` consecutive failed ones.
 Credentials do not flap, so 401/403 takes effect at once. A recovering
-endpoint (answering again, threshold not reached yet) is `degraded`, as the
-design's health model says.
+endpoint (answering again after unhealthy/unauthenticated, `healthy_threshold`
+not reached yet) is `degraded`, as the design's health model says, and one
+failure sends it straight back to `unhealthy` (it never became healthy).
 
 Start-up rule: an endpoint stays `unknown` (pushed to Envoy as UNKNOWN, so it
 keeps receiving traffic) until its first verdict. One good probe makes it
@@ -110,6 +112,7 @@ class EndpointTracker:
         self.consecutive_failures = 0
         self.consecutive_successes = 0  # answered (good or slow)
         self._consecutive_good = 0
+        self._recovering = False  # answering again after unhealthy/unauthenticated, threshold not reached
         self.last: Outcome | None = None
         self.last_signal: Signal | None = None
         self.last_success: float | None = None
@@ -133,6 +136,10 @@ class EndpointTracker:
             self._consecutive_good = 0
             self.consecutive_failures = 0 if signal is Signal.LIMITED else self.consecutive_failures + 1
         after, reason = self._next(signal, outcome, health)
+        if after is BackendState.DEGRADED:
+            self._recovering = self._recovering or self.state in (BackendState.UNHEALTHY, BackendState.UNAUTHENTICATED)
+        else:
+            self._recovering = False
         if after is self.state:
             return None
         transition = Transition(self.state, after, reason)
@@ -151,7 +158,7 @@ class EndpointTracker:
             return BackendState.DEGRADED, Category.RATE_LIMITED.value
         if signal is Signal.DENIED:
             return BackendState.UNAUTHENTICATED, Category.AUTHENTICATION_FAILED.value
-        if state is BackendState.UNHEALTHY or self.consecutive_failures >= health.unhealthy_threshold:
+        if state is BackendState.UNHEALTHY or self._recovering or self.consecutive_failures >= health.unhealthy_threshold:
             return BackendState.UNHEALTHY, outcome.category or Category.UNKNOWN.value
         return state, ""
 
