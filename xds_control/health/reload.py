@@ -95,7 +95,17 @@ async def watch_config(
 
             async def on_files() -> None:
                 nonlocal last
-                watcher = watchfiles.awatch(target.parent, stop_event=stop, debounce=200, step=20, rust_timeout=200, yield_on_timeout=True, recursive=False)
+                watcher = watchfiles.awatch(
+                    target.parent,
+                    # Only the config file: its directory may be busy (/tmp), and watchfiles logs every batch.
+                    watch_filter=lambda _change, changed: Path(changed).resolve() == target,
+                    stop_event=stop,
+                    debounce=200,
+                    step=20,
+                    rust_timeout=200,
+                    yield_on_timeout=True,
+                    recursive=False,
+                )
                 async for changes in watcher:
                     if not started.is_set():
                         started.set()

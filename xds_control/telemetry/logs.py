@@ -47,5 +47,5 @@ def setup_logging(fmt: str = "text", level: str = "info") -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
-    for noisy in ("httpx", "httpx2", "httpcore", "uvicorn.access", "mcp"):
+    for noisy in ("httpx", "httpx2", "httpcore", "uvicorn.access", "mcp", "watchfiles"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
