@@ -8,19 +8,20 @@ readiness rules, command lines and exit decisions is decided here.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import signal
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from xds_control.config import Config, parse_config
+from xds_control.config import Config, dial_host, parse_config
 
 DEMO_BACKENDS = ("weather", "calendar", "notes")
 DEMO_LISTENER_PORT = 10000
 DEMO_PORT_ENV = "XDS_CONTROL_DEMO_PORT"  # the demo's public listener port; 0 picks a free one
-READY_LINE = re.compile(r"^READY (?P<url>https?://\S+)")
+BACKEND_READY = r"^READY (?P<url>https?://\S+)"  # examples/backends/demo_server.py, once it listens
+CONTROL_PLANE_READY = r"^READY xds="  # `xds-control serve`, once every listener is bound
+AGGREGATOR_READY = r"^READY https?://"  # `xds-control aggregator`, once /mcp accepts connections
 
 # Bounded waits for each part to become ready (seconds). Envoy's own initial
 # xDS fetch timeout is 15 s, so its budget must be longer than that.
@@ -104,30 +105,20 @@ class StackPlan:
 # Addresses
 
 
-def connect_host(bind_host: str) -> str:
-    """Where to connect to reach something bound on `bind_host` from this machine."""
-    try:
-        ip = ipaddress.ip_address(bind_host.strip("[]"))
-    except ValueError:
-        return bind_host
-    if ip.is_unspecified:
-        return "::1" if ip.version == 6 else "127.0.0.1"
-    return str(ip)
-
-
 def format_host(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 def http_url(host: str, port: int, path: str = "/") -> str:
-    return f"http://{format_host(connect_host(host))}:{port}{path}"
+    """A URL on this machine for something bound on `host` (a wildcard bind is dialled on loopback)."""
+    return f"http://{format_host(dial_host(host))}:{port}{path}"
 
 
 def endpoint_lines(config: Config) -> list[str]:
     """What `up` prints once everything is ready: the MCP endpoint, and each backend via Envoy when exposed."""
-    listener = config.listener
-    lines = [f"MCP endpoint: {http_url(listener.address, listener.port, '/mcp')}"]
-    if listener.expose_backends:
+    lines = [f"MCP endpoint: {config.public_url()}"]
+    if config.listener.expose_backends:
+        listener = config.listener
         width = max((len(b.name) for b in config.backends), default=0)
         lines += [
             f"  backend {b.name:<{width}}  {http_url(listener.address, listener.port, f'/backends/{b.name}/mcp')}"
@@ -148,9 +139,9 @@ def envoy_ports(config: Config) -> dict[str, tuple[str, int]]:
 # Command lines
 
 
-def cli_argv(python: str, subcommand: str, config_path: str, log_level: str) -> tuple[str, ...]:
+def cli_argv(python: str, subcommand: str, config_path: str, log_level: str, log_format: str = "text") -> tuple[str, ...]:
     """`xds-control SUBCOMMAND -c CONFIG`, through the interpreter running us (no reliance on PATH)."""
-    return (python, "-m", "xds_control.cli", subcommand, "-c", config_path, "--log-level", log_level)
+    return (python, "-m", "xds_control.cli", subcommand, "-c", config_path, "--log-level", log_level, "--log-format", log_format)
 
 
 def envoy_argv(binary: str, bootstrap_path: str, log_level: str) -> tuple[str, ...]:
@@ -176,7 +167,7 @@ def demo_backend_specs(python: str, names: Sequence[str] = DEMO_BACKENDS) -> tup
             name=name,
             role=Role.BACKEND,
             argv=(python, "-m", "examples.backends.demo_server", "--name", name, "--host", "127.0.0.1", "--port", "0"),
-            ready=(LineReady(READY_LINE.pattern),),
+            ready=(LineReady(BACKEND_READY),),
             critical=False,
             env={"PYTHONUNBUFFERED": "1"},
             start_timeout=START_TIMEOUT["backend"],
@@ -187,7 +178,7 @@ def demo_backend_specs(python: str, names: Sequence[str] = DEMO_BACKENDS) -> tup
 
 def parse_ready_url(line: str) -> str:
     """`READY http://127.0.0.1:9001/mcp` -> the URL."""
-    match = READY_LINE.search(line.strip())
+    match = re.search(BACKEND_READY, line.strip())
     if not match:
         raise ValueError(f"not a READY line: {line!r}")
     return match.group("url")
@@ -201,18 +192,16 @@ def plan_stack(
     envoy_binary: str,
     python: str,
     log_level: str = "info",
+    log_format: str = "text",
     aggregator_available: bool = True,
 ) -> StackPlan:
     """Control plane first (Envoy's ADS connects to it), then Envoy and the aggregator together."""
-    cp = config.control_plane
-    xds_host, xds_port = cp.xds_host_port
-    admin_host, admin_port = cp.admin_host_port
     py_env = {"PYTHONUNBUFFERED": "1"}
     control_plane = ChildSpec(
         name="control-plane",
         role=Role.CONTROL_PLANE,
-        argv=cli_argv(python, "serve", config_path, log_level),
-        ready=(TcpReady(connect_host(xds_host), xds_port), TcpReady(connect_host(admin_host), admin_port)),
+        argv=cli_argv(python, "serve", config_path, log_level, log_format),
+        ready=(LineReady(CONTROL_PLANE_READY),),
         env=py_env,
         start_timeout=START_TIMEOUT["control-plane"],
     )
@@ -222,20 +211,19 @@ def plan_stack(
         argv=envoy_argv(envoy_binary, bootstrap_path, config.envoy.log_level),
         ready=(
             HttpReady(http_url(config.envoy.admin_address, config.envoy.admin_port, "/ready")),
-            TcpReady(connect_host(config.listener.address), config.listener.port),
+            TcpReady(dial_host(config.listener.address), config.listener.port),
         ),
         start_timeout=START_TIMEOUT["envoy"],
     )
     second: list[ChildSpec] = [envoy]
     notes: list[str] = []
     if aggregator_available:
-        agg = config.aggregator
         second.append(
             ChildSpec(
                 name="aggregator",
                 role=Role.AGGREGATOR,
-                argv=cli_argv(python, "aggregator", config_path, log_level),
-                ready=(TcpReady(connect_host(agg.address), agg.port),),
+                argv=cli_argv(python, "aggregator", config_path, log_level, log_format),
+                ready=(LineReady(AGGREGATOR_READY), TcpReady(dial_host(config.aggregator.address), config.aggregator.port)),
                 env=py_env,
                 start_timeout=START_TIMEOUT["aggregator"],
             )

