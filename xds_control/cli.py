@@ -61,6 +61,9 @@ def run_async(coro: Any) -> int:
         return int(asyncio.run(coro) or 0)
     except KeyboardInterrupt:
         return 130
+    except ConfigError as exc:
+        click.echo(str(exc), err=True)
+        return EXIT_CONFIG
     except XdsControlError as exc:
         click.echo(f"error: {exc}", err=True)
         return 1

@@ -187,5 +187,11 @@ async def serve_forever(config: Config, *, config_path: Path | None = None) -> i
         print(f"READY xds={cp.config.control_plane.xds}{admin}", flush=True)
         log.info("control plane ready", extra={"backends": len(cp.config.backends)})
 
-    await plane.run(ready=ready)
+    from xds_control.telemetry.tracing import setup_tracing
+
+    tracer_provider = setup_tracing(f"{config.telemetry.service_name_prefix}-control-plane", config.telemetry.otlp_endpoint)
+    try:
+        await plane.run(ready=ready)
+    finally:
+        tracer_provider.shutdown()
     return 0

@@ -1,0 +1,42 @@
+"""The MCP aggregation sidecar: one MCP endpoint merging every routable backend, from the control plane's view.
+
+    catalog.py       merged catalog: naming, conflicts, filters, routes, hashes (pure)
+    pagination.py    opaque cursors over a merged list (pure)
+    coalesce.py      when to send list_changed (pure, clock injected)
+    rpc_errors.py    the aggregator's JSON-RPC error codes
+    view_source.py   ViewSource seam (admin Watch stream / in-process ViewStore), follower with backoff
+    upstream_http.py per-backend httpx2 client; HTTP failures mapped to JSON-RPC errors at the edge
+    auth.py          outgoing credentials, auth retry sequences, auth breaker
+    upstream.py      SDK client sessions per backend and family; error mapping
+    gateway.py       lists with the failure mode, call routing
+    sessions.py      legacy client sessions (for notifications and session cleanup)
+    notify.py        list_changed to legacy sessions and modern listen streams
+    outcomes.py      data-path outcome batches for the control plane
+    mcp_server.py    the SDK low-level Server serving both protocol families
+    http_app.py      ASGI app: /mcp, /healthz, body limit, session tracking, allowed hosts
+    service.py       Aggregator (wiring, running, serving) and serve_forever(config)
+    metrics.py       Prometheus metrics
+
+It never imports `xds_control.health` or `xds_control.xds`: health reaches it
+only through the view.
+"""
+
+from xds_control.aggregator.rpc_errors import BACKEND_AUTH_FAILED, BACKEND_FAILED, BACKEND_TIMEOUT, BACKEND_UNAVAILABLE
+from xds_control.aggregator.service import Aggregator, serve_forever
+from xds_control.aggregator.upstream import direct_upstream_url, egress_upstream_url
+from xds_control.aggregator.view_source import AdminViewSource, StoreViewSource, ViewSource, ViewUpdate
+
+__all__ = [
+    "BACKEND_AUTH_FAILED",
+    "BACKEND_FAILED",
+    "BACKEND_TIMEOUT",
+    "BACKEND_UNAVAILABLE",
+    "AdminViewSource",
+    "Aggregator",
+    "StoreViewSource",
+    "ViewSource",
+    "ViewUpdate",
+    "direct_upstream_url",
+    "egress_upstream_url",
+    "serve_forever",
+]

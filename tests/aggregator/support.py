@@ -1,0 +1,73 @@
+"""Helpers for the aggregator's integration tests: real SDK clients, catalogs fetched from real backends."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import replace
+from typing import Any
+
+import httpx2
+from mcp.client.client import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp_types.version import LATEST_MODERN_VERSION
+
+from xds_control.config import Config, parse_config
+from xds_control.view import BackendState, Catalog, ViewStore
+
+MODERN = LATEST_MODERN_VERSION
+FAMILIES = ("legacy", MODERN)
+
+
+def dump(model: Any) -> dict[str, Any]:
+    return model.model_dump(by_alias=True, mode="json", exclude_none=True)
+
+
+@contextlib.asynccontextmanager
+async def mcp_client(url: str, mode: str = "legacy", *, headers: Mapping[str, str] | None = None, **kwargs: Any) -> AsyncIterator[Client]:
+    """A real SDK client over streamable HTTP. `mode`: "legacy" or a modern protocol version."""
+    async with httpx2.AsyncClient(headers=dict(headers or {}), timeout=httpx2.Timeout(30, read=300), trust_env=False) as http:
+        async with Client(streamable_http_client(url, http_client=http), mode=mode, cache=None, **kwargs) as client:
+            yield client
+
+
+async def fetch_catalog(url: str, *, headers: Mapping[str, str] | None = None, mode: str = "legacy") -> Catalog:
+    """What a prober would record: every page of every list, as raw JSON."""
+    async with mcp_client(url, mode, headers=headers) as client:
+        lists: dict[str, list[dict[str, Any]]] = {"tools": [], "resources": [], "resource_templates": [], "prompts": []}
+        fetchers = {
+            "tools": (client.list_tools, "tools"),
+            "resources": (client.list_resources, "resources"),
+            "resource_templates": (client.list_resource_templates, "resource_templates"),
+            "prompts": (client.list_prompts, "prompts"),
+        }
+        capabilities = client.server_capabilities
+        for kind, (fetch, attr) in fetchers.items():
+            if kind == "resource_templates" and capabilities.resources is None:
+                continue
+            cursor = None
+            while True:
+                try:
+                    page = await fetch(cursor=cursor)
+                except Exception:  # noqa: BLE001 - a backend without templates
+                    break
+                lists[kind] += [dump(item) for item in getattr(page, attr)]
+                cursor = page.next_cursor
+                if cursor is None:
+                    break
+        return Catalog.build(**lists, protocol_version=client.protocol_version, capabilities=dump(capabilities))
+
+
+def make_config(backends: list[dict[str, Any]], **aggregator: Any) -> Config:
+    return parse_config({"aggregator": {"port": 18080, **aggregator}, "backends": backends})
+
+
+def set_healthy(store: ViewStore, name: str, catalog: Catalog | None = None) -> int:
+    """Mark a backend healthy (with its catalog); returns the new view version."""
+    return store.update_backend(
+        name, lambda s: replace(s, state=BackendState.HEALTHY, catalog=catalog if catalog is not None else s.catalog)
+    ).version
+
+
+def set_state(store: ViewStore, name: str, state: BackendState) -> int:
+    return store.update_backend(name, lambda s: replace(s, state=state)).version

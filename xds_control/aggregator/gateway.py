@@ -1,0 +1,236 @@
+"""The aggregator's core: the current merged catalog, list answers with the failure mode, and call routing.
+
+`Gateway.apply_view` swaps in a new `MergedCatalog` (catalog.py) for each view;
+list requests are pages of it (pagination.py) with the failure mode applied:
+
+* ``fail``: an error naming the unavailable backends when a `required` one is
+  not routable, or when none is routable (with no backend configured at all
+  there is nothing to be unavailable: the lists are simply empty);
+* ``best_effort``: never an error.
+
+In both modes unroutable backends are left out and, whenever any is,
+named in the result's ``_meta["xds-control/unavailable"]`` as
+``[{"backend", "state", "retry_after"}, ...]``.
+
+Calls (tools/call, resources/read, prompts/get, completion/complete) are
+routed by exposed name or URI to the owning backend's `BackendUpstream`. A
+name that belongs to an unroutable backend fails at once with
+BACKEND_UNAVAILABLE and no network I/O; an unknown name is INVALID_PARAMS (a
+resource: -32002, as MCP servers answer); tool arguments are checked against
+the tool's input schema before anything is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import mcp_types as types
+from jsonschema import SchemaError, validators
+from mcp.shared.exceptions import MCPError
+from pydantic import BaseModel
+
+from xds_control.aggregator import metrics
+from xds_control.aggregator.catalog import KINDS, Kind, MergedCatalog, empty_catalog, manual_conflict_issues, merge_catalog
+from xds_control.aggregator.outcomes import OutcomeBatcher
+from xds_control.aggregator.pagination import PAGE_SIZE, CursorError, page
+from xds_control.aggregator.rpc_errors import OK, GatewayError, from_unavailable, list_unavailable
+from xds_control.aggregator.upstream import BackendUpstream, ProgressFn, Spawn, UpstreamUrl, clean_params
+from xds_control.config import Config
+from xds_control.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+UNAVAILABLE_META = "xds-control/unavailable"
+RESOURCE_NOT_FOUND = -32002
+RESULT_KEY: Mapping[Kind, str] = {"tools": "tools", "resources": "resources", "resource_templates": "resourceTemplates", "prompts": "prompts"}
+_WHAT: Mapping[Kind, str] = {"tools": "tool", "prompts": "prompt", "resources": "resource", "resource_templates": "resource template"}
+
+
+class Gateway:
+    def __init__(
+        self,
+        config: Config,
+        upstream_url: UpstreamUrl,
+        spawn: Spawn,
+        *,
+        page_size: int = PAGE_SIZE,
+        outcomes: OutcomeBatcher | None = None,
+        max_upstream_sessions: int = 512,
+        upstream_idle_timeout: float = 300.0,
+    ) -> None:
+        self.config = config
+        self.page_size = page_size
+        self.outcomes = outcomes or OutcomeBatcher()
+        self.catalog: MergedCatalog = empty_catalog(config)
+        self.view_version = 0
+        self.upstreams = {
+            b.name: BackendUpstream(
+                b,
+                upstream_url(b),
+                spawn,
+                call_timeout=config.aggregator.call_timeout,
+                max_sessions=max_upstream_sessions,
+                idle_timeout=upstream_idle_timeout,
+            )
+            for b in config.backends
+        }
+        self._validators: dict[str, Any] = {}
+        self._tools_by_name: dict[str, Mapping[str, Any]] = {}
+        self._reported_conflicts: frozenset[Any] = frozenset()
+        self._publish_sizes()
+
+    # -- the view -------------------------------------------------------------------------------
+
+    def apply_view(self, version: int, backends: Mapping[str, Any]) -> MergedCatalog:
+        """Rebuild the merged catalog. The first view with manual-mode name conflicts is a config error."""
+        catalog = merge_catalog(self.config, backends)
+        issues = manual_conflict_issues(self.config, catalog.conflicts)
+        if issues and self.view_version == 0:
+            raise ConfigError(issues, source="aggregator.conflict_resolution: manual")
+        for name, upstream in self.upstreams.items():
+            upstream.update(backends.get(name))
+        self._report_conflicts(catalog)
+        self.catalog = catalog
+        self.view_version = version
+        self._validators, self._tools_by_name = {}, {}
+        self._publish_sizes()
+        return catalog
+
+    def _report_conflicts(self, catalog: MergedCatalog) -> None:
+        current = frozenset(catalog.conflicts)
+        for conflict in current - self._reported_conflicts:
+            log.error(
+                "name conflict in the merged catalog",
+                extra={"kind": conflict.kind, "exposed_name": conflict.name, "backends": ",".join(conflict.backends), "left_out": ",".join(conflict.rejected)},
+            )
+        self._reported_conflicts = current
+
+    def _publish_sizes(self) -> None:
+        for kind in KINDS:
+            metrics.CATALOG_ITEMS.labels(kind=kind).set(len(self.catalog.lists[kind].items))
+            metrics.CATALOG_CONFLICTS.labels(kind=kind).set(sum(1 for c in self.catalog.conflicts if c.kind == kind))
+
+    # -- lists ----------------------------------------------------------------------------------
+
+    def list_page(self, kind: Kind, cursor: str | None) -> dict[str, Any]:
+        catalog = self.catalog
+        if self.config.aggregator.failure_mode == "fail" and catalog.configured:
+            required = [u for u in catalog.unavailable if u.required]
+            if required:
+                raise list_unavailable(kind, required, reason="required backend unavailable")
+            if catalog.routable == 0:
+                raise list_unavailable(kind, catalog.unavailable, reason="no backend is routable")
+        try:
+            items, next_cursor = page(catalog.lists[kind], cursor, self.page_size)
+        except CursorError as exc:
+            raise MCPError(types.INVALID_PARAMS, str(exc), {"cursor": cursor, "reason": exc.reason}) from None
+        result: dict[str, Any] = {RESULT_KEY[kind]: list(items), "resultType": "complete"}
+        if next_cursor is not None:
+            result["nextCursor"] = next_cursor
+        if catalog.unavailable:
+            result["_meta"] = {UNAVAILABLE_META: [u.to_json() for u in catalog.unavailable]}
+        return result
+
+    # -- calls ----------------------------------------------------------------------------------
+
+    async def call(
+        self,
+        method: str,
+        kind: Kind,
+        key: str,
+        params: BaseModel,
+        *,
+        client_key: str | None,
+        progress: ProgressFn | None = None,
+        arguments: Mapping[str, Any] | None = None,
+        backend_params: Callable[[str], BaseModel] | None = None,
+    ) -> dict[str, Any]:
+        """Route one request. `backend_params(original)`, if given, builds what the backend gets instead of
+        `params` with its name or URI replaced."""
+        catalog = self.catalog
+        route = catalog.route(kind, key)
+        label = key if kind in ("tools", "prompts") else ""
+        if route is None:
+            owner = catalog.unavailable_owner(kind, key)
+            if owner is not None:
+                metrics.FAST_FAILED.labels(backend=owner.backend, state=owner.state).inc()
+                metrics.CALLS.labels(backend=owner.backend, method=method, tool=label, outcome="unavailable").inc()
+                raise from_unavailable(owner)
+            if kind == "resources":
+                raise MCPError(RESOURCE_NOT_FOUND, "Resource not found", {"uri": key})
+            raise MCPError(types.INVALID_PARAMS, f"Unknown {_WHAT[kind]}: {key}", {_WHAT[kind]: key})
+        if kind == "tools":
+            self._check_arguments(key, arguments)
+        upstream = self.upstreams[route.backend]
+        label = route.original if label else ""
+        outcome, category = "cancelled", None
+        started = time.perf_counter()
+        try:
+            result = await upstream.request(
+                method,
+                backend_params(route.original) if backend_params else clean_params(params, route.original),
+                client_key=client_key, progress=progress
+            )
+            outcome = "tool_error" if result.get("isError") is True else OK
+            return result
+        except GatewayError as exc:
+            outcome, category = exc.outcome, (exc.data or {}).get("category")
+            raise
+        except MCPError:
+            outcome = "error"  # the backend's own JSON-RPC error: it answered
+            raise
+        finally:
+            metrics.CALLS.labels(backend=route.backend, method=method, tool=label, outcome=outcome).inc()
+            if outcome != "cancelled":
+                metrics.CALL_LATENCY.labels(backend=route.backend, method=method).observe(time.perf_counter() - started)
+            self.outcomes.record(route.backend, OK if outcome in ("tool_error", "error") else outcome, category)
+
+    def _check_arguments(self, tool: str, arguments: Mapping[str, Any] | None) -> None:
+        if tool not in self._validators:
+            self._validators[tool] = self._validator(tool)
+        validator = self._validators[tool]
+        if validator is None:
+            return
+        errors = sorted(validator.iter_errors(dict(arguments or {})), key=lambda e: list(e.absolute_path))
+        if errors:
+            shown = [{"path": "/".join(str(p) for p in e.absolute_path), "message": e.message} for e in errors[:5]]
+            raise MCPError(types.INVALID_PARAMS, f"Invalid arguments for tool {tool!r}: {errors[0].message}", {"tool": tool, "errors": shown})
+
+    def tool_schema(self, tool: str) -> Mapping[str, Any] | None:
+        """The exposed tool's inputSchema (None when unknown)."""
+        if not self._tools_by_name:
+            self._tools_by_name = {item["name"]: item for item in self.catalog.lists["tools"].items}
+        schema = self._tools_by_name.get(tool, {}).get("inputSchema")
+        return schema if isinstance(schema, Mapping) else None
+
+    def _validator(self, tool: str) -> Any:
+        """A compiled validator for the tool's inputSchema, or None when it has none or it is not a valid schema."""
+        schema = self.tool_schema(tool)
+        if schema is None:
+            return None
+        schema = dict(schema)
+        try:
+            cls = validators.validator_for(schema)
+            cls.check_schema(schema)
+            return cls(schema)
+        except SchemaError:
+            log.warning("a tool's inputSchema is not a valid JSON Schema; arguments go unchecked", extra={"tool": tool})
+            return None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def client_session_closed(self, session_id: str) -> None:
+        for upstream in self.upstreams.values():
+            upstream.close_client(session_id)
+
+    def sweep(self) -> None:
+        for upstream in self.upstreams.values():
+            upstream.sweep()
+
+    async def aclose(self) -> None:
+        await asyncio.gather(*(u.aclose() for u in self.upstreams.values()), return_exceptions=True)
+

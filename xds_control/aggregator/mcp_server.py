@@ -1,0 +1,146 @@
+"""The aggregator's MCP server: the SDK's low-level `Server` with handlers over the `Gateway`.
+
+One `Server` serves both protocol families on the same endpoint (the SDK's
+streamable-HTTP manager routes each request by its `MCP-Protocol-Version`):
+
+* legacy clients (initialize, `Mcp-Session-Id`, ping) are told
+  `listChanged: true` for tools, resources and prompts (the HTTP manager
+  calls `create_initialization_options()` without notification options, so
+  the server supplies them itself) and hear list changes on their session;
+* modern clients (2026-07-28: server/discover, no session) open
+  `subscriptions/listen`, served by the SDK's `ListenHandler` over the
+  aggregator's subscription bus.
+
+A server middleware remembers every legacy session that sends a request, for
+the notifier (sessions.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import mcp_types as types
+from mcp.server import NotificationOptions, Server, ServerRequestContext
+from mcp.server.caching import CacheHint
+from mcp.server.context import CallNext, HandlerResult
+from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from pydantic import BaseModel
+
+from xds_control.aggregator import metrics
+from xds_control.aggregator.gateway import Gateway
+from xds_control.aggregator.sessions import ClientSessions
+from xds_control.aggregator.upstream import ProgressFn
+
+SERVER_NAME = "xds-control"
+INSTRUCTIONS = "One MCP endpoint for the tools, resources and prompts of every healthy backend behind this gateway."
+_LIST_HINT = CacheHint(ttl_ms=0, scope="public")  # the same for every caller; changes are announced
+
+
+class _AggregatorServer(Server[Any]):
+    def create_initialization_options(self, notification_options: NotificationOptions | None = None, *args: Any, **kwargs: Any) -> Any:
+        options = notification_options or NotificationOptions(prompts_changed=True, resources_changed=True, tools_changed=True)
+        return super().create_initialization_options(options, *args, **kwargs)
+
+
+class _CountingListenHandler(ListenHandler):
+    """The SDK's handler, counting open listen streams (the modern family's "sessions")."""
+
+    async def __call__(self, ctx: ServerRequestContext[Any, Any], params: types.SubscriptionsListenRequestParams) -> types.SubscriptionsListenResult:
+        gauge = metrics.SESSIONS.labels(family="modern")
+        gauge.inc()
+        try:
+            return await super().__call__(ctx, params)
+        finally:
+            gauge.dec()
+
+
+def client_key(ctx: ServerRequestContext[Any, Any]) -> str | None:
+    """The legacy client's session id (None for modern clients, which have none)."""
+    if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS or ctx.request is None:
+        return None
+    return ctx.request.headers.get("mcp-session-id")
+
+
+def progress_of(ctx: ServerRequestContext[Any, Any], params: types.RequestParams) -> ProgressFn | None:
+    """Forward the backend's progress to the client, if the client asked for progress."""
+    if params.meta is None or params.meta.get("progress_token") is None:
+        return None
+    return ctx.session.report_progress
+
+
+def _complete_params(params: types.CompleteRequestParams) -> Callable[[str], BaseModel]:
+    def build(original: str) -> BaseModel:
+        data = params.model_dump(by_alias=True, exclude_none=True)
+        data["ref"]["name" if data["ref"].get("type") == "ref/prompt" else "uri"] = original
+        data.pop("_meta", None)
+        return types.CompleteRequestParams.model_validate(data, by_name=False)
+
+    return build
+
+
+def build_server(gateway: Gateway, sessions: ClientSessions, bus: InMemorySubscriptionBus) -> Server[Any]:
+    def cursor(params: types.PaginatedRequestParams | None) -> str | None:
+        return params.cursor if params is not None else None
+
+    async def list_tools(ctx: Any, params: types.PaginatedRequestParams | None) -> Any:
+        return gateway.list_page("tools", cursor(params))
+
+    async def list_resources(ctx: Any, params: types.PaginatedRequestParams | None) -> Any:
+        return gateway.list_page("resources", cursor(params))
+
+    async def list_templates(ctx: Any, params: types.PaginatedRequestParams | None) -> Any:
+        return gateway.list_page("resource_templates", cursor(params))
+
+    async def list_prompts(ctx: Any, params: types.PaginatedRequestParams | None) -> Any:
+        return gateway.list_page("prompts", cursor(params))
+
+    async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> Any:
+        return await gateway.call(
+            "tools/call", "tools", params.name, params, client_key=client_key(ctx), progress=progress_of(ctx, params), arguments=params.arguments
+        )
+
+    async def read_resource(ctx: Any, params: types.ReadResourceRequestParams) -> Any:
+        return await gateway.call("resources/read", "resources", str(params.uri), params, client_key=client_key(ctx), progress=progress_of(ctx, params))
+
+    async def get_prompt(ctx: Any, params: types.GetPromptRequestParams) -> Any:
+        return await gateway.call("prompts/get", "prompts", params.name, params, client_key=client_key(ctx), progress=progress_of(ctx, params))
+
+    async def complete(ctx: Any, params: types.CompleteRequestParams) -> Any:
+        ref = params.ref
+        kind, key = ("prompts", ref.name) if isinstance(ref, types.PromptReference) else ("resource_templates", ref.uri)
+        return await gateway.call(
+            "completion/complete", kind, key, params, client_key=client_key(ctx), backend_params=_complete_params(params)
+        )
+
+    async def track_sessions(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        session_id = client_key(ctx)
+        if session_id:
+            sessions.seen(session_id, ctx.session)
+        return await call_next(ctx)
+
+    server = _AggregatorServer(
+        SERVER_NAME,
+        version="0.1.0",
+        instructions=INSTRUCTIONS,
+        cache_hints={
+            "tools/list": _LIST_HINT,
+            "resources/list": _LIST_HINT,
+            "resources/templates/list": _LIST_HINT,
+            "prompts/list": _LIST_HINT,
+            "resources/read": CacheHint(ttl_ms=0, scope="private"),
+        },
+        get_tool_input_schema=lambda name: gateway.tool_schema(name),
+        on_list_tools=list_tools,
+        on_call_tool=call_tool,
+        on_list_resources=list_resources,
+        on_list_resource_templates=list_templates,
+        on_read_resource=read_resource,
+        on_list_prompts=list_prompts,
+        on_get_prompt=get_prompt,
+        on_completion=complete,
+        on_subscriptions_listen=_CountingListenHandler(bus),
+    )
+    server.middleware.append(track_sessions)
+    return server

@@ -1,0 +1,254 @@
+"""The aggregation sidecar as a service: `Aggregator` wires the parts; `serve_forever(config)` runs it.
+
+    aggregator = Aggregator(config, StoreViewSource(store), upstream_url=direct_upstream_url)
+    async with aggregator.running():        # view follower, notifier, reporter, upkeep
+        async with aggregator.serving(config.aggregator.address, config.aggregator.port) as url:
+            ...                               # url: http://HOST:PORT/mcp
+
+The port should be the configured one: the allowed `Host` values derive from
+it (http_app.allowed_hosts).
+
+`serve_forever(config)` (the `xds-control aggregator` command) follows the
+control plane's admin Watch stream, calls backends through Envoy's egress
+listener, listens on `aggregator.address:port` and prints
+`READY http://HOST:PORT/mcp` once it accepts connections. SIGTERM/SIGINT stop
+it gracefully (backend sessions are closed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import os
+import signal
+import socket
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import uvicorn
+
+from xds_control.telemetry.metrics_server import start_metrics_server
+from xds_control.telemetry.tracing import setup_tracing
+from mcp.server.subscriptions import InMemorySubscriptionBus
+
+from xds_control.aggregator.coalesce import DEFAULT_WINDOW, ChangeCoalescer
+from xds_control.aggregator.gateway import Gateway
+from xds_control.aggregator.http_app import DEFAULT_MAX_REQUEST_BYTES, MCP_PATH, build_asgi_app
+from xds_control.aggregator.mcp_server import build_server
+from xds_control.aggregator.notify import ChangeNotifier
+from xds_control.aggregator.outcomes import OutcomeBatcher, report_outcomes_forever
+from xds_control.aggregator.pagination import PAGE_SIZE
+from xds_control.aggregator.sessions import DEFAULT_IDLE_TIMEOUT, ClientSessions
+from xds_control.aggregator.upstream import UpstreamUrl, egress_upstream_url
+from xds_control.aggregator.view_source import AdminViewSource, Backoff, ViewFollower, ViewSource, ViewUpdate
+from xds_control.config import Config
+from xds_control.errors import XdsControlError
+
+log = logging.getLogger(__name__)
+
+UPKEEP_INTERVAL = 10.0
+
+
+class Aggregator:
+    """The MCP aggregation sidecar, driven by a `ViewSource` (see the module docstring)."""
+
+    def __init__(
+        self,
+        config: Config,
+        source: ViewSource,
+        *,
+        upstream_url: UpstreamUrl | None = None,
+        page_size: int = PAGE_SIZE,
+        coalesce_window: float = DEFAULT_WINDOW,
+        report_interval: float = 1.0,
+        backoff: Backoff | None = None,
+        session_idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    ) -> None:
+        self.config = config
+        self.source = source
+        self.report_interval = report_interval
+        self._tg: asyncio.TaskGroup | None = None
+        self.outcomes = OutcomeBatcher()
+        self.gateway = Gateway(config, upstream_url or egress_upstream_url(config), self._spawn, page_size=page_size, outcomes=self.outcomes)
+        self.sessions = ClientSessions(self.gateway.client_session_closed, idle_timeout=session_idle_timeout)
+        self.bus = InMemorySubscriptionBus()
+        self.notifier = ChangeNotifier(ChangeCoalescer(self.gateway.catalog.hashes, coalesce_window), self.sessions.notifiable, self.bus)
+        self.follower = ViewFollower(source, self._apply, backoff=backoff)
+        self.server = build_server(self.gateway, self.sessions, self.bus)
+        self.app = build_asgi_app(config, self.server, self.sessions, health=self.health, max_request_bytes=max_request_bytes)
+
+    def _spawn(self, coro: Any) -> asyncio.Task[None]:
+        if self._tg is None:
+            coro.close()
+            raise RuntimeError("the aggregator is not running")
+        return self._tg.create_task(coro)
+
+    def _apply(self, update: ViewUpdate) -> None:
+        catalog = self.gateway.apply_view(update.version, update.backends)
+        self.notifier.observe(catalog.hashes)
+
+    async def wait_for_view(self, version: int) -> None:
+        """Until the view with `version` (or a later one) is applied."""
+        await self.follower.wait_for_version(version)
+
+    def health(self) -> dict[str, Any]:
+        catalog = self.gateway.catalog
+        return {
+            "view_version": self.gateway.view_version,
+            "stale": not self.follower.connected,
+            "staleness_seconds": round(self.follower.staleness(), 3),
+            "backends": {"configured": catalog.configured, "routable": catalog.routable},
+            "catalog": catalog.item_counts(),
+        }
+
+    async def _upkeep(self) -> None:
+        while True:
+            await asyncio.sleep(UPKEEP_INTERVAL)
+            self.sessions.sweep()
+            self.gateway.sweep()
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Aggregator]:
+        """Run the background tasks; on exit close every backend session and stop them."""
+        async with asyncio.TaskGroup() as tg:
+            self._tg = tg
+            tasks = [
+                tg.create_task(self.follower.run(), name="aggregator-view"),
+                tg.create_task(self.notifier.run(), name="aggregator-notify"),
+                tg.create_task(report_outcomes_forever(self.outcomes, self.source.report_outcomes, self.report_interval), name="aggregator-report"),
+                tg.create_task(self._upkeep(), name="aggregator-upkeep"),
+            ]
+            try:
+                yield self
+            finally:
+                await self.gateway.aclose()
+                for task in tasks:
+                    task.cancel()
+
+    @contextlib.asynccontextmanager
+    async def serving(self, host: str, port: int, *, handle_signals: bool = False) -> AsyncIterator[str]:
+        """Serve HTTP on host:port until the block exits; yields the `/mcp` URL.
+
+        The socket is bound here, so a taken port is an `XdsControlError`
+        naming it. With `handle_signals`, the block's exit waits for SIGTERM
+        or SIGINT instead (the sidecar command).
+        """
+        sock = _listen(host, port)
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = loop.create_future()
+        server = _Uvicorn(
+            uvicorn.Config(self.app, lifespan="on", log_config=None, access_log=False, timeout_graceful_shutdown=1),
+            on_ready=lambda: ready.done() or ready.set_result(None),
+        )
+        task = asyncio.create_task(server.serve(sockets=[sock]), name="aggregator-http")
+        with _signals_stop(server) if handle_signals else contextlib.nullcontext():
+            try:
+                await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
+                if not ready.done():
+                    raise XdsControlError(f"the aggregator's HTTP server did not start on {host}:{port}")
+                bound_host, bound_port = sock.getsockname()[:2]
+                authority = f"[{bound_host}]" if ":" in bound_host else bound_host
+                yield f"http://{authority}:{bound_port}{MCP_PATH}"
+                if handle_signals:
+                    await task
+            finally:
+                server.should_exit = True
+                await asyncio.wait({task}, timeout=10)
+                if not task.done():
+                    task.cancel()
+                sock.close()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket. Made with an explicit IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted
+    connections only for such sockets, and without it small responses wait ~40 ms for delayed ACKs."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host.strip("[]"), port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise XdsControlError(f"cannot listen on aggregator.address/port {host}:{port}: {exc.strerror or exc}") from None
+    sock.setblocking(False)
+    return sock
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn reporting readiness once it listens, leaving signal handling to its owner."""
+
+    def __init__(self, config: uvicorn.Config, on_ready: Callable[[], Any]) -> None:
+        super().__init__(config)
+        self._on_ready = on_ready
+
+    async def startup(self, sockets: list[Any] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            self._on_ready()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@contextlib.contextmanager
+def _signals_stop(server: uvicorn.Server) -> Iterator[None]:
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGTERM, signal.SIGINT)
+
+    def stop() -> None:
+        if server.should_exit:
+            server.force_exit = True
+        server.should_exit = True
+
+    for sig in signals:
+        loop.add_signal_handler(sig, stop)
+    try:
+        yield
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+
+
+def _first_xds_error(group: BaseExceptionGroup) -> XdsControlError | None:
+    for exc in group.exceptions:
+        if isinstance(exc, XdsControlError):
+            return exc
+        if isinstance(exc, BaseExceptionGroup) and (found := _first_xds_error(exc)) is not None:
+            return found
+    return None
+
+
+async def serve_forever(config: Config) -> int:
+    """`xds-control aggregator -c CFG`: follow the control plane, serve `/mcp`, until SIGTERM/SIGINT."""
+    token_env = config.control_plane.admin_token_env
+    source = AdminViewSource(config.admin_dial(), token=os.environ.get(token_env) if token_env else None)
+    aggregator = Aggregator(config, source)
+    host, port = config.aggregator.address, config.aggregator.port
+    metrics_host, _, metrics_port = config.aggregator.metrics.rpartition(":")
+    metrics = start_metrics_server(metrics_host, int(metrics_port))
+    tracer_provider = setup_tracing(f"{config.telemetry.service_name_prefix}-aggregator", config.telemetry.otlp_endpoint)
+    gc.freeze()  # start-up objects (SDK, pydantic schemas) leave the collector's scans: no multi-ms gen-2 pauses
+
+    def announce(url: str) -> None:
+        print(f"READY {url}", flush=True)
+        log.info("aggregator listening", extra={"url": url, "backends": len(config.backends)})
+
+    try:
+        async with aggregator.running():
+            async with aggregator.serving(host, port, handle_signals=True) as url:
+                announce(url)
+    except BaseExceptionGroup as group:
+        found = _first_xds_error(group)
+        if found is None:
+            raise
+        raise found from None
+    finally:
+        await source.aclose()
+        metrics.stop()
+        tracer_provider.shutdown()
+    return 0

@@ -1,0 +1,346 @@
+"""Calls to one backend through the SDK client: sessions per family, error mapping, auth retry.
+
+Per backend there is one `BackendUpstream`: one httpx2 client (its own pool,
+see upstream_http), one `Credential`, one `AuthBreaker`, and SDK
+`ClientSession`s over it:
+
+* a *legacy* backend (2024-11-05 .. 2025-11-25) gets one MCP session per
+  client session, opened lazily on that client's first call (the modern
+  clients, which have no session, share one) and closed with the client
+  session, after `idle_timeout` unused, or when `max_sessions` would be
+  exceeded (least recently used first);
+* a *modern* backend (2026-07-28) needs no session: one `ClientSession`
+  adopting the backend's discover result sends every request as its own POST.
+
+Each `ClientSession` lives in its own task (the SDK's context managers are
+bound to the task that enters them) owned by the aggregator's task group.
+
+Errors: a backend's own JSON-RPC error is re-raised unchanged; what the HTTP
+edge synthesized becomes a `GatewayError` (rpc_errors); a request timeout
+becomes BACKEND_TIMEOUT; a result that does not match the MCP schema becomes
+BACKEND_FAILED/protocol_error. A session the backend no longer knows (404) is
+reopened and the request sent once more (the backend never processed it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from typing import Any, Literal
+
+import anyio
+import mcp_types as types
+from mcp.client.session import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from xds_control.aggregator import metrics
+from xds_control.aggregator.auth import AuthBreaker, Credential, with_auth_retry
+from xds_control.aggregator.rpc_errors import GatewayError, backend_failed, backend_timeout
+from xds_control.aggregator.upstream_http import DEFAULT_MAX_RESPONSE_BYTES, EDGE_MARKER, SESSION_EXPIRED, make_http_client
+from xds_control.config import BackendConfig, Config
+from xds_control.view import BackendStatus
+
+log = logging.getLogger(__name__)
+
+Family = Literal["legacy", "modern"]
+UpstreamUrl = Callable[[BackendConfig], str]
+Spawn = Callable[[Coroutine[Any, Any, None]], "asyncio.Task[None]"]
+ProgressFn = Callable[[float, float | None, str | None], Awaitable[None]]
+_RAW = TypeAdapter(dict[str, Any])
+_SERVER_INFO_META = "io.modelcontextprotocol/serverInfo"
+_RESERVED_META_PREFIX = "io.modelcontextprotocol/"
+CLIENT_INFO = types.Implementation(name="xds-control-aggregator", version="0.1.0")
+SHARED = ""  # the session key of callers without a client session (modern clients)
+
+_REQUESTS: Mapping[str, type[BaseModel]] = {
+    "tools/call": types.CallToolRequest,
+    "resources/read": types.ReadResourceRequest,
+    "prompts/get": types.GetPromptRequest,
+    "completion/complete": types.CompleteRequest,
+}
+
+
+def egress_upstream_url(config: Config) -> UpstreamUrl:
+    """Backends through Envoy's egress listener: `http://{egress}/backends/{name}/mcp`."""
+    host = config.egress.address
+    authority = f"[{host}]:{config.egress.port}" if ":" in host else f"{host}:{config.egress.port}"
+    return lambda backend: f"http://{authority}/backends/{backend.name}/mcp"
+
+
+def direct_upstream_url(backend: BackendConfig) -> str:
+    """Straight to the backend's first endpoint (tests before Envoy is wired)."""
+    return backend.endpoint_urls[0].url
+
+
+def family_of(backend: BackendConfig, status: BackendStatus | None) -> Family:
+    if backend.protocol != "auto":
+        return backend.protocol
+    version = status.catalog.protocol_version if status is not None and status.catalog is not None else ""
+    return "modern" if version in MODERN_PROTOCOL_VERSIONS else "legacy"
+
+
+class _SessionExpired(Exception):
+    """The backend answered 404 for our session id: it restarted or expired us; the request was not processed."""
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def map_error(backend: str, exc: BaseException, timeout: float | None) -> BaseException:
+    """What a failed upstream request raises towards the client (see the module docstring)."""
+    exc = _unwrap(exc)
+    if isinstance(exc, GatewayError | _SessionExpired):
+        return exc
+    if isinstance(exc, MCPError):
+        data = exc.data if isinstance(exc.data, dict) else None
+        if data is not None and data.get(EDGE_MARKER):
+            category = str(data.get("category", "transport_error"))
+            if category == SESSION_EXPIRED:
+                return _SessionExpired()
+            status = data.get("status")
+            return backend_failed(backend, category, status=status if isinstance(status, int) else None)
+        if exc.code == types.REQUEST_TIMEOUT:
+            return backend_timeout(backend, timeout or 0.0)
+        if exc.code == types.CONNECTION_CLOSED:
+            return backend_failed(backend, "connection_closed")
+        if exc.code == types.PARSE_ERROR and exc.message.startswith("Failed to parse"):
+            return backend_failed(backend, "protocol_error", detail="the response is not JSON-RPC")
+        return exc
+    if isinstance(exc, ValidationError):
+        return backend_failed(backend, "protocol_error", detail="the result does not match the MCP schema")
+    if isinstance(exc, TimeoutError):
+        return backend_timeout(backend, timeout or 0.0)
+    if isinstance(exc, Exception):
+        log.warning("unexpected error calling backend", extra={"backend": backend, "error": type(exc).__name__})
+        return backend_failed(backend, "transport_error")
+    return exc
+
+
+def clean_params(params: BaseModel, original: str | None) -> BaseModel:
+    """The client's params for the backend: its own name/URI, `_meta` without reserved and progress keys."""
+    data = params.model_dump(by_alias=True, exclude_none=True)
+    if original is not None:
+        data["uri" if "uri" in data else "name"] = original
+    meta = {k: v for k, v in (data.pop("_meta", None) or {}).items() if k != "progressToken" and not k.startswith(_RESERVED_META_PREFIX)}
+    if meta:
+        data["_meta"] = meta
+    return type(params).model_validate(data, by_name=False)
+
+
+def clean_result(raw: dict[str, Any]) -> dict[str, Any]:
+    """A backend result as the aggregator's own: no backend serverInfo stamp, a resultType for modern clients."""
+    meta = raw.get("_meta")
+    if isinstance(meta, dict) and _SERVER_INFO_META in meta:
+        raw["_meta"] = {k: v for k, v in meta.items() if k != _SERVER_INFO_META} or None
+        if raw["_meta"] is None:
+            del raw["_meta"]
+    raw.setdefault("resultType", "complete")
+    return raw
+
+
+class _Session:
+    """One SDK `ClientSession` to a backend, run by its own task until `close()`."""
+
+    def __init__(self, owner: BackendUpstream, key: str, family: Family, clock: Callable[[], float]) -> None:
+        self.owner = owner
+        self.key = key
+        self.family = family
+        self.ready: asyncio.Future[ClientSession] = asyncio.get_running_loop().create_future()
+        self.ready.add_done_callback(_retrieved)
+        self.last_used = clock()
+        self._closing = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    @property
+    def usable(self) -> bool:
+        return not self._closing.is_set() and (self.task is None or not self.task.done())
+
+    def close(self) -> None:
+        self._closing.set()
+
+    async def run(self) -> None:
+        owner = self.owner
+        try:
+            async with streamable_http_client(
+                owner.url, http_client=owner.http, terminate_on_close=True, max_sse_event_size=owner.max_response_bytes
+            ) as (read, write):
+                async with ClientSession(read, write, client_info=CLIENT_INFO) as session:
+                    if self.family == "legacy":
+                        with anyio.fail_after(owner.open_timeout):
+                            await session.initialize()
+                    else:
+                        session.adopt(owner.discover_result())
+                    self.ready.set_result(session)
+                    await self._closing.wait()
+        except Exception as exc:  # noqa: BLE001 - handed to the waiting callers; the session just ends
+            if not self.ready.done():
+                self.ready.set_exception(map_error(owner.name, exc, owner.open_timeout))
+        finally:
+            if not self.ready.done():
+                self.ready.set_exception(backend_failed(owner.name, "connection_closed"))
+            owner._forget(self)
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    """Mark a session's outcome as seen even when every waiter was cancelled (no "never retrieved" noise)."""
+    if not future.cancelled():
+        future.exception()
+
+
+class BackendUpstream:
+    """Everything the aggregator holds for calling one backend; see the module docstring."""
+
+    def __init__(
+        self,
+        backend: BackendConfig,
+        url: str,
+        spawn: Spawn,
+        *,
+        call_timeout: float,
+        max_sessions: int = 512,
+        idle_timeout: float = 300.0,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = backend.name
+        self.config = backend
+        self.url = url
+        self._spawn = spawn
+        self.call_timeout = call_timeout
+        self.open_timeout = min(call_timeout, 30.0)
+        self.max_sessions = max_sessions
+        self.idle_timeout = idle_timeout
+        self.max_response_bytes = max_response_bytes
+        self._clock = clock
+        self.credential = Credential(backend.auth)
+        self.breaker = AuthBreaker()
+        self.http = make_http_client(backend.name, headers=self.credential.header, max_response_bytes=max_response_bytes)
+        self.family: Family = family_of(backend, None)
+        self._status: BackendStatus | None = None
+        self._sessions: OrderedDict[str, _Session] = OrderedDict()
+        self._gauge = metrics.UPSTREAM_SESSIONS.labels(backend=backend.name)
+
+    # -- view ---------------------------------------------------------------------------------
+
+    def update(self, status: BackendStatus | None) -> None:
+        """A new view of this backend: sessions are dropped when it turns unroutable or changes family."""
+        self._status = status
+        family = family_of(self.config, status)
+        if family != self.family or status is None or not status.routable:
+            self.close_all()
+        self.family = family
+
+    def discover_result(self) -> types.DiscoverResult:
+        catalog = self._status.catalog if self._status is not None else None
+        version = catalog.protocol_version if catalog is not None and catalog.protocol_version in MODERN_PROTOCOL_VERSIONS else None
+        try:
+            capabilities = types.ServerCapabilities.model_validate(dict(catalog.capabilities) if catalog else {})
+        except ValidationError:
+            capabilities = types.ServerCapabilities()
+        return types.DiscoverResult(
+            supported_versions=[version or sorted(MODERN_PROTOCOL_VERSIONS)[-1]], capabilities=capabilities, ttl_ms=0, cache_scope="private"
+        )
+
+    # -- calls --------------------------------------------------------------------------------
+
+    async def request(self, method: str, params: BaseModel, *, client_key: str | None, progress: ProgressFn | None = None) -> dict[str, Any]:
+        """Send `method` with the client's (already renamed) params; returns the raw result dict."""
+        request = _REQUESTS[method](params=params)  # type: ignore[call-arg]
+        key = (client_key or SHARED) if self.family == "legacy" else SHARED
+        return await with_auth_retry(self.name, self.credential, self.breaker, lambda: self._attempt(request, key, progress))
+
+    async def _attempt(self, request: BaseModel, key: str, progress: ProgressFn | None) -> dict[str, Any]:
+        for last in (False, True):
+            session = await self._session(key)
+            try:
+                raw = await session.send_request(
+                    request,  # type: ignore[arg-type]
+                    _RAW,  # type: ignore[arg-type]
+                    request_read_timeout_seconds=self.call_timeout,
+                    progress_callback=progress,
+                )
+                return clean_result(raw)
+            except Exception as exc:  # noqa: BLE001 - every failure is mapped at this edge
+                mapped = map_error(self.name, exc, self.call_timeout)
+            if isinstance(mapped, _SessionExpired):
+                self._drop(key)
+                if last:
+                    raise backend_failed(self.name, "session_expired")
+                continue
+            if isinstance(mapped, GatewayError) and (mapped.data or {}).get("category") == "connection_closed":
+                self._drop(key)
+            raise mapped
+        raise AssertionError("unreachable")
+
+    async def _session(self, key: str) -> ClientSession:
+        entry = self._sessions.get(key)
+        if entry is not None and not entry.usable:
+            self._drop(key)
+            entry = None
+        if entry is None:
+            entry = _Session(self, key, self.family, self._clock)
+            self._sessions[key] = entry
+            entry.task = self._spawn(entry.run())
+            self._gauge.set(len(self._sessions))
+            self._evict_over_limit()
+        self._sessions.move_to_end(key)
+        entry.last_used = self._clock()
+        try:
+            return await asyncio.shield(entry.ready)
+        except BaseException:
+            if entry.ready.done() and not entry.ready.cancelled() and entry.ready.exception() is not None:
+                self._drop(key, entry)
+            raise
+
+    # -- session bookkeeping ------------------------------------------------------------------
+
+    def _drop(self, key: str, entry: _Session | None = None) -> None:
+        current = self._sessions.get(key)
+        if current is not None and (entry is None or current is entry):
+            del self._sessions[key]
+            current.close()
+            self._gauge.set(len(self._sessions))
+
+    def _forget(self, entry: _Session) -> None:
+        self._drop(entry.key, entry)
+
+    def _evict_over_limit(self) -> None:
+        while len(self._sessions) > self.max_sessions:
+            key = next(iter(self._sessions))
+            self._drop(key)
+
+    def close_client(self, client_key: str) -> None:
+        """The client session ended: close its backend session."""
+        self._drop(client_key)
+
+    def sweep(self) -> int:
+        """Close sessions unused for `idle_timeout`; returns how many."""
+        cutoff = self._clock() - self.idle_timeout
+        idle = [k for k, s in self._sessions.items() if s.last_used < cutoff]
+        for key in idle:
+            self._drop(key)
+        return len(idle)
+
+    def close_all(self) -> None:
+        for key in list(self._sessions):
+            self._drop(key)
+
+    @property
+    def open_sessions(self) -> int:
+        return len(self._sessions)
+
+    async def aclose(self) -> None:
+        tasks = [s.task for s in self._sessions.values() if s.task is not None]
+        self.close_all()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
+        await self.http.aclose()

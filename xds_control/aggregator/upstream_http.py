@@ -1,0 +1,183 @@
+"""The HTTP edge between the aggregator and one backend: its own httpx2 client, credentials, error mapping.
+
+The SDK's streamable-HTTP client reports a 401, a 503 or a refused connection
+as a generic error (or, for a refused connection, tears the whole transport
+down). `EdgeTransport` sits under it and turns everything that is not an MCP
+answer into a JSON-RPC error *body* the SDK then surfaces as an ordinary
+`MCPError`, carrying a sanitized category:
+
+    httpx2 connect / read / protocol failure     -> 502 + error {category: connection_refused | ...}
+    401 / 403                                    -> 502 + error {category: authentication_failed, status}
+    404 to a request carrying Mcp-Session-Id     -> 502 + error {category: session_expired}
+    503 "no healthy upstream" (Envoy)            -> 502 + error {category: no_healthy_upstream}
+    503 "upstream connect error" (Envoy)         -> 502 + error {category: connection_refused | connect_error}
+    504 "upstream request timeout" (Envoy)       -> 502 + error {category: timeout}
+    other 4xx/5xx whose body is not JSON-RPC     -> 502 + error {category: http_4xx | http_5xx | rate_limited}
+    200 application/json that is not JSON        -> 502 + error {category: protocol_error}
+    JSON body over `max_response_bytes`          -> 502 + error {category: response_too_large}
+
+A JSON-RPC error the backend sent itself (any status) passes untouched. The
+synthesized errors are marked with `EDGE_MARKER` in their data, so the layer
+above can tell them from a backend's own; `upstream.py` maps them to the
+aggregator's codes (rpc_errors). Only POSTs are rewritten: the GET
+notification stream and the closing DELETE keep their plain HTTP semantics.
+
+The credential header is set here on every request from the backend's cached
+`Credential` (auth.py); the cache is re-read only after a 401/403.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import httpx2
+
+from xds_control.aggregator import metrics
+
+EDGE_MARKER = "xds-control/edge"  # key in a synthesized error's data; never leaves the aggregator
+SESSION_EXPIRED = "session_expired"
+DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+_ERROR_BODY_LIMIT = 64 * 1024
+_DROPPED_HEADERS = {"content-length", "transfer-encoding"}
+
+HeaderSource = Callable[[], tuple[str, str] | None]
+
+
+def classify_exception(exc: httpx2.TransportError) -> str:
+    """A sanitized category for an httpx2 transport failure."""
+    if isinstance(exc, httpx2.TimeoutException):
+        return "timeout"
+    if isinstance(exc, httpx2.ConnectError):
+        text = str(exc).lower()
+        return "connection_refused" if "refused" in text or "all connection attempts failed" in text else "connect_error"
+    if isinstance(exc, httpx2.RemoteProtocolError):
+        return "protocol_error"
+    if isinstance(exc, httpx2.ReadError | httpx2.WriteError):
+        return "connection_reset"
+    return "transport_error"
+
+
+def classify_status(status: int, body: bytes) -> str:
+    """A sanitized category for an HTTP failure; Envoy's own local replies are recognised by their text."""
+    if status in (401, 403):
+        return "authentication_failed"
+    if status == 429:
+        return "rate_limited"
+    text = body[:512].lower()
+    if status == 503 and b"no healthy upstream" in text:
+        return "no_healthy_upstream"
+    if status == 503 and b"upstream connect error" in text:
+        return "connection_refused" if b"connection refused" in text or b"connection failure" in text else "connect_error"
+    if status == 504 and b"upstream request timeout" in text:
+        return "timeout"
+    return "http_5xx" if status >= 500 else "http_4xx"
+
+
+def _is_jsonrpc_error(body: bytes) -> bool:
+    try:
+        decoded = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(decoded, dict) and decoded.get("jsonrpc") == "2.0" and isinstance(decoded.get("error"), dict)
+
+
+def _synthesized(request: httpx2.Request, backend: str, category: str, status: int | None = None, retry_after: str | None = None) -> httpx2.Response:
+    data: dict[str, object] = {"backend": backend, "category": category, EDGE_MARKER: True}
+    if status is not None:
+        data["status"] = status
+    if retry_after is not None:
+        data["retry_after"] = retry_after
+    body = {"jsonrpc": "2.0", "id": None, "error": {"code": -32603, "message": f"backend {category}", "data": data}}
+    return httpx2.Response(502, json=body, request=request)
+
+
+class EdgeTransport(httpx2.AsyncBaseTransport):
+    """Wraps the real transport of one backend's client; see the module docstring."""
+
+    def __init__(
+        self,
+        backend: str,
+        inner: httpx2.AsyncBaseTransport,
+        *,
+        headers: HeaderSource | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+    ) -> None:
+        self.backend = backend
+        self.inner = inner
+        self.headers = headers
+        self.max_response_bytes = max_response_bytes
+        self._requests = metrics.UPSTREAM_REQUESTS.labels(backend=backend)
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        credential = self.headers() if self.headers is not None else None
+        if credential is not None:
+            request.headers[credential[0]] = credential[1]
+        self._requests.inc()
+        if request.method != "POST":
+            return await self.inner.handle_async_request(request)
+        try:
+            response = await self.inner.handle_async_request(request)
+        except httpx2.TransportError as exc:
+            return _synthesized(request, self.backend, classify_exception(exc))
+        status = response.status_code
+        content_type = response.headers.get("content-type", "").lower()
+        if status >= 400:
+            body = await self._read(response, _ERROR_BODY_LIMIT)
+            if status == 404 and "mcp-session-id" in request.headers:
+                return _synthesized(request, self.backend, SESSION_EXPIRED, status)
+            if status not in (401, 403) and body is not None and content_type.startswith("application/json") and _is_jsonrpc_error(body):
+                return self._rebuilt(request, response, body)
+            return _synthesized(request, self.backend, classify_status(status, body or b""), status, response.headers.get("retry-after"))
+        if content_type.startswith("application/json") and response.headers.get("content-encoding", "identity") == "identity":
+            body = await self._read(response, self.max_response_bytes)
+            if body is None:
+                return _synthesized(request, self.backend, "response_too_large")
+            if body:
+                try:
+                    json.loads(body)
+                except ValueError:
+                    return _synthesized(request, self.backend, "protocol_error")
+            return self._rebuilt(request, response, body)
+        return response
+
+    @staticmethod
+    async def _read(response: httpx2.Response, limit: int) -> bytes | None:
+        """The whole body, or None if it is longer than `limit` (the stream is closed either way)."""
+        body = bytearray()
+        try:
+            async for chunk in response.stream:  # type: ignore[union-attr]
+                body.extend(chunk)
+                if len(body) > limit:
+                    return None
+        except httpx2.TransportError:
+            return None
+        finally:
+            await response.aclose()
+        return bytes(body)
+
+    @staticmethod
+    def _rebuilt(request: httpx2.Request, response: httpx2.Response, body: bytes) -> httpx2.Response:
+        headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in _DROPPED_HEADERS]
+        return httpx2.Response(response.status_code, headers=headers, content=body, request=request, extensions=response.extensions)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def make_http_client(
+    backend: str,
+    *,
+    headers: HeaderSource | None = None,
+    connect_timeout: float = 10.0,
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+) -> httpx2.AsyncClient:
+    """One backend's own HTTP client (no pool shared with other backends; no proxy from the environment).
+
+    No read timeout: MCP responses may stream for long; the call deadline
+    (`aggregator.call_timeout`) is enforced per request above this layer.
+    """
+    inner = httpx2.AsyncHTTPTransport(trust_env=False, limits=httpx2.Limits(max_connections=256, max_keepalive_connections=32))
+    transport = EdgeTransport(backend, inner, headers=headers, max_response_bytes=max_response_bytes)
+    timeout = httpx2.Timeout(connect=connect_timeout, read=None, write=30.0, pool=30.0)
+    return httpx2.AsyncClient(transport=transport, timeout=timeout, trust_env=False)

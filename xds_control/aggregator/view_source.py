@@ -1,0 +1,219 @@
+"""Where the aggregator's view comes from, and the task that follows it.
+
+`ViewSource` is the narrow seam: `watch()` yields the full view on connect and
+then every change; `report_outcomes()` sends data-path feedback back. Two
+implementations:
+
+* `AdminViewSource`: the control plane's admin gRPC Watch stream
+  (`xds_control.admin.client.AdminClient`), used by `serve_forever`;
+* `StoreViewSource`: an in-process `ViewStore`, for tests and for running the
+  aggregator inside the control-plane process.
+
+`ViewFollower` consumes a source forever. When the stream fails or ends it
+keeps the last view (calls and lists go on being served from it), marks the
+view stale (metric + one log line per edge), and reconnects with capped
+exponential backoff and full jitter. The backoff is hand-written rather than
+tenacity's: it must restart from the smallest delay once a connection has
+delivered a view, however long ago the previous failure was, and a connection
+that fails *after* succeeding is a new incident, not attempt N+1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from xds_control.aggregator import metrics
+from xds_control.aggregator.outcomes import OutcomeReport
+from xds_control.errors import XdsControlError
+from xds_control.view import BackendStatus, ViewStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ViewUpdate:
+    """One version of the control plane's view (the shape of the admin API's WatchEvent)."""
+
+    version: int
+    backends: Mapping[str, BackendStatus]
+
+
+class ViewSource(Protocol):
+    def watch(self) -> AsyncIterator[ViewUpdate]:
+        """The full view at once, then each change. Raises (or ends) when the connection is lost."""
+        ...
+
+    async def report_outcomes(self, reports: Sequence[OutcomeReport]) -> None:
+        """Send a batch of data-path outcomes. May raise; the caller drops the batch."""
+        ...
+
+
+class StoreViewSource:
+    """A `ViewSource` over an in-process `ViewStore` (same event loop). Outcome reports are kept in `reports`."""
+
+    def __init__(self, store: ViewStore) -> None:
+        self.store = store
+        self.reports: list[OutcomeReport] = []
+
+    async def watch(self) -> AsyncIterator[ViewUpdate]:
+        view = self.store.current
+        yield ViewUpdate(view.version, view.backends)
+        while True:
+            view = await self.store.wait_for_change(view.version)
+            yield ViewUpdate(view.version, view.backends)
+
+    async def report_outcomes(self, reports: Sequence[OutcomeReport]) -> None:
+        self.reports.extend(reports)
+
+
+class AdminViewSource:
+    """The control plane's admin gRPC API (`AdminClient(target, token)`): Watch and ReportOutcomes.
+
+    The client's own reconnect loop is switched off (`reconnect=False`): the
+    follower owns reconnection, so it can mark the view stale while it waits.
+    """
+
+    def __init__(self, target: str, token: str | None = None) -> None:
+        self.target = target
+        self.token = token
+        self._client: Any = None
+
+    def _admin(self) -> Any:
+        if self._client is None:
+            from xds_control.admin.client import AdminClient  # gRPC is imported only when this source is used
+
+            self._client = AdminClient(self.target, token=self.token)
+        return self._client
+
+    async def watch(self) -> AsyncIterator[ViewUpdate]:
+        async for event in self._admin().watch(reconnect=False):
+            yield ViewUpdate(int(event.version), dict(event.backends))
+
+    async def report_outcomes(self, reports: Sequence[OutcomeReport]) -> None:
+        from xds_control.admin.client import Outcome
+
+        outcomes = [Outcome(r.backend, r.successes, r.failed, r.last_failure_category) for r in reports]
+        await self._admin().report_outcomes(outcomes)
+
+    async def aclose(self) -> None:
+        close = getattr(self._client, "close", None) or getattr(self._client, "aclose", None)
+        if close is not None:
+            result = close()
+            if asyncio.iscoroutine(result):
+                await result
+
+
+async def _close(stream: AsyncIterator[ViewUpdate]) -> None:
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        try:
+            await aclose()
+        except Exception:  # noqa: BLE001 - closing a broken stream
+            pass
+
+
+class Backoff:
+    """Capped exponential backoff with full jitter: delay n is uniform in [0, min(cap, base * 2**n)]."""
+
+    def __init__(self, base: float = 0.1, cap: float = 5.0, rng: Callable[[], float] = random.random) -> None:
+        self.base, self.cap, self._rng = base, cap, rng
+        self.failures = 0
+
+    def next_delay(self) -> float:
+        ceiling = min(self.cap, self.base * 2**self.failures)
+        self.failures += 1
+        return ceiling * self._rng()
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+class ViewFollower:
+    """Applies every view from `source` via `apply`; reconnects on failure; tracks staleness."""
+
+    def __init__(
+        self,
+        source: ViewSource,
+        apply: Callable[[ViewUpdate], None],
+        *,
+        backoff: Backoff | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.source = source
+        self._apply = apply
+        self.backoff = backoff or Backoff()
+        self._clock = clock
+        self.connected = False
+        self.stale_since: float | None = clock()  # no view yet: stale since start
+        self.last_version = 0
+        self._updated = asyncio.Condition()
+        self._warned = False
+
+    def staleness(self) -> float:
+        return 0.0 if self.stale_since is None else self._clock() - self.stale_since
+
+    async def wait_for_version(self, version: int) -> None:
+        """Wait until a view with at least `version` was applied."""
+        async with self._updated:
+            await self._updated.wait_for(lambda: self.last_version >= version)
+
+    async def run(self) -> None:
+        """Forever. Only an `XdsControlError` from `apply` (a config error) ends it; other apply bugs are logged."""
+        metrics.VIEW_STALENESS.set_function(self.staleness)
+        metrics.VIEW_STALE.set(1)
+        while True:
+            stream = self.source.watch()
+            try:
+                failure = await self._follow(stream)
+            finally:
+                await _close(stream)
+            self._stale(failure)
+            metrics.VIEW_RECONNECTS.inc()
+            await asyncio.sleep(self.backoff.next_delay())
+
+    async def _follow(self, stream: AsyncIterator[ViewUpdate]) -> Exception:
+        """Apply updates until the stream fails; returns why it did."""
+        while True:
+            try:
+                update = await anext(stream)
+            except StopAsyncIteration:
+                return ConnectionError("the view stream ended")
+            except Exception as exc:  # noqa: BLE001 - any stream failure: keep the last view, reconnect
+                return exc
+            self._fresh()
+            try:
+                self._apply(update)
+            except XdsControlError:
+                raise
+            except Exception:
+                log.exception("could not apply view %s; keeping the previous one", update.version)
+                continue
+            self.last_version = update.version
+            metrics.VIEW_VERSION.set(update.version)
+            async with self._updated:
+                self._updated.notify_all()
+
+    def _fresh(self) -> None:
+        self.backoff.reset()
+        if not self.connected:
+            self.connected = True
+            self.stale_since = None
+            self._warned = False
+            metrics.VIEW_STALE.set(0)
+            log.info("view stream connected; the view is current")
+
+    def _stale(self, exc: Exception) -> None:
+        if self.connected:
+            self.connected = False
+            self.stale_since = self._clock()
+            metrics.VIEW_STALE.set(1)
+            log.warning("view stream lost; serving the last view until it reconnects", extra={"error": type(exc).__name__})
+        elif not self._warned:
+            self._warned = True
+            log.warning("cannot reach the control plane's view stream; retrying", extra={"error": type(exc).__name__})
