@@ -146,15 +146,20 @@ async def test_two_envoys_converge_on_one_control_plane(weather, tmp_path):
         first_envoy = await async_start_envoy(config, tmp_path / "a")
         second_envoy = await async_start_envoy(other, tmp_path / "b")
         try:
-            assert sorted(n.node_id for n in plane.nodes.nodes()) == sorted([config.envoy.node_id, "second"])
+            await async_wait_until(
+                lambda: sorted(n.node_id for n in plane.nodes.nodes()) == sorted([config.envoy.node_id, "second"]), timeout=5, what="both nodes listed"
+            )
             plane.store.set_state("weather", BackendState.UNHEALTHY)
             for cfg in (config, other):
                 await async_wait_until(lambda c=cfg: _eds_status(c, "weather", "UNHEALTHY"), timeout=5, what="both Envoys see UNHEALTHY")
             plane.store.set_state("weather", BackendState.HEALTHY)
             for cfg in (config, other):
                 await async_wait_until(lambda c=cfg: _eds_status(c, "weather", "HEALTHY"), timeout=5, what="both Envoys see HEALTHY")
-            eds = {n.node_id: n.acked["eds"] for n in plane.nodes.nodes()}
-            assert len(set(eds.values())) == 1
+            # Envoy applies an update before its ACK reaches us: wait for both ACKs of the current version.
+            current = plane.cache.current.version(t.ENDPOINT)
+            await async_wait_until(
+                lambda: [n.acked.get("eds") for n in plane.nodes.nodes()] == [current, current], timeout=5, what="both ACK the same EDS version"
+            )
         finally:
             first_envoy.stop()
             second_envoy.stop()
