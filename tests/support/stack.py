@@ -103,3 +103,56 @@ async def running_control_plane(config: Config, *, health: bool = False, **kwarg
         plane.stop()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(task, timeout=10)
+
+
+class FullStack:
+    """The real topology as separate processes: `xds-control serve`, Envoy, `xds-control aggregator`."""
+
+    def __init__(self, config: Config, workdir: Path) -> None:
+        self.config = config
+        self.workdir = workdir
+        self.path = workdir / "config.yaml"
+        self.procs: dict[str, Proc] = {}
+
+    @property
+    def mcp_url(self) -> str:
+        return f"http://127.0.0.1:{self.config.listener.port}/mcp"
+
+    def _cli(self, name: str, *args: str) -> Proc:
+        proc = Proc([sys.executable, "-m", "xds_control.cli", *args, "-c", str(self.path)], name=name)
+        self.procs[name] = proc
+        return proc
+
+    def start_control_plane(self) -> Proc:
+        proc = self._cli("control-plane", "serve")
+        proc.wait_for_line("READY", timeout=30)
+        return proc
+
+    async def start(self) -> FullStack:
+        from xds_control.config import dump_config
+
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(dump_config(self.config))
+        try:
+            await asyncio.to_thread(self.start_control_plane)
+            self.procs["envoy"] = await async_start_envoy(self.config, self.workdir)
+            aggregator = self._cli("aggregator", "aggregator")
+            await asyncio.to_thread(aggregator.wait_for_line, "READY", 30)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for proc in reversed(list(self.procs.values())):
+            proc.stop()
+
+
+@contextlib.asynccontextmanager
+async def full_stack(config: Config, workdir: Path) -> AsyncIterator[FullStack]:
+    stack = FullStack(config, workdir)
+    await stack.start()
+    try:
+        yield stack
+    finally:
+        stack.stop()
