@@ -17,7 +17,7 @@ import click
 
 from xds_control.config import Config, load_config
 from xds_control.errors import ConfigError, XdsControlError
-from xds_control.telemetry.logs import setup_logging
+from xds_control.telemetry.logs import report_error, setup_logging
 
 EXIT_CONFIG = 2
 
@@ -51,7 +51,7 @@ def load_or_exit(path: Path | None) -> Config:
     try:
         return load_config(path)
     except ConfigError as exc:
-        click.echo(str(exc), err=True)
+        report_error(str(exc), fields=", ".join(issue.path or "<root>" for issue in exc.issues))
         raise SystemExit(EXIT_CONFIG) from None
 
 
@@ -62,10 +62,10 @@ def run_async(coro: Any) -> int:
     except KeyboardInterrupt:
         return 130
     except ConfigError as exc:
-        click.echo(str(exc), err=True)
+        report_error(str(exc), fields=", ".join(issue.path or "<root>" for issue in exc.issues))
         return EXIT_CONFIG
     except XdsControlError as exc:
-        click.echo(f"error: {exc}", err=True)
+        report_error(f"error: {exc}")
         return 1
 
 

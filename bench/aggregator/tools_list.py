@@ -1,6 +1,7 @@
 """Aggregator benchmark: the merged catalog at 4,000 tools, and calls through the aggregator.
 
-1. Merge: `merge_catalog` for N tools split over two backends (priority mode: half the names conflict).
+1. Merge: `merge_catalog` for N tools split over B backends (default 2; priority mode: every backend lists the
+   same names `tool_0..`, so all but the first backend's names conflict and get the prefix).
 2. tools/list in process: one page (`Gateway.list_page` + the SDK's per-version result serialization),
    for the first and the last page.
 3. tools/list over HTTP with a real SDK client, legacy and modern: one page as the client sees it and as the
@@ -10,7 +11,8 @@
 4. tools/call round trip, direct to a demo backend vs through the aggregator, legacy and modern clients
    (skip with --no-calls).
 
-Run: .venv/bin/python bench/aggregator/tools_list.py [--tools 4000] [--rounds 50]
+Run: .venv/bin/python bench/aggregator/tools_list.py [--tools 4000] [--backends 2] [--rounds 50] [--no-calls]
+(200 backends x 20 tools: --backends 200; bench/aggregator/calls.py runs that with --no-calls)
 Target (issue 4): tools/list with 4,000 tools under 10 ms median.
 """
 
@@ -94,11 +96,12 @@ async def aggregator_over(entries: list[dict[str, Any]], catalogs: dict[str, Cat
             yield aggregator, url
 
 
-async def catalog_benchmarks(n: int, rounds: int) -> dict[str, Any]:
-    half = n // 2
-    catalogs = {"a": Catalog.build(tools=tools(half, "a")), "b": Catalog.build(tools=tools(n - half, "b"))}
-    entries = [{"name": "a", "url": "http://127.0.0.1:9/mcp"}, {"name": "b", "url": "http://127.0.0.1:10/mcp"}]
-    results: dict[str, Any] = {"tools": n}
+async def catalog_benchmarks(n: int, rounds: int, backends: int = 2) -> dict[str, Any]:
+    names = ["a", "b"] if backends == 2 else [f"b{i}" for i in range(backends)]
+    sizes = [n // backends + (1 if i < n % backends else 0) for i in range(backends)]
+    catalogs = {name: Catalog.build(tools=tools(size, name)) for name, size in zip(names, sizes, strict=True)}
+    entries = [{"name": name, "url": f"http://127.0.0.1:{20000 + i}/mcp"} for i, name in enumerate(names)]  # never called
+    results: dict[str, Any] = {"tools": n, "backends": backends}
     async with aggregator_over(entries, catalogs) as (aggregator, url):
         gateway = aggregator.gateway
         statuses = {name: replace(aggregator.follower.source.store.current.backends[name]) for name in catalogs}  # type: ignore[attr-defined]
@@ -163,10 +166,11 @@ async def call_benchmarks(rounds: int) -> dict[str, Any]:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tools", type=int, default=4000)
+    parser.add_argument("--backends", type=int, default=2, help="split the tools over this many backends (calls.py: 200)")
     parser.add_argument("--rounds", type=int, default=50)
     parser.add_argument("--no-calls", action="store_true")
     args = parser.parse_args()
-    results = await catalog_benchmarks(args.tools, args.rounds)
+    results = await catalog_benchmarks(args.tools, args.rounds, args.backends)
     if not args.no_calls:
         results.update(await call_benchmarks(args.rounds))
     print(json.dumps(results, indent=2))

@@ -88,3 +88,86 @@ def test_the_quick_start_output_is_what_the_demo_prints():
     for line in plan.endpoint_lines(plan.demo_config(urls, ports)):
         assert f"\n{line}\n" in section("Quick start")
     assert plan.DEMO_PORT_ENV in section("Quick start")
+
+
+def test_every_reference_row_says_what_the_key_means():
+    for line in section("Configuration reference").splitlines():
+        match = re.match(r"^\| `([^`]+)` \| [^|]* \| ([^|]*) \|$", line)
+        if match:
+            assert match.group(2).strip(), f"{match.group(1)}: the meaning cell is empty"
+
+
+# -- metrics reference ------------------------------------------------------------------------------
+
+
+def registered_metrics() -> dict[str, tuple[str, tuple[str, ...]]]:
+    """Every xds-control metric the code registers on the default registry: exposed name -> (type, labels).
+    Importing the services imports every module that defines metrics."""
+    import importlib
+
+    from prometheus_client import REGISTRY
+
+    for module in ("xds_control.controlplane", "xds_control.health.monitor", "xds_control.xds.server", "xds_control.admin.service",
+                   "xds_control.aggregator.service"):  # fmt: skip
+        importlib.import_module(module)
+    found = {}
+    for collector in list(REGISTRY._collector_to_names):  # noqa: SLF001 - the only way to read label names of an unused metric
+        name, kind = getattr(collector, "_name", ""), getattr(collector, "_type", "")
+        if name.startswith("xds_control"):
+            exposed = f"{name}_total" if kind == "counter" else name
+            found[exposed] = (kind, tuple(collector._labelnames))  # noqa: SLF001
+    return found
+
+
+def metrics_rows() -> dict[str, tuple[str, tuple[str, ...], str, str]]:
+    rows = {}
+    for line in section("Metrics reference").splitlines():
+        match = re.match(r"^\| `([a-z_]+)` \| (\w+) \| ([^|]*) \| ([^|]*) \| ([^|]*) \|$", line)
+        if match:
+            name, kind, labels, served_by, meaning = (g.strip() for g in match.groups())
+            assert name not in rows, f"{name} is listed twice"
+            rows[name] = (kind, tuple(re.findall(r"`([^`]+)`", labels)), served_by, meaning)
+    return rows
+
+
+def test_the_metrics_reference_lists_every_registered_metric_and_nothing_else():
+    registered, listed = registered_metrics(), metrics_rows()
+    assert len(registered) > 20
+    assert sorted(set(registered) - set(listed)) == [], "metrics missing from the README's reference"
+    assert sorted(set(listed) - set(registered)) == [], "the README lists metrics the code does not register"
+
+
+@pytest.mark.parametrize("name", sorted(registered_metrics()))
+def test_each_metric_row_has_the_type_labels_and_process_of_the_code(name):
+    row = metrics_rows().get(name)
+    if row is None:
+        pytest.skip("not listed (the list test reports it)")
+    kind, labels, served_by, meaning = row
+    assert (kind, labels) == registered_metrics()[name]
+    assert served_by == ("aggregator" if name.startswith("xds_control_aggregator_") else "control plane")
+    assert meaning
+
+
+def test_the_readme_documents_the_admin_api_with_grpcurl_and_the_service_it_serves():
+    block = section("Admin API")
+    from xds_control.admin.v1 import admin_pb2
+
+    service = admin_pb2.DESCRIPTOR.services_by_name["Admin"]
+    assert service.full_name == "xds_control.admin.v1.Admin"
+    for method in service.methods:
+        assert f"`{method.name}`" in block, f"the Admin API table does not name {method.name}"
+    assert "grpcurl -plaintext 127.0.0.1:18001 list" in block
+    assert "grpcurl -plaintext 127.0.0.1:18001 xds_control.admin.v1.Admin/ListBackends" in block
+
+
+def test_the_tracing_and_logs_sections_name_what_the_code_makes():
+    from xds_control.aggregator.tracing import CALL_SPAN
+    from xds_control.health.probe import PROBE_SPAN
+    from xds_control.xds.server import PUSH_SPAN
+
+    for span in (PROBE_SPAN, PUSH_SPAN, CALL_SPAN, "xds_control.aggregator.auth_retry"):
+        assert f"`{span}`" in section("Tracing")
+    for event in ("backend_transition", "breaker_transition", "nack", "config_reload", "backend_status"):
+        assert f"`{event}`" in section("Logs")
+    for flag in ("UH", "UF", "URX", "NR"):
+        assert f"`{flag}`" in section("Troubleshooting")

@@ -12,34 +12,22 @@ token is read from the environment only (never a flag, so it stays out of
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
-from xds_control.admin.client import AdminClient
+from xds_control.admin.client import AdminClient, dial_target
 from xds_control.admin.ports import NodeInfo
+from xds_control.admin.render import ago, backend_line, backends_table, text_table
 from xds_control.config import ControlPlaneConfig
 from xds_control.errors import XdsControlError
 from xds_control.view import BackendStatus
-
-
-def _dial_target(admin: str) -> str:
-    """`control_plane.admin` as a client dials it: a wildcard bind is dialled on loopback."""
-    cp = ControlPlaneConfig(admin=admin)
-    host, port = cp.admin_host_port
-    try:
-        if ipaddress.ip_address(host).is_unspecified:
-            host = "::1" if ":" in host else "127.0.0.1"
-    except ValueError:
-        pass
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _connection(config_path: Path | None, address: str | None, token_env: str | None) -> tuple[str, str | None]:
@@ -51,11 +39,11 @@ def _connection(config_path: Path | None, address: str | None, token_env: str | 
         admin, env_name = cp.admin, cp.admin_token_env
     if address is not None:
         try:
-            target = _dial_target(address)
+            target = dial_target(address)
         except ValueError:
             raise click.BadParameter("must be HOST:PORT", param_hint="--address") from None
     else:
-        target = _dial_target(admin)
+        target = dial_target(admin)
     env_name = token_env or env_name
     return target, (os.environ.get(env_name) or None) if env_name else None
 
@@ -135,49 +123,6 @@ def node_json(node: NodeInfo) -> dict[str, Any]:
     }
 
 
-def _ago(when: float | None, now: float) -> str:
-    if when is None:
-        return "-"
-    seconds = max(0, int(now - when))
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit} ago"
-    return f"{seconds}s ago"
-
-
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0f}ms"
-
-
-def _table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    rows = [list(headers), *[list(r) for r in rows]]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(headers))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
-
-
-def backends_table(backends: Iterable[BackendStatus], now: float) -> str:
-    rows = []
-    for b in backends:
-        up = sum(1 for e in b.endpoints if e.state in ("healthy", "degraded"))
-        rows.append(
-            [
-                b.name, str(b.state), str(b.breaker), "yes" if b.routable else "no", "yes" if b.drained else "no",
-                str(b.consecutive_failures), _ms(b.last_probe_ms), _ago(b.last_success, now), b.last_error or "-",
-                str(len(b.catalog.tools)) if b.catalog else "-", f"{up}/{len(b.endpoints)} up",
-            ]
-        )  # fmt: skip
-    headers = ["NAME", "STATE", "BREAKER", "ROUTABLE", "DRAINED", "FAILURES", "LAST PROBE", "LAST SUCCESS", "LAST ERROR", "TOOLS", "ENDPOINTS"]
-    return _table(headers, rows) if rows else "no backends configured"
-
-
-def backend_line(b: BackendStatus) -> str:
-    flags = [f"breaker {b.breaker}"] if b.breaker != "closed" else []
-    flags += ["drained"] if b.drained else []
-    flags += [f"last error {b.last_error}"] if b.last_error else []
-    routable = "routable" if b.routable else "not routable"
-    return f"{b.name}: {b.state}, {routable}" + "".join(f", {f}" for f in flags)
-
-
 def _emit_backend(status: BackendStatus, as_json: bool) -> None:
     click.echo(json.dumps(backend_json(status)) if as_json else backend_line(status))
 
@@ -207,22 +152,35 @@ def backends(ctx: click.Context, as_json: bool) -> None:
 
 @admin.command()
 @click.option("--count", type=click.IntRange(min=1), help="Exit after this many updates (the first is the full view).")
+@click.option("--lines", "plain", is_flag=True, help="One line per update even on a terminal (default there: a live table).")
 @_options
-def watch(ctx: click.Context, as_json: bool, count: int | None) -> None:
-    """Print the view, then one line per change, until Ctrl-C."""
+def watch(ctx: click.Context, as_json: bool, count: int | None, plain: bool) -> None:
+    """Show the view and every change until Ctrl-C: a live table on a terminal, else one line per update."""
 
     async def action(client: AdminClient) -> None:
         seen = 0
-        async for event in client.watch(reconnect=False):
-            if as_json:
-                click.echo(json.dumps({"version": event.version, "backends": [backend_json(b) for b in event.backends.values()]}))
-            else:
-                parts = "; ".join(backend_line(b) for b in event.backends.values()) or "no backends"
-                click.echo(f"{time.strftime('%H:%M:%S')} version {event.version}: {parts}")
-            sys.stdout.flush()
-            seen += 1
-            if count is not None and seen >= count:
-                return
+        live = None
+        if not as_json and not plain and sys.stdout.isatty():
+            from xds_control.admin.live import LiveStatus  # rich only where it is drawn
+
+            live = LiveStatus()
+            live.start()
+        try:
+            async for event in client.watch(reconnect=False):
+                if live is not None:
+                    live.update(event.version, event.backends)
+                elif as_json:
+                    click.echo(json.dumps({"version": event.version, "backends": [backend_json(b) for b in event.backends.values()]}))
+                else:
+                    parts = "; ".join(backend_line(b) for b in event.backends.values()) or "no backends"
+                    click.echo(f"{time.strftime('%H:%M:%S')} version {event.version}: {parts}")
+                sys.stdout.flush()
+                seen += 1
+                if count is not None and seen >= count:
+                    return
+        finally:
+            if live is not None:
+                live.stop()
 
     _run(ctx, action)
 
@@ -265,7 +223,7 @@ def nodes(ctx: click.Context, as_json: bool) -> None:
             for url, t in sorted(n.types.items()) or [("-", None)]:
                 short = url.rsplit(".", 1)[-1]
                 nack = f"{t.nacked_version}: {t.nack_detail}" if t and t.nacked_version else "-"
-                rows.append([n.node_id, n.cluster or "-", _ago(n.connected_since, now), short, (t.acked_version if t else "") or "-", nack])
-        click.echo(_table(["NODE", "CLUSTER", "CONNECTED", "TYPE", "ACKED", "NACKED"], rows))
+                rows.append([n.node_id, n.cluster or "-", ago(n.connected_since, now), short, (t.acked_version if t else "") or "-", nack])
+        click.echo(text_table(["NODE", "CLUSTER", "CONNECTED", "TYPE", "ACKED", "NACKED"], rows))
 
     _run(ctx, action)

@@ -18,6 +18,7 @@ mutating calls and never appears in a message or repr.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import random
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -30,6 +31,7 @@ from xds_control.admin.convert import backend_from_pb, node_from_pb
 from xds_control.admin.ports import NodeInfo
 from xds_control.admin.v1 import admin_pb2 as pb
 from xds_control.admin.v1 import admin_pb2_grpc as pb_grpc
+from xds_control.config import ControlPlaneConfig
 from xds_control.errors import AdminError, Unauthorized
 from xds_control.view import BackendStatus
 
@@ -68,6 +70,19 @@ class AdminUnavailable(AdminError):
 
 class BackendNotFound(AdminError):
     """The named backend is not configured on the control plane."""
+
+
+def dial_target(admin: str) -> str:
+    """`control_plane.admin` (HOST:PORT) as a client dials it: a wildcard bind is dialled on loopback.
+    ValueError when it is not HOST:PORT."""
+    cp = ControlPlaneConfig(admin=admin)
+    host, port = cp.admin_host_port
+    try:
+        if ipaddress.ip_address(host).is_unspecified:
+            host = "::1" if ":" in host else "127.0.0.1"
+    except ValueError:
+        pass
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from typing import Any
 import mcp_types as types
 from jsonschema import SchemaError, validators
 from mcp.shared.exceptions import MCPError
+from opentelemetry.trace import Span
 from pydantic import BaseModel
 
 from xds_control.aggregator import metrics
@@ -38,6 +39,7 @@ from xds_control.aggregator.catalog import KINDS, Kind, MergedCatalog, empty_cat
 from xds_control.aggregator.outcomes import OutcomeBatcher
 from xds_control.aggregator.pagination import PAGE_SIZE, CursorError, page
 from xds_control.aggregator.rpc_errors import OK, GatewayError, from_unavailable, list_unavailable
+from xds_control.aggregator.tracing import call_span, finish
 from xds_control.aggregator.upstream import BackendUpstream, ProgressFn, Spawn, UpstreamUrl, clean_params
 from xds_control.config import Config
 from xds_control.errors import ConfigError
@@ -48,6 +50,14 @@ UNAVAILABLE_META = "xds-control/unavailable"
 RESOURCE_NOT_FOUND = -32002
 RESULT_KEY: Mapping[Kind, str] = {"tools": "tools", "resources": "resources", "resource_templates": "resourceTemplates", "prompts": "prompts"}
 _WHAT: Mapping[Kind, str] = {"tools": "tool", "prompts": "prompt", "resources": "resource", "resource_templates": "resource template"}
+
+
+class _CallerError(MCPError):
+    """An error the gateway answers itself, before anything reaches a backend; `outcome` names it on the call span."""
+
+    def __init__(self, outcome: str, code: int, message: str, data: Any = None) -> None:
+        super().__init__(code, message, data)
+        self.outcome = outcome
 
 
 class Gateway:
@@ -151,18 +161,50 @@ class Gateway:
     ) -> dict[str, Any]:
         """Route one request. `backend_params(original)`, if given, builds what the backend gets instead of
         `params` with its name or URI replaced."""
+        with call_span(method, kind, key) as span:
+            outcome, category = "cancelled", None
+            try:
+                result = await self._route(method, kind, key, params, span, client_key, progress, arguments, backend_params)
+                outcome = "tool_error" if result.get("isError") is True else OK
+                return result
+            except GatewayError as exc:
+                outcome, category = exc.outcome, (exc.data or {}).get("category") or (exc.data or {}).get("state")
+                raise
+            except _CallerError as exc:
+                outcome = exc.outcome
+                raise
+            except MCPError:
+                outcome = "error"  # the backend's own JSON-RPC error: it answered
+                raise
+            finally:
+                finish(span, outcome, category)
+
+    async def _route(
+        self,
+        method: str,
+        kind: Kind,
+        key: str,
+        params: BaseModel,
+        span: Span,
+        client_key: str | None,
+        progress: ProgressFn | None,
+        arguments: Mapping[str, Any] | None,
+        backend_params: Callable[[str], BaseModel] | None,
+    ) -> dict[str, Any]:
         catalog = self.catalog
         route = catalog.route(kind, key)
         label = key if kind in ("tools", "prompts") else ""
         if route is None:
             owner = catalog.unavailable_owner(kind, key)
             if owner is not None:
+                span.set_attribute("backend", owner.backend)
                 metrics.FAST_FAILED.labels(backend=owner.backend, state=owner.state).inc()
                 metrics.CALLS.labels(backend=owner.backend, method=method, tool=label, outcome="unavailable").inc()
                 raise from_unavailable(owner)
             if kind == "resources":
-                raise MCPError(RESOURCE_NOT_FOUND, "Resource not found", {"uri": key})
-            raise MCPError(types.INVALID_PARAMS, f"Unknown {_WHAT[kind]}: {key}", {_WHAT[kind]: key})
+                raise _CallerError("not_found", RESOURCE_NOT_FOUND, "Resource not found", {"uri": key})
+            raise _CallerError("unknown_name", types.INVALID_PARAMS, f"Unknown {_WHAT[kind]}: {key}", {_WHAT[kind]: key})
+        span.set_attributes({"backend": route.backend, "original": route.original})
         if kind == "tools":
             self._check_arguments(key, arguments)
         upstream = self.upstreams[route.backend]
@@ -198,7 +240,8 @@ class Gateway:
         errors = sorted(validator.iter_errors(dict(arguments or {})), key=lambda e: list(e.absolute_path))
         if errors:
             shown = [{"path": "/".join(str(p) for p in e.absolute_path), "message": e.message} for e in errors[:5]]
-            raise MCPError(types.INVALID_PARAMS, f"Invalid arguments for tool {tool!r}: {errors[0].message}", {"tool": tool, "errors": shown})
+            message = f"Invalid arguments for tool {tool!r}: {errors[0].message}"
+            raise _CallerError("invalid_arguments", types.INVALID_PARAMS, message, {"tool": tool, "errors": shown})
 
     def tool_schema(self, tool: str) -> Mapping[str, Any] | None:
         """The exposed tool's inputSchema (None when unknown)."""

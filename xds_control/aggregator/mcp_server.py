@@ -12,7 +12,8 @@ streamable-HTTP manager routes each request by its `MCP-Protocol-Version`):
   aggregator's subscription bus.
 
 A server middleware remembers every legacy session that sends a request, for
-the notifier (sessions.py).
+the notifier (sessions.py); another, outermost, lets an HTTP `traceparent`
+header stand in for a missing `_meta.traceparent` (tracing.py).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from pydantic import BaseModel
 from xds_control.aggregator import metrics
 from xds_control.aggregator.gateway import Gateway
 from xds_control.aggregator.sessions import ClientSessions
+from xds_control.aggregator.tracing import TraceHeaderMiddleware
 from xds_control.aggregator.upstream import ProgressFn
 
 SERVER_NAME = "xds-control"
@@ -142,5 +144,6 @@ def build_server(gateway: Gateway, sessions: ClientSessions, bus: InMemorySubscr
         on_completion=complete,
         on_subscriptions_listen=_CountingListenHandler(bus),
     )
+    server.middleware.insert(0, TraceHeaderMiddleware())  # outermost: before the SDK's span middleware reads `_meta`
     server.middleware.append(track_sessions)
     return server

@@ -44,6 +44,7 @@ from xds_control.aggregator.auth import AuthBreaker, Credential, with_auth_retry
 from xds_control.aggregator.rpc_errors import GatewayError, backend_failed, backend_timeout
 from xds_control.aggregator.upstream_http import DEFAULT_MAX_RESPONSE_BYTES, EDGE_MARKER, SESSION_EXPIRED, make_http_client
 from xds_control.config import BackendConfig, Config
+from xds_control.telemetry.trace_context import CARRIER_KEYS
 from xds_control.view import BackendStatus
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ ProgressFn = Callable[[float, float | None, str | None], Awaitable[None]]
 _RAW = TypeAdapter(dict[str, Any])
 _SERVER_INFO_META = "io.modelcontextprotocol/serverInfo"
 _RESERVED_META_PREFIX = "io.modelcontextprotocol/"
+_NOT_FORWARDED_META = frozenset({"progressToken", *CARRIER_KEYS})
 CLIENT_INFO = types.Implementation(name="xds-control-aggregator", version="0.1.0")
 SHARED = ""  # the session key of callers without a client session (modern clients)
 
@@ -126,11 +128,13 @@ def map_error(backend: str, exc: BaseException, timeout: float | None) -> BaseEx
 
 
 def clean_params(params: BaseModel, original: str | None) -> BaseModel:
-    """The client's params for the backend: its own name/URI, `_meta` without reserved and progress keys."""
+    """The client's params for the backend: its own name/URI, `_meta` without reserved and progress keys
+    and without the client's trace context (the SDK client injects the aggregator's own, a child in the
+    same trace)."""
     data = params.model_dump(by_alias=True, exclude_none=True)
     if original is not None:
         data["uri" if "uri" in data else "name"] = original
-    meta = {k: v for k, v in (data.pop("_meta", None) or {}).items() if k != "progressToken" and not k.startswith(_RESERVED_META_PREFIX)}
+    meta = {k: v for k, v in (data.pop("_meta", None) or {}).items() if k not in _NOT_FORWARDED_META and not k.startswith(_RESERVED_META_PREFIX)}
     if meta:
         data["_meta"] = meta
     return type(params).model_validate(data, by_name=False)

@@ -14,8 +14,9 @@ state is mutated only between awaits, so no lock guards the trackers,
 breakers or the store (the per-endpoint lock only serializes probes).
 
 Transitions (endpoint state, backend state, breaker) are logged once each on
-`xds_control.health` with `extra={backend, from, to, reason}` and counted in
-`metrics`; individual probes are never logged.
+`xds_control.health` with `extra={event, backend, from, to, reason}` (`event`:
+`backend_transition`, `endpoint_transition`, `breaker_transition`) and counted
+in `metrics`; individual probes are never logged (each is a span instead).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from xds_control.health.changes import ListenEnd, can_listen, listen
 from xds_control.health.classify import Category
 from xds_control.health.probe import EndpointProber, ProbeResult
 from xds_control.health.tracker import BackendTracker, Outcome, Transition, next_delay
+from xds_control.telemetry.trace_context import redact_url
 from xds_control.view import BackendState, BackendStatus, BreakerState, Catalog, EndpointStatus, ViewStore
 
 logger = logging.getLogger("xds_control.health")
@@ -323,16 +325,24 @@ class HealthMonitor:
     def _log_backend(self, name: str, transition: Transition) -> None:
         metrics.transition(name, transition.before, transition.after)
         level = logging.WARNING if transition.after in _BAD else logging.INFO
-        extra = {"backend": name, "from": transition.before.value, "to": transition.after.value, "reason": transition.reason}
-        logger.log(level, "backend %s: %s -> %s (%s)", name, transition.before.value, transition.after.value, transition.reason, extra=extra)
+        before, after = transition.before.value, transition.after.value
+        extra = {"event": "backend_transition", "backend": name, "from": before, "to": after, "reason": transition.reason}
+        logger.log(level, "backend %s: %s -> %s (%s)", name, before, after, transition.reason, extra=extra)
 
     def _log_endpoint(self, name: str, url: str, transition: Transition) -> None:
-        extra = {"backend": name, "endpoint": url, "from": transition.before.value, "to": transition.after.value, "reason": transition.reason}
-        logger.info("endpoint %s of %s: %s -> %s (%s)", url, name, transition.before.value, transition.after.value, transition.reason, extra=extra)
+        before, after, endpoint = transition.before.value, transition.after.value, redact_url(url)
+        extra = {"event": "endpoint_transition", "backend": name, "endpoint": endpoint, "from": before, "to": after, "reason": transition.reason}
+        logger.info("endpoint %s of %s: %s -> %s (%s)", endpoint, name, before, after, transition.reason, extra=extra)
 
     def _log_breaker(self, name: str, transition: BreakerTransition) -> None:
         level = logging.WARNING if transition.after is BreakerState.OPEN else logging.INFO
-        extra = {"backend": name, "from": transition.before.value, "to": transition.after.value, "reason": metrics.safe_reason(transition.reason)}
+        extra = {
+            "event": "breaker_transition",
+            "backend": name,
+            "from": transition.before.value,
+            "to": transition.after.value,
+            "reason": metrics.safe_reason(transition.reason),
+        }
         logger.log(level, "breaker of %s: %s -> %s (%s)", name, transition.before.value, transition.after.value, extra["reason"], extra=extra)
 
     # -- the admin API ---------------------------------------------------------------------

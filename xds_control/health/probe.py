@@ -39,12 +39,14 @@ from typing import Any, Literal
 
 import httpx2
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION, LATEST_MODERN_VERSION
+from opentelemetry import trace
 
 from xds_control.config import BackendConfig, EndpointUrl, HealthConfig
 from xds_control.errors import ProbeError
 from xds_control.health.catalog import fetch_catalog
 from xds_control.health.classify import CONNECTION_CATEGORIES, Category, classify_exception, classify_jsonrpc_error, classify_status
 from xds_control.health.wire import JSON_TYPE, content_type, parse_json, read_bounded, read_response, result_of
+from xds_control.telemetry.trace_context import redact_url
 from xds_control.view import Catalog
 
 Protocol = Literal["legacy", "modern"]
@@ -57,6 +59,9 @@ SESSION_HEADER = "mcp-session-id"
 VERSION_HEADER = "mcp-protocol-version"
 METHOD_HEADER = "mcp-method"
 ERROR_PEEK_BYTES = 64 * 1024  # how much of an error response is read to look for a JSON-RPC error
+PROBE_SPAN = "xds_control.health.probe"
+
+tracer = trace.get_tracer("xds_control.health")
 
 # Answers to server/discover that are not evidence of a modern server: fall back to legacy.
 FALLBACK_CATEGORIES = frozenset({Category.HTTP_4XX, Category.JSONRPC_ERROR, Category.PROTOCOL_ERROR, Category.SESSION_EXPIRED})
@@ -216,7 +221,22 @@ class EndpointProber:
     # -- probing ---------------------------------------------------------------------------
 
     async def probe(self, *, fetch_catalog: bool = False) -> ProbeResult:
-        """Check liveness (and fetch the catalog if asked). Never raises but for cancellation."""
+        """Check liveness (and fetch the catalog if asked). Never raises but for cancellation.
+
+        One span per probe (`xds_control.health.probe`): backend, endpoint URL without
+        credentials, outcome (`ok` or the failure category), latency, protocol family."""
+        attributes = {"backend": self.backend.name, "endpoint": redact_url(self.url), "catalog.fetch": fetch_catalog}
+        with tracer.start_as_current_span(PROBE_SPAN, kind=trace.SpanKind.CLIENT, attributes=attributes) as span:
+            result = await self._probe(fetch_catalog)
+            outcome = {"outcome": result.category or "ok", "latency_ms": round(result.latency * 1000, 3), "protocol": result.protocol or "unknown"}
+            if result.catalog is not None:
+                outcome["catalog.tools"] = len(result.catalog.tools)
+            span.set_attributes(outcome)
+            if not result.ok:
+                span.set_status(trace.StatusCode.ERROR, result.category)
+            return result
+
+    async def _probe(self, fetch_catalog: bool) -> ProbeResult:
         started = self._clock()
         self._auth = self.backend.auth.header_value() if self.backend.auth is not None else None
         try:

@@ -8,6 +8,11 @@ count. A new file that fails validation is logged with every bad field path
 and the running config is kept; a valid one that differs from the last one
 applied is handed to `on_config`. SIGHUP forces a re-read (where the loop
 supports signal handlers; elsewhere only the file watch works).
+
+Each reload that changes something, or fails, is one log line on
+`xds_control.health.reload` with `extra={event: "config_reload", path,
+source: file | sighup, result: applied | rejected | failed}` (plus `backends`
+when applied, `fields` when rejected); an unchanged file is a DEBUG line.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ logger = logging.getLogger("xds_control.health.reload")
 
 def _reload(path: Path, last: Config | None, on_config: Callable[[Config], None], trigger: str) -> Config | None:
     """Load `path`; apply it if valid and new. Returns the config now in force (None: unchanged from `last`)."""
+    base = {"event": "config_reload", "path": str(path), "source": trigger}
     try:
         config = load_config(path)
     except ConfigError as exc:
@@ -37,17 +43,18 @@ def _reload(path: Path, last: Config | None, on_config: Callable[[Config], None]
         logger.error(
             "config reload rejected; keeping the running config: %s",
             "; ".join(str(issue) for issue in exc.issues),
-            extra={"path": str(path), "fields": fields, "trigger": trigger},
+            extra={**base, "result": "rejected", "fields": fields},
         )
         return last
     if config == last:
+        logger.debug("config unchanged", extra={**base, "result": "unchanged"})
         return last
     try:
         on_config(config)
     except Exception:
-        logger.exception("applying the reloaded config failed", extra={"path": str(path), "trigger": trigger})
+        logger.exception("applying the reloaded config failed", extra={**base, "result": "failed"})
         return last
-    logger.info("config reloaded", extra={"path": str(path), "trigger": trigger, "backends": len(config.backends)})
+    logger.info("config reloaded", extra={**base, "result": "applied", "backends": len(config.backends)})
     return config
 
 

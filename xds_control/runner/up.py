@@ -33,9 +33,10 @@ from xds_control.errors import SupervisorError, XdsControlError
 from xds_control.runner import plan
 from xds_control.runner.report import Reporter, make_reporter
 from xds_control.runner.supervisor import Supervisor
-from xds_control.telemetry.logs import JsonFormatter
+from xds_control.telemetry.logs import json_logging
 
 T = TypeVar("T")
+log = logging.getLogger("xds_control.runner")
 
 
 class _Stop(Exception):
@@ -63,6 +64,7 @@ async def run_up(
             return 1
         finally:
             # (leaving the Supervisor block above has stopped every child)
+            reporter.close()
             if stop.is_set():
                 reporter.note("stopped")
     return 1  # unreachable; keeps type checkers content
@@ -101,13 +103,35 @@ async def _run(
     )
     for note in stack.notes:
         reporter.note(note)
-    for stage in stack.stages:
-        children = [await sup.start(spec) for spec in stage]
-        await until(sup.wait_all_ready(children))
-
-    reporter.stack_ready(plan.endpoint_lines(config))
-    await until(asyncio.Event().wait())  # runs until a signal (-> _Stop) or a fatal exit (-> ChildFailed)
+    watcher: asyncio.Task[None] | None = None
+    try:
+        for stage in stack.stages:
+            children = [await sup.start(spec) for spec in stage]
+            await until(sup.wait_all_ready(children))
+        # Only now: gRPC in this process must not be running while it forks children (grpc's fork
+        # handlers then log, and a forked child can trip over grpc's inherited threads before exec).
+        watcher = asyncio.create_task(_follow_view(config, reporter), name="follow-view")
+        reporter.stack_ready(plan.endpoint_lines(config))
+        await until(asyncio.Event().wait())  # runs until a signal (-> _Stop) or a fatal exit (-> ChildFailed)
+    finally:
+        if watcher is not None:
+            await _cancel(watcher)
     return 0
+
+
+async def _follow_view(config: Config, reporter: Reporter) -> None:
+    """Hand every view of the control plane's admin Watch stream to the reporter (live table or
+    change lines). It reconnects by itself; if the stream cannot be had at all, `up` goes on without it."""
+    from xds_control.admin.client import AdminClient, dial_target
+
+    try:
+        async with AdminClient(dial_target(config.control_plane.admin)) as client:
+            async for event in client.watch():
+                reporter.backends(event.version, event.backends)
+    except XdsControlError as exc:
+        log.warning("no live backend status: %s", exc)
+    except Exception:  # a bug here must not take the stack down
+        log.exception("following the control plane's view failed")
 
 
 async def _start_demo(sup: Supervisor, reporter: Reporter, python: str, run_dir: Path) -> tuple[Config, str]:
@@ -225,7 +249,7 @@ def _envoy_binary(configured: str | None) -> str:
 
 def _log_format() -> str:
     """The format `up` itself logs in (`--log-format`), for its children to use too."""
-    return "json" if any(isinstance(h.formatter, JsonFormatter) for h in logging.getLogger().handlers) else "text"
+    return "json" if json_logging() else "text"
 
 
 def _aggregator_available() -> bool:

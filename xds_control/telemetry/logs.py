@@ -47,5 +47,19 @@ def setup_logging(fmt: str = "text", level: str = "info") -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    logging.captureWarnings(True)  # Python warnings become log lines too (one JSON object each in json mode)
     for noisy in ("httpx", "httpx2", "httpcore", "uvicorn.access", "mcp", "watchfiles", "uvicorn.error"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+def json_logging() -> bool:
+    """Is the process logging JSON lines (`--log-format json`)?"""
+    return any(isinstance(h.formatter, JsonFormatter) for h in logging.getLogger().handlers)
+
+
+def report_error(message: str, **fields: Any) -> None:
+    """A command's final error on stderr: a plain line, or in JSON mode one JSON log line like all the others."""
+    if json_logging():
+        logging.getLogger("xds_control.cli").error(message, extra=fields)
+    else:
+        print(message, file=sys.stderr, flush=True)

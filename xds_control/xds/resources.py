@@ -22,7 +22,11 @@ HCM_TYPE = "type.googleapis.com/envoy.extensions.filters.network.http_connection
 ROUTER_TYPE = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
 HTTP_OPTIONS_TYPE = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 TLS_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+STDERR_LOG_TYPE = "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StderrAccessLog"
 RETRY_ON = "connect-failure,refused-stream,reset"
+# Response flags that mean the gateway could not serve a request (not DC/SI: a client closing its stream,
+# or an idle MCP stream timing out, are how long-lived streams end).
+LOGGED_FLAGS = ("UH", "UF", "UO", "NR", "URX", "NC", "UT", "LR", "UR", "UC", "LH", "UMSDR", "OM", "DF")
 CONNECT_TIMEOUT = "2s"
 
 
@@ -156,11 +160,29 @@ def _listener(name: str, address: str, port: int, route_config: str, config: Con
         "request_timeout": "0s",  # MCP streams are long-lived
         "normalize_path": True,
         "merge_slashes": True,
+        "access_log": [_failure_access_log(name)],
     }
     return {
         "name": name,
         "address": _socket(address, port),
         "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}],
+    }
+
+
+def _failure_access_log(listener: str) -> Spec:
+    """One line on Envoy's stderr per request that failed at the gateway (a response flag of
+    `LOGGED_FLAGS`: UH, UF, URX, NR, ...) or got a 5xx: what tells "no healthy upstream" from "the backend broke". No query
+    string and no headers, so no credential can reach it."""
+    line = (
+        f"[access] %START_TIME% listener={listener} %REQ(:METHOD)% %PATH(NQ)% status=%RESPONSE_CODE% "
+        "flags=%RESPONSE_FLAGS% details=%RESPONSE_CODE_DETAILS% cluster=%UPSTREAM_CLUSTER% upstream=%UPSTREAM_HOST% "
+        "duration_ms=%DURATION%\n"
+    )
+    five_xx = {"status_code_filter": {"comparison": {"op": "GE", "value": {"default_value": 500, "runtime_key": "xds_control.access_log.min_status"}}}}
+    return {
+        "name": "envoy.access_loggers.stderr",
+        "filter": {"or_filter": {"filters": [{"response_flag_filter": {"flags": list(LOGGED_FLAGS)}}, five_xx]}},
+        "typed_config": {"@type": STDERR_LOG_TYPE, "log_format": {"text_format_source": {"inline_string": line}}},
     }
 
 

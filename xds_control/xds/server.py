@@ -5,6 +5,13 @@ envoy-data-plane's betterproto2 `DiscoveryRequest`, responses are framed from
 pre-encoded bytes (see encode.py). Each stream is one task reading requests and
 one loop deciding pushes (the rules live in nodes.py); both belong to the
 stream's task group, so nothing outlives the stream.
+
+Telemetry: one span per DiscoveryResponse (`xds_control.xds.push`: node,
+type, version, resource count, nonce), open from the write until Envoy ACKs
+or NACKs it (`xds.response` = ack | nack, plus an `ack`/`nack` event; a NACK
+sets the span's status to error with Envoy's detail) or the stream ends
+(`none`). Every NACK is one WARNING line with node, type, version, the
+version Envoy kept, and Envoy's error detail.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from typing import Any
 
 import grpc
 from envoy_data_plane.envoy.service.discovery.v3 import DiscoveryRequest
+from opentelemetry import trace
 
 from xds_control.errors import XdsError
 from xds_control.xds import metrics
@@ -28,7 +36,9 @@ from xds_control.xds.nodes import NodeDirectory, Pending, RequestKind, TypeState
 from xds_control.xds.snapshot import SNAPSHOT_CHANGED, SnapshotCache
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer("xds_control.xds")
 
+PUSH_SPAN = "xds_control.xds.push"
 SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 _END = object()
 
@@ -71,6 +81,7 @@ class AdsService:
     async def stream(self, request_iterator: AsyncIterator[DiscoveryRequest], context: grpc.aio.ServicerContext) -> None:
         queue: asyncio.Queue[Any] = asyncio.Queue()
         types = {type_url: TypeState() for type_url in t.PUSH_ORDER}
+        spans: dict[str, trace.Span] = {}  # type URL -> the span of its response in flight (at most one)
         stream_id: int | None = None
         node_id = ""
         self._cache.subscribe(queue)
@@ -84,10 +95,13 @@ class AdsService:
                             node_id = item.node.id if item.node else ""
                             stream_id = self._nodes.connect(node_id, item.node.cluster if item.node else "", types)
                             log.info("envoy connected", extra={"node": node_id})
-                        self._on_request(node_id, types, item)
-                    await self._push(context, types)
+                        self._on_request(node_id, types, item, spans)
+                    await self._push(context, types, node_id, spans)
                 reader.cancel()
         finally:
+            for span in spans.values():
+                span.set_attribute("xds.response", "none")
+                span.end()
             self._cache.unsubscribe(queue)
             metrics.CONNECTED.dec()
             if stream_id is not None:
@@ -103,7 +117,7 @@ class AdsService:
         finally:
             queue.put_nowait(_END)
 
-    def _on_request(self, node_id: str, types: dict[str, TypeState], request: DiscoveryRequest) -> None:
+    def _on_request(self, node_id: str, types: dict[str, TypeState], request: DiscoveryRequest, spans: dict[str, trace.Span]) -> None:
         state = types.get(request.type_url)
         if state is None:
             log.debug("ignoring request for unserved type", extra={"node": node_id, "type_url": request.type_url})
@@ -117,21 +131,32 @@ class AdsService:
         short = t.SHORT[request.type_url]
         latency = self._clock() - settled.sent_at
         metrics.ACK_LATENCY.labels(short).observe(latency)
+        span = spans.pop(request.type_url, None)
         if kind is RequestKind.ACK:
             metrics.ACKS.labels(short).inc()
             self._nodes.notify_ack(node_id, request.type_url, settled.version, latency)
+            if span is not None:
+                span.add_event("ack")
+                span.set_attribute("xds.response", "ack")
         else:
             metrics.NACKS.labels(short).inc()
+            kept = request.version_info or "none"
             log.warning(
                 "envoy rejected %s version %s (keeping its last good config %s): %s",
                 short,
                 settled.version,
-                request.version_info or "none",
+                kept,
                 detail,
-                extra={"node": node_id, "type": short, "version": settled.version},
+                extra={"event": "nack", "node": node_id, "type": short, "version": settled.version, "kept_version": kept, "detail": detail},
             )
+            if span is not None:
+                span.add_event("nack", {"xds.kept_version": kept, "xds.error_detail": detail})
+                span.set_attribute("xds.response", "nack")
+                span.set_status(trace.StatusCode.ERROR, detail)
+        if span is not None:
+            span.end()
 
-    async def _push(self, context: grpc.aio.ServicerContext, types: dict[str, TypeState]) -> None:
+    async def _push(self, context: grpc.aio.ServicerContext, types: dict[str, TypeState], node_id: str, spans: dict[str, trace.Span]) -> None:
         snapshot = self._cache.current
         if snapshot is None:
             return
@@ -150,6 +175,11 @@ class AdsService:
             short = t.SHORT[type_url]
             metrics.PUSHES.labels(short).inc()
             metrics.PUSHED_RESOURCES.labels(short).inc(len(resources))
+            attributes = {"xds.node": node_id, "xds.type": short, "xds.version": version, "xds.resources": len(resources), "xds.nonce": nonce}
+            if (superseded := spans.pop(type_url, None)) is not None:  # cannot happen while one is pending; never leak one
+                superseded.set_attribute("xds.response", "none")
+                superseded.end()
+            spans[type_url] = tracer.start_span(PUSH_SPAN, kind=trace.SpanKind.PRODUCER, attributes=attributes)
             await context.write(body)
 
 
