@@ -207,12 +207,6 @@ async def test_a_killed_server_leaves_mcp_fails_fast_and_comes_back_when_restart
 
 
 @needs_servers
-@pytest.mark.xfail(
-    strict=True,
-    reason="protocol: auto never falls back to legacy for TypeScript-SDK servers: they answer server/discover with "
-    "HTTP 400 and JSON-RPC -32000, which health/classify.py maps to connection_reset (the SDK's client-side "
-    "CONNECTION_CLOSED) instead of a fallback category; the example config names protocol: legacy until then",
-)
 async def test_protocol_auto_detects_a_typescript_sdk_server_as_legacy() -> None:
     (port,) = free_ports(1)
     server = start_everything(port)

@@ -196,3 +196,10 @@ NOW = 1_800_000_000.0
 )
 def test_parse_retry_after(value: str | None, expected: float | None) -> None:
     assert parse_retry_after(value, now=NOW) == expected
+
+
+def test_server_error_minus_32000_on_the_wire_is_a_jsonrpc_error_not_a_reset():
+    """TypeScript-SDK servers answer server/discover with -32000; `protocol: auto` must fall back to legacy."""
+    from xds_control.health.classify import classify_jsonrpc_error
+
+    assert classify_jsonrpc_error({"code": -32000, "message": "Bad Request: no session"}).category == Category.JSONRPC_ERROR

@@ -261,14 +261,17 @@ def is_session_error(error: Mapping[str, Any]) -> bool:
     return any(word in message for word in _SESSION_WORDS)
 
 
-def classify_jsonrpc_error(error: Any) -> ProbeError:
-    """A JSON-RPC `error` member a backend answered (the message is inspected, never copied)."""
+def classify_jsonrpc_error(error: Any, *, from_wire: bool = True) -> ProbeError:
+    """A JSON-RPC `error` member a backend answered (the message is inspected, never copied).
+
+    -32000 means "connection closed" only when the SDK client made it up (`from_wire=False`); on the
+    wire it is a server's generic error (TypeScript-SDK servers answer `server/discover` with it)."""
     if not isinstance(error, Mapping) or not isinstance(error.get("code"), int):
         return ProbeError(Category.PROTOCOL_ERROR, "malformed JSON-RPC error")
     code = error["code"]
     if is_session_error(error):
         return ProbeError(Category.SESSION_EXPIRED, f"JSON-RPC {code}")
-    if code == CONNECTION_CLOSED:
+    if code == CONNECTION_CLOSED and not from_wire:
         return ProbeError(Category.CONNECTION_RESET, f"JSON-RPC {code}")
     if code == REQUEST_TIMEOUT:
         return ProbeError(Category.TIMEOUT, f"JSON-RPC {code}")
@@ -306,7 +309,7 @@ def _one(exc: BaseException) -> ProbeError | None:
     if isinstance(exc, httpx2.HTTPStatusError):
         return classify_status(exc.response.status_code, exc.response.headers)
     if isinstance(exc, MCPError):
-        return classify_jsonrpc_error({"code": exc.code, "message": exc.error.message})
+        return classify_jsonrpc_error({"code": exc.code, "message": exc.error.message}, from_wire=False)
     if isinstance(exc, httpx2.RemoteProtocolError | httpcore2.RemoteProtocolError):
         text = str(exc).lower()
         if "disconnected" in text or "peer closed" in text or "connection closed" in text:
