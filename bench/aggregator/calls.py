@@ -8,7 +8,7 @@ One demo backend (examples/backends/demo_server.py, tool `echo`), reached three 
                 the backend through Envoy's egress listener (two Envoy hops). The config also names a
                 backend nobody listens on (`dead`), for the fail-fast figure;
   (c) fastmcp   FastMCP 4.x's proxy (`create_proxy(url)`, Streamable HTTP), run from bench/.venv-fastmcp,
-                which this script creates on first use (`pip install 'fastmcp>=4,<5'` from PyPI, about 30 s).
+                which this script creates on first use (`pip install 'fastmcp>=4,<5'` from PyPI, 30-60 s).
 
 For each: tools/call median / p99 latency and calls/s at concurrency 1 and 16, for legacy clients
 (`initialize`, one session per worker) and 2026-07-28 clients (no session). Closed loop: N workers, each

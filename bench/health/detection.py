@@ -19,6 +19,10 @@ verdict" and "verdict -> Envoy" (EDS push, ACK, routing change).
    it makes the backend healthy; with more it makes it `degraded` (recovering), which is routable, so Envoy
    routes after the first good probe either way and the view says `healthy` after `healthy_threshold`
    probes (both are printed).
+3. 500s -> 503 and 4. fixed -> 200, both at the worst phase: the same process switches to answering HTTP 500
+   (its `--fault-file`) right after a recorded good probe, then back to normal right after a recorded failed
+   probe. Same bounds as 1 and 2; this is the restart's worst case, which a real restart cannot be aligned to
+   (a Python process takes a variable ~0.7 s to start listening).
 
 Settings: health interval 1 s (configurable), jitter 0 (so the bound is exact), timeout 1 s, Envoy's outlier
 detection and the control plane's breaker set out of reach (both would otherwise act on their own: outlier
@@ -69,13 +73,22 @@ class Backend:
     """The demo backend as an asyncio child process, its READY line timestamped as it is read."""
 
     port: int
+    fault_file: Path
     proc: asyncio.subprocess.Process | None = None
     ready_at: float = 0.0
+
+    def fault(self, mode: str) -> float:
+        """Switch the running backend's fault mode (re-read on every request); the time it took effect."""
+        tmp = self.fault_file.with_suffix(".tmp")
+        tmp.write_text(mode)
+        tmp.replace(self.fault_file)
+        return time.monotonic()
 
     async def start(self) -> float:
         root = Path(__file__).resolve().parents[2]
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "examples.backends.demo_server", "--name", NAME, "--port", str(self.port),
+            "--fault-file", str(self.fault_file),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, stdin=asyncio.subprocess.DEVNULL, cwd=str(root),
             start_new_session=True,
         )  # fmt: skip
@@ -131,13 +144,14 @@ class Watcher:
 
 
 async def envoy_switch(client: httpx2.AsyncClient, url: str, wanted: str, timeout: float = 30) -> float:
-    """Poll Envoy every POLL seconds; the time the first wanted answer arrived ("503": no healthy upstream)."""
+    """Poll Envoy every POLL seconds; the time the first wanted answer arrived ("unrouted": Envoy's own 503
+    "no healthy upstream", not the 503 it answers while it still tries the dead endpoint)."""
     deadline = time.monotonic() + timeout
     while True:
         sent = time.monotonic()
         try:
             response = await client.post(url, json=DISCOVER, headers=DISCOVER_HEADERS)
-            got = "503" if response.status_code == 503 and response.text == NO_HEALTHY_UPSTREAM else str(response.status_code)
+            got = "unrouted" if response.status_code == 503 and response.text == NO_HEALTHY_UPSTREAM else str(response.status_code)
         except httpx2.HTTPError:
             got = "error"
         now = time.monotonic()
@@ -164,6 +178,20 @@ async def right_after_a_probe(client: httpx2.AsyncClient, metrics_url: str, time
         await asyncio.sleep(POLL)
 
 
+async def failed_probes(client: httpx2.AsyncClient, metrics_url: str) -> float:
+    text = (await client.get(metrics_url)).text
+    return sum(float(v) for v in re.findall(r'^xds_control_probe_failures_total\{backend="' + NAME + r'",[^}]*\} (\S+)$', text, re.MULTILINE))
+
+
+async def right_after_a_failed_probe(client: httpx2.AsyncClient, metrics_url: str, timeout: float) -> None:
+    before = await failed_probes(client, metrics_url)
+    deadline = time.monotonic() + timeout
+    while await failed_probes(client, metrics_url) == before:
+        if time.monotonic() > deadline:
+            raise TimeoutError("no failed probe recorded")
+        await asyncio.sleep(POLL)
+
+
 @dataclass
 class Sample:
     total: float  # event -> Envoy switch
@@ -186,39 +214,60 @@ def config_for(args: argparse.Namespace, port: int) -> Config:
     )
 
 
-async def bench(args: argparse.Namespace, workdir: Path) -> tuple[list[Sample], list[Sample]]:
+@dataclass
+class Samples:
+    kill: list[Sample] = field(default_factory=list)
+    restart: list[Sample] = field(default_factory=list)
+    fault: list[Sample] = field(default_factory=list)
+    fixed: list[Sample] = field(default_factory=list)
+
+
+async def bench(args: argparse.Namespace, workdir: Path) -> Samples:
     port = free_port()
     config = config_for(args, port)
-    backend = Backend(port)
+    backend = Backend(port, workdir / "fault")
+    backend.fault("none")
     await backend.start()
     served = await asyncio.to_thread(start_serve, write_config(config, workdir / "xds-control.yaml"), log_level="warning")
     envoy = None
     watcher = Watcher(config.control_plane.admin)
     watch_task = asyncio.create_task(watcher.run())
-    kills: list[Sample] = []
-    restarts: list[Sample] = []
+    samples = Samples()
     try:
         envoy = await async_start_envoy(config, workdir)
         url = f"http://127.0.0.1:{config.egress.port}/backends/{NAME}/mcp"
         metrics_url = f"http://{config.control_plane.metrics}/metrics"
         async with httpx2.AsyncClient(timeout=2.0, trust_env=False) as envoy_client, httpx2.AsyncClient(timeout=2.0, trust_env=False) as cp:
             await envoy_switch(envoy_client, url, "200")
+            slack = args.interval * (args.unhealthy_threshold + 2) + 5
             for run in range(1, args.runs + 1):
-                await right_after_a_probe(cp, metrics_url, timeout=args.interval * 3 + 5)
+                await right_after_a_probe(cp, metrics_url, timeout=slack)
                 killed = await backend.kill()
-                switched = await envoy_switch(envoy_client, url, "503")
+                switched = await envoy_switch(envoy_client, url, "unrouted")
                 verdict = await watcher.wait(killed, routable=False)
-                kills.append(Sample(switched - killed, verdict - killed))
+                samples.kill.append(Sample(switched - killed, verdict - killed))
 
                 ready = await backend.start()
                 switched = await envoy_switch(envoy_client, url, "200")
                 verdict = await watcher.wait(ready, routable=True)
                 healthy = await watcher.wait(ready, state="healthy")
-                restarts.append(Sample(switched - ready, verdict - ready, healthy - ready))
-                k, r = kills[-1], restarts[-1]
+                samples.restart.append(Sample(switched - ready, verdict - ready, healthy - ready))
+
+                await right_after_a_probe(cp, metrics_url, timeout=slack)
+                broken = backend.fault("http500")
+                switched = await envoy_switch(envoy_client, url, "unrouted")
+                verdict = await watcher.wait(broken, routable=False)
+                samples.fault.append(Sample(switched - broken, verdict - broken))
+
+                await right_after_a_failed_probe(cp, metrics_url, timeout=slack)
+                fixed = backend.fault("none")
+                switched = await envoy_switch(envoy_client, url, "200")
+                verdict = await watcher.wait(fixed, routable=True)
+                healthy = await watcher.wait(fixed, state="healthy")
+                samples.fixed.append(Sample(switched - fixed, verdict - fixed, healthy - fixed))
                 print(
-                    f"run {run:2d}: kill -> 503 {k.total * 1000:7.1f} ms (verdict {k.verdict * 1000:7.1f} ms)   "
-                    f"restart -> 200 {r.total * 1000:7.1f} ms (verdict {r.verdict * 1000:7.1f} ms, healthy {r.healthy * 1000:7.1f} ms)",
+                    f"run {run:2d}: kill -> 503 {samples.kill[-1].total * 1000:6.0f} ms   restart -> 200 {samples.restart[-1].total * 1000:6.0f} ms"
+                    f"   500s -> 503 {samples.fault[-1].total * 1000:6.0f} ms   fixed -> 200 {samples.fixed[-1].total * 1000:6.0f} ms",
                     flush=True,
                 )
     finally:
@@ -229,37 +278,42 @@ async def bench(args: argparse.Namespace, workdir: Path) -> tuple[list[Sample], 
         if envoy is not None:
             await asyncio.to_thread(stop_proc, envoy)
         await asyncio.to_thread(stop_proc, served)
-    return kills, restarts
+    return samples
 
 
-def report(args: argparse.Namespace, kills: list[Sample], restarts: list[Sample]) -> None:
+def report(args: argparse.Namespace, samples: Samples) -> None:
     kill_bound = args.interval * args.unhealthy_threshold
     restart_bound = args.interval * args.healthy_threshold
     print()
-    print(f"{len(kills)} runs; health interval {args.interval:g} s, jitter 0, unhealthy_threshold {args.unhealthy_threshold}, "
+    print(f"{len(samples.kill)} runs; health interval {args.interval:g} s, jitter 0, unhealthy_threshold {args.unhealthy_threshold}, "
           f"healthy_threshold {args.healthy_threshold}; Envoy polled every {POLL * 1000:g} ms")  # fmt: skip
-    print(f"kill bound    = interval x unhealthy_threshold = {args.interval:g} x {args.unhealthy_threshold} = {kill_bound:.3f} s "
-          "(killed right after a recorded probe: the worst phase)")  # fmt: skip
-    print(f"restart bound = interval x healthy_threshold   = {args.interval:g} x {args.healthy_threshold} = {restart_bound:.3f} s "
-          "(unhealthy endpoints are probed at the full interval; no fast retry after start-up; random phase)")  # fmt: skip
+    print(f"down bound = interval x unhealthy_threshold = {args.interval:g} x {args.unhealthy_threshold} = {kill_bound:.3f} s: "
+          "the next probe is due one interval after the last good one and the verdict comes at the "
+          f"{args.unhealthy_threshold}th failure (failures to connect are immediate)")  # fmt: skip
+    print(f"up bound   = interval x healthy_threshold   = {args.interval:g} x {args.healthy_threshold} = {restart_bound:.3f} s: "
+          "an unhealthy endpoint is probed at the full interval (the fast 1 s, 2 s, ... retries are for endpoints "
+          "still unknown after start-up); the first good probe makes it routable (healthy, or degraded while "
+          "recovering), healthy_threshold good probes make it healthy")  # fmt: skip
     print()
-    header = f"{'':24s}{'median':>10s}{'p90':>10s}{'max':>10s}{'median/bound':>14s}{'p90/bound':>11s}{'median-bound':>14s}"
-    print(header)
+    print(f"{'':40s}{'median':>9s}{'p90':>9s}{'max':>9s}{'median/bound':>14s}{'p90/bound':>11s}{'median-bound':>14s}")
 
     def line(label: str, values: list[float], bound: float) -> None:
         med, p90 = statistics.median(values), pct(values, 0.9)
-        print(f"{label:24s}{med:9.3f}s{p90:9.3f}s{max(values):9.3f}s{med / bound:14.3f}{p90 / bound:11.3f}{(med - bound) * 1000:+12.1f}ms")
+        print(f"{label:40s}{med:8.3f}s{p90:8.3f}s{max(values):8.3f}s{med / bound:14.3f}{p90 / bound:11.3f}{(med - bound) * 1000:+12.1f}ms")
 
-    line("kill -> Envoy 503", [s.total for s in kills], kill_bound)
-    line("kill -> verdict (view)", [s.verdict for s in kills], kill_bound)
-    line("restart -> Envoy 200", [s.total for s in restarts], restart_bound)
-    line("restart -> routable", [s.verdict for s in restarts], restart_bound)
-    line("restart -> healthy", [s.healthy or 0.0 for s in restarts], restart_bound)
-    push = [(s.total - s.verdict) * 1000 for s in kills + restarts]
+    line("kill, worst phase -> Envoy 503", [s.total for s in samples.kill], kill_bound)
+    line("  ... -> verdict in the view", [s.verdict for s in samples.kill], kill_bound)
+    line("500s, worst phase -> Envoy 503", [s.total for s in samples.fault], kill_bound)
+    line("fixed, worst phase -> Envoy 200", [s.total for s in samples.fixed], restart_bound)
+    line("  ... -> healthy in the view", [s.healthy or 0.0 for s in samples.fixed], restart_bound)
+    line("restart (READY), random phase -> 200", [s.total for s in samples.restart], restart_bound)
+    line("  ... -> healthy in the view", [s.healthy or 0.0 for s in samples.restart], restart_bound)
+    every = samples.kill + samples.restart + samples.fault + samples.fixed
+    push = [(s.total - s.verdict) * 1000 for s in every]
     print()
-    print(f"verdict -> Envoy switch (both directions, {len(push)} samples): median {statistics.median(push):.1f} ms, "
-          f"p90 {pct(push, 0.9):.1f} ms, max {max(push):.1f} ms "
-          "(Watch-stream receipt to the first Envoy answer that changed; includes up to one poll period)")  # fmt: skip
+    print(f"verdict -> Envoy switch ({len(push)} samples, both directions): median {statistics.median(push):.1f} ms, "
+          f"p90 {pct(push, 0.9):.1f} ms, max {max(push):.1f} ms (Watch-stream receipt to the first Envoy answer "
+          f"that changed, so it includes up to one {POLL * 1000:g} ms poll period)")  # fmt: skip
 
 
 def main() -> int:
@@ -270,8 +324,8 @@ def main() -> int:
     parser.add_argument("--healthy-threshold", type=int, default=1)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="detection-") as tmp:
-        kills, restarts = asyncio.run(bench(args, Path(tmp)))
-    report(args, kills, restarts)
+        samples = asyncio.run(bench(args, Path(tmp)))
+    report(args, samples)
     return 0
 
 

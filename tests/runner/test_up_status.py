@@ -54,7 +54,8 @@ def test_quiet_up_logs_a_plain_line_for_each_backend_change(config: Path, weathe
         proc.wait_for_line("backend weather: healthy (breaker closed, routable, 3 tools, endpoints 1/1 up)", timeout=20)
         weather[0].kill()
         line = proc.wait_for_line("backend weather: unhealthy (", timeout=20)
-        assert "last error connection_refused" in line and "not routable" in line
+        assert "not routable" in line
+        assert "last error connection_refused" in line or "last error connection_reset" in line  # (reset: killed mid-probe)
         proc.signal(signal.SIGTERM)
         assert proc.popen.wait(timeout=30) == 0
     finally:
@@ -136,7 +137,8 @@ def test_up_on_a_terminal_draws_a_live_table_that_follows_the_view(config: Path,
         weather[0].kill()
         wait_until(lambda: (table_row(term.text, "weather") or [""])[1:2] == ["unhealthy"], timeout=20, what="the table to show weather unhealthy")
         row = table_row(term.text, "weather")
-        assert row is not None and row[3] == "no" and row[6] == "connection_refused" and row[7] == "0/1 up"
+        assert row is not None and row[3] == "no" and row[7] == "0/1 up"
+        assert row[6] in ("connection_refused", "connection_reset")  # (reset: killed mid-probe)
         assert "backend weather: healthy (" not in term.text, "the table, not change lines, on a terminal"
         assert term.stop() == 0
     finally:

@@ -122,7 +122,8 @@ def test_serve_logs_one_json_line_per_transition_and_per_reload(tmp_path: Path, 
 
     transitions = [(e["from"], e["to"]) for e in entries if e.get("event") == "backend_transition"]
     assert transitions == [("unknown", "healthy"), ("healthy", "unhealthy"), ("unhealthy", "healthy")], "one line per transition, none twice"
-    assert down["reason"] == "connection_refused" and down["level"] == "warning" and down["logger"] == "xds_control.health"
+    assert down["reason"] in ("connection_refused", "connection_reset")  # (reset: killed mid-probe)
+    assert down["level"] == "warning" and down["logger"] == "xds_control.health"
     for entry in entries:
         if entry.get("event") == "backend_transition":
             assert {"backend", "from", "to", "reason"} <= entry.keys()

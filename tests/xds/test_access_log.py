@@ -4,8 +4,11 @@ troubleshooting section tells operators to look for): UH, UF/URX, NR; successful
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -30,12 +33,20 @@ def post(url: str) -> int:
         return exc.code
 
 
+@contextlib.contextmanager
+def refusing_port() -> Iterator[int]:
+    """A port that refuses connections for as long as the block runs (bound, never listening: nobody else gets it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
 async def test_failed_requests_are_logged_with_their_response_flags(tmp_path: Path) -> None:
-    live_port, dead_port = free_port(), free_port()
-    with demo_backend("live", live_port):
+    live_port = free_port()
+    with demo_backend("live", live_port), refusing_port() as down_port, refusing_port() as gone_port:
         config = stack_config(
-            [{"name": "live", "url": f"http://127.0.0.1:{live_port}/mcp"}, {"name": "down", "url": f"http://127.0.0.1:{dead_port}/mcp"},
-             {"name": "gone", "url": f"http://127.0.0.1:{dead_port + 1 if dead_port < 65535 else dead_port - 1}/mcp"}],
+            [{"name": "live", "url": f"http://127.0.0.1:{live_port}/mcp"}, {"name": "down", "url": f"http://127.0.0.1:{down_port}/mcp"},
+             {"name": "gone", "url": f"http://127.0.0.1:{gone_port}/mcp"}],
             listener={"expose_backends": True},
         )  # fmt: skip
         async with running_control_plane(config) as plane:
