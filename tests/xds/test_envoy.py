@@ -249,8 +249,8 @@ async def test_control_plane_killed_and_restarted(weather, tmp_path):
         data["backends"].append({"name": "again", "url": f"http://127.0.0.1:{weather}/mcp"})
         path.write_text(yaml.safe_dump(data))
         plane = serve()
-        await async_wait_until(lambda: _connected(config, True), timeout=10, what="Envoy reconnects")
-        await async_wait_until(lambda: _is_status(_egress(config, "again"), 200), timeout=10, what="Envoy resynced")
+        await async_wait_until(lambda: _connected(config, True), timeout=45, what="Envoy reconnects")  # its retry backoff grows while we were down
+        await async_wait_until(lambda: _is_status(_egress(config, "again"), 200), timeout=20, what="Envoy resynced")
         assert await _status(url) == 200
     finally:
         envoy.stop()
