@@ -288,8 +288,8 @@ def report(args: argparse.Namespace, samples: Samples) -> None:
     print(f"{len(samples.kill)} runs; health interval {args.interval:g} s, jitter 0, unhealthy_threshold {args.unhealthy_threshold}, "
           f"healthy_threshold {args.healthy_threshold}; Envoy polled every {POLL * 1000:g} ms")  # fmt: skip
     print(f"down bound = interval x unhealthy_threshold = {args.interval:g} x {args.unhealthy_threshold} = {kill_bound:.3f} s: "
-          "the next probe is due one interval after the last good one and the verdict comes at the "
-          f"{args.unhealthy_threshold}th failure (failures to connect are immediate)")  # fmt: skip
+          "the next probe is due one interval after the last good one and the verdict comes with failure "
+          f"number {args.unhealthy_threshold} (a refused connection or a 500 fails at once)")  # fmt: skip
     print(f"up bound   = interval x healthy_threshold   = {args.interval:g} x {args.healthy_threshold} = {restart_bound:.3f} s: "
           "an unhealthy endpoint is probed at the full interval (the fast 1 s, 2 s, ... retries are for endpoints "
           "still unknown after start-up); the first good probe makes it routable (healthy, or degraded while "

@@ -12,7 +12,11 @@ the control plane after a warm-up (every backend healthy, then `--warmup` second
 CPU is in % of one core. Probes per second and the mean probe round trip come from the control plane's own
 `/metrics` (`xds_control_probe_duration_seconds`), so they count verdicts actually recorded.
 
-Run: .venv/bin/python bench/health/probe_cost.py [--backends 200] [--interval 1] [--seconds 30] [--warmup 10]
+`--dead`: every backend URL names a port nothing listens on (a mass outage: each probe is a refused
+connection, after which the prober drops its HTTP client). The breaker is then set out of reach, or it would
+open after five failures and stop the probing this measures.
+
+Run: .venv/bin/python bench/health/probe_cost.py [--backends 200] [--interval 1] [--seconds 30] [--warmup 10] [--dead]
 Target: under 25 % of one core at 200 backends and a 1 s interval.
 """
 
@@ -36,7 +40,7 @@ import httpx2  # noqa: E402
 
 from tests.e2e.support import start_serve, stop_proc, write_config  # noqa: E402
 from tests.support.stack import stack_config, start_envoy  # noqa: E402
-from tests.support.waiting import wait_until  # noqa: E402
+from tests.support.waiting import free_ports, wait_until  # noqa: E402
 from xds_control.admin.client import AdminClient  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -123,27 +127,32 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--warmup", type=float, default=10.0)
     parser.add_argument("--no-envoy", action="store_true")
+    parser.add_argument("--dead", action="store_true", help="no backend listens: probe cost in a mass outage")
     args = parser.parse_args()
 
     stub = subprocess.Popen(
-        [sys.executable, str(HERE / "mcp_stub.py"), "--count", str(args.backends)], stdout=subprocess.PIPE, text=True, start_new_session=True
-    )
+        [sys.executable, str(HERE / "mcp_stub.py"), "--count", str(0 if args.dead else args.backends)],
+        stdout=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
     served = envoy = None
     try:
         assert stub.stdout is not None
-        ports = [int(p) for p in stub.stdout.readline().split()[1].split(",")]
+        ready = stub.stdout.readline().split()
+        ports = free_ports(args.backends) if args.dead else [int(p) for p in ready[1].split(",")]
         backends = [
             {"name": f"b{i:03d}", "url": f"http://127.0.0.1:{port}/mcp", **({"protocol": "legacy"} if i % 2 else {})}
             for i, port in enumerate(ports)
         ]
-        config = stack_config(backends, health={"interval": args.interval})
+        sections = {"circuit_breaker": {"failure_threshold": 1_000_000}} if args.dead else {}
+        config = stack_config(backends, health={"interval": args.interval}, **sections)
         with tempfile.TemporaryDirectory(prefix="probe-cost-") as tmp:
             served = start_serve(write_config(config, Path(tmp) / "xds-control.yaml"), log_level="warning")
             if not args.no_envoy:
                 envoy = start_envoy(config, Path(tmp))
             target = config.control_plane.admin
             started = time.monotonic()
-            wait_until(lambda: asyncio.run(states(target)).get("healthy") == args.backends, timeout=120, interval=0.5, what="every backend healthy")
+            settled = "unhealthy" if args.dead else "healthy"
+            wait_until(lambda: asyncio.run(states(target)).get(settled) == args.backends, timeout=120, interval=0.5, what=f"every backend {settled}")
             healthy_after = time.monotonic() - started
             time.sleep(args.warmup)  # warm-up: let first-contact catalog fetches and start-up allocations settle
             metrics_url = f"http://{config.control_plane.metrics}/metrics"
@@ -159,16 +168,17 @@ def main() -> int:
         if stub.stdout is not None:
             stub.stdout.close()
 
-    print(f"probe cost: {args.backends} backends (half legacy: ping on a session, half modern: server/discover), "
-          f"interval {args.interval:g} s, jitter 0.1, Envoy {'off' if args.no_envoy else 'connected'}")  # fmt: skip
-    print(f"all healthy {healthy_after:.1f} s after start; warm-up {args.warmup:g} s; window {args.seconds:g} s; final states {final}")
+    kind = "dead (nothing listens; breaker out of reach)" if args.dead else "half legacy: ping on a session, half modern: server/discover"
+    print(f"probe cost: {args.backends} backends ({kind}), interval {args.interval:g} s, jitter 0.1, Envoy {'off' if args.no_envoy else 'connected'}")
+    print(f"all {settled} {healthy_after:.1f} s after start; warm-up {args.warmup:g} s; window {args.seconds:g} s; final states {final}")
     print(f"control plane CPU: {window.cpu_percent:.1f} % of one core "
           f"(per {5:g} s slice: {', '.join(f'{s:.1f}' for s in window.cpu_slices)}; stdev {statistics.pstdev(window.cpu_slices) if window.cpu_slices else 0:.1f})")  # fmt: skip
     print(f"control plane RSS: {window.rss_start:.1f} MiB at the start of the window, {window.rss_end:.1f} MiB at the end, max {window.rss_max:.1f} MiB")
     print(f"probes recorded: {window.probes_per_second:.1f}/s (expected ~{args.backends / args.interval:.0f}/s), "
           f"mean round trip {window.mean_probe_ms:.2f} ms, failed in window: {window.failed:.0f}")  # fmt: skip
     print(f"per probe: {window.cpu_percent / 100 / window.probes_per_second * 1e6:.0f} us of control-plane CPU")
-    print(f"stub server CPU (the 200 endpoints, for context): {window.stub_cpu_percent:.1f} % of one core")
+    if not args.dead:
+        print(f"stub server CPU (the {args.backends} endpoints, for context): {window.stub_cpu_percent:.1f} % of one core")
     print(f"target: under 25 % of one core -> {'met' if window.cpu_percent < 25 else 'NOT met'}")
     return 0
 

@@ -110,7 +110,28 @@ class Recorder:
             self.calls.append({"header": headers.get("traceparent"), "meta": meta.get("traceparent"), "current": trace.get_current_span()})
             return types.CallToolResult(content=[types.TextContent(type="text", text=json.dumps({"traceparent": meta.get("traceparent")}))])
 
-        server: Server[Any] = Server(self.name, on_list_tools=list_tools, on_call_tool=call_tool, on_subscriptions_listen=ListenHandler(InMemorySubscriptionBus()))
+        async def list_prompts(ctx: Any, params: Any) -> types.ListPromptsResult:
+            return types.ListPromptsResult(prompts=[types.Prompt(name="greet")])
+
+        async def get_prompt(ctx: Any, params: types.GetPromptRequestParams) -> types.GetPromptResult:
+            return types.GetPromptResult(messages=[types.PromptMessage(role="user", content=types.TextContent(type="text", text="hi"))])
+
+        async def list_resources(ctx: Any, params: Any) -> types.ListResourcesResult:
+            return types.ListResourcesResult(resources=[types.Resource(uri=f"rec://{self.name}/info", name="info")])
+
+        async def read_resource(ctx: Any, params: types.ReadResourceRequestParams) -> types.ReadResourceResult:
+            return types.ReadResourceResult(contents=[types.TextResourceContents(uri=str(params.uri), text="info")])
+
+        server: Server[Any] = Server(
+            self.name,
+            on_list_tools=list_tools,
+            on_call_tool=call_tool,
+            on_list_prompts=list_prompts,
+            on_get_prompt=get_prompt,
+            on_list_resources=list_resources,
+            on_read_resource=read_resource,
+            on_subscriptions_listen=ListenHandler(InMemorySubscriptionBus()),
+        )
         return server
 
     @contextlib.asynccontextmanager
@@ -279,12 +300,30 @@ async def test_a_traceparent_header_alone_joins_the_trace_and_meta_wins_over_it(
 
 
 @pytest.mark.integration
-async def test_a_failing_call_span_names_the_backend_and_the_outcome(tmp_path: Path, exporter: InMemorySpanExporter) -> None:
+async def test_prompts_resources_and_failures_are_call_spans_too(tmp_path: Path, exporter: InMemorySpanExporter) -> None:
     tracer = trace.get_tracer("test-client")
-    async with tracing_stack(tmp_path) as stack, mcp_client(stack.url, MODERN) as client:
-        with tracer.start_as_current_span("unknown tool") as root, pytest.raises(MCPError):
-            await client.call_tool("nope", {})
+
+    async def call_span_of(root: trace.Span) -> ReadableSpan:
         spans = await finished(exporter, root.get_span_context().trace_id, CALL_SPAN)
         (span,) = [s for s in spans.values() if s.name == CALL_SPAN]
+        return span
+
+    async with tracing_stack(tmp_path) as stack, mcp_client(stack.url, MODERN) as client:
+        with tracer.start_as_current_span("prompt") as root:
+            await client.get_prompt("rec-legacy_greet", {})
+        span = await call_span_of(root)
+        assert dict(span.attributes) == {
+            "mcp.method.name": "prompts/get", "prompt": "rec-legacy_greet", "backend": "rec-legacy", "original": "greet", "outcome": "ok",
+        }  # fmt: skip
+
+        with tracer.start_as_current_span("resource") as root:
+            await client.read_resource("rec://rec-modern/info")
+        span = await call_span_of(root)
+        assert span.attributes["mcp.method.name"] == "resources/read" and span.attributes["uri"] == "rec://rec-modern/info"
+        assert span.attributes["backend"] == "rec-modern" and span.attributes["outcome"] == "ok"
+
+        with tracer.start_as_current_span("unknown tool") as root, pytest.raises(MCPError):
+            await client.call_tool("nope", {})
+        span = await call_span_of(root)
         assert span.attributes["outcome"] == "unknown_name" and "backend" not in span.attributes
         assert span.status.status_code is trace.StatusCode.ERROR
