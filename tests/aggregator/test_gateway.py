@@ -11,12 +11,14 @@ from mcp.shared.exceptions import MCPError
 from prometheus_client import REGISTRY
 
 from tests.aggregator.test_catalog import A, B, catalog, config, up
+from xds_control.aggregator import gateway as gateway_module
+from xds_control.aggregator.catalog import merge_catalog
 from xds_control.aggregator.gateway import UNAVAILABLE_META, Gateway
 from xds_control.aggregator.http_app import allowed_hosts
 from xds_control.aggregator.rpc_errors import BACKEND_UNAVAILABLE
 from xds_control.config import Config, parse_config
 from xds_control.errors import ConfigError
-from xds_control.view import BackendState, BackendStatus, Catalog
+from xds_control.view import BackendState, BackendStatus, BreakerState, Catalog
 
 
 def no_spawn(coro: Any) -> Any:
@@ -129,6 +131,57 @@ class TestCalls:
         assert info.value.data == {"tool": "a_count", "errors": [{"path": "n", "message": "'three' is not of type 'integer'"}]}
         assert gateway.tool_schema("a_count") == schema and gateway.tool_schema("nope") is None
         assert gateway._validator("a_odd") is None  # an invalid schema is not enforced
+
+
+class TestViewChanges:
+    """`apply_view` merges only when a backend's routability or catalog changed; states are refreshed always."""
+
+    @pytest.fixture
+    def merges(self, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+        counted: list[int] = []
+        real = gateway_module.merge_catalog
+
+        def counting(cfg: Config, statuses: Any) -> Any:
+            counted.append(1)
+            return real(cfg, statuses)
+
+        monkeypatch.setattr(gateway_module, "merge_catalog", counting)
+        return counted
+
+    async def test_a_change_that_keeps_routability_and_catalogs_does_not_merge(self, make: Any, merges: list[int]) -> None:
+        cfg = config("a", "b", failure_mode="best_effort")
+        gateway = make(cfg, {"a": up("a", A), "b": up("b", B, state=BackendState.UNHEALTHY, retry_after=5.0)})
+        lists = gateway.catalog.lists
+        gateway.apply_view(2, {"a": up("a", A, last_error="timeout"), "b": up("b", B, breaker=BreakerState.OPEN, retry_after=9.0)})
+        gateway.apply_view(3, {"a": up("a", A, state=BackendState.DEGRADED), "b": up("b", B, breaker=BreakerState.OPEN, retry_after=9.0)})
+        assert len(merges) == 1  # the first view only
+        assert gateway.catalog.lists is lists and gateway.view_version == 3
+        assert gateway.list_page("tools", None)["_meta"] == {UNAVAILABLE_META: [{"backend": "b", "state": "circuit_open", "retry_after": 9.0}]}
+        with pytest.raises(MCPError) as info:
+            await gateway.call("tools/call", "tools", "b_slow", types.CallToolRequestParams(name="b_slow"), client_key=None)
+        assert info.value.data == {"backend": "b", "state": "circuit_open", "retry_after": 9.0}
+
+    @pytest.mark.parametrize(
+        "change",
+        [
+            {"b": up("b", B)},  # b turns routable
+            {"a": up("a", A, drained=True)},  # a turns unroutable
+            {"a": up("a", catalog(tools=["echo"]))},  # a's catalog changed
+        ],
+        ids=["routable", "unroutable", "catalog"],
+    )
+    def test_a_routability_or_catalog_change_merges(self, make: Any, merges: list[int], change: dict[str, BackendStatus]) -> None:
+        view = {"a": up("a", A), "b": up("b", B, state=BackendState.UNHEALTHY)}
+        gateway = make(config("a", "b"), view)
+        gateway.apply_view(2, {**view, **change})
+        assert len(merges) == 2
+        assert gateway.catalog == merge_catalog(config("a", "b"), {**view, **change})
+
+    def test_a_catalog_without_a_hash_always_merges(self, make: Any, merges: list[int]) -> None:
+        unhashed = BackendStatus(name="a", state=BackendState.HEALTHY, catalog=Catalog(tools=({"name": "x"},)))
+        gateway = make(config("a"), {"a": unhashed})
+        gateway.apply_view(2, {"a": unhashed})
+        assert len(merges) == 2
 
 
 def test_manual_conflicts_in_the_first_view_are_a_config_error() -> None:

@@ -34,7 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Literal
 
@@ -321,11 +321,7 @@ def merge_catalog(config: Config, statuses: Mapping[str, BackendStatus]) -> Merg
                     prefix = exposed[: len(exposed) - len(entry.key)] if exposed.endswith(entry.key) else ""
                     templates.append(_Template(parsed, Route(entry.backend, entry.key), prefix))
 
-    unavailable = tuple(
-        Unavailable(b.name, effective_state(s), s.retry_after if s else None, b.required)
-        for b, s in configured
-        if s is None or not s.routable
-    )
+    unavailable = _unavailable(configured)
     down = {u.backend for u in unavailable}
     # The shadow: how names would resolve with every catalogued backend in, kept only for the unroutable ones.
     everyone = [(b, s) for b, s in configured if s is not None and s.catalog is not None]
@@ -352,6 +348,38 @@ def merge_catalog(config: Config, statuses: Mapping[str, BackendStatus]) -> Merg
         shadow_templates=tuple(shadow_templates),
         prefixes=tuple(prefixes),
     )
+
+
+def _unavailable(configured: Sequence[tuple[BackendConfig, BackendStatus | None]]) -> tuple[Unavailable, ...]:
+    return tuple(
+        Unavailable(b.name, effective_state(s), s.retry_after if s else None, b.required)
+        for b, s in configured
+        if s is None or not s.routable
+    )
+
+
+MergeKey = tuple[tuple[str, bool, str | None], ...]
+
+
+def merge_key(config: Config, statuses: Mapping[str, BackendStatus]) -> MergeKey | None:
+    """What `merge_catalog` depends on besides the config: per configured backend, whether it is routable and
+    its catalog's hash. Equal keys merge to equal lists, so a view change that keeps the key (a state change of
+    an unroutable backend, a breaker or drain change that does not flip routability, a new `last_error`) needs
+    only `with_states`. None when some catalog carries no hash (it cannot be compared)."""
+    key = []
+    for backend in config.backends:
+        status = statuses.get(backend.name)
+        catalog = status.catalog if status is not None else None
+        if catalog is not None and not catalog.hash:
+            return None
+        key.append((backend.name, status is not None and status.routable, catalog.hash if catalog is not None else None))
+    return tuple(key)
+
+
+def with_states(merged: MergedCatalog, config: Config, statuses: Mapping[str, BackendStatus]) -> MergedCatalog:
+    """`merged` with the unroutable backends' states and retry hints of `statuses` (same merge key)."""
+    unavailable = _unavailable([(b, statuses.get(b.name)) for b in config.backends])
+    return merged if unavailable == merged.unavailable else replace(merged, unavailable=unavailable)
 
 
 def empty_catalog(config: Config) -> MergedCatalog:

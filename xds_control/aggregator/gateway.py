@@ -35,7 +35,17 @@ from opentelemetry.trace import Span
 from pydantic import BaseModel
 
 from xds_control.aggregator import metrics
-from xds_control.aggregator.catalog import KINDS, Kind, MergedCatalog, empty_catalog, manual_conflict_issues, merge_catalog
+from xds_control.aggregator.catalog import (
+    KINDS,
+    Kind,
+    MergeKey,
+    MergedCatalog,
+    empty_catalog,
+    manual_conflict_issues,
+    merge_catalog,
+    merge_key,
+    with_states,
+)
 from xds_control.aggregator.outcomes import OutcomeBatcher
 from xds_control.aggregator.pagination import PAGE_SIZE, CursorError, page
 from xds_control.aggregator.rpc_errors import OK, GatewayError, from_unavailable, list_unavailable
@@ -76,6 +86,7 @@ class Gateway:
         self.page_size = page_size
         self.outcomes = outcomes or OutcomeBatcher()
         self.catalog: MergedCatalog = empty_catalog(config)
+        self._merge_key: MergeKey | None = None
         self.view_version = 0
         self.upstreams = {
             b.name: BackendUpstream(
@@ -96,19 +107,31 @@ class Gateway:
     # -- the view -------------------------------------------------------------------------------
 
     def apply_view(self, version: int, backends: Mapping[str, Any]) -> MergedCatalog:
-        """Rebuild the merged catalog. The first view with manual-mode name conflicts is a config error."""
+        """Swap in the merged catalog of this view. The merge is skipped when no backend's routability or
+        catalog hash changed (catalog.merge_key): then only the unavailable backends' states are refreshed.
+        The first view with manual-mode name conflicts is a config error."""
+        key = merge_key(self.config, backends)
+        if key is not None and key == self._merge_key:
+            self._update_upstreams(backends)
+            self.catalog = with_states(self.catalog, self.config, backends)
+            self.view_version = version
+            return self.catalog
         catalog = merge_catalog(self.config, backends)
         issues = manual_conflict_issues(self.config, catalog.conflicts)
         if issues and self.view_version == 0:
             raise ConfigError(issues, source="aggregator.conflict_resolution: manual")
-        for name, upstream in self.upstreams.items():
-            upstream.update(backends.get(name))
+        self._update_upstreams(backends)
         self._report_conflicts(catalog)
         self.catalog = catalog
+        self._merge_key = key
         self.view_version = version
         self._validators, self._tools_by_name = {}, {}
         self._publish_sizes()
         return catalog
+
+    def _update_upstreams(self, backends: Mapping[str, Any]) -> None:
+        for name, upstream in self.upstreams.items():
+            upstream.update(backends.get(name))
 
     def _report_conflicts(self, catalog: MergedCatalog) -> None:
         current = frozenset(catalog.conflicts)
