@@ -21,11 +21,9 @@ timeout (it is long-lived) and is dropped with the prober's client.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from enum import StrEnum
 
-import httpx2
 
 from xds_control.health.catalog import advertised_list_changes
 from xds_control.health.probe import JSON_TYPE, SESSION_HEADER, EndpointProber, encode_message
@@ -53,41 +51,34 @@ async def listen(prober: EndpointProber, on_change: Callable[[], None], *, on_op
     if not can_listen(prober):
         return ListenEnd.UNSUPPORTED
     auth = prober.backend.auth.header_value() if prober.backend.auth is not None else None
-    timeout = httpx2.Timeout(prober.health.timeout, read=None)
     if prober.protocol == "modern":
         kinds = {_FILTER_KEYS[k]: True for k in advertised_list_changes(prober.capabilities)}
         body = {"jsonrpc": "2.0", "id": "xds-control-listen", "method": "subscriptions/listen", "params": prober.params({"notifications": kinds})}
+        method, content = "POST", encode_message(body)
         headers = {**prober.headers("subscriptions/listen"), "content-type": JSON_TYPE}
-        request = prober.client.build_request("POST", prober.url, content=encode_message(body), headers=_with_auth(headers, auth), timeout=timeout)
     else:
+        method, content = "GET", None
         headers = {**prober.headers(session=True), "accept": "text/event-stream"}
         if SESSION_HEADER not in headers:
             return ListenEnd.UNSUPPORTED
-        request = prober.client.build_request("GET", prober.url, headers=_with_auth(headers, auth), timeout=timeout)
     try:
-        response = await prober.client.send(request, stream=True)
+        async with prober.client.stream(method, prober.url, headers=_with_auth(headers, auth), content=content) as response:
+            if response.status_code in (400, 404, 405, 406, 501) or (
+                200 <= response.status_code < 300 and not response.headers.get("content-type", "").startswith("text/event-stream")
+            ):
+                return ListenEnd.UNSUPPORTED
+            if response.status_code != 200:
+                return ListenEnd.ENDED
+            if on_open is not None:
+                on_open()
+            async for message in sse_messages(response, prober.health.max_response_bytes):
+                if message.get("method") in CHANGE_METHODS:
+                    on_change()
+                elif "id" in message and "method" not in message:
+                    break  # the listen request's final result: the server closed the subscription
+            return ListenEnd.ENDED
     except Exception:  # noqa: BLE001 - any failure just ends this attempt
         return ListenEnd.ENDED
-    try:
-        if response.status_code in (400, 404, 405, 406, 501) or (
-            200 <= response.status_code < 300 and not response.headers.get("content-type", "").startswith("text/event-stream")
-        ):
-            return ListenEnd.UNSUPPORTED
-        if response.status_code != 200:
-            return ListenEnd.ENDED
-        if on_open is not None:
-            on_open()
-        async for message in sse_messages(response, prober.health.max_response_bytes):
-            if message.get("method") in CHANGE_METHODS:
-                on_change()
-            elif "id" in message and "method" not in message:
-                break  # the listen request's final result: the server closed the subscription
-        return ListenEnd.ENDED
-    except Exception:  # noqa: BLE001
-        return ListenEnd.ENDED
-    finally:
-        with contextlib.suppress(Exception):
-            await response.aclose()
 
 
 def _with_auth(headers: dict[str, str], auth: tuple[str, str] | None) -> dict[str, str]:

@@ -19,7 +19,9 @@ Three entry points:
 
 `EXCEPTION_CATEGORIES` names every known exception type explicitly; the test
 suite fails if an exception class of httpx2, httpcore2, anyio or the MCP SDK
-is missing from it.
+is missing from it. The library part of the table lives in `library_errors`
+and is imported only when an exception from one of those libraries shows up
+(the control plane's own prober raises builtin errors only).
 """
 
 from __future__ import annotations
@@ -31,17 +33,12 @@ import json
 import socket
 import ssl
 from collections.abc import Iterator, Mapping
+from functools import cache
+from types import ModuleType
 from enum import StrEnum
 from typing import Any
 
-import anyio
-import httpcore2
-import httpx2
-import pydantic
-from mcp.client.auth.exceptions import OAuthFlowError, OAuthRegistrationError, OAuthTokenError
-from mcp.client.streamable_http import ResumptionError, StreamableHTTPError
-from mcp.client.subscriptions import ListenNotSupportedError, SubscriptionLost
-from mcp.shared.exceptions import MCPError, NoBackChannelError, UrlElicitationRequiredError
+import httptools
 
 from xds_control.errors import ProbeError
 
@@ -91,53 +88,7 @@ CONNECTION_CATEGORIES = frozenset(
 )
 
 C = Category
-EXCEPTION_CATEGORIES: Mapping[type[BaseException], Category] = {
-    # httpx2 (the classes of its own exception tree, drawn in httpx2/_exceptions.py)
-    httpx2.HTTPError: C.UNKNOWN,
-    httpx2.RequestError: C.UNKNOWN,
-    httpx2.TransportError: C.UNKNOWN,
-    httpx2.TimeoutException: C.TIMEOUT,
-    httpx2.ConnectTimeout: C.TIMEOUT,
-    httpx2.ReadTimeout: C.TIMEOUT,
-    httpx2.WriteTimeout: C.TIMEOUT,
-    httpx2.PoolTimeout: C.TIMEOUT,
-    httpx2.NetworkError: C.CONNECTION_RESET,
-    httpx2.ConnectError: C.CONNECTION_REFUSED,  # refined by its cause: gaierror -> dns, SSLError -> tls
-    httpx2.ReadError: C.CONNECTION_RESET,
-    httpx2.WriteError: C.CONNECTION_RESET,
-    httpx2.CloseError: C.CONNECTION_RESET,
-    httpx2.ProxyError: C.CONNECTION_REFUSED,
-    httpx2.UnsupportedProtocol: C.PROTOCOL_ERROR,
-    httpx2.ProtocolError: C.PROTOCOL_ERROR,
-    httpx2.LocalProtocolError: C.PROTOCOL_ERROR,
-    httpx2.RemoteProtocolError: C.PROTOCOL_ERROR,  # "server disconnected" is refined to connection_reset
-    httpx2.DecodingError: C.PROTOCOL_ERROR,
-    httpx2.TooManyRedirects: C.PROTOCOL_ERROR,
-    httpx2.HTTPStatusError: C.UNKNOWN,  # refined by its response status
-    httpx2.InvalidURL: C.PROTOCOL_ERROR,
-    httpx2.CookieConflict: C.PROTOCOL_ERROR,
-    httpx2.StreamError: C.PROTOCOL_ERROR,
-    httpx2.StreamConsumed: C.PROTOCOL_ERROR,
-    httpx2.StreamClosed: C.CONNECTION_RESET,
-    httpx2.ResponseNotRead: C.PROTOCOL_ERROR,
-    httpx2.RequestNotRead: C.PROTOCOL_ERROR,
-    httpx2.SSEError: C.PROTOCOL_ERROR,
-    # httpcore2 (normally wrapped by httpx2, but seen raw inside groups and chains)
-    httpcore2.ConnectionNotAvailable: C.CONNECTION_RESET,
-    httpcore2.ProxyError: C.CONNECTION_REFUSED,
-    httpcore2.UnsupportedProtocol: C.PROTOCOL_ERROR,
-    httpcore2.ProtocolError: C.PROTOCOL_ERROR,
-    httpcore2.RemoteProtocolError: C.PROTOCOL_ERROR,
-    httpcore2.LocalProtocolError: C.PROTOCOL_ERROR,
-    httpcore2.TimeoutException: C.TIMEOUT,
-    httpcore2.PoolTimeout: C.TIMEOUT,
-    httpcore2.ConnectTimeout: C.TIMEOUT,
-    httpcore2.ReadTimeout: C.TIMEOUT,
-    httpcore2.WriteTimeout: C.TIMEOUT,
-    httpcore2.NetworkError: C.CONNECTION_RESET,
-    httpcore2.ConnectError: C.CONNECTION_REFUSED,
-    httpcore2.ReadError: C.CONNECTION_RESET,
-    httpcore2.WriteError: C.CONNECTION_RESET,
+BUILTIN_CATEGORIES: Mapping[type[BaseException], Category] = {
     # OS, socket, TLS, asyncio
     OSError: C.UNKNOWN,  # refined by errno below
     ConnectionError: C.CONNECTION_RESET,
@@ -157,42 +108,16 @@ EXCEPTION_CATEGORIES: Mapping[type[BaseException], Category] = {
     TimeoutError: C.TIMEOUT,  # also asyncio.TimeoutError and socket.timeout
     asyncio.IncompleteReadError: C.CONNECTION_RESET,
     EOFError: C.CONNECTION_RESET,
-    # anyio (the SDK's streams)
-    anyio.BrokenResourceError: C.CONNECTION_RESET,
-    anyio.ClosedResourceError: C.CONNECTION_RESET,
-    anyio.EndOfStream: C.CONNECTION_RESET,
-    anyio.BusyResourceError: C.UNKNOWN,
-    anyio.WouldBlock: C.UNKNOWN,
-    anyio.IncompleteRead: C.CONNECTION_RESET,
-    anyio.DelimiterNotFound: C.PROTOCOL_ERROR,
-    anyio.TypedAttributeLookupError: C.UNKNOWN,
-    anyio.ConnectionFailed: C.CONNECTION_REFUSED,  # "all connection attempts failed"; its cause refines it
-    anyio.NoEventLoopError: C.UNKNOWN,
-    anyio.RunFinishedError: C.UNKNOWN,
-    anyio.BrokenWorkerProcess: C.UNKNOWN,
-    anyio.BrokenWorkerInterpreter: C.UNKNOWN,
-    anyio.TaskFailed: C.UNKNOWN,
-    anyio.TaskCancelled: C.UNKNOWN,
-    anyio.TaskNotFinished: C.UNKNOWN,
-    anyio.FutureFailed: C.UNKNOWN,
-    anyio.FutureCancelled: C.UNKNOWN,
-    anyio.FutureNotFinished: C.UNKNOWN,
-    anyio.FutureAlreadyFinished: C.UNKNOWN,
     # decoding what a backend sent
     json.JSONDecodeError: C.PROTOCOL_ERROR,
     UnicodeDecodeError: C.PROTOCOL_ERROR,
-    pydantic.ValidationError: C.PROTOCOL_ERROR,
-    # the MCP SDK
-    MCPError: C.JSONRPC_ERROR,  # refined by its code
-    NoBackChannelError: C.JSONRPC_ERROR,
-    UrlElicitationRequiredError: C.JSONRPC_ERROR,
-    StreamableHTTPError: C.PROTOCOL_ERROR,
-    ResumptionError: C.PROTOCOL_ERROR,
-    ListenNotSupportedError: C.PROTOCOL_ERROR,
-    SubscriptionLost: C.CONNECTION_RESET,
-    OAuthFlowError: C.AUTHENTICATION_FAILED,
-    OAuthTokenError: C.AUTHENTICATION_FAILED,
-    OAuthRegistrationError: C.AUTHENTICATION_FAILED,
+    # llhttp, the prober's response parser (health/http11.py)
+    httptools.HttpParserError: C.PROTOCOL_ERROR,
+    httptools.HttpParserCallbackError: C.PROTOCOL_ERROR,
+    httptools.HttpParserInvalidStatusError: C.PROTOCOL_ERROR,
+    httptools.HttpParserInvalidMethodError: C.PROTOCOL_ERROR,
+    httptools.HttpParserInvalidURLError: C.PROTOCOL_ERROR,
+    httptools.HttpParserUpgrade: C.PROTOCOL_ERROR,
     # ours
     ProbeError: C.UNKNOWN,  # carries its own category
 }
@@ -295,10 +220,26 @@ def _walk(exc: BaseException) -> Iterator[BaseException]:
                 stack.append(linked)
 
 
-def _lookup(exc: BaseException) -> Category | None:
+@cache
+def _library() -> ModuleType:
+    from xds_control.health import library_errors  # noqa: PLC0415 - deliberately lazy: see library_errors
+
+    return library_errors
+
+
+def _from_library(exc: BaseException) -> bool:
+    return any(cls.__module__.split(".")[0] in _LIBRARY_ROOTS for cls in type(exc).__mro__)
+
+
+_LIBRARY_ROOTS = frozenset({"httpx2", "httpcore2", "anyio", "pydantic", "pydantic_core", "mcp", "mcp_types"})
+
+
+def _lookup(exc: BaseException, library: bool) -> Category | None:
+    tables = (BUILTIN_CATEGORIES, _library().LIBRARY_CATEGORIES) if library else (BUILTIN_CATEGORIES,)
     for cls in type(exc).__mro__:
-        if cls in EXCEPTION_CATEGORIES:
-            return EXCEPTION_CATEGORIES[cls]
+        for table in tables:
+            if cls in table:
+                return table[cls]
     return None
 
 
@@ -306,20 +247,34 @@ def _one(exc: BaseException) -> ProbeError | None:
     """Classify a single exception (not its tree). None if it says nothing (cancellation, groups, unrelated types)."""
     if isinstance(exc, ProbeError):
         return exc
-    if isinstance(exc, httpx2.HTTPStatusError):
-        return classify_status(exc.response.status_code, exc.response.headers)
-    if isinstance(exc, MCPError):
-        return classify_jsonrpc_error({"code": exc.code, "message": exc.error.message}, from_wire=False)
-    if isinstance(exc, httpx2.RemoteProtocolError | httpcore2.RemoteProtocolError):
-        text = str(exc).lower()
-        if "disconnected" in text or "peer closed" in text or "connection closed" in text:
-            return ProbeError(Category.CONNECTION_RESET, type(exc).__name__)
-    category = _lookup(exc)
+    library = _from_library(exc)
+    if library and (refined := _library().refine(exc)) is not None:
+        return refined
+    category = _lookup(exc, library)
     if isinstance(exc, OSError) and category in (None, Category.UNKNOWN, Category.CONNECTION_RESET):
         category = _CONNECT_ERRNOS.get(exc.errno or 0, category)
     if category is None:
         return None
     return ProbeError(category, type(exc).__name__)
+
+
+class _AllCategories(Mapping[type[BaseException], Category]):
+    """Every mapped exception class, builtin and library (loads the library table: for tests and tools)."""
+
+    def _table(self) -> dict[type[BaseException], Category]:
+        return {**BUILTIN_CATEGORIES, **_library().LIBRARY_CATEGORIES}
+
+    def __getitem__(self, key: type[BaseException]) -> Category:
+        return self._table()[key]
+
+    def __iter__(self) -> Iterator[type[BaseException]]:
+        return iter(self._table())
+
+    def __len__(self) -> int:
+        return len(self._table())
+
+
+EXCEPTION_CATEGORIES: Mapping[type[BaseException], Category] = _AllCategories()
 
 
 def classify_exception(exc: BaseException) -> ProbeError:

@@ -18,7 +18,7 @@ Wire format (both families; see docs/dev/health.md):
   own denylist rule). What worked is remembered; a later answer of that
   kind makes the next probe detect again.
 
-One `httpx2.AsyncClient` per endpoint (no shared pool), thrown away after a
+One `ProbeHttpClient` (health/http11.py) per endpoint (no shared pool), thrown away after a
 connection-level failure so a replaced backend process is never reached over
 a stale keep-alive connection. The auth header is read fresh on every probe
 (`AuthConfig.header_value()`: a token_file is re-read). Each probe's liveness
@@ -39,14 +39,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import httpx2
-from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION, LATEST_MODERN_VERSION
+import certifi
 from opentelemetry import trace
 
 from xds_control.config import BackendConfig, EndpointUrl, HealthConfig
 from xds_control.errors import ProbeError
 from xds_control.health.catalog import fetch_catalog
 from xds_control.health.classify import CONNECTION_CATEGORIES, Category, classify_exception, classify_jsonrpc_error, classify_status
+from xds_control.health.http11 import ProbeHttpClient, Response
+from xds_control.health.versions import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION, LATEST_MODERN_VERSION
 from xds_control.health.wire import JSON_TYPE, content_type, parse_json, read_bounded, read_response, result_of
 from xds_control.telemetry.trace_context import redact_url
 from xds_control.view import Catalog
@@ -87,7 +88,7 @@ def tls_context() -> ssl.SSLContext:
     and a client is rebuilt after every connection-level failure, so a context per client cost a dead
     backend that much on every probe: 200 dead backends at a 1 s interval saturated a core, and each
     failed probe started 30 ms late (detection took `unhealthy_threshold` x 30 ms longer than the bound)."""
-    return httpx2.create_ssl_context(trust_env=False)
+    return ssl.create_default_context(cafile=certifi.where())
 
 
 class EndpointProber:
@@ -101,16 +102,14 @@ class EndpointProber:
         *,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
-        transport: httpx2.AsyncBaseTransport | None = None,
     ) -> None:
         self.backend = backend
         self.endpoint = endpoint
         self.health = health
         self._clock = clock
         self._wall_clock = wall_clock
-        self._transport = transport
         self._ids = itertools.count(1)
-        self._client: httpx2.AsyncClient | None = None
+        self._client: ProbeHttpClient | None = None
         self._auth: tuple[str, str] | None = None
         self.protocol: Protocol | None = None if backend.protocol == "auto" else backend.protocol
         self.protocol_version = ""
@@ -126,16 +125,9 @@ class EndpointProber:
     # -- the client ------------------------------------------------------------------------
 
     @property
-    def client(self) -> httpx2.AsyncClient:
+    def client(self) -> ProbeHttpClient:
         if self._client is None:
-            self._client = httpx2.AsyncClient(
-                transport=self._transport,
-                timeout=httpx2.Timeout(self.health.timeout),
-                follow_redirects=False,
-                trust_env=False,  # probes go straight to the backend, never through a proxy
-                limits=httpx2.Limits(max_connections=8, max_keepalive_connections=2),
-                verify=tls_context(),
-            )
+            self._client = ProbeHttpClient(tls_context())  # straight to the backend: never a proxy
         return self._client
 
     async def reset(self) -> None:
@@ -153,7 +145,8 @@ class EndpointProber:
                 self._auth = self.backend.auth.header_value() if self.backend.auth is not None else None
                 with contextlib.suppress(Exception):
                     async with asyncio.timeout(min(1.0, self.health.timeout)):
-                        await self.client.delete(self.url, headers=self.headers(session=True))
+                        async with self.client.stream("DELETE", self.url, headers=self.headers(session=True)) as response:
+                            await read_bounded(response, ERROR_PEEK_BYTES)
         finally:
             self._auth = None
             await self.reset()
@@ -198,7 +191,8 @@ class EndpointProber:
         body = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": self.params(params)}
         session = self.protocol == "legacy" and method != "initialize"
         headers = self.headers(method, session=session)
-        async with self.client.stream("POST", self.url, content=encode_message(body), headers={**headers, "content-type": JSON_TYPE}) as response:
+        headers["content-type"] = JSON_TYPE
+        async with self.client.stream("POST", self.url, content=encode_message(body), headers=headers) as response:
             if response.status_code >= 300 or response.status_code < 200:
                 raise await self._http_error(response, sent_session=SESSION_HEADER in headers)
             if method == "initialize":
@@ -213,7 +207,7 @@ class EndpointProber:
                 raise await self._http_error(response, sent_session=SESSION_HEADER in headers)
             await read_bounded(response, self.health.max_response_bytes)
 
-    async def _http_error(self, response: httpx2.Response, *, sent_session: bool) -> ProbeError:
+    async def _http_error(self, response: Response, *, sent_session: bool) -> ProbeError:
         """Classify a non-2xx answer. A 4xx carrying a JSON-RPC error (modern servers map error codes to
         400/404) is classified by that error; a 404 to a request that carried a session id is a lost session."""
         error = classify_status(response.status_code, response.headers, now=self._wall_clock())

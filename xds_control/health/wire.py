@@ -20,10 +20,9 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import httpx2
-
 from xds_control.errors import ProbeError
 from xds_control.health.classify import Category, classify_jsonrpc_error
+from xds_control.health.http11 import Response
 
 JSON_TYPE = "application/json"
 SSE_TYPE = "text/event-stream"
@@ -103,16 +102,16 @@ def _line_end(buffer: bytes, start: int = 0) -> tuple[int, int] | None:
     return None
 
 
-def content_type(response: httpx2.Response) -> str:
+def content_type(response: Response) -> str:
     return response.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-def declared_too_large(response: httpx2.Response, limit: int) -> bool:
+def declared_too_large(response: Response, limit: int) -> bool:
     length = response.headers.get("content-length", "")
     return length.isdigit() and int(length) > limit
 
 
-async def bounded_chunks(response: httpx2.Response, limit: int) -> AsyncIterator[bytes]:
+async def bounded_chunks(response: Response, limit: int) -> AsyncIterator[bytes]:
     """The body's chunks; `response_too_large` as soon as more than `limit` bytes arrived."""
     if declared_too_large(response, limit):
         raise ProbeError(Category.RESPONSE_TOO_LARGE, "declared Content-Length over the limit")
@@ -124,7 +123,7 @@ async def bounded_chunks(response: httpx2.Response, limit: int) -> AsyncIterator
         yield chunk
 
 
-async def read_bounded(response: httpx2.Response, limit: int) -> bytes:
+async def read_bounded(response: Response, limit: int) -> bytes:
     parts = [chunk async for chunk in bounded_chunks(response, limit)]
     return b"".join(parts)
 
@@ -159,7 +158,7 @@ def result_of(message: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-async def read_response(response: httpx2.Response, request_id: int | str, limit: int) -> dict[str, Any]:
+async def read_response(response: Response, request_id: int | str, limit: int) -> dict[str, Any]:
     """The JSON-RPC response to `request_id` from a 2xx HTTP response, JSON or SSE, read within `limit` bytes."""
     kind = content_type(response)
     if kind == JSON_TYPE:
@@ -182,7 +181,7 @@ async def read_response(response: httpx2.Response, request_id: int | str, limit:
     raise ProbeError(Category.PROTOCOL_ERROR, "unexpected content type")
 
 
-async def sse_messages(response: httpx2.Response, max_event_bytes: int) -> AsyncIterator[dict[str, Any]]:
+async def sse_messages(response: Response, max_event_bytes: int) -> AsyncIterator[dict[str, Any]]:
     """JSON-RPC messages from a long-lived event stream (each event bounded, the stream not)."""
     if content_type(response) != SSE_TYPE:
         raise ProbeError(Category.PROTOCOL_ERROR, "not an event stream")

@@ -1,0 +1,146 @@
+"""The prober's HTTP/1.1 client against a real loopback server: framing, keep-alive, stale connections,
+broken and garbage answers, and how each failure is classified."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.support.canned_http import Answer, CannedServer, Request
+from tests.support.waiting import async_wait_until, free_port
+from xds_control.health.classify import Category, classify_exception
+from xds_control.health.http11 import ProbeHttpClient, Target, encode_request
+
+BODY = b'{"jsonrpc":"2.0","id":1,"result":{}}'
+
+
+async def fetch(client: ProbeHttpClient, url: str, method: str = "POST", content: bytes | None = b"{}") -> tuple[int, dict[str, str], bytes]:
+    async with client.stream(method, url, headers={"accept": "application/json"}, content=content) as response:
+        body = b"".join([chunk async for chunk in response.aiter_bytes()])
+        return response.status_code, response.headers, body
+
+
+def ok(request: Request) -> Answer:
+    return Answer(200, BODY, {"content-type": "application/json", "x-echo-method": request.method})
+
+
+async def classified(coro: object) -> str:
+    with pytest.raises(Exception) as caught:  # noqa: PT011 - any exception: what matters is its category
+        await coro  # type: ignore[misc]
+    return classify_exception(caught.value).category
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked", "close"])
+async def test_every_body_framing_reads_the_whole_body(framing: str) -> None:
+    async with CannedServer(lambda request: Answer(200, BODY * 50, {"content-type": "application/json"}, framing)) as server:
+        client = ProbeHttpClient(None)
+        try:
+            status, headers, body = await fetch(client, server.url)
+        finally:
+            await client.aclose()
+    assert status == 200 and headers["content-type"] == "application/json" and body == BODY * 50
+
+
+async def test_keep_alive_reuses_one_connection_and_sends_the_request_as_given() -> None:
+    async with CannedServer(ok) as server:
+        client = ProbeHttpClient(None)
+        try:
+            for _ in range(5):
+                assert (await fetch(client, server.url))[0] == 200
+            await fetch(client, server.url, "DELETE", None)
+        finally:
+            await client.aclose()
+    assert server.connections == 1
+    first = server.requests[0]
+    assert first.method == "POST" and first.path == "/mcp" and first.body == b"{}"
+    assert first.headers["host"] == server.url.split("/")[2] and first.headers["content-length"] == "2"
+    assert server.requests[-1].method == "DELETE" and "content-length" not in server.requests[-1].headers
+
+
+async def test_a_connection_the_server_dropped_while_idle_is_replaced_without_a_failure() -> None:
+    async with CannedServer(ok) as server:
+        client = ProbeHttpClient(None)
+        try:
+            assert (await fetch(client, server.url))[0] == 200
+            server.drop_connections()  # the server's keep-alive timer fired between two probes
+            assert (await fetch(client, server.url))[0] == 200
+        finally:
+            await client.aclose()
+    assert server.connections == 2
+
+
+async def test_a_response_left_half_read_closes_its_connection() -> None:
+    async with CannedServer(lambda request: Answer(200, BODY * 5000, {"content-type": "application/json"}, "chunked")) as server:
+        client = ProbeHttpClient(None)
+        try:
+            async with client.stream("POST", server.url, headers={}, content=b"{}") as response:
+                assert response.status_code == 200 and not response.complete
+            assert (await fetch(client, server.url))[2] == BODY * 5000
+        finally:
+            await client.aclose()
+    assert server.connections == 2
+
+
+async def test_refused_connection_is_connection_refused() -> None:
+    client = ProbeHttpClient(None)
+    try:
+        assert await classified(fetch(client, f"http://127.0.0.1:{free_port()}/mcp")) == Category.CONNECTION_REFUSED
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize(
+    ("raw", "category"),
+    [
+        (b"this is not HTTP at all\r\n\r\n", Category.PROTOCOL_ERROR),
+        (b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly part", Category.CONNECTION_RESET),
+        (b"HTTP/1.1 200 OK\r\ncontent-le", Category.CONNECTION_RESET),
+        (b"", Category.CONNECTION_RESET),
+    ],
+    ids=["garbage", "body cut short", "headers cut short", "closed at once"],
+)
+async def test_broken_answers_are_classified(raw: bytes, category: Category) -> None:
+    async with CannedServer(lambda request: raw) as server:
+        client = ProbeHttpClient(None)
+        try:
+            assert await classified(fetch(client, server.url)) == category
+        finally:
+            await client.aclose()
+
+
+async def test_aclose_ends_a_stream_in_use() -> None:
+    release = asyncio.Event()
+
+    async def endless(request: Request) -> bytes:
+        await release.wait()
+        return b""
+
+    async with CannedServer(lambda request: b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n5\r\n: hi\n\r\n") as server:
+        client = ProbeHttpClient(None)
+        got: list[bytes] = []
+
+        async def follow() -> None:
+            async with client.stream("GET", server.url, headers={}) as response:
+                async for chunk in response.aiter_bytes():
+                    got.append(chunk)
+
+        task = asyncio.create_task(follow())
+        await async_wait_until(lambda: got, timeout=5, what="the first event")
+        await client.aclose()
+        with pytest.raises(ConnectionResetError):
+            await asyncio.wait_for(task, 5)
+        release.set()
+
+
+def test_header_values_with_line_breaks_are_refused_without_echoing_them() -> None:
+    with pytest.raises(ValueError, match="line break") as caught:
+        encode_request("POST", Target.of("http://h:1/mcp"), {"authorization": "Bearer x\r\nevil: 1"}, b"{}")
+    assert "evil" not in str(caught.value) and "Bearer" not in str(caught.value)
+
+
+def test_targets() -> None:
+    assert Target.of("https://api.example.com/v1/mcp?x=1") == Target("https", "api.example.com", 443, "api.example.com", "/v1/mcp?x=1")
+    assert Target.of("http://[::1]:8080") == Target("http", "::1", 8080, "[::1]:8080", "/")
+    with pytest.raises(ValueError, match="http"):
+        Target.of("ftp://example.com/")

@@ -1,0 +1,244 @@
+"""The prober's HTTP/1.1 client: asyncio streams, responses parsed by `httptools` (llhttp).
+
+Why not httpx2 here: a probe is one small POST every second per endpoint, and
+httpx2's layers (client, httpcore pool, anyio streams, h11) cost ~0.7 ms of
+CPU per request, more than half of a probe; 200 backends at a 1 s interval
+then took a third of a core. This client does only what a probe needs —
+HTTP/1.1, keep-alive, TLS with one shared context, streamed bounded bodies,
+no proxies, no redirects, no cookies, no compression (we ask for `identity`)
+— and leaves the parsing (status line, headers, chunked and close-delimited
+bodies) to llhttp, the parser Node.js and uvicorn use.
+
+One `ProbeHttpClient` per endpoint (no shared pool). Requests on one client
+may overlap (the probe and a long-lived change stream): each takes an idle
+keep-alive connection or opens one; a connection goes back to the idle list
+only when its response was read to the end and the server allows keep-alive.
+A reused connection that the server closed while idle (its keep-alive timer
+fired) fails before a single byte of the response arrives: that request is
+sent once more on a fresh connection (probe requests are safe to repeat).
+`aclose()` closes every connection, streams in use included.
+
+Timeouts are the caller's (`asyncio.timeout` around the request); errors are
+the builtin ones (`OSError` family, `ssl.SSLError`, `socket.gaierror`) plus
+`httptools.HttpParserError` for a response that is not HTTP, all of which
+`classify` maps to categories.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import httptools
+
+READ_SIZE = 64 * 1024
+MAX_IDLE = 2
+
+
+class PeerClosedError(ConnectionResetError):
+    """The server closed the connection before the response was complete."""
+
+
+@dataclass(frozen=True)
+class Target:
+    scheme: str
+    host: str
+    port: int
+    authority: str
+    path: str
+
+    @classmethod
+    def of(cls, url: str) -> Target:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("not an http(s) URL")
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        return cls(parts.scheme, parts.hostname, port, parts.netloc.rpartition("@")[2], path)
+
+
+def encode_request(method: str, target: Target, headers: dict[str, str], content: bytes | None) -> bytes:
+    lines = [f"{method} {target.path} HTTP/1.1", f"host: {target.authority}"]
+    for name, value in headers.items():
+        if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
+            raise ValueError("header with a line break")  # never echo the value: it may be a credential
+        lines.append(f"{name}: {value}")
+    if content is not None or method in ("POST", "PUT", "PATCH"):
+        lines.append(f"content-length: {len(content or b'')}")
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    return head + (content or b"")
+
+
+@dataclass(eq=False)
+class _Connection:
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    used: int = 0  # responses read on it
+
+    def reusable(self) -> bool:
+        return not self.reader.at_eof() and not self.writer.is_closing()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.writer.close()
+
+
+@dataclass(eq=False)
+class Response:
+    """A response whose body is read as it arrives (`aiter_bytes`). Header names are lower case."""
+
+    status_code: int
+    headers: dict[str, str]
+    _parser: _ResponseParser = field(repr=False)
+    _connection: _Connection = field(repr=False)
+
+    @property
+    def complete(self) -> bool:
+        return self._parser.complete
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        parser = self._parser
+        while True:
+            if parser.body:
+                chunks, parser.body = parser.body, []
+                for chunk in chunks:
+                    yield chunk
+            if parser.complete:
+                return
+            await parser.read_more(self._connection.reader)
+
+
+class _ResponseParser:
+    """httptools' callback protocol, collecting one response."""
+
+    def __init__(self) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+        self.headers: dict[str, str] = {}
+        self.headers_done = False
+        self.complete = False
+        self.keep_alive = False  # read when the message completes (llhttp resets it afterwards)
+        self.body: list[bytes] = []
+        self.received = 0
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        self.headers[key] = f"{self.headers[key]}, {text}" if key in self.headers else text
+
+    def on_headers_complete(self) -> None:
+        self.headers_done = True
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+        self.keep_alive = self.parser.should_keep_alive()
+
+    async def read_more(self, reader: asyncio.StreamReader) -> None:
+        data = await reader.read(READ_SIZE)
+        if not data:
+            if self.headers_done and self._close_delimited():
+                self.complete = True
+                return
+            raise PeerClosedError("server closed the connection mid-response")
+        self.received += len(data)
+        self.parser.feed_data(data)
+
+    def _close_delimited(self) -> bool:
+        return "content-length" not in self.headers and "chunked" not in self.headers.get("transfer-encoding", "").lower()
+
+
+class ProbeHttpClient:
+    """Keep-alive HTTP/1.1 to one endpoint (see the module docstring)."""
+
+    def __init__(self, ssl_context: ssl.SSLContext | None) -> None:
+        self._ssl = ssl_context
+        self._idle: list[_Connection] = []
+        self._all: set[_Connection] = set()
+        self._targets: dict[str, Target] = {}
+        self._closed = False
+
+    def _target(self, url: str) -> Target:
+        target = self._targets.get(url)
+        if target is None:
+            target = self._targets[url] = Target.of(url)
+        return target
+
+    async def _open(self, target: Target) -> _Connection:
+        tls = self._ssl if target.scheme == "https" else None
+        reader, writer = await asyncio.open_connection(
+            target.host, target.port, ssl=tls, server_hostname=target.host if tls is not None else None, limit=READ_SIZE
+        )
+        connection = _Connection(reader, writer)
+        self._all.add(connection)
+        if self._closed:
+            self._discard(connection)
+            raise ConnectionAbortedError("client closed")
+        return connection
+
+    def _take_idle(self) -> _Connection | None:
+        while self._idle:
+            connection = self._idle.pop()
+            if connection.reusable():
+                return connection
+            self._discard(connection)
+        return None
+
+    def _discard(self, connection: _Connection) -> None:
+        self._all.discard(connection)
+        connection.close()
+
+    async def _send(self, connection: _Connection, request: bytes) -> tuple[_ResponseParser, int]:
+        connection.writer.write(request)
+        await connection.writer.drain()
+        parser = _ResponseParser()
+        while not parser.headers_done:
+            await parser.read_more(connection.reader)
+        return parser, parser.parser.get_status_code()
+
+    @contextlib.asynccontextmanager
+    async def stream(self, method: str, url: str, *, headers: dict[str, str], content: bytes | None = None) -> AsyncIterator[Response]:
+        """Send one request; the response with its body still to be read. Released on exit."""
+        target = self._target(url)
+        request = encode_request(method, target, headers, content)
+        connection = self._take_idle()
+        reused = connection is not None
+        if connection is None:
+            connection = await self._open(target)
+        try:
+            try:
+                parser, status = await self._send(connection, request)
+            except (ConnectionResetError, BrokenPipeError):
+                if not reused:
+                    raise
+                self._discard(connection)  # the server dropped the idle connection: once more, fresh
+                connection = await self._open(target)
+                parser, status = await self._send(connection, request)
+            response = Response(status, parser.headers, parser, connection)
+            yield response
+        except BaseException:
+            self._discard(connection)
+            raise
+        else:
+            connection.used += 1
+            keep = response.complete and parser.keep_alive and not self._closed and connection.reusable()
+            if keep and len(self._idle) < MAX_IDLE:
+                self._idle.append(connection)
+            else:
+                self._discard(connection)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        self._idle.clear()
+        connections, self._all = list(self._all), set()
+        for connection in connections:
+            connection.close()
+        for connection in connections:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(1.0):
+                    await connection.writer.wait_closed()
