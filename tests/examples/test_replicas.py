@@ -235,19 +235,32 @@ def _admin_backends_json(stack: Stack) -> list[dict]:
     return json.loads(proc.output)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="replicas of a backend that speaks only the legacy family with sessions: the aggregator's backend session "
-    "is load-balanced over both replicas by Envoy (no session affinity), so a call lands on a replica that never saw "
-    "the session (session lost twice -> -32051), and those data-path failures open the backend's breaker",
-)
 @pytest.mark.parametrize("stack", [("--family", "legacy")], indirect=True, ids=["legacy-family-replicas"])
-async def test_calls_reach_replicas_of_a_backend_with_legacy_sessions(stack: Stack) -> None:
+async def test_a_legacy_session_sticks_to_its_replica_and_moves_when_that_replica_dies(stack: Stack) -> None:
+    """Replicas of a backend that keeps sessions (legacy family only): Envoy's envelope session state pins the
+    aggregator's backend session to the replica that opened it; when that replica dies, the next call lands on
+    the other one, whose "session not found" makes the aggregator open a new session there."""
     admin = AdminClient(stack.config.control_plane.admin)
+    caller = Caller(stack.endpoint)
     try:
         await async_wait_until(lambda: both_healthy(admin), timeout=DETECT, interval=0.05, what="both replicas healthy")
+        before = await asyncio.to_thread(host_counters, stack)
+        await asyncio.wait_for(caller.run(limit=20), 120)
+        assert len(caller.calls) == 20 and failed(caller.calls) == [], failed(caller.calls)[:3]
+        after = await asyncio.to_thread(host_counters, stack)
+        served = {port: after[port].get("rq_success", 0) - before.get(port, {}).get("rq_success", 0) for port in stack.ports}
+        holder = max(served, key=served.__getitem__)
+        other = next(port for port in stack.ports if port != holder)
+        assert served[holder] >= 20 and served[other] <= 2, f"one session's calls all go to one replica: {served}"
+
+        index = stack.ports.index(holder)
+        stack.replicas[index].kill()
+        await async_wait_until(
+            lambda: _unhealthy(admin, stack.urls[index]), timeout=DETECT, interval=0.02, what="the session's replica to be unhealthy"
+        )
+        caller.calls.clear()
+        await asyncio.wait_for(caller.run(limit=20), 120)
+        assert len(caller.calls) == 20 and failed(caller.calls) == [], failed(caller.calls)[:3]
+        assert (await asyncio.to_thread(host_counters, stack))[other].get("rq_success", 0) >= after[other].get("rq_success", 0) + 20
     finally:
         await admin.close()
-    caller = Caller(stack.endpoint)
-    await asyncio.wait_for(caller.run(limit=20), 120)
-    assert len(caller.calls) == 20 and failed(caller.calls) == [], failed(caller.calls)[:3]

@@ -94,6 +94,18 @@ def test_listeners_bind_configured_addresses_and_use_rds():
     assert hcm["request_timeout"] == "0s"
 
 
+def test_egress_pins_mcp_sessions_to_their_replica_and_encodes():
+    listeners = build_resources(ViewStore(_config()).current)[t.LISTENER]
+    egress = listeners[t.EGRESS_LISTENER]["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
+    assert [f["name"] for f in egress] == ["envoy.filters.http.stateful_session", "envoy.filters.http.router"]
+    state = egress[0]["typed_config"]["session_state"]
+    assert state["name"] == "envoy.http.stateful_session.envelope"
+    assert state["typed_config"]["header"] == {"name": "mcp-session-id"}
+    public = listeners[t.PUBLIC_LISTENER]["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
+    assert [f["name"] for f in public] == ["envoy.filters.http.router"]  # the aggregator's own sessions are its business
+    assert encode_message(t.LISTENER, listeners[t.EGRESS_LISTENER])
+
+
 def test_endpoint_hostname_is_the_backend_authority():
     cla = build_resources(ViewStore(_config()).current)[t.ENDPOINT]["replicas"]
     endpoints = [lb["endpoint"] for lb in cla["endpoints"][0]["lb_endpoints"]]

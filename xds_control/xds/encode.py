@@ -23,7 +23,9 @@ from envoy_data_plane.envoy.config.listener.v3 import Listener
 from envoy_data_plane.envoy.config.route.v3 import RouteConfiguration
 from envoy_data_plane.envoy.extensions.access_loggers.stream import v3 as _stream_logs  # noqa: F401
 from envoy_data_plane.envoy.extensions.filters.http.router import v3 as _router  # noqa: F401
+from envoy_data_plane.envoy.extensions.filters.http.stateful_session import v3 as _stateful_session  # noqa: F401
 from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager import v3 as _hcm  # noqa: F401
+from envoy_data_plane.envoy.extensions.http.stateful_session.envelope import v3 as _envelope_session  # noqa: F401
 from envoy_data_plane.envoy.extensions.transport_sockets.tls import v3 as _tls  # noqa: F401
 from envoy_data_plane.envoy.extensions.upstreams.http import v3 as _http_options  # noqa: F401
 

@@ -23,6 +23,9 @@ ROUTER_TYPE = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Route
 HTTP_OPTIONS_TYPE = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 TLS_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
 STDERR_LOG_TYPE = "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StderrAccessLog"
+STATEFUL_SESSION_TYPE = "type.googleapis.com/envoy.extensions.filters.http.stateful_session.v3.StatefulSession"
+ENVELOPE_SESSION_TYPE = "type.googleapis.com/envoy.extensions.http.stateful_session.envelope.v3.EnvelopeSessionState"
+SESSION_HEADER = "mcp-session-id"
 RETRY_ON = "connect-failure,refused-stream,reset"
 # Response flags that mean the gateway could not serve a request (not DC/SI: a client closing its stream,
 # or an idle MCP stream timing out, are how long-lived streams end).
@@ -149,13 +152,25 @@ def load_assignment(backend: BackendConfig, status: BackendStatus | None) -> Spe
 # -- LDS / RDS ------------------------------------------------------------------------------
 
 
-def _listener(name: str, address: str, port: int, route_config: str, config: Config) -> Spec:
+def _session_affinity() -> Spec:
+    """Keep a legacy MCP session on the replica that opened it: Envoy's envelope session state
+    appends the chosen host to the `Mcp-Session-Id` a backend answers with, and on later requests
+    strips it again and routes to that host while it is healthy (else to another host, whose
+    "session not found" makes the aggregator open a new session there). Backends without sessions
+    (the 2026-07-28 family, stateless servers) send no such header and are balanced as before."""
+    envelope = {"@type": ENVELOPE_SESSION_TYPE, "header": {"name": SESSION_HEADER}}
+    session_state = {"name": "envoy.http.stateful_session.envelope", "typed_config": envelope}
+    return {"name": "envoy.filters.http.stateful_session", "typed_config": {"@type": STATEFUL_SESSION_TYPE, "session_state": session_state}}
+
+
+def _listener(name: str, address: str, port: int, route_config: str, config: Config, *, sticky_sessions: bool = False) -> Spec:
+    router = {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}}
     hcm = {
         "@type": HCM_TYPE,
         "stat_prefix": name,
         "codec_type": "AUTO",
         "rds": {"route_config_name": route_config, "config_source": ADS_SOURCE},
-        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}}],
+        "http_filters": [_session_affinity(), router] if sticky_sessions else [router],
         "stream_idle_timeout": _duration(config.listener.idle_timeout),
         "request_timeout": "0s",  # MCP streams are long-lived
         "normalize_path": True,
@@ -241,7 +256,7 @@ def plan_resources(view: View) -> Plan:
         ),
         t.EGRESS_LISTENER: (
             listener_inputs,
-            partial(_listener, t.EGRESS_LISTENER, config.egress.address, config.egress.port, t.EGRESS_ROUTES, config),
+            partial(_listener, t.EGRESS_LISTENER, config.egress.address, config.egress.port, t.EGRESS_ROUTES, config, sticky_sessions=True),
         ),
     }
     route_inputs = (config.listener, tuple(config.backends))
