@@ -107,8 +107,7 @@ class TestCalls:
         before = sample("xds_control_aggregator_upstream_http_requests_total", {"backend": "b"})
         fast = sample("xds_control_aggregator_fast_failed_calls_total", {"backend": "b", "state": "unhealthy"})
         with pytest.raises(MCPError) as info:
-            params = types.CallToolRequestParams(name="b_slow", arguments={})
-            await gateway.call("tools/call", "tools", "b_slow", params, client_key=None)
+            await gateway.call("tools/call", "tools", "b_slow", {"name": "b_slow", "arguments": {}}, client_key=None)
         assert info.value.code == BACKEND_UNAVAILABLE
         assert info.value.data == {"backend": "b", "state": "unhealthy", "retry_after": 2.5}
         assert sample("xds_control_aggregator_upstream_http_requests_total", {"backend": "b"}) == before
@@ -119,14 +118,14 @@ class TestCalls:
         cat = Catalog.build(tools=[{"name": "count", "inputSchema": schema}, {"name": "odd", "inputSchema": {"type": 12}}])
         gateway = make(config("a"), {"a": up("a", cat)})
         with pytest.raises(MCPError) as info:
-            await gateway.call("tools/call", "tools", "nope", types.CallToolRequestParams(name="nope"), client_key=None)
+            await gateway.call("tools/call", "tools", "nope", {"name": "nope"}, client_key=None)
         assert info.value.code == types.INVALID_PARAMS and info.value.message == "Unknown tool: nope"
         with pytest.raises(MCPError) as info:
-            await gateway.call("resources/read", "resources", "x://y", types.ReadResourceRequestParams(uri="x://y"), client_key=None)
+            await gateway.call("resources/read", "resources", "x://y", {"uri": "x://y"}, client_key=None)
         assert info.value.code == -32002 and info.value.data == {"uri": "x://y"}
         with pytest.raises(MCPError) as info:
-            params = types.CallToolRequestParams(name="a_count", arguments={"n": "three"})
-            await gateway.call("tools/call", "tools", "a_count", params, client_key=None, arguments=params.arguments)
+            params = {"name": "a_count", "arguments": {"n": "three"}}
+            await gateway.call("tools/call", "tools", "a_count", params, client_key=None, arguments=params["arguments"])
         assert info.value.code == types.INVALID_PARAMS
         assert info.value.data == {"tool": "a_count", "errors": [{"path": "n", "message": "'three' is not of type 'integer'"}]}
         assert gateway.tool_schema("a_count") == schema and gateway.tool_schema("nope") is None
@@ -158,7 +157,7 @@ class TestViewChanges:
         assert gateway.catalog.lists is lists and gateway.view_version == 3
         assert gateway.list_page("tools", None)["_meta"] == {UNAVAILABLE_META: [{"backend": "b", "state": "circuit_open", "retry_after": 9.0}]}
         with pytest.raises(MCPError) as info:
-            await gateway.call("tools/call", "tools", "b_slow", types.CallToolRequestParams(name="b_slow"), client_key=None)
+            await gateway.call("tools/call", "tools", "b_slow", {"name": "b_slow"}, client_key=None)
         assert info.value.data == {"backend": "b", "state": "circuit_open", "retry_after": 9.0}
 
     @pytest.mark.parametrize(

@@ -33,7 +33,7 @@ from tests.aggregator.support import MODERN, fetch_catalog, mcp_client
 from tests.support.stack import async_start_envoy, running_control_plane, stack_config
 from tests.support.waiting import async_wait_until, free_ports
 from xds_control.aggregator import AdminViewSource, Aggregator
-from xds_control.aggregator.tracing import CALL_SPAN
+from xds_control.aggregator.tracing import CALL_SPAN, passthrough
 from xds_control.aggregator.upstream import clean_params
 from xds_control.aggregator.upstream_http import EdgeTransport
 from xds_control.telemetry.tracing import global_memory_exporter
@@ -61,11 +61,13 @@ def hex_id(value: int, width: int = 16) -> str:
 
 
 def test_the_clients_trace_context_is_not_forwarded_as_it_came() -> None:
-    params = types.CallToolRequestParams.model_validate(
-        {"name": "weather_x", "arguments": {}, "_meta": {"traceparent": META_PARENT, "tracestate": "a=b", "progressToken": 1, "keep": "me"}}
-    )
-    cleaned = clean_params(params, "x").model_dump(by_alias=True, exclude_none=True)
+    params = {"name": "weather_x", "arguments": {}, "_meta": {"traceparent": META_PARENT, "tracestate": "a=b", "progressToken": 1, "keep": "me"}}
+    cleaned = clean_params(params, "x")
     assert cleaned["name"] == "x" and cleaned["_meta"] == {"keep": "me"}
+    # Unless this process exports no spans: then the client's context (tracing.passthrough) goes on unchanged.
+    forwarded = clean_params(params, "x", trace_context=passthrough(params["_meta"], {"traceparent": HEADER_PARENT}))
+    assert forwarded["_meta"] == {"keep": "me", "traceparent": META_PARENT, "tracestate": "a=b"}
+    assert passthrough({"keep": "me"}, {"traceparent": HEADER_PARENT}) == {"traceparent": HEADER_PARENT}
 
 
 async def test_the_http_edge_copies_the_meta_traceparent_into_the_header() -> None:

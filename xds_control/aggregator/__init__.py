@@ -7,13 +7,15 @@
     view_source.py   ViewSource seam (admin Watch stream / in-process ViewStore), follower with backoff
     upstream_http.py per-backend httpx2 client; HTTP failures mapped to JSON-RPC errors at the edge
     auth.py          outgoing credentials, auth retry sequences, auth breaker
-    upstream.py      SDK client sessions per backend and family; error mapping
+    upstream.py      SDK client sessions for legacy backends; error mapping
+    upstream_modern.py  a request to a 2026-07-28 backend as one plain JSON-RPC POST
     gateway.py       lists with the failure mode, call routing
     sessions.py      legacy client sessions (for notifications and session cleanup)
     notify.py        list_changed to legacy sessions and modern listen streams
     outcomes.py      data-path outcome batches for the control plane
     mcp_server.py    the SDK low-level Server serving both protocol families
     http_app.py      ASGI app: /mcp, /healthz, body limit, session tracking, allowed hosts
+    fastpath.py      plain 2026-07-28 tools/call answered before the SDK's HTTP stack
     service.py       Aggregator (wiring, running, serving) and serve_forever(config)
     metrics.py       Prometheus metrics
 

@@ -32,7 +32,6 @@ import mcp_types as types
 from jsonschema import SchemaError, validators
 from mcp.shared.exceptions import MCPError
 from opentelemetry.trace import Span
-from pydantic import BaseModel
 
 from xds_control.aggregator import metrics
 from xds_control.aggregator.catalog import (
@@ -175,19 +174,21 @@ class Gateway:
         method: str,
         kind: Kind,
         key: str,
-        params: BaseModel,
+        params: Mapping[str, Any],
         *,
         client_key: str | None,
         progress: ProgressFn | None = None,
         arguments: Mapping[str, Any] | None = None,
-        backend_params: Callable[[str], BaseModel] | None = None,
+        backend_params: Callable[[str], dict[str, Any]] | None = None,
+        trace_context: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
-        """Route one request. `backend_params(original)`, if given, builds what the backend gets instead of
-        `params` with its name or URI replaced."""
+        """Route one request; `params` is the client's, as wire JSON. `backend_params(original)`, if given, builds
+        what the backend gets instead of `params` with its name or URI replaced. `trace_context`: the client's
+        `traceparent`/`tracestate` to forward as they came (when this process exports no spans of its own)."""
         with call_span(method, kind, key) as span:
             outcome, category = "cancelled", None
             try:
-                result = await self._route(method, kind, key, params, span, client_key, progress, arguments, backend_params)
+                result = await self._route(method, kind, key, params, span, client_key, progress, arguments, backend_params, trace_context)
                 outcome = "tool_error" if result.get("isError") is True else OK
                 return result
             except GatewayError as exc:
@@ -207,12 +208,13 @@ class Gateway:
         method: str,
         kind: Kind,
         key: str,
-        params: BaseModel,
+        params: Mapping[str, Any],
         span: Span,
         client_key: str | None,
         progress: ProgressFn | None,
         arguments: Mapping[str, Any] | None,
-        backend_params: Callable[[str], BaseModel] | None,
+        backend_params: Callable[[str], dict[str, Any]] | None,
+        trace_context: Mapping[str, str] | None,
     ) -> dict[str, Any]:
         catalog = self.catalog
         route = catalog.route(kind, key)
@@ -237,7 +239,7 @@ class Gateway:
         try:
             result = await upstream.request(
                 method,
-                backend_params(route.original) if backend_params else clean_params(params, route.original),
+                backend_params(route.original) if backend_params else clean_params(params, route.original, trace_context=trace_context),
                 client_key=client_key, progress=progress
             )
             outcome = "tool_error" if result.get("isError") is True else OK

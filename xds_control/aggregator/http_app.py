@@ -3,6 +3,8 @@
 * `JsonBodyLimit`: a request body over the limit gets 413 with a JSON-RPC
   error body (the SDK's own limit answers plain text, which clients report as
   an opaque failure);
+* `front` (fastpath.FastToolCalls): plain modern `tools/call` requests answered
+  before the SDK's stack;
 * `SessionTracker`: tells `ClientSessions` when a legacy session's requests
   start and end, and when it ends (DELETE, or 404 for its id).
 
@@ -147,8 +149,10 @@ def build_asgi_app(
     *,
     health: Callable[[], dict[str, Any]],
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    front: Callable[[ASGIApp], ASGIApp] = lambda app: app,
 ) -> ASGIApp:
-    """The whole ASGI app: `/mcp` (both families) and `GET /healthz` (view version, staleness, routable count)."""
+    """The whole ASGI app: `/mcp` (both families) and `GET /healthz` (view version, staleness, routable count).
+    `front` wraps the MCP app inside the body limit (the fast path, fastpath.py)."""
 
     async def healthz(request: Request) -> Response:
         return JSONResponse(health())
@@ -161,4 +165,4 @@ def build_asgi_app(
         max_sessions=sessions.max_sessions,
         custom_starlette_routes=[Route("/healthz", healthz, methods=["GET"])],
     )
-    return JsonBodyLimit(SessionTracker(starlette, sessions), max_request_bytes)
+    return JsonBodyLimit(front(SessionTracker(starlette, sessions)), max_request_bytes)

@@ -32,7 +32,7 @@ from pydantic import BaseModel
 from xds_control.aggregator import metrics
 from xds_control.aggregator.gateway import Gateway
 from xds_control.aggregator.sessions import ClientSessions
-from xds_control.aggregator.tracing import TraceHeaderMiddleware
+from xds_control.aggregator.tracing import TraceHeaderMiddleware, exporting, passthrough
 from xds_control.aggregator.upstream import ProgressFn
 
 SERVER_NAME = "xds-control"
@@ -72,14 +72,25 @@ def progress_of(ctx: ServerRequestContext[Any, Any], params: types.RequestParams
     return ctx.session.report_progress
 
 
-def _complete_params(params: types.CompleteRequestParams) -> Callable[[str], BaseModel]:
-    def build(original: str) -> BaseModel:
-        data = params.model_dump(by_alias=True, exclude_none=True)
+def _complete_params(params: types.CompleteRequestParams) -> Callable[[str], dict[str, Any]]:
+    def build(original: str) -> dict[str, Any]:
+        data = wire(params)
         data["ref"]["name" if data["ref"].get("type") == "ref/prompt" else "uri"] = original
         data.pop("_meta", None)
-        return types.CompleteRequestParams.model_validate(data, by_name=False)
+        return data
 
     return build
+
+
+def wire(params: BaseModel) -> dict[str, Any]:
+    return params.model_dump(by_alias=True, mode="json", exclude_none=True)
+
+
+def trace_context(ctx: ServerRequestContext[Any, Any]) -> dict[str, str] | None:
+    """The client's trace context to forward as it came, when this process exports no spans (tracing.passthrough)."""
+    if exporting():
+        return None
+    return passthrough(ctx.meta, ctx.request.headers if ctx.request is not None else None)  # type: ignore[arg-type]
 
 
 def build_server(gateway: Gateway, sessions: ClientSessions, bus: InMemorySubscriptionBus) -> Server[Any]:
@@ -100,20 +111,27 @@ def build_server(gateway: Gateway, sessions: ClientSessions, bus: InMemorySubscr
 
     async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> Any:
         return await gateway.call(
-            "tools/call", "tools", params.name, params, client_key=client_key(ctx), progress=progress_of(ctx, params), arguments=params.arguments
-        )
+            "tools/call", "tools", params.name, wire(params), client_key=client_key(ctx), progress=progress_of(ctx, params),
+            arguments=params.arguments, trace_context=trace_context(ctx),
+        )  # fmt: skip
 
     async def read_resource(ctx: Any, params: types.ReadResourceRequestParams) -> Any:
-        return await gateway.call("resources/read", "resources", str(params.uri), params, client_key=client_key(ctx), progress=progress_of(ctx, params))
+        return await gateway.call(
+            "resources/read", "resources", str(params.uri), wire(params), client_key=client_key(ctx), progress=progress_of(ctx, params),
+            trace_context=trace_context(ctx),
+        )  # fmt: skip
 
     async def get_prompt(ctx: Any, params: types.GetPromptRequestParams) -> Any:
-        return await gateway.call("prompts/get", "prompts", params.name, params, client_key=client_key(ctx), progress=progress_of(ctx, params))
+        return await gateway.call(
+            "prompts/get", "prompts", params.name, wire(params), client_key=client_key(ctx), progress=progress_of(ctx, params),
+            trace_context=trace_context(ctx),
+        )  # fmt: skip
 
     async def complete(ctx: Any, params: types.CompleteRequestParams) -> Any:
         ref = params.ref
         kind, key = ("prompts", ref.name) if isinstance(ref, types.PromptReference) else ("resource_templates", ref.uri)
         return await gateway.call(
-            "completion/complete", kind, key, params, client_key=client_key(ctx), backend_params=_complete_params(params)
+            "completion/complete", kind, key, wire(params), client_key=client_key(ctx), backend_params=_complete_params(params)
         )
 
     async def track_sessions(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:

@@ -30,12 +30,12 @@ from typing import Any
 import uvicorn
 
 from xds_control.telemetry.metrics_server import start_metrics_server
-from xds_control.telemetry.tracing import setup_tracing
 from mcp.server.subscriptions import InMemorySubscriptionBus
 
 from xds_control.aggregator.coalesce import DEFAULT_WINDOW, ChangeCoalescer
 from xds_control.aggregator.gateway import Gateway
-from xds_control.aggregator.http_app import DEFAULT_MAX_REQUEST_BYTES, MCP_PATH, build_asgi_app
+from xds_control.aggregator.fastpath import FastToolCalls
+from xds_control.aggregator.http_app import DEFAULT_MAX_REQUEST_BYTES, MCP_PATH, build_asgi_app, transport_security
 from xds_control.aggregator.mcp_server import build_server
 from xds_control.aggregator.notify import ChangeNotifier
 from xds_control.aggregator.outcomes import OutcomeBatcher, report_outcomes_forever
@@ -78,7 +78,12 @@ class Aggregator:
         self.notifier = ChangeNotifier(ChangeCoalescer(self.gateway.catalog.hashes, coalesce_window), self.sessions.notifiable, self.bus)
         self.follower = ViewFollower(source, self._apply, backoff=backoff)
         self.server = build_server(self.gateway, self.sessions, self.bus)
-        self.app = build_asgi_app(config, self.server, self.sessions, health=self.health, max_request_bytes=max_request_bytes)
+        self.fast_calls: FastToolCalls | None = None
+        self.app = build_asgi_app(config, self.server, self.sessions, health=self.health, max_request_bytes=max_request_bytes, front=self._fast_calls)
+
+    def _fast_calls(self, app: Any) -> FastToolCalls:
+        self.fast_calls = FastToolCalls(app, self.gateway, self.server, transport_security(self.config), MCP_PATH)
+        return self.fast_calls
 
     def _spawn(self, coro: Any) -> asyncio.Task[None]:
         if self._tg is None:
@@ -231,7 +236,11 @@ async def serve_forever(config: Config) -> int:
     host, port = config.aggregator.address, config.aggregator.port
     metrics_host, _, metrics_port = config.aggregator.metrics.rpartition(":")
     metrics = start_metrics_server(metrics_host, int(metrics_port))
-    tracer_provider = setup_tracing(f"{config.telemetry.service_name_prefix}-aggregator", config.telemetry.otlp_endpoint)
+    tracer_provider = None
+    if config.telemetry.otlp_endpoint:  # else no spans at all: the client's trace context passes through (tracing.exporting)
+        from xds_control.telemetry.tracing import setup_tracing
+
+        tracer_provider = setup_tracing(f"{config.telemetry.service_name_prefix}-aggregator", config.telemetry.otlp_endpoint)
     gc.freeze()  # start-up objects (SDK, pydantic schemas) leave the collector's scans: no multi-ms gen-2 pauses
 
     def announce(url: str) -> None:
@@ -250,5 +259,6 @@ async def serve_forever(config: Config) -> int:
     finally:
         await source.aclose()
         metrics.stop()
-        tracer_provider.shutdown()
+        if tracer_provider is not None:
+            tracer_provider.shutdown()
     return 0

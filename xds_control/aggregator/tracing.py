@@ -16,12 +16,16 @@ drops them): the backend's parent is the aggregator's span, in the client's trac
 
 Attributes carry names, states and sanitized categories only, never arguments,
 results or backend error text.
+
+All of this only while the process exports spans (`exporting()`); otherwise no
+span is made and the client's own trace context goes to the backend unchanged
+(`passthrough`).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from mcp.server import ServerRequestContext
@@ -29,7 +33,7 @@ from mcp.server.context import CallNext, HandlerResult
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from xds_control.telemetry.trace_context import TRACEPARENT, context_from_carrier, has_trace_context
+from xds_control.telemetry.trace_context import CARRIER_KEYS, TRACEPARENT, context_from_carrier, has_trace_context
 
 CALL_SPAN = "xds_control.aggregator.call"
 OK_OUTCOMES = frozenset({"ok"})
@@ -58,16 +62,37 @@ class TraceHeaderMiddleware:
             otel_context.detach(token)
 
 
+def exporting() -> bool:
+    """Does this process record spans (a tracer provider is installed: an OTLP exporter is configured, or a
+    test captures spans)? Without one the aggregator makes no spans of its own and passes the client's
+    `traceparent`/`tracestate` on to the backend unchanged."""
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+
+
+def passthrough(meta: Mapping[str, Any] | None, headers: Mapping[str, str] | None) -> dict[str, str]:
+    """The client's trace context to forward when not exporting: `_meta`'s when it has a `traceparent`,
+    else the HTTP headers'."""
+    for carrier in (meta, headers):
+        if carrier and isinstance(carrier.get(TRACEPARENT), str):
+            return {key: carrier[key] for key in CARRIER_KEYS if isinstance(carrier.get(key), str)}
+    return {}
+
+
 @contextlib.contextmanager
 def call_span(method: str, kind: str, key: str) -> Iterator[trace.Span]:
-    """The span of one routed request. The caller sets `backend`, `original` and, always, `outcome`
-    (via `finish`); exceptions are not recorded (their text may be the backend's)."""
+    """The span of one routed request (a no-op one when not `exporting`). The caller sets `backend`,
+    `original` and, always, `outcome` (via `finish`); exceptions are not recorded (their text may be the backend's)."""
+    if not exporting():
+        yield trace.INVALID_SPAN
+        return
     attributes = {"mcp.method.name": method, KEY_ATTRIBUTE.get(kind, "name"): key}
     with tracer.start_as_current_span(CALL_SPAN, attributes=attributes, record_exception=False, set_status_on_exception=False) as span:
         yield span
 
 
 def finish(span: trace.Span, outcome: str, category: str | None = None) -> None:
+    if not span.is_recording():
+        return
     span.set_attribute("outcome", outcome)
     if category:
         span.set_attribute("error.category", category)

@@ -197,5 +197,16 @@ def make_http_client(
     """
     inner = httpx2.AsyncHTTPTransport(verify=_ssl_context(), trust_env=False, limits=httpx2.Limits(max_connections=256, max_keepalive_connections=32))
     transport = EdgeTransport(backend, inner, headers=headers, max_response_bytes=max_response_bytes)
-    timeout = httpx2.Timeout(connect=connect_timeout, read=None, write=30.0, pool=30.0)
-    return httpx2.AsyncClient(transport=transport, timeout=timeout, trust_env=False)
+    return httpx2.AsyncClient(transport=transport, timeout=client_timeout(connect_timeout), trust_env=False)
+
+
+def client_timeout(connect_timeout: float = 10.0) -> httpx2.Timeout:
+    return httpx2.Timeout(connect=connect_timeout, read=None, write=30.0, pool=30.0)
+
+
+def edge_of(client: httpx2.AsyncClient) -> EdgeTransport:
+    """The `EdgeTransport` of a client made by `make_http_client`: requests sent to it directly skip the client's
+    auth, redirect and cookie layers (about 0.4 ms of CPU per request), not the edge's error mapping."""
+    transport = client._transport  # noqa: SLF001 - ours: make_http_client put it there
+    assert isinstance(transport, EdgeTransport)
+    return transport

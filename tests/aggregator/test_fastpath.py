@@ -1,0 +1,221 @@
+"""The hot path: plain 2026-07-28 tools/call answered before the SDK's stack (fastpath.py), and modern backends
+called with plain JSON-RPC POSTs (upstream_modern.py). Each answer is compared with the SDK path's."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import anyio
+import httpx2
+import pytest
+from prometheus_client import REGISTRY
+
+from tests.aggregator.conftest import Fleet, Running
+from tests.aggregator.support import MODERN, mcp_client
+from tests.support.waiting import async_wait_until
+from xds_control.aggregator import upstream_modern
+from xds_control.aggregator.upstream import map_post_error
+from xds_control.aggregator.upstream_http import EdgeTransport
+
+pytestmark = pytest.mark.integration
+
+ENVELOPE = {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {}}
+
+
+def body(tool: str, arguments: dict[str, Any] | None = None, *, request_id: int = 7, meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    params = {"name": tool, "arguments": arguments if arguments is not None else {}, "_meta": {**ENVELOPE, **(meta or {})}}
+    return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
+
+
+def headers(tool: str, **extra: str) -> dict[str, str]:
+    base = {"accept": "application/json, text/event-stream", "content-type": "application/json", "mcp-protocol-version": MODERN}
+    return {**base, "mcp-method": "tools/call", "mcp-name": tool, **extra}
+
+
+async def post(url: str, message: dict[str, Any], request_headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    async with httpx2.AsyncClient(trust_env=False, timeout=30) as http:
+        response = await http.post(url, content=json.dumps(message), headers=request_headers)
+    return response.status_code, response.json()
+
+
+async def both_paths(running: Running, message: dict[str, Any], request_headers: dict[str, str]) -> tuple[tuple[int, Any], tuple[int, Any], int]:
+    """The answer with the fast path on and with it off, and how many requests it took."""
+    fast = running.aggregator.fast_calls
+    assert fast is not None
+    before = fast.taken
+    fast.enabled = lambda: True
+    on = await post(running.url, message, request_headers)
+    fast.enabled = lambda: False
+    off = await post(running.url, message, request_headers)
+    return on, off, fast.taken - before
+
+
+@pytest.mark.parametrize("protocol", ["legacy", "modern"])
+async def test_a_plain_call_is_answered_as_the_sdk_answers_it(serve: Any, fleet: Fleet, protocol: str) -> None:
+    async with serve([fleet.entry("alpha", protocol=protocol)]) as running:
+        on, off, taken = await both_paths(running, body("alpha_echo", {"text": "hi"}), headers("alpha_echo"))
+        assert taken == 1
+        assert on == off
+        status, answer = on
+        assert status == 200 and answer["id"] == 7 and answer["result"]["content"][0]["text"] == "hi"
+        assert answer["result"]["resultType"] == "complete"
+        assert answer["result"]["_meta"]["io.modelcontextprotocol/serverInfo"]["name"] == "xds-control"
+
+
+async def test_errors_are_answered_as_the_sdk_answers_them(serve: Any, fleet: Fleet) -> None:
+    entries = [fleet.entry("alpha", protocol="modern"), {"name": "dead", "url": "http://127.0.0.1:9/mcp"}]
+    async with serve(entries, healthy=("alpha",)) as running:
+        cases = {  # tool, arguments, the expected code
+            "unknown tool": ("nope", {}, -32602),
+            "invalid arguments": ("alpha_add", {"a": "one", "b": 2}, -32602),
+            "unavailable backend": ("dead_echo", {}, -32050),
+        }
+        for case, (tool, arguments, code) in cases.items():
+            on, off, taken = await both_paths(running, body(tool, arguments), headers(tool))
+            assert taken == 1, case
+            assert on == off, case
+            assert on[1]["error"]["code"] == code, case
+        assert on[1]["error"]["data"] == {"backend": "dead", "state": "unknown", "retry_after": None}
+
+
+@pytest.mark.parametrize(
+    ("case", "change"),
+    [
+        ("legacy client", {"headers": {"mcp-protocol-version": "2025-11-25"}}),
+        ("progress token", {"meta": {"progressToken": 1}}),
+        ("header and body disagree", {"headers": {"mcp-name": "alpha_add"}}),
+        ("unknown host", {"headers": {"host": "evil.example:80"}}),
+        ("missing envelope", {"drop_meta": True}),
+        ("a batch", {"batch": True}),
+    ],
+)
+async def test_anything_but_the_plain_case_goes_to_the_sdk(serve: Any, fleet: Fleet, case: str, change: dict[str, Any]) -> None:
+    async with serve([fleet.entry("alpha")]) as running:
+        message: Any = body("alpha_echo", {"text": "hi"}, meta=change.get("meta"))
+        if change.get("drop_meta"):
+            del message["params"]["_meta"]
+        if change.get("batch"):
+            message = [message]
+        request_headers = headers("alpha_echo", **change.get("headers", {}))
+        fast = running.aggregator.fast_calls
+        assert fast is not None
+        fast.enabled = lambda: True
+        async with httpx2.AsyncClient(trust_env=False, timeout=30) as http:
+            on = await http.post(running.url, content=json.dumps(message), headers=request_headers)
+            fast.enabled = lambda: False
+            off = await http.post(running.url, content=json.dumps(message), headers=request_headers)
+        assert fast.taken == 0, case
+        assert (on.status_code, on.headers.get("content-type")) == (off.status_code, off.headers.get("content-type")), case
+
+
+def calls(tool: str, outcome: str) -> float:
+    labels = {"backend": "alpha", "method": "tools/call", "tool": tool, "outcome": outcome}
+    return REGISTRY.get_sample_value("xds_control_aggregator_calls_total", labels) or 0.0
+
+
+def upstream_requests() -> float:
+    return REGISTRY.get_sample_value("xds_control_aggregator_upstream_http_requests_total", {"backend": "alpha"}) or 0.0
+
+
+@pytest.mark.parametrize("protocol", ["legacy", "modern"])
+async def test_a_client_that_goes_away_cancels_the_backend_call(serve: Any, fleet: Fleet, protocol: str) -> None:
+    async with serve([fleet.entry("alpha", protocol=protocol)]) as running:
+        fast = running.aggregator.fast_calls
+        assert fast is not None
+        fast.enabled = lambda: True
+        before, sent = calls("slow", "cancelled"), upstream_requests()
+        call = asyncio.ensure_future(post(running.url, body("alpha_slow", {"seconds": 30}), headers("alpha_slow")))
+        await async_wait_until(lambda: upstream_requests() > sent and fast.taken == 1, what="the call to reach the backend")
+        call.cancel()  # closes the connection: the modern cancellation signal
+        await async_wait_until(lambda: calls("slow", "cancelled") == before + 1, what="the aggregator's call to end cancelled")
+        status, answer = await post(running.url, body("alpha_echo", {"text": "next"}), headers("alpha_echo"))
+        assert status == 200 and answer["result"]["content"][0]["text"] == "next"
+
+
+# -- modern backends through plain POSTs (the SDK server path in front) ---------------------------
+
+
+async def test_progress_and_cancellation_through_a_modern_backend(serve: Any, fleet: Fleet) -> None:
+    async with serve([fleet.entry("alpha", protocol="modern")]) as running, mcp_client(running.url, MODERN) as client:
+        seen: list[tuple[float, float | None]] = []
+
+        async def progress(value: float, total: float | None, message: str | None) -> None:
+            seen.append((value, total))
+
+        result = await client.call_tool("alpha_slow", {"seconds": 0.2}, progress_callback=progress)
+        assert result.content[0].text == "slept 0.2s" and seen and seen[-1] == (2, 2)
+
+        before = calls("slow", "cancelled")
+        started = asyncio.Event()
+
+        async def working(value: float, total: float | None, message: str | None) -> None:
+            started.set()
+
+        with anyio.move_on_after(10) as scope:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lambda: client.call_tool("alpha_slow", {"seconds": 30}, progress_callback=working))
+                await started.wait()
+                tg.cancel_scope.cancel()
+        assert not scope.cancelled_caught
+        await async_wait_until(lambda: calls("slow", "cancelled") == before + 1, what="the aggregator's call to end cancelled")
+        assert running.aggregator.gateway.upstreams["alpha"].open_sessions == 0
+
+
+async def answer_of(handler: Any, **kwargs: Any) -> Any:
+    """upstream_modern.request against a mock backend behind the real HTTP edge; the result or the mapped error."""
+    async with httpx2.AsyncClient(transport=EdgeTransport("b", httpx2.MockTransport(handler))) as http:
+        try:
+            return await upstream_modern.request(http, "http://b/mcp", MODERN, "tools/call", {"name": "x"}, max_event_bytes=1000, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - mapped as the upstream maps it
+            return map_post_error("b", exc, 1.0)
+
+
+def sse(*messages: dict[str, Any]) -> httpx2.Response:
+    text = "".join(f"event: message\ndata: {json.dumps(m)}\n\n" for m in messages)
+    return httpx2.Response(200, content=text.encode(), headers={"content-type": "text/event-stream"})
+
+
+@pytest.mark.integration
+async def test_the_modern_wire_request_and_its_answers() -> None:
+    sent: list[httpx2.Request] = []
+
+    def ok(request: httpx2.Request) -> httpx2.Response:
+        sent.append(request)
+        message = json.loads(request.content)
+        return httpx2.Response(200, json={"jsonrpc": "2.0", "id": message["id"], "result": {"content": [], "resultType": "complete"}})
+
+    assert await answer_of(ok) == {"content": [], "resultType": "complete"}
+    (request,) = sent
+    message = json.loads(request.content)
+    assert request.headers["mcp-method"] == "tools/call" and request.headers["mcp-name"] == "x" and request.headers["mcp-protocol-version"] == MODERN
+    assert message["params"]["_meta"] == upstream_modern.envelope(MODERN) and message["method"] == "tools/call"
+
+    seen: list[float] = []
+
+    async def progress(value: float, total: float | None, text: str | None) -> None:
+        seen.append(value)
+
+    def streamed(request: httpx2.Request) -> httpx2.Response:
+        request_id = json.loads(request.content)["id"]
+        note = {"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": request_id, "progress": 1}}
+        return sse(note, {"jsonrpc": "2.0", "id": request_id, "result": {"content": [], "resultType": "complete"}})
+
+    assert await answer_of(streamed, progress=progress) == {"content": [], "resultType": "complete"} and seen == [1]
+
+    def own_error(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, json={"jsonrpc": "2.0", "id": 1, "error": {"code": -32000, "message": "mine", "data": {"x": 1}}})
+
+    error = await answer_of(own_error)
+    assert (error.code, error.message, error.data) == (-32000, "mine", {"x": 1})  # a backend's own error passes unchanged
+
+    for bad, category in [
+        (lambda r: httpx2.Response(200, json={"jsonrpc": "2.0", "id": 1, "result": {"content": "not a list"}}), "protocol_error"),
+        (lambda r: httpx2.Response(200, json={"jsonrpc": "2.0", "id": 1}), "protocol_error"),
+        (lambda r: sse({"jsonrpc": "2.0", "method": "notifications/message", "params": {}}), "protocol_error"),
+        (lambda r: sse({"jsonrpc": "2.0", "id": 1, "result": {"content": [{"type": "text", "text": "x" * 2000}]}}), "response_too_large"),
+        (lambda r: httpx2.Response(503, text="no healthy upstream"), "no_healthy_upstream"),
+        (lambda r: httpx2.Response(500, text="boom"), "http_5xx"),
+    ]:
+        assert (await answer_of(bad)).data["category"] == category

@@ -1,0 +1,169 @@
+"""One request to a 2026-07-28 backend as a plain JSON-RPC POST over its httpx2 client (no SDK session).
+
+The modern protocol has no session, so a request is one POST carrying the
+per-request envelope in `params._meta` and the routing headers
+(`MCP-Protocol-Version`, `Mcp-Method`, `Mcp-Name`). The answer is either
+`application/json` (the JSON-RPC response) or `text/event-stream`, whose
+`notifications/progress` go to the caller's progress callback before the
+response arrives. Cancelling the caller closes the response stream: the modern
+cancellation signal.
+
+What `upstream_http.EdgeTransport` synthesizes for HTTP failures arrives here
+as an ordinary JSON-RPC error and is raised as `MCPError` for
+`upstream.map_error`; a result is checked against the MCP schema of the
+backend's version (a mismatch raises `ValidationError`, mapped to
+protocol_error).
+
+Tracing: when spans are exported (`tracing.exporting()`), a client span
+`MCP send <method> <name>` is the backend request's parent and is injected
+into `_meta` (the SDK client's convention); otherwise the caller's own
+`traceparent`, if it forwarded one, passes through unchanged. Either way the
+`traceparent` header equals `_meta.traceparent`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import httpx2
+from mcp.shared.exceptions import MCPError
+from mcp.shared.inbound import NAME_BEARING_METHODS, encode_header_value
+from mcp_types import CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY, PROTOCOL_VERSION_META_KEY
+from mcp_types import methods as mcp_methods
+from opentelemetry import trace
+from opentelemetry.propagate import inject
+
+from xds_control.aggregator.tracing import exporting, tracer
+from xds_control.aggregator.upstream_http import client_timeout, edge_of
+from xds_control.telemetry.trace_context import CARRIER_KEYS
+
+ProgressFn = Callable[[float, float | None, str | None], Awaitable[None]]
+CLIENT_INFO = {"name": "xds-control-aggregator", "version": "0.1.0"}
+_ACCEPT = "application/json, text/event-stream"
+_EXTENSIONS = {"timeout": client_timeout().as_dict()}
+_ids = itertools.count(1)
+
+
+class ResponseTooLarge(Exception):
+    """An SSE event of the answer exceeds the response size limit."""
+
+
+class NotMcp(Exception):
+    """The answer is not a JSON-RPC response (not JSON, no result or error, a stream without the response)."""
+
+
+def envelope(version: str) -> dict[str, Any]:
+    return {PROTOCOL_VERSION_META_KEY: version, CLIENT_INFO_META_KEY: CLIENT_INFO, CLIENT_CAPABILITIES_META_KEY: {}}
+
+
+async def request(
+    http: httpx2.AsyncClient,
+    url: str,
+    version: str,
+    method: str,
+    params: Mapping[str, Any],
+    *,
+    progress: ProgressFn | None = None,
+    max_event_bytes: int,
+) -> dict[str, Any]:
+    """POST one request; the raw result dict (raises `MCPError` for a JSON-RPC error)."""
+    request_id = next(_ids)
+    meta = {**(params.get("_meta") or {}), **envelope(version)}
+    if progress is not None:
+        meta["progressToken"] = request_id
+    body = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": {**params, "_meta": meta}}
+    headers = {"content-type": "application/json", "accept": _ACCEPT, "mcp-protocol-version": version, "mcp-method": method}
+    name_key = NAME_BEARING_METHODS.get(method)
+    name = params.get(name_key) if name_key is not None else None
+    if isinstance(name, str):
+        headers["mcp-name"] = encode_header_value(name)
+    if not exporting():
+        return await _exchange(http, url, version, method, request_id, body, headers, progress, max_event_bytes)
+    span_name = f"MCP send {method}{f' {name}' if isinstance(name, str) else ''}"
+    attributes = {"mcp.method.name": method, "jsonrpc.request.id": str(request_id)}
+    with tracer.start_as_current_span(span_name, kind=trace.SpanKind.CLIENT, attributes=attributes, record_exception=False) as span:
+        for key in CARRIER_KEYS:
+            meta.pop(key, None)
+        inject(meta)
+        try:
+            return await _exchange(http, url, version, method, request_id, body, headers, progress, max_event_bytes)
+        except MCPError as exc:
+            span.set_status(trace.StatusCode.ERROR, str(exc.code))
+            raise
+
+
+async def _exchange(
+    http: httpx2.AsyncClient,
+    url: str,
+    version: str,
+    method: str,
+    request_id: int,
+    body: dict[str, Any],
+    headers: dict[str, str],
+    progress: ProgressFn | None,
+    max_event_bytes: int,
+) -> dict[str, Any]:
+    meta = body["params"]["_meta"]
+    headers.update({key: meta[key] for key in CARRIER_KEYS if isinstance(meta.get(key), str)})
+    sent = httpx2.Request("POST", url, content=json.dumps(body, separators=(",", ":")).encode(), headers=headers, extensions=_EXTENSIONS)
+    response = await edge_of(http).handle_async_request(sent)
+    try:
+        if response.headers.get("content-type", "").lower().startswith("text/event-stream"):
+            message = await _from_sse(response, request_id, progress, max_event_bytes)
+        else:
+            message = _json(await response.aread())
+    finally:
+        await response.aclose()
+    return _result(message, method, version)
+
+
+def _json(data: bytes | str) -> Any:
+    try:
+        return json.loads(data)
+    except ValueError:
+        raise NotMcp from None
+
+
+def _result(message: Any, method: str, version: str) -> dict[str, Any]:
+    error = message.get("error") if isinstance(message, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("code"), int):
+        raise MCPError(error["code"], str(error.get("message", "")), error.get("data"))
+    result = message.get("result") if isinstance(message, dict) else None
+    if not isinstance(result, dict):
+        raise NotMcp
+    try:
+        mcp_methods.validate_server_result(method, version, result)  # a mismatch raises pydantic's ValidationError
+    except KeyError:  # no schema for this method and version: passed on as it is
+        pass
+    return result
+
+
+async def _from_sse(response: httpx2.Response, request_id: int, progress: ProgressFn | None, limit: int) -> Any:
+    """The JSON-RPC response for `request_id` from an SSE body; progress notifications go to `progress`."""
+    data: list[str] = []
+    size = 0
+    async for line in response.aiter_lines():
+        if line.startswith("data:"):
+            chunk = line[5:].lstrip(" ")
+            size += len(chunk)
+            if size > limit:
+                raise ResponseTooLarge
+            data.append(chunk)
+            continue
+        if line or not data:
+            continue
+        message, data, size = _json("\n".join(data)), [], 0
+        if not isinstance(message, dict):
+            continue
+        if message.get("id") == request_id and ("result" in message or "error" in message):
+            return message
+        if progress is not None and message.get("method") == "notifications/progress":
+            params = message.get("params") or {}
+            if params.get("progressToken") == request_id and isinstance(params.get("progress"), int | float):
+                await progress(params["progress"], params.get("total"), params.get("message"))
+    if data:
+        return _json("\n".join(data))
+    raise NotMcp
