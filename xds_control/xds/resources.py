@@ -130,9 +130,23 @@ def _socket(host: str, port: int) -> Spec:
 # -- EDS ------------------------------------------------------------------------------------
 
 
+# Endpoints Envoy must not send new requests to (UNHEALTHY, DRAINING) are grouped under this locality.
+# Envoy matches an EDS endpoint to its existing host by address but recreates the host when the
+# locality changes, and outlier ejection state lives on the host object: so an endpoint moving back
+# from here to the default locality (the control plane saw it recover) becomes a fresh host that no
+# earlier ejection keeps out. No locality-aware load balancing is configured: localities only name hosts.
+UNROUTABLE_LOCALITY: Spec = {"sub_zone": "xds-control/unroutable"}
+HELD_OUT = frozenset({EnvoyHealth.UNHEALTHY, EnvoyHealth.DRAINING})
+
+
 def load_assignment(backend: BackendConfig, status: BackendStatus | None) -> Spec:
-    """Every endpoint with its health from the view; Host is rewritten to `hostname` (the backend's authority)."""
-    lb_endpoints = []
+    """Every endpoint with its health from the view; Host is rewritten to `hostname` (the backend's authority).
+
+    Endpoints Envoy may route to come first, in the default locality; the others (UNHEALTHY, DRAINING)
+    follow in `UNROUTABLE_LOCALITY`, so an endpoint's recovery reaches Envoy as a new host with no
+    outlier ejection (see docs/dev/health.md, "Recovery and Envoy's outlier detection")."""
+    routable: list[Spec] = []
+    held_out: list[Spec] = []
     by_url = {e.url: e for e in status.endpoints} if status else {}
     for url in backend.endpoint_urls:
         endpoint_status = by_url.get(url.url)
@@ -140,13 +154,18 @@ def load_assignment(backend: BackendConfig, status: BackendStatus | None) -> Spe
         if address is None:
             continue  # a host name not resolved yet: nothing Envoy could dial
         health = envoy_health(status, endpoint_status) if status and endpoint_status else EnvoyHealth.UNKNOWN
-        lb_endpoints.append(
+        (held_out if health in HELD_OUT else routable).append(
             {
                 "endpoint": {"address": _socket(address, url.port), "hostname": url.authority},
                 "health_status": health.value,
             }
         )
-    return {"cluster_name": backend.name, "endpoints": [{"lb_endpoints": lb_endpoints}] if lb_endpoints else []}
+    groups: list[Spec] = []
+    if routable:
+        groups.append({"lb_endpoints": routable})
+    if held_out:
+        groups.append({"locality": dict(UNROUTABLE_LOCALITY), "lb_endpoints": held_out})
+    return {"cluster_name": backend.name, "endpoints": groups}
 
 
 # -- LDS / RDS ------------------------------------------------------------------------------
