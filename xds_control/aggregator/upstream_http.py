@@ -123,7 +123,8 @@ class EdgeTransport(httpx2.AsyncBaseTransport):
         if request.method != "POST":
             return await self.inner.handle_async_request(request)
         try:
-            request.headers.update(trace_headers_of_body(request.content))
+            if "traceparent" not in request.headers:  # upstream_modern sets it itself
+                request.headers.update(trace_headers_of_body(request.content))
         except httpx2.RequestNotRead:  # a streamed body: the SDK never sends one
             pass
         try:
