@@ -8,7 +8,10 @@ One demo backend (examples/backends/demo_server.py, tool `echo`), reached three 
                 the backend through Envoy's egress listener (two Envoy hops). The config also names a
                 backend nobody listens on (`dead`), for the fail-fast figure;
   (c) fastmcp   FastMCP 4.x's proxy (`create_proxy(url)`, Streamable HTTP), run from bench/.venv-fastmcp,
-                which this script creates on first use (`pip install 'fastmcp>=4,<5'` from PyPI, 30-60 s).
+                which this script creates on first use (`pip install 'fastmcp>=4,<5'` from PyPI, 30-60 s);
+  (d) envoy hop the backend through Envoy's egress listener only (the aggregator's own route to it): one
+                Envoy hop, no aggregator. (b) has two such hops, so (b)-(a) splits into 2 x ((d)-(a)) for
+                Envoy and the rest for the aggregator, printed under the targets.
 
 For each: tools/call median / p99 latency and calls/s at concurrency 1 and 16, for legacy clients
 (`initialize`, one session per worker) and 2026-07-28 clients (no session). Closed loop: N workers, each
@@ -213,6 +216,7 @@ def running_stack(args: argparse.Namespace, workdir: Path) -> Iterator[Stack]:
                 label = "(c) fastmcp" if session == "fresh" else "(c') fastmcp shared"
                 stack.pids[key] = proxy.popen.pid
                 stack.targets.append(Target(key, label, ready_url(proxy), "echo", {"backend": backend_pid, key: proxy.popen.pid}))
+        stack.targets.append(Target("envoy", "(d) envoy hop", config.egress_url("alpha"), "echo", {"backend": backend_pid, "envoy": pids["envoy"]}))
         yield stack
 
 
@@ -594,6 +598,11 @@ def summarize(args: argparse.Namespace, results: dict[tuple[str, str, int, str],
             cpu = sum(b.cpu_ms.values()) - sum(a.cpu_ms.values())
             print(f"  (b)-(a) added median latency, {family_name(mode)}, c=1: {added:.2f} ms ({a.median:.2f} -> {b.median:.2f});"
                   f" added CPU per call, all processes: {cpu:.2f} ms   target < 2 ms: {verdict(added < 2)}")
+            d = get(mode, 1, "envoy")
+            if d:
+                hop = d.median - a.median
+                print(f"      of which two Envoy hops 2 x ((d)-(a)) = 2 x {hop:.2f} ms, the aggregator the remaining {added - 2 * hop:.2f} ms"
+                      f" (its CPU per call {b.cpu_ms.get('aggregator', float('nan')):.2f} ms)")
     for mode in FAMILIES:
         b, c = get(mode, 16, "gateway"), get(mode, 16, "fastmcp")
         if b and c:

@@ -16,7 +16,8 @@ unchanged (the body replayed):
     this process exports no spans (then the SDK's server span is wanted).
 
 The answer is built as the SDK builds it: the result sieved by the protocol
-version's schema, `resultType`, the server-info stamp; errors through the
+version's schema (once: a modern backend's result of the client's version was
+sieved on its way in, upstream_modern.Sieved), `resultType`, the server-info stamp; errors through the
 SDK's exception-to-wire mapping with its HTTP status table. A client that
 disconnects cancels the call (the modern cancellation signal).
 """
@@ -50,6 +51,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from xds_control.aggregator.gateway import Gateway
 from xds_control.aggregator.tracing import exporting, passthrough
+from xds_control.aggregator.upstream_modern import Sieved
 
 _PARAM_KEYS = frozenset({"name", "arguments", "_meta"})
 _VERSION_HEADER = b"mcp-protocol-version"
@@ -161,7 +163,8 @@ class FastToolCalls:
         """The SDK runner's result shaping: the version's schema sieve (core result types), `resultType`, serverInfo."""
         dumped = dict(result)
         result_type = dumped.get("resultType")
-        if not isinstance(result_type, str) or result_type in CORE_RESULT_TYPES:
+        already = isinstance(result, Sieved) and result.version == version  # shaped by this version upstream
+        if not already and (not isinstance(result_type, str) or result_type in CORE_RESULT_TYPES):
             try:
                 dumped = mcp_methods.serialize_server_result("tools/call", version, dumped)
             except ValidationError:

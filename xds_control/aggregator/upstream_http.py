@@ -39,6 +39,7 @@ from collections.abc import Callable
 import httpx2
 
 from xds_control.aggregator import metrics
+from xds_control.aggregator.upstream_transport import Http11Transport
 from xds_control.telemetry.trace_context import trace_headers_of_body
 
 EDGE_MARKER = "xds-control/edge"  # key in a synthesized error's data; never leaves the aggregator
@@ -128,13 +129,19 @@ class EdgeTransport(httpx2.AsyncBaseTransport):
         except httpx2.RequestNotRead:  # a streamed body: the SDK never sends one
             pass
         try:
-            response = await self.inner.handle_async_request(request)
+            return await self._answer(request)
         except httpx2.TransportError as exc:
             return _synthesized(request, self.backend, classify_exception(exc))
+
+    async def _answer(self, request: httpx2.Request) -> httpx2.Response:
+        response = await self.inner.handle_async_request(request)
         status = response.status_code
         content_type = response.headers.get("content-type", "").lower()
         if status >= 400:
-            body = await self._read(response, _ERROR_BODY_LIMIT)
+            try:
+                body = await self._read(response, _ERROR_BODY_LIMIT)
+            except httpx2.TransportError:  # the status says enough
+                body = b""
             if status == 404 and "mcp-session-id" in request.headers:
                 return _synthesized(request, self.backend, SESSION_EXPIRED, status)
             if status not in (401, 403) and body is not None and content_type.startswith("application/json") and _is_jsonrpc_error(body):
@@ -154,15 +161,14 @@ class EdgeTransport(httpx2.AsyncBaseTransport):
 
     @staticmethod
     async def _read(response: httpx2.Response, limit: int) -> bytes | None:
-        """The whole body, or None if it is longer than `limit` (the stream is closed either way)."""
+        """The whole body, or None if it is longer than `limit`; a failure mid-body raises httpx2's
+        TransportError. The stream is closed either way."""
         body = bytearray()
         try:
             async for chunk in response.stream:  # type: ignore[union-attr]
                 body.extend(chunk)
                 if len(body) > limit:
                     return None
-        except httpx2.TransportError:
-            return None
         finally:
             await response.aclose()
         return bytes(body)
@@ -191,12 +197,13 @@ def make_http_client(
     connect_timeout: float = 10.0,
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
 ) -> httpx2.AsyncClient:
-    """One backend's own HTTP client (no pool shared with other backends; no proxy from the environment).
+    """One backend's own HTTP client (no pool shared with other backends; no proxy from the environment) over
+    the project's HTTP/1.1 client (upstream_transport.py).
 
     No read timeout: MCP responses may stream for long; the call deadline
     (`aggregator.call_timeout`) is enforced per request above this layer.
     """
-    inner = httpx2.AsyncHTTPTransport(verify=_ssl_context(), trust_env=False, limits=httpx2.Limits(max_connections=256, max_keepalive_connections=32))
+    inner = Http11Transport(_ssl_context(), max_idle=32)
     transport = EdgeTransport(backend, inner, headers=headers, max_response_bytes=max_response_bytes)
     return httpx2.AsyncClient(transport=transport, timeout=client_timeout(connect_timeout), trust_env=False)
 

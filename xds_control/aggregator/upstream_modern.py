@@ -10,9 +10,9 @@ cancellation signal.
 
 What `upstream_http.EdgeTransport` synthesizes for HTTP failures arrives here
 as an ordinary JSON-RPC error and is raised as `MCPError` for
-`upstream.map_error`; a result is checked against the MCP schema of the
-backend's version (a mismatch raises `ValidationError`, mapped to
-protocol_error).
+`upstream.map_error`; a result is checked against, and shaped by, the MCP
+schema of the backend's version (a mismatch raises `ValidationError`, mapped
+to protocol_error) and returned as `Sieved`.
 
 Tracing: when spans are exported (`tracing.exporting()`), a client span
 `MCP send <method> <name>` is the backend request's parent and is injected
@@ -135,10 +135,21 @@ def _result(message: Any, method: str, version: str) -> dict[str, Any]:
     if not isinstance(result, dict):
         raise NotMcp
     try:
-        mcp_methods.validate_server_result(method, version, result)  # a mismatch raises pydantic's ValidationError
+        sieved = mcp_methods.serialize_server_result(method, version, result)  # a mismatch raises pydantic's ValidationError
     except KeyError:  # no schema for this method and version: passed on as it is
-        pass
-    return result
+        return result
+    return Sieved(version, sieved)
+
+
+class Sieved(dict[str, Any]):
+    """A result already validated against, and shaped by, `version`'s schema: a modern client of the same
+    version gets it without a second pass (fastpath)."""
+
+    __slots__ = ("version",)
+
+    def __init__(self, version: str, result: dict[str, Any]) -> None:
+        super().__init__(result)
+        self.version = version
 
 
 async def _from_sse(response: httpx2.Response, request_id: int, progress: ProgressFn | None, limit: int) -> Any:

@@ -111,7 +111,7 @@ BUILTIN_CATEGORIES: Mapping[type[BaseException], Category] = {
     # decoding what a backend sent
     json.JSONDecodeError: C.PROTOCOL_ERROR,
     UnicodeDecodeError: C.PROTOCOL_ERROR,
-    # llhttp, the prober's response parser (health/http11.py)
+    # llhttp, the prober's response parser (xds_control/http11.py)
     httptools.HttpParserError: C.PROTOCOL_ERROR,
     httptools.HttpParserCallbackError: C.PROTOCOL_ERROR,
     httptools.HttpParserInvalidStatusError: C.PROTOCOL_ERROR,

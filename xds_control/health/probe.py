@@ -18,7 +18,7 @@ Wire format (both families; see docs/dev/health.md):
   own denylist rule). What worked is remembered; a later answer of that
   kind makes the next probe detect again.
 
-One `ProbeHttpClient` (health/http11.py) per endpoint (no shared pool), thrown away after a
+One `HttpClient` (xds_control/http11.py) per endpoint (no shared pool), thrown away after a
 connection-level failure so a replaced backend process is never reached over
 a stale keep-alive connection. The auth header is read fresh on every probe
 (`AuthConfig.header_value()`: a token_file is re-read). Each probe's liveness
@@ -46,7 +46,7 @@ from xds_control.config import BackendConfig, EndpointUrl, HealthConfig
 from xds_control.errors import ProbeError
 from xds_control.health.catalog import fetch_catalog
 from xds_control.health.classify import CONNECTION_CATEGORIES, Category, classify_exception, classify_jsonrpc_error, classify_status
-from xds_control.health.http11 import ProbeHttpClient, Response
+from xds_control.http11 import HttpClient, Response
 from xds_control.health.versions import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION, LATEST_MODERN_VERSION
 from xds_control.health.wire import JSON_TYPE, content_type, parse_json, read_bounded, read_response, result_of
 from xds_control.telemetry.trace_context import redact_url
@@ -109,7 +109,7 @@ class EndpointProber:
         self._clock = clock
         self._wall_clock = wall_clock
         self._ids = itertools.count(1)
-        self._client: ProbeHttpClient | None = None
+        self._client: HttpClient | None = None
         self._auth: tuple[str, str] | None = None
         self.protocol: Protocol | None = None if backend.protocol == "auto" else backend.protocol
         self.protocol_version = ""
@@ -125,9 +125,9 @@ class EndpointProber:
     # -- the client ------------------------------------------------------------------------
 
     @property
-    def client(self) -> ProbeHttpClient:
+    def client(self) -> HttpClient:
         if self._client is None:
-            self._client = ProbeHttpClient(tls_context())  # straight to the backend: never a proxy
+            self._client = HttpClient(tls_context())  # straight to the backend: never a proxy
         return self._client
 
     async def reset(self) -> None:

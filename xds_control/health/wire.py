@@ -22,7 +22,7 @@ from typing import Any
 
 from xds_control.errors import ProbeError
 from xds_control.health.classify import Category, classify_jsonrpc_error
-from xds_control.health.http11 import Response
+from xds_control.http11 import Response
 
 JSON_TYPE = "application/json"
 SSE_TYPE = "text/event-stream"

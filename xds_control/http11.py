@@ -1,27 +1,31 @@
-"""The prober's HTTP/1.1 client: asyncio streams, responses parsed by `httptools` (llhttp).
+"""A small keep-alive HTTP/1.1 client: asyncio streams, responses parsed by `httptools` (llhttp).
 
-Why not httpx2 here: a probe is one small POST every second per endpoint, and
-httpx2's layers (client, httpcore pool, anyio streams, h11) cost ~0.7 ms of
-CPU per request, more than half of a probe; 200 backends at a 1 s interval
-then took a third of a core. This client does only what a probe needs —
-HTTP/1.1, keep-alive, TLS with one shared context, streamed bounded bodies,
-no proxies, no redirects, no cookies, no compression (we ask for `identity`)
-— and leaves the parsing (status line, headers, chunked and close-delimited
-bodies) to llhttp, the parser Node.js and uvicorn use.
+Used by the prober (one client per backend endpoint) and, under httpx2's
+transport interface, by the aggregator's upstream requests to Envoy
+(aggregator/upstream_transport.py). Why not httpx2's own stack: its layers
+(client, httpcore pool, anyio streams, h11) cost ~0.7 ms of CPU per request;
+for a probe that was more than half its cost (200 backends at a 1 s interval
+took a third of a core) and for a proxied tools/call about half the
+aggregator's. This client does only what those need — HTTP/1.1, keep-alive,
+TLS with one shared context, streamed bodies, no proxies, no redirects, no
+cookies, no decompression — and leaves the parsing (status line, headers,
+chunked and close-delimited bodies) to llhttp, the parser Node.js and
+uvicorn use.
 
-One `ProbeHttpClient` per endpoint (no shared pool). Requests on one client
-may overlap (the probe and a long-lived change stream): each takes an idle
-keep-alive connection or opens one; a connection goes back to the idle list
-only when its response was read to the end and the server allows keep-alive.
-A reused connection that the server closed while idle (its keep-alive timer
-fired) fails before a single byte of the response arrives: that request is
-sent once more on a fresh connection (probe requests are safe to repeat).
-`aclose()` closes every connection, streams in use included.
+Requests on one client may overlap (a probe and a long-lived change stream,
+concurrent calls): each takes an idle keep-alive connection or opens one; a
+connection goes back to the idle list (at most `max_idle`) only when its
+response was read to the end and the server allows keep-alive. A reused
+connection that the server closed while idle (its keep-alive timer fired)
+fails before a single byte of the response arrives: that request is sent once
+more on a fresh connection, as browsers and urllib3 do (the server never
+began to answer it). `aclose()` closes every connection, streams in use
+included.
 
-Timeouts are the caller's (`asyncio.timeout` around the request); errors are
-the builtin ones (`OSError` family, `ssl.SSLError`, `socket.gaierror`) plus
-`httptools.HttpParserError` for a response that is not HTTP, all of which
-`classify` maps to categories.
+Timeouts are the caller's (`asyncio.timeout` around the request, or
+`connect_timeout`); errors are the builtin ones (`OSError` family,
+`ssl.SSLError`, `socket.gaierror`, `TimeoutError`) plus
+`httptools.HttpParserError` for a response that is not HTTP.
 """
 
 from __future__ import annotations
@@ -30,13 +34,13 @@ import asyncio
 import contextlib
 import ssl
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import httptools
 
 READ_SIZE = 64 * 1024
-MAX_IDLE = 2
+MAX_IDLE = 2  # the prober's default: one probe and one change stream per endpoint
 
 
 class PeerClosedError(ConnectionResetError):
@@ -87,31 +91,6 @@ class _Connection:
             self.writer.close()
 
 
-@dataclass(eq=False)
-class Response:
-    """A response whose body is read as it arrives (`aiter_bytes`). Header names are lower case."""
-
-    status_code: int
-    headers: dict[str, str]
-    _parser: _ResponseParser = field(repr=False)
-    _connection: _Connection = field(repr=False)
-
-    @property
-    def complete(self) -> bool:
-        return self._parser.complete
-
-    async def aiter_bytes(self) -> AsyncIterator[bytes]:
-        parser = self._parser
-        while True:
-            if parser.body:
-                chunks, parser.body = parser.body, []
-                for chunk in chunks:
-                    yield chunk
-            if parser.complete:
-                return
-            await parser.read_more(self._connection.reader)
-
-
 class _ResponseParser:
     """httptools' callback protocol, collecting one response."""
 
@@ -153,11 +132,52 @@ class _ResponseParser:
         return "content-length" not in self.headers and "chunked" not in self.headers.get("transfer-encoding", "").lower()
 
 
-class ProbeHttpClient:
-    """Keep-alive HTTP/1.1 to one endpoint (see the module docstring)."""
+class Response:
+    """A response whose body is read as it arrives (`aiter_bytes`). Header names are lower case.
 
-    def __init__(self, ssl_context: ssl.SSLContext | None) -> None:
+    `aclose()` gives the connection back to its client (kept alive if the body was read to the end and the
+    server allows it, else closed); call it once, in a `finally`.
+    """
+
+    def __init__(self, client: HttpClient, connection: _Connection, parser: _ResponseParser) -> None:
+        self.status_code = parser.parser.get_status_code()
+        self.headers = parser.headers
+        self._client = client
+        self._parser = parser
+        self._connection: _Connection | None = connection
+
+    @property
+    def complete(self) -> bool:
+        return self._parser.complete
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        parser = self._parser
+        while True:
+            if parser.body:
+                chunks, parser.body = parser.body, []
+                for chunk in chunks:
+                    yield chunk
+            if parser.complete:
+                return
+            if self._connection is None:
+                raise ConnectionAbortedError("response closed")
+            await parser.read_more(self._connection.reader)
+
+    async def aclose(self) -> None:
+        self.release(keep=True)
+
+    def release(self, *, keep: bool) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            self._client._release(connection, keep and self._parser.complete and self._parser.keep_alive)  # noqa: SLF001
+
+
+class HttpClient:
+    """Keep-alive HTTP/1.1 to one server (see the module docstring)."""
+
+    def __init__(self, ssl_context: ssl.SSLContext | None, *, max_idle: int = MAX_IDLE) -> None:
         self._ssl = ssl_context
+        self._max_idle = max_idle
         self._idle: list[_Connection] = []
         self._all: set[_Connection] = set()
         self._targets: dict[str, Target] = {}
@@ -166,14 +186,17 @@ class ProbeHttpClient:
     def _target(self, url: str) -> Target:
         target = self._targets.get(url)
         if target is None:
+            if len(self._targets) > 64:  # urls come from config, but never let the cache grow without bound
+                self._targets.clear()
             target = self._targets[url] = Target.of(url)
         return target
 
-    async def _open(self, target: Target) -> _Connection:
+    async def _open(self, target: Target, connect_timeout: float | None) -> _Connection:
         tls = self._ssl if target.scheme == "https" else None
-        reader, writer = await asyncio.open_connection(
-            target.host, target.port, ssl=tls, server_hostname=target.host if tls is not None else None, limit=READ_SIZE
-        )
+        async with asyncio.timeout(connect_timeout):
+            reader, writer = await asyncio.open_connection(
+                target.host, target.port, ssl=tls, server_hostname=target.host if tls is not None else None, limit=READ_SIZE
+            )
         connection = _Connection(reader, writer)
         self._all.add(connection)
         if self._closed:
@@ -193,44 +216,56 @@ class ProbeHttpClient:
         self._all.discard(connection)
         connection.close()
 
-    async def _send(self, connection: _Connection, request: bytes) -> tuple[_ResponseParser, int]:
+    def _release(self, connection: _Connection, keep: bool) -> None:
+        connection.used += 1
+        if keep and not self._closed and connection.reusable() and len(self._idle) < self._max_idle:
+            self._idle.append(connection)
+        else:
+            self._discard(connection)
+
+    async def _send(self, connection: _Connection, request: bytes) -> _ResponseParser:
         connection.writer.write(request)
         await connection.writer.drain()
         parser = _ResponseParser()
         while not parser.headers_done:
             await parser.read_more(connection.reader)
-        return parser, parser.parser.get_status_code()
+        return parser
 
-    @contextlib.asynccontextmanager
-    async def stream(self, method: str, url: str, *, headers: dict[str, str], content: bytes | None = None) -> AsyncIterator[Response]:
-        """Send one request; the response with its body still to be read. Released on exit."""
+    async def send(
+        self, method: str, url: str, *, headers: dict[str, str], content: bytes | None = None, connect_timeout: float | None = None
+    ) -> Response:
+        """Send one request; the response with its headers read and its body still to be read (`aclose` it)."""
         target = self._target(url)
         request = encode_request(method, target, headers, content)
         connection = self._take_idle()
         reused = connection is not None
         if connection is None:
-            connection = await self._open(target)
+            connection = await self._open(target, connect_timeout)
         try:
             try:
-                parser, status = await self._send(connection, request)
+                parser = await self._send(connection, request)
             except (ConnectionResetError, BrokenPipeError):
                 if not reused:
                     raise
                 self._discard(connection)  # the server dropped the idle connection: once more, fresh
-                connection = await self._open(target)
-                parser, status = await self._send(connection, request)
-            response = Response(status, parser.headers, parser, connection)
-            yield response
+                connection = await self._open(target, connect_timeout)
+                parser = await self._send(connection, request)
         except BaseException:
             self._discard(connection)
             raise
+        return Response(self, connection, parser)
+
+    @contextlib.asynccontextmanager
+    async def stream(self, method: str, url: str, *, headers: dict[str, str], content: bytes | None = None) -> AsyncIterator[Response]:
+        """`send` as a context: the response is released on exit (its connection closed if the exit is an error)."""
+        response = await self.send(method, url, headers=headers, content=content)
+        try:
+            yield response
+        except BaseException:
+            response.release(keep=False)
+            raise
         else:
-            connection.used += 1
-            keep = response.complete and parser.keep_alive and not self._closed and connection.reusable()
-            if keep and len(self._idle) < MAX_IDLE:
-                self._idle.append(connection)
-            else:
-                self._discard(connection)
+            response.release(keep=True)
 
     async def aclose(self) -> None:
         self._closed = True

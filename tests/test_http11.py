@@ -10,12 +10,12 @@ import pytest
 from tests.support.canned_http import Answer, CannedServer, Request
 from tests.support.waiting import async_wait_until, free_port
 from xds_control.health.classify import Category, classify_exception
-from xds_control.health.http11 import ProbeHttpClient, Target, encode_request
+from xds_control.http11 import HttpClient, Target, encode_request
 
 BODY = b'{"jsonrpc":"2.0","id":1,"result":{}}'
 
 
-async def fetch(client: ProbeHttpClient, url: str, method: str = "POST", content: bytes | None = b"{}") -> tuple[int, dict[str, str], bytes]:
+async def fetch(client: HttpClient, url: str, method: str = "POST", content: bytes | None = b"{}") -> tuple[int, dict[str, str], bytes]:
     async with client.stream(method, url, headers={"accept": "application/json"}, content=content) as response:
         body = b"".join([chunk async for chunk in response.aiter_bytes()])
         return response.status_code, response.headers, body
@@ -34,7 +34,7 @@ async def classified(coro: object) -> str:
 @pytest.mark.parametrize("framing", ["length", "chunked", "close"])
 async def test_every_body_framing_reads_the_whole_body(framing: str) -> None:
     async with CannedServer(lambda request: Answer(200, BODY * 50, {"content-type": "application/json"}, framing)) as server:
-        client = ProbeHttpClient(None)
+        client = HttpClient(None)
         try:
             status, headers, body = await fetch(client, server.url)
         finally:
@@ -44,7 +44,7 @@ async def test_every_body_framing_reads_the_whole_body(framing: str) -> None:
 
 async def test_keep_alive_reuses_one_connection_and_sends_the_request_as_given() -> None:
     async with CannedServer(ok) as server:
-        client = ProbeHttpClient(None)
+        client = HttpClient(None)
         try:
             for _ in range(5):
                 assert (await fetch(client, server.url))[0] == 200
@@ -60,7 +60,7 @@ async def test_keep_alive_reuses_one_connection_and_sends_the_request_as_given()
 
 async def test_a_connection_the_server_dropped_while_idle_is_replaced_without_a_failure() -> None:
     async with CannedServer(ok) as server:
-        client = ProbeHttpClient(None)
+        client = HttpClient(None)
         try:
             assert (await fetch(client, server.url))[0] == 200
             server.drop_connections()  # the server's keep-alive timer fired between two probes
@@ -72,7 +72,7 @@ async def test_a_connection_the_server_dropped_while_idle_is_replaced_without_a_
 
 async def test_a_response_left_half_read_closes_its_connection() -> None:
     async with CannedServer(lambda request: Answer(200, BODY * 5000, {"content-type": "application/json"}, "chunked")) as server:
-        client = ProbeHttpClient(None)
+        client = HttpClient(None)
         try:
             async with client.stream("POST", server.url, headers={}, content=b"{}") as response:
                 assert response.status_code == 200 and not response.complete
@@ -83,7 +83,7 @@ async def test_a_response_left_half_read_closes_its_connection() -> None:
 
 
 async def test_refused_connection_is_connection_refused() -> None:
-    client = ProbeHttpClient(None)
+    client = HttpClient(None)
     try:
         assert await classified(fetch(client, f"http://127.0.0.1:{free_port()}/mcp")) == Category.CONNECTION_REFUSED
     finally:
@@ -102,7 +102,7 @@ async def test_refused_connection_is_connection_refused() -> None:
 )
 async def test_broken_answers_are_classified(raw: bytes, category: Category) -> None:
     async with CannedServer(lambda request: raw) as server:
-        client = ProbeHttpClient(None)
+        client = HttpClient(None)
         try:
             assert await classified(fetch(client, server.url)) == category
         finally:
@@ -117,7 +117,7 @@ async def test_aclose_ends_a_stream_in_use() -> None:
         return b""
 
     async with CannedServer(lambda request: b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n5\r\n: hi\n\r\n") as server:
-        client = ProbeHttpClient(None)
+        client = HttpClient(None)
         got: list[bytes] = []
 
         async def follow() -> None:
