@@ -11,8 +11,14 @@ server's full view; versions restart with the server, so consumers should
 treat every event as a replacement, never diff versions across events.
 Errors are mapped at this edge: `AdminUnavailable` (cannot reach it),
 `BackendNotFound`, `Unauthorized` (token missing or wrong), `AdminError`
-(anything else). No grpc exception escapes. The token is sent only with
-mutating calls and never appears in a message or repr.
+(anything else). No gRPC or socket exception escapes. The token is sent only
+with mutating calls and never appears in a message or repr.
+
+The client speaks gRPC with grpclib (pure Python, asyncio, over h2) rather
+than grpcio, whose C core costs a process about 17 MB of memory and a
+quarter-second of import: the aggregator keeps this client open for its
+whole life and the CLI starts it for one call. The server side stays grpcio
+(admin/service.py: reflection, grpc.health.v1).
 """
 
 from __future__ import annotations
@@ -25,43 +31,58 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import grpc
+from grpclib.client import Channel, UnaryStreamMethod, UnaryUnaryMethod
+from grpclib.config import Configuration
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 
 from xds_control.admin.convert import backend_from_pb, node_from_pb
 from xds_control.admin.ports import NodeInfo
 from xds_control.admin.v1 import admin_pb2 as pb
-from xds_control.admin.v1 import admin_pb2_grpc as pb_grpc
 from xds_control.config import ControlPlaneConfig
 from xds_control.errors import AdminError, Unauthorized
 from xds_control.view import BackendStatus
 
 log = logging.getLogger(__name__)
+# hpack (under grpclib's h2) logs every header it encodes at DEBUG, values included: the bearer token too.
+logging.getLogger("hpack").setLevel(logging.INFO)
 
 KEEPALIVE_MS = 20_000
-CHANNEL_OPTIONS = [
-    ("grpc.keepalive_time_ms", KEEPALIVE_MS),  # notice a vanished control plane on an idle watch stream
-    ("grpc.keepalive_timeout_ms", 10_000),
-    ("grpc.http2.max_pings_without_data", 0),
-    ("grpc.initial_reconnect_backoff_ms", 100),  # the channel's own backoff would otherwise grow to 2 minutes
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 5_000),
-    ("grpc.max_receive_message_length", 256 * 1024 * 1024),  # a full view carries every catalog
-]
+CHANNEL_CONFIG = Configuration(
+    _keepalive_time=KEEPALIVE_MS / 1000,  # notice a vanished control plane on an idle watch stream
+    _keepalive_timeout=10.0,
+    _keepalive_permit_without_calls=True,
+    _http2_max_pings_without_data=0,
+)
 CALL_TIMEOUT = 10.0
 PROBE_TIMEOUT = 60.0  # a probe waits for the backend's verdict
 WATCH_BACKOFF = (0.1, 5.0)
+SERVICE = "/xds_control.admin.v1.Admin/"
 # Stream failures worth reconnecting for; anything else (UNIMPLEMENTED, PERMISSION_DENIED, ...) is raised.
 RETRYABLE = frozenset(
     {
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.UNKNOWN,
-        grpc.StatusCode.INTERNAL,
-        grpc.StatusCode.ABORTED,
-        grpc.StatusCode.CANCELLED,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        Status.UNAVAILABLE,
+        Status.UNKNOWN,
+        Status.INTERNAL,
+        Status.ABORTED,
+        Status.CANCELLED,
+        Status.DEADLINE_EXCEEDED,
+        Status.RESOURCE_EXHAUSTED,
     }
 )
+# The connection failed or broke: no status from the server at all.
+_TRANSPORT_ERRORS = (OSError, StreamTerminatedError, ProtocolError, EOFError)
+
+_UNARY: dict[str, tuple[type[Any], type[Any]]] = {
+    "ListBackends": (pb.ListBackendsRequest, pb.ListBackendsResponse),
+    "GetBackend": (pb.GetBackendRequest, pb.GetBackendResponse),
+    "ListNodes": (pb.ListNodesRequest, pb.ListNodesResponse),
+    "ProbeNow": (pb.ProbeNowRequest, pb.ProbeNowResponse),
+    "Drain": (pb.DrainRequest, pb.DrainResponse),
+    "Undrain": (pb.UndrainRequest, pb.UndrainResponse),
+    "ResetBreaker": (pb.ResetBreakerRequest, pb.ResetBreakerResponse),
+    "ReportOutcomes": (pb.ReportOutcomesRequest, pb.ReportOutcomesResponse),
+}
 
 
 class AdminUnavailable(AdminError):
@@ -105,6 +126,8 @@ class Outcome:
 
 def _reason(details: str) -> str:
     text = details.lower()
+    if "errno -2" in text or "errno -3" in text or "errno -5" in text:  # socket.gaierror: EAI_NONAME, EAI_AGAIN, EAI_NODATA
+        return "cannot resolve the host"
     if "refused" in text:
         return "connection refused"
     if "deadline" in text or "timeout" in text or "timed out" in text:
@@ -121,8 +144,7 @@ class AdminClient:
         self.target = target
         self.timeout = timeout
         self._auth = (("authorization", f"Bearer {token.strip()}"),) if token and token.strip() else None
-        self._channel: grpc.aio.Channel | None = None
-        self._stub_: pb_grpc.AdminStub | None = None
+        self._channel: Channel | None = None
 
     def __repr__(self) -> str:
         return f"AdminClient(target={self.target!r}, token={'set' if self._auth else None})"
@@ -135,34 +157,39 @@ class AdminClient:
 
     async def close(self) -> None:
         if self._channel is not None:
-            channel, self._channel, self._stub_ = self._channel, None, None
-            await channel.close()
+            channel, self._channel = self._channel, None
+            channel.close()
 
-    def _stub(self) -> pb_grpc.AdminStub:
-        if self._stub_ is None:
-            self._channel = grpc.aio.insecure_channel(self.target, options=CHANNEL_OPTIONS)
-            self._stub_ = pb_grpc.AdminStub(self._channel)
-        return self._stub_
+    def _open(self) -> Channel:
+        if self._channel is None:
+            host, port = _host_port(self.target)
+            self._channel = Channel(host, port, config=CHANNEL_CONFIG)
+        return self._channel
 
-    def _error(self, exc: grpc.aio.AioRpcError, method: str, timeout: float | None = None) -> AdminError:
-        code, details = exc.code(), exc.details() or ""
-        if code is grpc.StatusCode.UNAVAILABLE:
-            return AdminUnavailable(f"cannot reach the control plane admin API at {self.target}: {_reason(details)}")
-        if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+    def _error(self, exc: BaseException, method: str, timeout: float | None = None) -> AdminError:
+        if isinstance(exc, TimeoutError):
             return AdminUnavailable(f"the control plane admin API at {self.target} did not answer {method} within {timeout}s")
-        if code is grpc.StatusCode.NOT_FOUND:
+        if not isinstance(exc, GRPCError):
+            return AdminUnavailable(f"cannot reach the control plane admin API at {self.target}: {_reason(f'{type(exc).__name__} {exc}')}")
+        status, details = exc.status, exc.message or ""
+        if status is Status.UNAVAILABLE:
+            return AdminUnavailable(f"cannot reach the control plane admin API at {self.target}: {_reason(details)}")
+        if status is Status.DEADLINE_EXCEEDED:
+            return AdminUnavailable(f"the control plane admin API at {self.target} did not answer {method} within {timeout}s")
+        if status is Status.NOT_FOUND:
             return BackendNotFound(details)
-        if code is grpc.StatusCode.UNAUTHENTICATED:
+        if status is Status.UNAUTHENTICATED:
             hint = "" if self._auth else " (no token was given: set the environment variable named by admin_token_env)"
             return Unauthorized(f"{details}{hint}")
-        return AdminError(f"{method} failed: {code.name}: {details}")
+        return AdminError(f"{method} failed: {status.name}: {details}")
 
     async def _call(self, method: str, request: Any, *, mutating: bool = False, timeout: float | None = None) -> Any:
         timeout = timeout or self.timeout
-        rpc = getattr(self._stub(), method)
+        request_type, reply_type = _UNARY[method]
+        rpc = UnaryUnaryMethod(self._open(), SERVICE + method, request_type, reply_type)
         try:
             return await rpc(request, timeout=timeout, metadata=self._auth if mutating else None)
-        except grpc.aio.AioRpcError as exc:
+        except (GRPCError, TimeoutError, *_TRANSPORT_ERRORS) as exc:
             raise self._error(exc, method, timeout) from None
 
     # -- read-only --------------------------------------------------------------------------
@@ -194,28 +221,42 @@ class AdminClient:
         delay = WATCH_BACKOFF[0]
         down_since_logged = False
         while True:
-            call = self._stub().Watch(pb.WatchRequest())
+            method = UnaryStreamMethod(self._open(), SERVICE + "Watch", pb.WatchRequest, pb.WatchResponse)
+            streaming = False
             try:
-                async for message in call:
-                    if down_since_logged:
-                        log.info("admin watch reconnected", extra={"target": self.target})
-                        down_since_logged = False
-                    delay = WATCH_BACKOFF[0]
-                    yield _event(message)
+                async with method.open() as stream:
+                    await stream.send_message(pb.WatchRequest(), end=True)
+                    while (message := await stream.recv_message()) is not None:
+                        streaming = True
+                        if down_since_logged:
+                            log.info("admin watch reconnected", extra={"target": self.target})
+                            down_since_logged = False
+                        delay = WATCH_BACKOFF[0]
+                        yield _event(message)
                 error: AdminError = AdminUnavailable(f"the control plane at {self.target} closed the watch stream (shutting down)")
-            except grpc.aio.AioRpcError as exc:
+            except GRPCError as exc:
                 error = self._error(exc, "Watch")
-                if not reconnect or exc.code() not in RETRYABLE:
+                if not reconnect or exc.status not in RETRYABLE:
                     raise error from None
-            finally:
-                call.cancel()
+            except (TimeoutError, *_TRANSPORT_ERRORS) as exc:
+                # a stream that was flowing and broke: the control plane stopped (its last trailers may be lost
+                # with the connection) or the network went; either way the stream is gone
+                lost = f"the control plane at {self.target} closed the watch stream (connection lost)"
+                error = AdminUnavailable(lost) if streaming else self._error(exc, "Watch")
+                if not reconnect:
+                    raise error from None
             if not reconnect:
                 raise error
             if not down_since_logged:
                 log.warning("admin watch lost; reconnecting: %s", error, extra={"target": self.target})
                 down_since_logged = True
+            await self._reset_channel()
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
             delay = min(delay * 2, WATCH_BACKOFF[1])
+
+    async def _reset_channel(self) -> None:
+        """A broken connection is not reused: the next call dials afresh (a restarted control plane, a new address)."""
+        await self.close()
 
     # -- mutating ---------------------------------------------------------------------------
 
@@ -240,6 +281,14 @@ class AdminClient:
         request = pb.ReportOutcomesRequest(outcomes=[_outcome_to_pb(o) for o in outcomes])
         response = await self._call("ReportOutcomes", request, mutating=True)
         return list(response.unknown_backends)
+
+
+def _host_port(target: str) -> tuple[str, int]:
+    """HOST:PORT or [V6]:PORT as grpclib's (host, port)."""
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise AdminError(f"admin target {target!r} is not HOST:PORT")
+    return host.strip("[]"), int(port)
 
 
 def _outcome_to_pb(outcome: Outcome) -> pb.BackendOutcome:

@@ -86,7 +86,7 @@ class AdminViewSource:
 
     def _admin(self) -> Any:
         if self._client is None:
-            from xds_control.admin.client import AdminClient  # gRPC is imported only when this source is used
+            from xds_control.admin.client import AdminClient  # grpclib and the admin protos are imported only when this source is used
 
             self._client = AdminClient(self.target, token=self.token)
         return self._client
