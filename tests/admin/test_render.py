@@ -66,6 +66,8 @@ def test_text_tables_align_columns_and_say_when_empty() -> None:
     assert table[0].split() == ["NAME", "STATE", "BREAKER", "ROUTABLE", "LAST", "PROBE", "TOOLS", "LAST", "ERROR", "ENDPOINTS"]
     assert table[1].split() == ["weather", "healthy", "closed", "yes", "12ms", "3", "-", "1/2", "up"]
     assert table[0].index("STATE") == table[1].index("healthy") == table[2].index("unhealthy")
+    drained = backends_table([weather(drained=True), notes(drained=True)], NOW, LIVE_COLUMNS).splitlines()
+    assert drained[1].split()[3] == "drained" and drained[2].split()[3] == "drained"  # why it is not routable
     assert backends_table([], NOW) == NO_BACKENDS
 
 

@@ -62,7 +62,7 @@ async def test_watch_on_a_terminal_redraws_the_table_on_every_change() -> None:
 
             async with AdminClient(target) as client:
                 assert (await client.drain("weather")).drained
-                await shows("weather", {"STATE": "healthy", "BREAKER": "closed", "ROUTABLE": "no"}, 3)
+                await shows("weather", {"STATE": "healthy", "BREAKER": "closed", "ROUTABLE": "drained"}, 3)
                 assert table_row(term.text, "calendar")[1:4] == ["unknown", "closed", "no"]  # type: ignore[index]
                 assert not (await client.undrain("weather")).drained
             await shows("weather", {"STATE": "healthy", "ROUTABLE": "yes"}, 4)

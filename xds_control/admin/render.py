@@ -54,6 +54,7 @@ NAME = Column("NAME", lambda b, now: b.name)
 STATE = Column("STATE", lambda b, now: str(b.state))
 BREAKER = Column("BREAKER", lambda b, now: str(b.breaker))
 ROUTABLE = Column("ROUTABLE", lambda b, now: "yes" if b.routable else "no")
+ROUTABLE_OR_DRAINED = Column("ROUTABLE", lambda b, now: "drained" if b.drained else "yes" if b.routable else "no")
 DRAINED = Column("DRAINED", lambda b, now: "yes" if b.drained else "no")
 FAILURES = Column("FAILURES", lambda b, now: str(b.consecutive_failures))
 LAST_PROBE = Column("LAST PROBE", lambda b, now: ms(b.last_probe_ms))
@@ -64,8 +65,9 @@ ENDPOINTS = Column("ENDPOINTS", lambda b, now: endpoints(b))
 
 ADMIN_COLUMNS = (NAME, STATE, BREAKER, ROUTABLE, DRAINED, FAILURES, LAST_PROBE, LAST_SUCCESS, LAST_ERROR, TOOLS, ENDPOINTS)
 """`xds-control admin backends`: everything."""
-LIVE_COLUMNS = (NAME, STATE, BREAKER, ROUTABLE, LAST_PROBE, TOOLS, LAST_ERROR, ENDPOINTS)
-"""The live status (`up`, `admin watch` on a terminal): what fits one line of a terminal."""
+LIVE_COLUMNS = (NAME, STATE, BREAKER, ROUTABLE_OR_DRAINED, LAST_PROBE, TOOLS, LAST_ERROR, ENDPOINTS)
+"""The live status (`up`, `admin watch` on a terminal): what fits one line of a terminal (a drained backend's
+ROUTABLE cell says `drained`: it is not routable, and that is why)."""
 
 
 def backend_rows(backends: Iterable[BackendStatus], now: float, columns: Sequence[Column] = ADMIN_COLUMNS) -> list[list[str]]:
