@@ -114,7 +114,9 @@ def weather_catalog() -> Catalog:
         [
             tool("get_forecast", "Daily forecast for a city (1-7 days).", forecast, ["city"], city=STR, days=INT),
             tool("get_current_conditions", "Current sky, temperature and wind for a city.", current, ["city"], city=STR),
-            tool("list_alerts", "Active weather alerts for a region.", alerts, ["region"], region=STR),
+            # `x-mcp-header`: 2026-07-28 callers mirror `region` into an `Mcp-Param-Region` header (for routing
+            # on it without reading the body); the SDK server rejects a modern call without it
+            tool("list_alerts", "Active weather alerts for a region.", alerts, ["region"], region={**STR, "x-mcp-header": "Region"}),
         ],
         types.Resource(uri="weather://stations", name="stations", mime_type="application/json"),
         lambda: json.dumps(stations),

@@ -98,6 +98,20 @@ async def test_calls_reach_backends_of_both_families(serve: Any, fleet: Fleet, m
 
 
 @pytest.mark.parametrize("mode", FAMILIES)
+async def test_a_modern_backend_gets_the_mcp_param_headers_its_tool_declares(serve: Any, fleet: Fleet, mode: str) -> None:
+    """weather's list_alerts annotates `region` with `x-mcp-header: Region`: a 2026-07-28 backend rejects a call
+    without a matching `Mcp-Param-Region` header, so the aggregator sends one, whatever the client's family."""
+    async with serve([fleet.entry("weather", protocol="modern")], conflict_resolution="priority") as running:
+        async with mcp_client(running.url, mode) as client:
+            listed = {tool.name: tool for tool in (await client.list_tools()).tools}  # the schema reaches clients as it is
+            assert listed["list_alerts"].input_schema["properties"]["region"]["x-mcp-header"] == "Region"
+            for region in ("Nordland", "North Sea / Skagerrak"):  # a token, and a value sent base64-wrapped
+                result = await client.call_tool("list_alerts", {"region": region})
+                assert not result.is_error and region in result.content[0].text
+        assert running.aggregator.gateway.upstreams["weather"].family == "modern"
+
+
+@pytest.mark.parametrize("mode", FAMILIES)
 async def test_pagination_over_the_merged_list(serve: Any, fleet: Fleet, mode: str) -> None:
     async with serve([fleet.entry("many"), fleet.entry("alpha")], conflict_resolution="priority") as running:
         async with mcp_client(running.url, mode) as client:

@@ -50,6 +50,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from xds_control.aggregator.gateway import Gateway
+from xds_control.aggregator.http_app import replaying
 from xds_control.aggregator.tracing import exporting, passthrough
 from xds_control.aggregator.upstream_modern import Sieved
 
@@ -91,7 +92,7 @@ class FastToolCalls:
         first = await receive()
         call = await self._plain_call(scope, first, version) if first["type"] == "http.request" and not first.get("more_body") else None
         if call is None:
-            await self.app(scope, _replay(first, receive), send)
+            await self.app(scope, replaying(first, receive), send)
             return
         self.taken += 1
         await self._serve(call, scope, receive, send)
@@ -174,19 +175,6 @@ class FastToolCalls:
         if meta is None or (isinstance(meta, dict) and meta.get(SERVER_INFO_META_KEY) is None):
             dumped["_meta"] = {**(meta or {}), SERVER_INFO_META_KEY: self.server.server_info_stamp}
         return dumped
-
-
-def _replay(first: Message, receive: Receive) -> Receive:
-    replayed = False
-
-    async def replay() -> Message:
-        nonlocal replayed
-        if not replayed:
-            replayed = True
-            return first
-        return await receive()
-
-    return replay
 
 
 async def _disconnected(receive: Receive) -> None:

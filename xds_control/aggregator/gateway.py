@@ -31,6 +31,7 @@ from typing import Any
 import mcp_types as types
 from jsonschema import SchemaError, validators
 from mcp.shared.exceptions import MCPError
+from mcp.shared.inbound import find_invalid_x_mcp_header, mcp_param_headers, x_mcp_header_map
 from opentelemetry.trace import Span
 
 from xds_control.aggregator import metrics
@@ -99,6 +100,7 @@ class Gateway:
             for b in config.backends
         }
         self._validators: dict[str, Any] = {}
+        self._header_maps: dict[str, dict[tuple[str, ...], str]] = {}
         self._tools_by_name: dict[str, Mapping[str, Any]] = {}
         self._reported_conflicts: frozenset[Any] = frozenset()
         self._publish_sizes()
@@ -124,7 +126,7 @@ class Gateway:
         self.catalog = catalog
         self._merge_key = key
         self.view_version = version
-        self._validators, self._tools_by_name = {}, {}
+        self._validators, self._header_maps, self._tools_by_name = {}, {}, {}
         self._publish_sizes()
         return catalog
 
@@ -240,7 +242,7 @@ class Gateway:
             result = await upstream.request(
                 method,
                 backend_params(route.original) if backend_params else clean_params(params, route.original, trace_context=trace_context),
-                client_key=client_key, progress=progress
+                client_key=client_key, progress=progress, headers=self._param_headers(key, arguments) if kind == "tools" else None,
             )
             outcome = "tool_error" if result.get("isError") is True else OK
             return result
@@ -267,6 +269,17 @@ class Gateway:
             shown = [{"path": "/".join(str(p) for p in e.absolute_path), "message": e.message} for e in errors[:5]]
             message = f"Invalid arguments for tool {tool!r}: {errors[0].message}"
             raise _CallerError("invalid_arguments", types.INVALID_PARAMS, message, {"tool": tool, "errors": shown})
+
+    def _param_headers(self, tool: str, arguments: Mapping[str, Any] | None) -> dict[str, str] | None:
+        """The `Mcp-Param-*` headers a 2026-07-28 backend requires for this call: arguments its tool's
+        inputSchema annotates with `x-mcp-header`, mirrored the way the SDK client does (none for a schema
+        whose annotations are invalid: the SDK does not honour those either)."""
+        header_map = self._header_maps.get(tool)
+        if header_map is None:
+            schema = self.tool_schema(tool)
+            valid = schema is not None and find_invalid_x_mcp_header(schema) is None
+            header_map = self._header_maps[tool] = x_mcp_header_map(schema) if valid else {}
+        return mcp_param_headers(header_map, arguments or {}) if header_map else None
 
     def tool_schema(self, tool: str) -> Mapping[str, Any] | None:
         """The exposed tool's inputSchema (None when unknown)."""

@@ -5,6 +5,10 @@
   an opaque failure);
 * `front` (fastpath.FastToolCalls): plain modern `tools/call` requests answered
   before the SDK's stack;
+* `JsonAnswers`: a legacy session's request that nothing but its response can
+  follow (no `progressToken`) is answered as one `application/json` body
+  rather than an SSE stream (the SDK's JSON-response mode, chosen per request;
+  about 2 ms of aggregator CPU less for a fast-failed call);
 * `SessionTracker`: tells `ClientSessions` when a legacy session's requests
   start and end, and when it ends (DELETE, or 404 for its id).
 
@@ -21,6 +25,7 @@ from __future__ import annotations
 import ipaddress
 import json
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
 from mcp.server import Server
@@ -30,6 +35,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from xds_control.aggregator.sessions import ClientSessions
 from xds_control.config import Config
@@ -103,16 +109,77 @@ class JsonBodyLimit:
                 return
             if not message.get("more_body", False):
                 break
-        replayed = False
+        await self.app(scope, replaying({"type": "http.request", "body": bytes(body), "more_body": False}, receive), send)
 
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": bytes(body), "more_body": False}
-            return await receive()
 
-        await self.app(scope, replay, send)
+def replaying(first: Message, receive: Receive) -> Receive:
+    """`receive` that gives `first` (a message already read) once, then the rest."""
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return first
+        return await receive()
+
+    return replay
+
+
+_JSON_ANSWER: ContextVar[bool] = ContextVar("xds_control_json_answer", default=False)
+
+
+class _JsonPerRequest:
+    """The SDK transport's `json_response`, decided per request: the transport tests it on every POST
+    (`if self.is_json_response_enabled`), so it is true exactly while `JsonAnswers` passes on a request it
+    chose. Its message router, a task of its own, always sees false; that is safe because a chosen request
+    has no progress token, and progress is the only message the aggregator relates to a client's request."""
+
+    def __bool__(self) -> bool:
+        return _JSON_ANSWER.get()
+
+
+JSON_PER_REQUEST: Any = _JsonPerRequest()
+
+
+class JsonAnswers:
+    """A legacy session's POST carrying one JSON-RPC request without `_meta.progressToken` (and a client that
+    accepts `application/json`) is answered as a JSON body: the SSE stream would carry the response alone,
+    at the cost of a stream, a writer task and three more writes."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        if "mcp-session-id" not in headers or headers.get("mcp-protocol-version") in MODERN_PROTOCOL_VERSIONS or "application/json" not in headers.get("accept", ""):
+            await self.app(scope, receive, send)
+            return
+        first = await receive()
+        if first["type"] != "http.request" or first.get("more_body") or not _answers_alone(first.get("body", b"")):
+            await self.app(scope, replaying(first, receive), send)
+            return
+        token = _JSON_ANSWER.set(True)
+        try:
+            await self.app(scope, replaying(first, receive), send)
+        finally:
+            _JSON_ANSWER.reset(token)
+
+
+def _answers_alone(body: bytes) -> bool:
+    """One JSON-RPC request (not a batch, not a notification) whose answer nothing else precedes."""
+    try:
+        message = json.loads(body)
+    except (ValueError, RecursionError):
+        return False
+    if not isinstance(message, dict) or "id" not in message or not isinstance(message.get("method"), str):
+        return False
+    params = message.get("params")
+    meta = params.get("_meta") if isinstance(params, dict) else None
+    return not (isinstance(meta, dict) and "progressToken" in meta)
 
 
 class SessionTracker:
@@ -161,8 +228,9 @@ def build_asgi_app(
         streamable_http_path=MCP_PATH,
         transport_security=transport_security(config),
         max_request_body_size=max_request_bytes + 1,  # ours answers first, as JSON-RPC
+        json_response=JSON_PER_REQUEST,  # JsonAnswers picks the requests
         session_idle_timeout=sessions.idle_timeout,
         max_sessions=sessions.max_sessions,
         custom_starlette_routes=[Route("/healthz", healthz, methods=["GET"])],
     )
-    return JsonBodyLimit(front(SessionTracker(starlette, sessions)), max_request_bytes)
+    return JsonBodyLimit(front(SessionTracker(JsonAnswers(starlette), sessions)), max_request_bytes)

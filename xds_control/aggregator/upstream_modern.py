@@ -2,7 +2,9 @@
 
 The modern protocol has no session, so a request is one POST carrying the
 per-request envelope in `params._meta` and the routing headers
-(`MCP-Protocol-Version`, `Mcp-Method`, `Mcp-Name`). The answer is either
+(`MCP-Protocol-Version`, `Mcp-Method`, `Mcp-Name`, and for a tools/call the
+`Mcp-Param-*` headers its tool's `x-mcp-header` annotations ask for, built by
+the gateway). The answer is either
 `application/json` (the JSON-RPC response) or `text/event-stream`, whose
 `notifications/progress` go to the caller's progress callback before the
 response arrives. Cancelling the caller closes the response stream: the modern
@@ -68,14 +70,16 @@ async def request(
     *,
     progress: ProgressFn | None = None,
     max_event_bytes: int,
+    headers: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """POST one request; the raw result dict (raises `MCPError` for a JSON-RPC error)."""
+    """POST one request; the raw result dict (raises `MCPError` for a JSON-RPC error). `headers`: extra
+    request headers (a tools/call's `Mcp-Param-*`)."""
     request_id = next(_ids)
     meta = {**(params.get("_meta") or {}), **envelope(version)}
     if progress is not None:
         meta["progressToken"] = request_id
     body = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": {**params, "_meta": meta}}
-    headers = {"content-type": "application/json", "accept": _ACCEPT, "mcp-protocol-version": version, "mcp-method": method}
+    headers = {**(headers or {}), "content-type": "application/json", "accept": _ACCEPT, "mcp-protocol-version": version, "mcp-method": method}
     name_key = NAME_BEARING_METHODS.get(method)
     name = params.get(name_key) if name_key is not None else None
     if isinstance(name, str):
