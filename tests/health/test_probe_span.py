@@ -28,6 +28,7 @@ def spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     monkeypatch.setattr(probe, "tracer", provider.get_tracer("test"))
+    monkeypatch.setattr(probe, "exporting", lambda: True)  # as when a provider is installed (OTLP configured)
     yield exporter
     provider.shutdown()
 
@@ -88,3 +89,10 @@ async def test_a_catalog_fetch_is_counted_on_the_span(spans: InMemorySpanExporte
     assert result.ok
     (span,) = spans.get_finished_spans()
     assert span.attributes["catalog.fetch"] is True and span.attributes["catalog.tools"] == 2
+
+
+async def test_no_span_is_made_while_the_process_records_none(spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(probe, "exporting", lambda: False)  # no provider installed: no OTLP endpoint configured
+    (result,), _ = await probed(discover_ok)
+    assert result.ok and result.protocol == "modern"
+    assert spans.get_finished_spans() == ()

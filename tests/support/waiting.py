@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -11,25 +12,55 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port nobody listens on right now (bind port 0, read it back, release it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+def _ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_LOW = 20000
+_EPHEMERAL_LOW = _ephemeral_low()
+_random = random.Random()
+
+
+def _bindable(host: str, port: int) -> socket.socket | None:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        return None
+    return sock
 
 
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """`count` distinct free ports (all held open until every one is chosen)."""
-    socks = []
+    """`count` distinct ports nobody listens on right now, below the kernel's ephemeral range: a port handed
+    out by binding port 0 is an ephemeral one, which any outgoing connection (a probe, Envoy, another test
+    worker) may take as its source port before the test's server binds it; seen as EADDRINUSE flakes."""
+    socks: list[socket.socket] = []
     try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind((host, 0))
-            socks.append(sock)
+        for _ in range(100 * count):
+            if len(socks) == count:
+                break
+            if _EPHEMERAL_LOW - _LOW > 1000:
+                sock = _bindable(host, _random.randrange(_LOW, _EPHEMERAL_LOW))
+            else:  # an unusual port range: fall back to the kernel's choice
+                sock = _bindable(host, 0)
+            if sock is not None:
+                socks.append(sock)
+        if len(socks) < count:
+            raise RuntimeError(f"found only {len(socks)} of {count} free ports")
         return [s.getsockname()[1] for s in socks]
     finally:
         for sock in socks:
             sock.close()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on right now (see `free_ports`)."""
+    return free_ports(1, host)[0]
 
 
 def wait_until(condition: Callable[[], T], timeout: float = 10.0, interval: float = 0.02, what: str = "condition") -> T:

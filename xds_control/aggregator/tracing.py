@@ -17,7 +17,8 @@ drops them): the backend's parent is the aggregator's span, in the client's trac
 Attributes carry names, states and sanitized categories only, never arguments,
 results or backend error text.
 
-All of this only while the process exports spans (`exporting()`); otherwise no
+All of this only while the process exports spans (`exporting()`, shared with
+the prober in telemetry/trace_context.py); otherwise no
 span is made and the client's own trace context goes to the backend unchanged
 (`passthrough`).
 """
@@ -33,7 +34,7 @@ from mcp.server.context import CallNext, HandlerResult
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from xds_control.telemetry.trace_context import CARRIER_KEYS, TRACEPARENT, context_from_carrier, has_trace_context
+from xds_control.telemetry.trace_context import CARRIER_KEYS, TRACEPARENT, context_from_carrier, exporting, has_trace_context
 
 CALL_SPAN = "xds_control.aggregator.call"
 OK_OUTCOMES = frozenset({"ok"})
@@ -60,13 +61,6 @@ class TraceHeaderMiddleware:
             return await call_next(ctx)
         finally:
             otel_context.detach(token)
-
-
-def exporting() -> bool:
-    """Does this process record spans (a tracer provider is installed: an OTLP exporter is configured, or a
-    test captures spans)? Without one the aggregator makes no spans of its own and passes the client's
-    `traceparent`/`tracestate` on to the backend unchanged."""
-    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider | trace.NoOpTracerProvider)
 
 
 def passthrough(meta: Mapping[str, Any] | None, headers: Mapping[str, str] | None) -> dict[str, str]:

@@ -45,7 +45,14 @@ def safe_reason(reason: str) -> str:
     return reason if reason in _REASONS else Category.UNKNOWN.value
 
 
+_published: dict[str, tuple[BackendState, BreakerState]] = {}  # what the gauges say now, per backend
+
+
 def set_state(backend: str, state: BackendState, breaker: BreakerState) -> None:
+    """The state and breaker gauges of `backend`; a no-op when they already say so (called after every probe)."""
+    if _published.get(backend) == (state, breaker):
+        return
+    _published[backend] = (state, breaker)
     for candidate in BackendState:
         BACKEND_STATE.labels(backend, candidate.value).set(1 if candidate is state else 0)
     for candidate in BreakerState:
@@ -64,6 +71,7 @@ def probe(backend: str, seconds: float, category: str | None) -> None:
 
 def forget(backend: str) -> None:
     """Drop every series of a backend removed by a reload."""
+    _published.pop(backend, None)
     for candidate in BackendState:
         _remove(BACKEND_STATE, backend, candidate.value)
     for candidate in BreakerState:

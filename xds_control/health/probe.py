@@ -49,7 +49,7 @@ from xds_control.health.classify import CONNECTION_CATEGORIES, Category, classif
 from xds_control.http11 import HttpClient, Response
 from xds_control.health.versions import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION, LATEST_MODERN_VERSION
 from xds_control.health.wire import JSON_TYPE, content_type, parse_json, read_bounded, read_response, result_of
-from xds_control.telemetry.trace_context import redact_url
+from xds_control.telemetry.trace_context import exporting, redact_url
 from xds_control.view import Catalog
 
 Protocol = Literal["legacy", "modern"]
@@ -229,8 +229,10 @@ class EndpointProber:
     async def probe(self, *, fetch_catalog: bool = False) -> ProbeResult:
         """Check liveness (and fetch the catalog if asked). Never raises but for cancellation.
 
-        One span per probe (`xds_control.health.probe`): backend, endpoint URL without
-        credentials, outcome (`ok` or the failure category), latency, protocol family."""
+        One span per probe (`xds_control.health.probe`) while spans are recorded (`exporting()`): backend,
+        endpoint URL without credentials, outcome (`ok` or the failure category), latency, protocol family."""
+        if not exporting():
+            return await self._probe(fetch_catalog)
         attributes = {"backend": self.backend.name, "endpoint": redact_url(self.url), "catalog.fetch": fetch_catalog}
         with tracer.start_as_current_span(PROBE_SPAN, kind=trace.SpanKind.CLIENT, attributes=attributes) as span:
             result = await self._probe(fetch_catalog)

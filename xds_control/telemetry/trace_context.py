@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.propagate import extract
 from opentelemetry.trace import get_current_span
@@ -27,6 +28,12 @@ TRACESTATE = "tracestate"
 CARRIER_KEYS = (TRACEPARENT, TRACESTATE)
 _NEEDLE = TRACEPARENT.encode()
 _MAX_BODY = 1 << 20  # larger request bodies are not searched for a trace context
+
+
+def exporting() -> bool:
+    """Does this process record spans (a tracer provider is installed: an OTLP exporter is configured, or a
+    test captures spans)? Without one, hot paths make no spans at all: the probe's and the aggregator's."""
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider | trace.NoOpTracerProvider)
 
 
 def redact_url(url: str) -> str:
