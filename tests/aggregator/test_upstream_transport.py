@@ -163,3 +163,16 @@ async def test_a_refused_connection_is_a_connect_error_and_the_edge_says_connect
 def test_builtin_network_errors_map_to_the_httpx2_exceptions_the_sdk_handles(raised: Exception, expected: type[Exception]) -> None:
     with pytest.raises(expected), _mapped():
         raise raised
+
+
+@pytest.mark.parametrize(
+    ("raised", "expected"),
+    [
+        (OSError(5, "Input/output error"), httpx2.ReadError),
+        (OSError(113, "No route to host"), httpx2.ReadError),
+        (TimeoutError(110, "Connection timed out"), httpx2.ReadTimeout),
+    ],
+)
+def test_any_network_error_while_reading_a_body_is_a_read_error(raised: Exception, expected: type[Exception]) -> None:
+    with pytest.raises(expected), _mapped(reading=True):
+        raise raised

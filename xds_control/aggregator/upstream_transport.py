@@ -12,6 +12,7 @@ still sees httpx2 requests, responses and exceptions:
     connect refused / DNS / TLS / unreachable    -> httpx2.ConnectError (its text says "refused" when it was)
     connect over `timeout["connect"]`            -> httpx2.ConnectTimeout
     reset, broken pipe or early close            -> httpx2.ReadError
+    any other socket error reading a body        -> httpx2.ReadError (ETIMEDOUT: ReadTimeout)
     an answer that is not HTTP/1.1               -> httpx2.RemoteProtocolError
 
 No read or write timeout (as with httpx2 before: MCP answers may stream for
@@ -36,20 +37,24 @@ _HOP_HEADERS = frozenset({b"host", b"content-length", b"transfer-encoding", b"co
 
 
 @contextmanager
-def _mapped() -> Iterator[None]:
+def _mapped(*, reading: bool = False) -> Iterator[None]:
     """Builtin network errors as the httpx2 exceptions the layers above expect. The only timeout inside
-    `HttpClient.send` is its connect timeout; refusals, DNS and TLS failures happen only while connecting."""
+    `HttpClient.send` is its connect timeout; refusals, DNS and TLS failures happen only while connecting;
+    any OSError while `reading` a body is a read failure."""
     try:
         yield
-    except TimeoutError as exc:
-        raise httpx2.ConnectTimeout("connect timed out") from exc
+    except TimeoutError as exc:  # (an OSError: ETIMEDOUT from the socket while reading is one too)
+        raise (httpx2.ReadTimeout("read timed out") if reading else httpx2.ConnectTimeout("connect timed out")) from exc
     except httptools.HttpParserError as exc:
         raise httpx2.RemoteProtocolError("the answer is not HTTP/1.1") from exc
     except ConnectionRefusedError as exc:
         raise httpx2.ConnectError("connection refused") from exc
     except (ConnectionResetError, BrokenPipeError, ConnectionAbortedError, asyncio.IncompleteReadError) as exc:
         raise httpx2.ReadError(f"connection lost: {type(exc).__name__}") from exc
-    except OSError as exc:  # socket.gaierror, ssl.SSLError, EHOSTUNREACH...
+    except OSError as exc:
+        if reading:
+            raise httpx2.ReadError(f"connection lost: {type(exc).__name__}") from exc
+        # socket.gaierror, ssl.SSLError, EHOSTUNREACH...
         raise httpx2.ConnectError(f"connection failed: {type(exc).__name__}") from exc
 
 
@@ -58,7 +63,7 @@ class _Body(httpx2.AsyncByteStream):
         self._response = response
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        with _mapped():
+        with _mapped(reading=True):
             async for chunk in self._response.aiter_bytes():
                 yield chunk
 
