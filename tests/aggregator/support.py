@@ -11,6 +11,7 @@ import httpx2
 from mcp.client.client import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types.version import LATEST_MODERN_VERSION
+from prometheus_client import REGISTRY
 
 from xds_control.config import Config, parse_config
 from xds_control.view import BackendState, Catalog, ViewStore
@@ -71,3 +72,10 @@ def set_healthy(store: ViewStore, name: str, catalog: Catalog | None = None) -> 
 
 def set_state(store: ViewStore, name: str, state: BackendState) -> int:
     return store.update_backend(name, lambda s: replace(s, state=state)).version
+
+
+def cancelled(tool: str, backend: str = "alpha") -> float:
+    """How many of the aggregator's tools/call of `tool` on `backend` ended cancelled (its calls metric)."""
+    return REGISTRY.get_sample_value(
+        "xds_control_aggregator_calls_total", {"backend": backend, "method": "tools/call", "tool": tool, "outcome": "cancelled"}
+    ) or 0.0

@@ -12,10 +12,9 @@ import httpx2
 import mcp_types as types
 import pytest
 from mcp.shared.exceptions import MCPError
-from prometheus_client import REGISTRY
 
 from tests.aggregator.conftest import FLAKY_TOKEN, Fleet
-from tests.aggregator.support import FAMILIES, mcp_client
+from tests.aggregator.support import FAMILIES, cancelled, mcp_client
 from tests.support.waiting import async_wait_until, free_port
 from xds_control.aggregator import BACKEND_AUTH_FAILED, BACKEND_FAILED, BACKEND_TIMEOUT
 
@@ -147,12 +146,6 @@ async def test_progress_passes_through(serve: Any, fleet: Fleet, mode: str) -> N
                 result = await client.call_tool(tool, {"seconds": 0.2}, progress_callback=progress)
                 assert result.content[0].text == "slept 0.2s"
                 assert seen and seen[-1] == (2, 2), tool
-
-
-def cancelled(tool: str) -> float:
-    return REGISTRY.get_sample_value(
-        "xds_control_aggregator_calls_total", {"backend": "alpha", "method": "tools/call", "tool": tool, "outcome": "cancelled"}
-    ) or 0.0
 
 
 @pytest.mark.parametrize("mode", FAMILIES)

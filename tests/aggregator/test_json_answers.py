@@ -4,6 +4,7 @@ sees the wire."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -11,6 +12,8 @@ import httpx2
 import pytest
 
 from tests.aggregator.conftest import Fleet
+from tests.aggregator.support import cancelled
+from tests.support.waiting import async_wait_until
 from xds_control.aggregator.http_app import _answers_alone
 
 pytestmark = pytest.mark.integration
@@ -81,3 +84,24 @@ async def test_plain_calls_and_fast_failures_are_json_and_a_call_with_progress_s
 )
 def test_which_requests_are_answered_alone(body: bytes, alone: bool) -> None:
     assert _answers_alone(body) is alone
+
+
+async def test_a_cancelled_json_answered_call_ends_its_post_and_the_backend_call(serve: Any, fleet: Fleet) -> None:
+    async with serve([fleet.entry("alpha")]) as running:
+        async with httpx2.AsyncClient(timeout=30) as http:
+            session = Session(http, running.url)
+            await session.open()
+            before = cancelled("slow")
+            call = asyncio.create_task(session.call("alpha_slow", {"seconds": 30}))
+            upstream = running.aggregator.gateway.upstreams["alpha"]
+            # the backend session opens inside the call's handling: the request is registered before the cancel
+            await async_wait_until(lambda: upstream.open_sessions >= 1 or call.done(), what="the backend session to open")
+            cancel = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": session.ids, "reason": "test"}}
+            assert (await session.post(cancel)).status_code == 202
+            async with asyncio.timeout(10):
+                answered = await call  # the POST ends: it does not wait out the 30 s
+            assert answered.headers["content-type"].startswith("application/json")
+            assert answered.json()["error"]["code"] == -32800  # the SDK's answer to a cancelled request
+            await async_wait_until(lambda: cancelled("slow") == before + 1, what="the aggregator's call to end cancelled")
+            after = await session.call("alpha_echo", {"text": "next"})
+            assert after.json()["result"]["content"][0]["text"] == "next"
