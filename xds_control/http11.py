@@ -81,7 +81,6 @@ def encode_request(method: str, target: Target, headers: dict[str, str], content
 class _Connection:
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
-    used: int = 0  # responses read on it
 
     def reusable(self) -> bool:
         return not self.reader.at_eof() and not self.writer.is_closing()
@@ -217,7 +216,6 @@ class HttpClient:
         connection.close()
 
     def _release(self, connection: _Connection, keep: bool) -> None:
-        connection.used += 1
         if keep and not self._closed and connection.reusable() and len(self._idle) < self._max_idle:
             self._idle.append(connection)
         else:

@@ -70,7 +70,7 @@ RETRYABLE = frozenset(
         Status.RESOURCE_EXHAUSTED,
     }
 )
-# The connection failed or broke: no status from the server at all.
+# The connection failed, broke or timed out (TimeoutError is an OSError): no status from the server at all.
 _TRANSPORT_ERRORS = (OSError, StreamTerminatedError, ProtocolError, EOFError)
 
 _UNARY: dict[str, tuple[type[Any], type[Any]]] = {
@@ -189,7 +189,7 @@ class AdminClient:
         rpc = UnaryUnaryMethod(self._open(), SERVICE + method, request_type, reply_type)
         try:
             return await rpc(request, timeout=timeout, metadata=self._auth if mutating else None)
-        except (GRPCError, TimeoutError, *_TRANSPORT_ERRORS) as exc:
+        except (GRPCError, *_TRANSPORT_ERRORS) as exc:
             raise self._error(exc, method, timeout) from None
 
     # -- read-only --------------------------------------------------------------------------
@@ -238,7 +238,7 @@ class AdminClient:
                 error = self._error(exc, "Watch")
                 if not reconnect or exc.status not in RETRYABLE:
                     raise error from None
-            except (TimeoutError, *_TRANSPORT_ERRORS) as exc:
+            except _TRANSPORT_ERRORS as exc:
                 # a stream that was flowing and broke: the control plane stopped (its last trailers may be lost
                 # with the connection) or the network went; either way the stream is gone
                 lost = f"the control plane at {self.target} closed the watch stream (connection lost)"
@@ -250,13 +250,9 @@ class AdminClient:
             if not down_since_logged:
                 log.warning("admin watch lost; reconnecting: %s", error, extra={"target": self.target})
                 down_since_logged = True
-            await self._reset_channel()
+            await self.close()  # a broken connection is not reused: the next attempt dials afresh
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
             delay = min(delay * 2, WATCH_BACKOFF[1])
-
-    async def _reset_channel(self) -> None:
-        """A broken connection is not reused: the next call dials afresh (a restarted control plane, a new address)."""
-        await self.close()
 
     # -- mutating ---------------------------------------------------------------------------
 

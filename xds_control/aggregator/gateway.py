@@ -242,7 +242,7 @@ class Gateway:
             result = await upstream.request(
                 method,
                 backend_params(route.original) if backend_params else clean_params(params, route.original, trace_context=trace_context),
-                client_key=client_key, progress=progress, headers=self._param_headers(key, arguments) if kind == "tools" else None,
+                client_key=client_key, progress=progress, param_headers=self._param_headers(key, arguments) if kind == "tools" else None,
             )
             outcome = "tool_error" if result.get("isError") is True else OK
             return result

@@ -30,12 +30,12 @@ from typing import Any
 
 from mcp.server import Server
 from mcp.server.transport_security import TransportSecuritySettings
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from xds_control.aggregator.sessions import ClientSessions
 from xds_control.config import Config
@@ -159,10 +159,8 @@ class JsonAnswers:
             await self.app(scope, receive, send)
             return
         first = await receive()
-        if first["type"] != "http.request" or first.get("more_body") or not _answers_alone(first.get("body", b"")):
-            await self.app(scope, replaying(first, receive), send)
-            return
-        token = _JSON_ANSWER.set(True)
+        alone = first["type"] == "http.request" and not first.get("more_body") and _answers_alone(first.get("body", b""))
+        token = _JSON_ANSWER.set(alone)
         try:
             await self.app(scope, replaying(first, receive), send)
         finally:

@@ -275,25 +275,25 @@ class BackendUpstream:
 
     async def request(
         self, method: str, params: Mapping[str, Any], *, client_key: str | None, progress: ProgressFn | None = None,
-        headers: Mapping[str, str] | None = None,
+        param_headers: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         """Send `method` with the client's (already renamed) params, as wire JSON; returns the raw result dict.
-        `headers` (the `Mcp-Param-*` of a tools/call) go to modern backends only: the legacy protocol has none."""
+        `param_headers` (the `Mcp-Param-*` of a tools/call) go to modern backends only: the legacy protocol has none."""
         if self.family == "modern":
-            return await with_auth_retry(self.name, self.credential, self.breaker, lambda: self._post(method, params, progress, headers))
+            return await with_auth_retry(self.name, self.credential, self.breaker, lambda: self._post(method, params, progress, param_headers))
         request = _REQUESTS[method].model_validate({"method": method, "params": params}, by_name=False)
         key = client_key or SHARED
         return await with_auth_retry(self.name, self.credential, self.breaker, lambda: self._attempt(request, key, progress))
 
     async def _post(
-        self, method: str, params: Mapping[str, Any], progress: ProgressFn | None, headers: Mapping[str, str] | None
+        self, method: str, params: Mapping[str, Any], progress: ProgressFn | None, param_headers: Mapping[str, str] | None
     ) -> dict[str, Any]:
         """One request to a modern backend (upstream_modern), within the call deadline."""
         try:
             async with asyncio.timeout(self.call_timeout):
                 raw = await upstream_modern.request(
                     self.http, self.url, self.modern_version, method, params, progress=progress, max_event_bytes=self.max_response_bytes,
-                    headers=headers,
+                    param_headers=param_headers,
                 )
         except Exception as exc:  # noqa: BLE001 - every failure is mapped at this edge
             raise map_post_error(self.name, exc, self.call_timeout) from None

@@ -70,16 +70,16 @@ async def request(
     *,
     progress: ProgressFn | None = None,
     max_event_bytes: int,
-    headers: Mapping[str, str] | None = None,
+    param_headers: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """POST one request; the raw result dict (raises `MCPError` for a JSON-RPC error). `headers`: extra
-    request headers (a tools/call's `Mcp-Param-*`)."""
+    """POST one request; the raw result dict (raises `MCPError` for a JSON-RPC error). `param_headers`: a
+    tools/call's `Mcp-Param-*` headers."""
     request_id = next(_ids)
     meta = {**(params.get("_meta") or {}), **envelope(version)}
     if progress is not None:
         meta["progressToken"] = request_id
     body = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": {**params, "_meta": meta}}
-    headers = {**(headers or {}), "content-type": "application/json", "accept": _ACCEPT, "mcp-protocol-version": version, "mcp-method": method}
+    headers = {**(param_headers or {}), "content-type": "application/json", "accept": _ACCEPT, "mcp-protocol-version": version, "mcp-method": method}
     name_key = NAME_BEARING_METHODS.get(method)
     name = params.get(name_key) if name_key is not None else None
     if isinstance(name, str):
