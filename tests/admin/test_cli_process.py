@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import subprocess
 import sys
 
 import pytest
@@ -31,7 +32,10 @@ async def test_watch_process_streams_changes_and_exits_130_on_ctrl_c(harness: Ha
         second = json.loads(await asyncio.to_thread(proc.wait_for_line, '"version": 2', 20))
         assert second["backends"][0]["drained"] is True
         proc.signal(signal.SIGINT)
-        code = await asyncio.to_thread(proc.popen.wait, 20)
+        try:
+            code = await asyncio.to_thread(proc.popen.wait, 20)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"admin watch did not stop on SIGINT; its stacks:\n{await asyncio.to_thread(proc.stacks)}")
     finally:
         await asyncio.to_thread(stop, proc)
     assert code == 130

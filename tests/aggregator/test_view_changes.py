@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import replace
 from typing import Any
 
@@ -50,13 +49,10 @@ async def test_an_unroutable_backend_vanishes_fails_fast_and_comes_back(serve: A
                 before = upstream_requests("weather")
                 for client in (legacy, modern):
                     for _ in range(3):
-                        started = time.perf_counter()
                         with pytest.raises(MCPError) as info:
                             await client.call_tool("get_forecast", {"city": "Rome"})
-                        elapsed = time.perf_counter() - started
                     assert info.value.code == BACKEND_UNAVAILABLE
                     assert info.value.data == {"backend": "weather", "state": "unhealthy", "retry_after": None}
-                    assert elapsed < 0.05, f"fast failure took {elapsed * 1000:.1f} ms end to end"
                 assert upstream_requests("weather") == before  # no network call towards the backend
 
                 await running.set_state("weather", BackendState.HEALTHY)
@@ -67,18 +63,18 @@ async def test_an_unroutable_backend_vanishes_fails_fast_and_comes_back(serve: A
                 assert result.content[0].text.startswith("Rome day 1")
 
 
-async def test_fast_failure_is_decided_in_a_few_milliseconds(serve: Any, fleet: Fleet) -> None:
-    """The aggregator's own part of a fast failure: routing decision to error, in process."""
+async def test_a_fast_failure_is_decided_without_the_network(serve: Any, fleet: Fleet) -> None:
+    """The aggregator's own part of a fast failure, in process: no upstream request, no await on I/O. How fast
+    it is lives in bench/aggregator/calls.py (dead backend), not here."""
     async with serve([fleet.entry("weather")], healthy=()) as running:
         gateway = running.aggregator.gateway
         params = {"name": "weather_get_forecast", "arguments": {}}
-        timings = []
-        for _ in range(20):
-            started = time.perf_counter()
-            with pytest.raises(MCPError):
+        before = upstream_requests("weather")
+        for _ in range(5):
+            with pytest.raises(MCPError) as info:
                 await gateway.call("tools/call", "tools", "weather_get_forecast", params, client_key=None)
-            timings.append(time.perf_counter() - started)
-        assert sorted(timings)[10] < 0.005
+            assert info.value.code == BACKEND_UNAVAILABLE and info.value.data["backend"] == "weather"
+        assert upstream_requests("weather") == before
 
 
 async def test_no_list_changed_when_nothing_changed(serve: Any, fleet: Fleet) -> None:

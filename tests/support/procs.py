@@ -20,7 +20,7 @@ class Proc:
     def __init__(self, argv: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None, name: str = "") -> None:
         self.argv = argv
         self.name = name or Path(argv[0]).name
-        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1", **(env or {})}
         self.popen = subprocess.Popen(
             argv,
             stdout=subprocess.PIPE,
@@ -73,6 +73,18 @@ class Proc:
     def signal(self, sig: int) -> None:
         if self.alive():
             os.killpg(self.popen.pid, sig)
+
+    def stacks(self, timeout: float = 10.0) -> str:
+        """For a child that hangs: SIGABRT makes a Python child's faulthandler print every thread's stack
+        (PYTHONFAULTHANDLER is set for children); returns the output it left."""
+        if self.alive():
+            os.kill(self.popen.pid, signal.SIGABRT)
+            try:
+                self.popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                pass
+            self._reader.join(timeout=2)
+        return self.output[-6000:]
 
     def kill(self) -> None:
         """SIGKILL the whole process group (a crash, not a shutdown)."""

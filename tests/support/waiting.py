@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import socket
 import time
@@ -22,7 +23,32 @@ def _ephemeral_low() -> int:
 
 _LOW = 20000
 _EPHEMERAL_LOW = _ephemeral_low()
-_random = random.Random()
+
+
+def _worker_slice() -> range:
+    """This test process's own share of the ports below the ephemeral range: pytest-xdist workers pick
+    independently, so two of them drawing from one pool can hand out the same port (seen as EADDRINUSE)."""
+    count = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1))
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    width = (_EPHEMERAL_LOW - _LOW) // count
+    return range(_LOW + index * width, _LOW + (index + 1) * width)
+
+
+class _Cursor:
+    """Hands out the slice's ports in turn from a random start, so a port comes round again only after the
+    whole slice (thousands of ports): a port handed out but not yet bound is never handed out twice."""
+
+    def __init__(self, ports: range) -> None:
+        self.ports = ports
+        self.at = random.randrange(len(ports))
+
+    def next(self) -> int:
+        self.at = (self.at + 1) % len(self.ports)
+        return self.ports[self.at]
+
+
+_cursor = _Cursor(_worker_slice())
 
 
 def _bindable(host: str, port: int) -> socket.socket | None:
@@ -44,8 +70,8 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
         for _ in range(100 * count):
             if len(socks) == count:
                 break
-            if _EPHEMERAL_LOW - _LOW > 1000:
-                sock = _bindable(host, _random.randrange(_LOW, _EPHEMERAL_LOW))
+            if len(_cursor.ports) > 1000:
+                sock = _bindable(host, _cursor.next())
             else:  # an unusual port range: fall back to the kernel's choice
                 sock = _bindable(host, 0)
             if sock is not None:

@@ -141,7 +141,7 @@ class Aggregator:
         naming it. With `handle_signals`, the block's exit waits for SIGTERM
         or SIGINT instead (the sidecar command).
         """
-        sock = _listen(host, port)
+        sock = listening_socket(host, port)
         loop = asyncio.get_running_loop()
         ready: asyncio.Future[None] = loop.create_future()
         server = _Uvicorn(
@@ -167,7 +167,7 @@ class Aggregator:
                 sock.close()
 
 
-def _listen(host: str, port: int) -> socket.socket:
+def listening_socket(host: str, port: int) -> socket.socket:
     """A listening TCP socket. Made with an explicit IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted
     connections only for such sockets, and without it small responses wait ~40 ms for delayed ACKs."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
