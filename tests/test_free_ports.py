@@ -32,3 +32,11 @@ def test_free_ports_are_distinct_and_bindable() -> None:
         sock = waiting._bindable("127.0.0.1", port)
         assert sock is not None
         sock.close()
+
+
+def test_an_unusual_port_range_leaves_the_choice_to_the_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(waiting, "_EPHEMERAL_LOW", 10000)  # ephemeral ports start below our low end
+    assert len(waiting._worker_slice()) == 0
+    monkeypatch.setattr(waiting, "_cursor", waiting._Cursor(waiting._worker_slice()))
+    ports = waiting.free_ports(3)
+    assert len(set(ports)) == 3 and all(p > 0 for p in ports)

@@ -41,11 +41,11 @@ class _Cursor:
 
     def __init__(self, ports: range) -> None:
         self.ports = ports
-        self.at = random.randrange(len(ports))
+        self.at = random.randrange(len(ports)) if ports else 0  # empty: an unusual port range (free_ports falls back)
 
     def next(self) -> int:
-        self.at = (self.at + 1) % len(self.ports)
-        return self.ports[self.at]
+        self.at = (self.at + 1) % max(1, len(self.ports))
+        return self.ports[self.at] if self.ports else 0
 
 
 _cursor = _Cursor(_worker_slice())
