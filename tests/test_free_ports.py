@@ -19,10 +19,10 @@ def test_workers_get_disjoint_slices_below_the_ephemeral_range(monkeypatch: pyte
 
 
 def test_ports_handed_out_are_not_repeated_until_the_slice_comes_round() -> None:
-    cursor = waiting._Cursor(range(20000, 22000))
-    picks = [cursor.next() for _ in range(2000)]
+    turns = waiting._in_turn(range(20000, 22000))
+    picks = [next(turns) for _ in range(2000)]
     assert len(set(picks)) == 2000
-    assert cursor.next() == picks[0]
+    assert next(turns) == picks[0]
 
 
 def test_free_ports_are_distinct_and_bindable() -> None:
@@ -37,6 +37,8 @@ def test_free_ports_are_distinct_and_bindable() -> None:
 def test_an_unusual_port_range_leaves_the_choice_to_the_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(waiting, "_EPHEMERAL_LOW", 10000)  # ephemeral ports start below our low end
     assert len(waiting._worker_slice()) == 0
-    monkeypatch.setattr(waiting, "_cursor", waiting._Cursor(waiting._worker_slice()))
+    turns = waiting._turns_for(waiting._worker_slice())
+    assert turns is None
+    monkeypatch.setattr(waiting, "_turns", turns)
     ports = waiting.free_ports(3)
     assert len(set(ports)) == 3 and all(p > 0 for p in ports)

@@ -7,7 +7,7 @@ import os
 import random
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -35,20 +35,21 @@ def _worker_slice() -> range:
     return range(_LOW + index * width, _LOW + (index + 1) * width)
 
 
-class _Cursor:
-    """Hands out the slice's ports in turn from a random start, so a port comes round again only after the
-    whole slice (thousands of ports): a port handed out but not yet bound is never handed out twice."""
-
-    def __init__(self, ports: range) -> None:
-        self.ports = ports
-        self.at = random.randrange(len(ports)) if ports else 0  # empty: an unusual port range (free_ports falls back)
-
-    def next(self) -> int:
-        self.at = (self.at + 1) % max(1, len(self.ports))
-        return self.ports[self.at] if self.ports else 0
+def _in_turn(ports: range) -> Iterator[int]:
+    """The ports in turn from a random start, so a port comes round again only after the whole slice
+    (thousands of ports): a port handed out but not yet bound is never handed out twice."""
+    at = random.randrange(len(ports))
+    while True:
+        yield ports[at]
+        at = (at + 1) % len(ports)
 
 
-_cursor = _Cursor(_worker_slice())
+def _turns_for(ports: range) -> Iterator[int] | None:
+    """Ports in turn from this slice; None for an unusual port range (a thin slice): the kernel chooses."""
+    return _in_turn(ports) if len(ports) > 1000 else None
+
+
+_turns = _turns_for(_worker_slice())
 
 
 def _bindable(host: str, port: int) -> socket.socket | None:
@@ -70,10 +71,7 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
         for _ in range(100 * count):
             if len(socks) == count:
                 break
-            if len(_cursor.ports) > 1000:
-                sock = _bindable(host, _cursor.next())
-            else:  # an unusual port range: fall back to the kernel's choice
-                sock = _bindable(host, 0)
+            sock = _bindable(host, next(_turns) if _turns is not None else 0)
             if sock is not None:
                 socks.append(sock)
         if len(socks) < count:
