@@ -13,7 +13,6 @@ import copy
 from typing import Any
 
 import betterproto2
-import pydantic_core
 
 # Importing these modules registers their message types in betterproto2's pool, so
 # nested `{"@type": ...}` dicts (typed_config) can be parsed by `from_dict`.
@@ -32,22 +31,16 @@ from envoy_data_plane.envoy.extensions.upstreams.http import v3 as _http_options
 from xds_control.errors import XdsError
 from xds_control.xds import typeurls as t
 
-_VALIDATORS: dict[type, pydantic_core.SchemaValidator] = {}
-
-
-def _cached_validate(self: betterproto2.Message) -> None:
-    """betterproto2 builds a new pydantic SchemaValidator on every `bytes(msg)` (most of its encode time);
-    this keeps the same validation but builds each class's validator once."""
-    cls = type(self)
-    validator = _VALIDATORS.get(cls)
-    if validator is None:
-        validator = _VALIDATORS[cls] = pydantic_core.SchemaValidator(cls.__pydantic_core_schema__)  # type: ignore[attr-defined]
+def _validate_with_class_validator(self: betterproto2.Message) -> None:
+    """betterproto2 builds a new pydantic SchemaValidator on every `bytes(msg)` (most of its encode time).
+    Each pydantic dataclass already carries a validator built from the same core schema: using it keeps
+    the same validation without a second copy per class (3 MB of the control plane's RSS, measured)."""
     fields = self.__dict__.copy()
     fields.pop("_unknown_fields", None)
-    validator.validate_python(fields)
+    type(self).__pydantic_validator__.validate_python(fields)  # type: ignore[attr-defined]
 
 
-betterproto2.Message._validate = _cached_validate  # type: ignore[method-assign]
+betterproto2.Message._validate = _validate_with_class_validator  # type: ignore[method-assign]
 
 MESSAGE_CLASSES: dict[str, Any] = {
     t.CLUSTER: Cluster,
