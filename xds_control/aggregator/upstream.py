@@ -21,6 +21,9 @@ edge synthesized becomes a `GatewayError` (rpc_errors); a request timeout
 becomes BACKEND_TIMEOUT; a result that does not match the MCP schema becomes
 BACKEND_FAILED/protocol_error. A session the backend no longer knows (404) is
 reopened and the request sent once more (the backend never processed it).
+Such a session, one whose connection died, and every session of a backend
+that turned unroutable are abandoned: closed without the DELETE that ends an
+MCP session (upstream_http.abandon_session_in_this_task says why).
 """
 
 from __future__ import annotations
@@ -43,7 +46,13 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from xds_control.aggregator import metrics, upstream_modern
 from xds_control.aggregator.auth import AuthBreaker, Credential, with_auth_retry
 from xds_control.aggregator.rpc_errors import GatewayError, backend_failed, backend_timeout
-from xds_control.aggregator.upstream_http import DEFAULT_MAX_RESPONSE_BYTES, EDGE_MARKER, SESSION_EXPIRED, make_http_client
+from xds_control.aggregator.upstream_http import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    EDGE_MARKER,
+    SESSION_EXPIRED,
+    abandon_session_in_this_task,
+    make_http_client,
+)
 from xds_control.config import BackendConfig, Config
 from xds_control.telemetry.trace_context import CARRIER_KEYS
 from xds_control.view import BackendStatus
@@ -177,13 +186,15 @@ class _Session:
         self.ready.add_done_callback(_retrieved)
         self.last_used = clock()
         self._closing = asyncio.Event()
+        self._abandoned = False
         self.task: asyncio.Task[None] | None = None
 
     @property
     def usable(self) -> bool:
         return not self._closing.is_set() and (self.task is None or not self.task.done())
 
-    def close(self) -> None:
+    def close(self, *, abandon: bool = False) -> None:
+        self._abandoned = self._abandoned or abandon
         self._closing.set()
 
     async def run(self) -> None:
@@ -200,6 +211,8 @@ class _Session:
                         session.adopt(owner.discover_result())
                     self.ready.set_result(session)
                     await self._closing.wait()
+                    if self._abandoned:
+                        abandon_session_in_this_task()
         except Exception as exc:  # noqa: BLE001 - handed to the waiting callers; the session just ends
             if not self.ready.done():
                 self.ready.set_exception(map_error(owner.name, exc, owner.open_timeout))
@@ -255,7 +268,9 @@ class BackendUpstream:
         """A new view of this backend: sessions are dropped when it turns unroutable or changes family."""
         self._status = status
         family = family_of(self.config, status)
-        if family != self.family or status is None or not status.routable:
+        if status is None or not status.routable:
+            self.close_all(abandon=True)  # Envoy would answer each DELETE 503
+        elif family != self.family:
             self.close_all()
         self.family = family
         self.modern_version = self.discover_result().supported_versions[0]
@@ -313,12 +328,12 @@ class BackendUpstream:
             except Exception as exc:  # noqa: BLE001 - every failure is mapped at this edge
                 mapped = map_error(self.name, exc, self.call_timeout)
             if isinstance(mapped, _SessionExpired):
-                self._drop(key)
+                self._drop(key, abandon=True)
                 if last:
                     raise backend_failed(self.name, "session_expired")
                 continue
             if isinstance(mapped, GatewayError) and (mapped.data or {}).get("category") == "connection_closed":
-                self._drop(key)
+                self._drop(key, abandon=True)
             raise mapped
         raise AssertionError("unreachable")
 
@@ -344,11 +359,11 @@ class BackendUpstream:
 
     # -- session bookkeeping ------------------------------------------------------------------
 
-    def _drop(self, key: str, entry: _Session | None = None) -> None:
+    def _drop(self, key: str, entry: _Session | None = None, *, abandon: bool = False) -> None:
         current = self._sessions.get(key)
         if current is not None and (entry is None or current is entry):
             del self._sessions[key]
-            current.close()
+            current.close(abandon=abandon)
             self._gauge.set(len(self._sessions))
 
     def _forget(self, entry: _Session) -> None:
@@ -371,9 +386,9 @@ class BackendUpstream:
             self._drop(key)
         return len(idle)
 
-    def close_all(self) -> None:
+    def close_all(self, *, abandon: bool = False) -> None:
         for key in list(self._sessions):
-            self._drop(key)
+            self._drop(key, abandon=abandon)
 
     @property
     def open_sessions(self) -> int:

@@ -16,6 +16,9 @@ answer into a JSON-RPC error *body* the SDK then surfaces as an ordinary
     200 application/json that is not JSON        -> 502 + error {category: protocol_error}
     JSON body over `max_response_bytes`          -> 502 + error {category: response_too_large}
 
+A session's closing DELETE is not sent when the session was abandoned (see
+`abandon_session_in_this_task`): it is answered here, 204, without the network.
+
 A JSON-RPC error the backend sent itself (any status) passes untouched. The
 synthesized errors are marked with `EDGE_MARKER` in their data, so the layer
 above can tell them from a backend's own; `upstream.py` maps them to the
@@ -31,6 +34,7 @@ the same parent in the header as in `_meta`.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import json
 import ssl
@@ -49,6 +53,17 @@ _ERROR_BODY_LIMIT = 64 * 1024
 _DROPPED_HEADERS = {"content-length", "transfer-encoding"}
 
 HeaderSource = Callable[[], tuple[str, str] | None]
+
+_ABANDONED: contextvars.ContextVar[bool] = contextvars.ContextVar("xds_control_backend_session_abandoned", default=False)
+
+
+def abandon_session_in_this_task() -> None:
+    """The backend session run by the current task ends without its closing DELETE. For a session whose
+    backend lost it (404) or whose connection died: a DELETE would reach a restarted process that never knew
+    the session, or a dead one, where Envoy's connect retries count three failures against the backend in its
+    outlier detection (measured: one DELETE, three connect failures) and can eject a backend that is already
+    back. The SDK sends the DELETE from the task that runs the session, so a context variable reaches it."""
+    _ABANDONED.set(True)
 
 
 def classify_exception(exc: httpx2.TransportError) -> str:
@@ -117,6 +132,8 @@ class EdgeTransport(httpx2.AsyncBaseTransport):
         self._requests = metrics.UPSTREAM_REQUESTS.labels(backend=backend)
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        if request.method == "DELETE" and _ABANDONED.get():
+            return httpx2.Response(204, request=request)
         credential = self.headers() if self.headers is not None else None
         if credential is not None:
             request.headers[credential[0]] = credential[1]
