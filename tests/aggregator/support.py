@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -13,7 +14,10 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp_types.version import LATEST_MODERN_VERSION
 from prometheus_client import REGISTRY
 
+from tests.support.stack import async_start_envoy, running_control_plane
+from xds_control.aggregator import AdminViewSource, Aggregator
 from xds_control.config import Config, parse_config
+from xds_control.controlplane import ControlPlane
 from xds_control.view import BackendState, Catalog, ViewStore
 
 MODERN = LATEST_MODERN_VERSION
@@ -79,3 +83,31 @@ def cancelled(tool: str, backend: str = "alpha") -> float:
     return REGISTRY.get_sample_value(
         "xds_control_aggregator_calls_total", {"backend": backend, "method": "tools/call", "tool": tool, "outcome": "cancelled"}
     ) or 0.0
+
+
+@dataclass
+class EnvoyPath:
+    plane: ControlPlane
+    aggregator: Aggregator
+    url: str  # the aggregator's /mcp
+
+
+@contextlib.asynccontextmanager
+async def through_envoy(config: Config, catalogs: Mapping[str, Catalog], workdir: Path) -> AsyncIterator[EnvoyPath]:
+    """The whole path in process: the control plane (probes off; the backends in `catalogs` set healthy by
+    hand), a real Envoy, and the aggregator following the admin Watch stream and calling backends through
+    Envoy's egress listener."""
+    async with running_control_plane(config) as plane:
+        for name, catalog in catalogs.items():
+            plane.store.update_backend(name, lambda s, c=catalog: replace(s, state=BackendState.HEALTHY, catalog=c))
+        envoy = await async_start_envoy(config, workdir / "envoy")
+        source = AdminViewSource(config.control_plane.admin)
+        aggregator = Aggregator(config, source, report_interval=0.05)  # default upstream: Envoy's egress listener
+        try:
+            async with aggregator.running():
+                await aggregator.wait_for_view(plane.store.version)
+                async with aggregator.serving(config.aggregator.address, config.aggregator.port) as url:
+                    yield EnvoyPath(plane, aggregator, url)
+        finally:
+            envoy.stop()
+            await source.aclose()

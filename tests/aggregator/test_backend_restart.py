@@ -8,22 +8,19 @@ reaches the new process, through a backend session the aggregator reopens by its
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import replace
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from mcp import MCPError
 
-from tests.aggregator.support import FAMILIES, fetch_catalog, mcp_client
+from tests.aggregator.support import FAMILIES, fetch_catalog, mcp_client, through_envoy
 from tests.support.procs import Proc, demo_backend
-from tests.support.stack import async_start_envoy, running_control_plane, stack_config
+from tests.support.stack import stack_config
 from tests.support.waiting import free_port
-from xds_control.aggregator import AdminViewSource, Aggregator
 from xds_control.aggregator.rpc_errors import BACKEND_FAILED
-from xds_control.view import BackendState, Catalog
+from xds_control.view import Catalog
 
 pytestmark = pytest.mark.integration
 
@@ -58,27 +55,6 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Restartable]:
 
 async def catalog_of(backend: Restartable) -> Catalog:
     return await fetch_catalog(backend.url, mode="legacy" if backend.family == "legacy" else "2026-07-28")
-
-
-@contextlib.asynccontextmanager
-async def through_envoy(backend: Restartable, tmp_path: Path) -> AsyncIterator[str]:
-    """The control plane (its view set healthy by hand, probes off), a real Envoy and the aggregator calling the
-    backend through Envoy's egress listener; yields the aggregator's /mcp URL."""
-    config = stack_config([{"name": NAME, "url": backend.url}])
-    catalog = await catalog_of(backend)
-    async with running_control_plane(config) as plane:
-        plane.store.update_backend(NAME, lambda s: replace(s, state=BackendState.HEALTHY, catalog=catalog))
-        envoy = await async_start_envoy(config, tmp_path / "envoy")
-        source = AdminViewSource(config.control_plane.admin)
-        aggregator = Aggregator(config, source, report_interval=0.05)  # default upstream: Envoy's egress listener
-        try:
-            async with aggregator.running():
-                await aggregator.wait_for_view(plane.store.version)
-                async with aggregator.serving(config.aggregator.address, config.aggregator.port) as url:
-                    yield url
-        finally:
-            envoy.stop()
-            await source.aclose()
 
 
 def text_of(result: Any) -> str:
@@ -121,7 +97,9 @@ async def test_a_call_in_flight_when_its_backend_dies_fails_promptly_and_the_ses
 async def test_through_envoy_a_restart_is_transparent_and_a_call_in_flight_fails_promptly(
     backend: Restartable, mode: str, tmp_path: Path
 ) -> None:
-    async with through_envoy(backend, tmp_path) as url:
+    config = stack_config([{"name": NAME, "url": backend.url}])  # outlier detection: the defaults (5 failures eject)
+    async with through_envoy(config, {NAME: await catalog_of(backend)}, tmp_path) as path:
+        url = path.url
         async with mcp_client(url, mode) as client:
             assert text_of(await client.call_tool(f"{NAME}_add", {"a": 1, "b": 2})) == "3"
             backend.crash_and_restart()

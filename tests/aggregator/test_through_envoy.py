@@ -3,17 +3,16 @@ Envoy's egress listener."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from mcp.shared.exceptions import MCPError
 
 from tests.aggregator.conftest import FLAKY_TOKEN, Fleet, tool_names
-from tests.aggregator.support import FAMILIES, mcp_client
-from tests.support.stack import async_start_envoy, running_control_plane, stack_config
+from tests.aggregator.support import FAMILIES, mcp_client, through_envoy
+from tests.support.stack import stack_config
 from tests.support.waiting import async_wait_until
-from xds_control.aggregator import BACKEND_FAILED, BACKEND_UNAVAILABLE, AdminViewSource, Aggregator
+from xds_control.aggregator import BACKEND_FAILED, BACKEND_UNAVAILABLE
 from xds_control.view import BackendState
 
 pytestmark = pytest.mark.integration
@@ -28,50 +27,38 @@ async def test_calls_cross_envoy_and_an_ejected_backend_is_unavailable(reset_fla
         aggregator={"conflict_resolution": "priority"},
         outlier_detection={"consecutive_5xx": 2, "consecutive_gateway_failure": 2, "base_ejection_time": "60s"},
     )
-    async with running_control_plane(config) as plane:
-        for name in ("weather", "calendar", "flaky"):
-            plane.store.update_backend(name, lambda s, n=name: replace(s, state=BackendState.HEALTHY, catalog=fleet.catalogs[n]))
-        envoy = await async_start_envoy(config, tmp_path / "envoy")
-        source = AdminViewSource(config.control_plane.admin)
-        aggregator = Aggregator(config, source, report_interval=0.05)  # default upstream: Envoy's egress listener
-        try:
-            async with aggregator.running():
-                await aggregator.wait_for_view(plane.store.version)
-                async with aggregator.serving(config.aggregator.address, config.aggregator.port) as url:
-                    for mode in FAMILIES:
-                        async with mcp_client(url, mode) as client:
-                            assert "get_forecast" in tool_names(await client.list_tools())
-                            weather = await client.call_tool("get_current_conditions", {"city": "Cairo"})  # legacy upstream
-                            assert weather.content[0].text.startswith("Cairo:")
-                            calendar = await client.call_tool("list_events", {"date": "2026-01-05"})  # modern upstream
-                            assert "Standup" in calendar.content[0].text
-                            assert (await client.call_tool("echo", {"text": "with a token"})).content[0].text == "with a token"
+    catalogs = {name: fleet.catalogs[name] for name in ("weather", "calendar", "flaky")}
+    async with through_envoy(config, catalogs, tmp_path) as path:
+        plane, aggregator, url = path.plane, path.aggregator, path.url
+        for mode in FAMILIES:
+            async with mcp_client(url, mode) as client:
+                assert "get_forecast" in tool_names(await client.list_tools())
+                weather = await client.call_tool("get_current_conditions", {"city": "Cairo"})  # legacy upstream
+                assert weather.content[0].text.startswith("Cairo:")
+                calendar = await client.call_tool("list_events", {"date": "2026-01-05"})  # modern upstream
+                assert "Standup" in calendar.content[0].text
+                assert (await client.call_tool("echo", {"text": "with a token"})).content[0].text == "with a token"
 
-                    # Envoy's outlier detection ejects the 5xx-ing backend before the control plane notices:
-                    # its "no healthy upstream" is the same error as a fast failure.
-                    fleet.set_fault("http500")
-                    async with mcp_client(url, "legacy") as client:
-                        codes = []
+        # Envoy's outlier detection ejects the 5xx-ing backend before the control plane notices:
+        # its "no healthy upstream" is the same error as a fast failure.
+        fleet.set_fault("http500")
+        async with mcp_client(url, "legacy") as client:
+            codes = []
 
-                        async def ejected() -> bool:
-                            with pytest.raises(MCPError) as info:
-                                await client.call_tool("echo", {"text": "x"})
-                            codes.append(info.value.code)
-                            return info.value.code == BACKEND_UNAVAILABLE
+            async def ejected() -> bool:
+                with pytest.raises(MCPError) as info:
+                    await client.call_tool("echo", {"text": "x"})
+                codes.append(info.value.code)
+                return info.value.code == BACKEND_UNAVAILABLE
 
-                        await async_wait_until(ejected, timeout=10, what="Envoy to eject the failing backend")
-                        assert BACKEND_FAILED in codes  # the 5xx answers before the ejection
-                        with pytest.raises(MCPError) as info:
-                            await client.call_tool("echo", {"text": "x"})
-                        assert info.value.data["backend"] == "flaky" and info.value.data["state"] == "no_healthy_upstream"
+            await async_wait_until(ejected, timeout=10, what="Envoy to eject the failing backend")
+            assert BACKEND_FAILED in codes  # the 5xx answers before the ejection
+            with pytest.raises(MCPError) as info:
+                await client.call_tool("echo", {"text": "x"})
+            assert info.value.data["backend"] == "flaky" and info.value.data["state"] == "no_healthy_upstream"
 
-                        plane.store.set_state("weather", BackendState.UNHEALTHY)  # and the view still rules first
-                        await aggregator.wait_for_view(plane.store.version)
-                        with pytest.raises(MCPError) as info:
-                            await client.call_tool("get_forecast", {"city": "Cairo"})
-                        assert info.value.data == {"backend": "weather", "state": "unhealthy", "retry_after": None}
-        finally:
-            envoy.stop()
-            await source.aclose()
-
-
+            plane.store.set_state("weather", BackendState.UNHEALTHY)  # and the view still rules first
+            await aggregator.wait_for_view(plane.store.version)
+            with pytest.raises(MCPError) as info:
+                await client.call_tool("get_forecast", {"city": "Cairo"})
+            assert info.value.data == {"backend": "weather", "state": "unhealthy", "retry_after": None}
