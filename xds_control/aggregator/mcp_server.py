@@ -31,6 +31,7 @@ from pydantic import BaseModel
 
 from xds_control.aggregator import metrics
 from xds_control.aggregator.gateway import Gateway
+from xds_control.aggregator.list_cache import ListPageCache
 from xds_control.aggregator.sessions import ClientSessions
 from xds_control.aggregator.tracing import TraceHeaderMiddleware, exporting, passthrough
 from xds_control.aggregator.upstream import ProgressFn
@@ -164,4 +165,5 @@ def build_server(gateway: Gateway, sessions: ClientSessions, bus: InMemorySubscr
     )
     server.middleware.insert(0, TraceHeaderMiddleware())  # outermost: before the SDK's span middleware reads `_meta`
     server.middleware.append(track_sessions)
+    server.middleware.append(ListPageCache(lambda: gateway.catalog))  # innermost: sessions are tracked and spans made first
     return server
