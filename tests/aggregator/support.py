@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,6 +23,16 @@ from xds_control.view import BackendState, Catalog, ViewStore
 
 MODERN = LATEST_MODERN_VERSION
 FAMILIES = ("legacy", MODERN)
+# A raw 2026-07-28 request: its `_meta` envelope and its HTTP headers (add `mcp-method`, and `mcp-name` if named).
+MODERN_ENVELOPE = {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {}}
+MODERN_HEADERS = {"accept": "application/json, text/event-stream", "content-type": "application/json", "mcp-protocol-version": MODERN}
+
+
+async def post_jsonrpc(url: str, message: dict[str, Any], headers: Mapping[str, str]) -> tuple[int, dict[str, Any]]:
+    """One raw JSON-RPC POST; the status and the JSON body."""
+    async with httpx2.AsyncClient(trust_env=False, timeout=30) as http:
+        response = await http.post(url, content=json.dumps(message), headers=dict(headers))
+    return response.status_code, response.json()
 
 
 def dump(model: Any) -> dict[str, Any]:

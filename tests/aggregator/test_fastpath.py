@@ -13,7 +13,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from tests.aggregator.conftest import Fleet, Running
-from tests.aggregator.support import MODERN, mcp_client
+from tests.aggregator.support import MODERN, MODERN_ENVELOPE, MODERN_HEADERS, mcp_client, post_jsonrpc
 from tests.support.waiting import async_wait_until
 from xds_control.aggregator import upstream_modern
 from xds_control.aggregator.upstream import map_post_error
@@ -21,7 +21,7 @@ from xds_control.aggregator.upstream_http import EdgeTransport
 
 pytestmark = pytest.mark.integration
 
-ENVELOPE = {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {}}
+ENVELOPE = MODERN_ENVELOPE
 
 
 def body(tool: str, arguments: dict[str, Any] | None = None, *, request_id: int = 7, meta: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -30,14 +30,9 @@ def body(tool: str, arguments: dict[str, Any] | None = None, *, request_id: int 
 
 
 def headers(tool: str, **extra: str) -> dict[str, str]:
-    base = {"accept": "application/json, text/event-stream", "content-type": "application/json", "mcp-protocol-version": MODERN}
-    return {**base, "mcp-method": "tools/call", "mcp-name": tool, **extra}
+    return {**MODERN_HEADERS, "mcp-method": "tools/call", "mcp-name": tool, **extra}
 
 
-async def post(url: str, message: dict[str, Any], request_headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
-    async with httpx2.AsyncClient(trust_env=False, timeout=30) as http:
-        response = await http.post(url, content=json.dumps(message), headers=request_headers)
-    return response.status_code, response.json()
 
 
 async def both_paths(running: Running, message: dict[str, Any], request_headers: dict[str, str]) -> tuple[tuple[int, Any], tuple[int, Any], int]:
@@ -46,9 +41,9 @@ async def both_paths(running: Running, message: dict[str, Any], request_headers:
     assert fast is not None
     before = fast.taken
     fast.enabled = lambda: True
-    on = await post(running.url, message, request_headers)
+    on = await post_jsonrpc(running.url, message, request_headers)
     fast.enabled = lambda: False
-    off = await post(running.url, message, request_headers)
+    off = await post_jsonrpc(running.url, message, request_headers)
     return on, off, fast.taken - before
 
 
@@ -126,11 +121,11 @@ async def test_a_client_that_goes_away_cancels_the_backend_call(serve: Any, flee
         assert fast is not None
         fast.enabled = lambda: True
         before, sent = calls("slow", "cancelled"), upstream_requests()
-        call = asyncio.ensure_future(post(running.url, body("alpha_slow", {"seconds": 30}), headers("alpha_slow")))
+        call = asyncio.ensure_future(post_jsonrpc(running.url, body("alpha_slow", {"seconds": 30}), headers("alpha_slow")))
         await async_wait_until(lambda: upstream_requests() > sent and fast.taken == 1, what="the call to reach the backend")
         call.cancel()  # closes the connection: the modern cancellation signal
         await async_wait_until(lambda: calls("slow", "cancelled") == before + 1, what="the aggregator's call to end cancelled")
-        status, answer = await post(running.url, body("alpha_echo", {"text": "next"}), headers("alpha_echo"))
+        status, answer = await post_jsonrpc(running.url, body("alpha_echo", {"text": "next"}), headers("alpha_echo"))
         assert status == 200 and answer["result"]["content"][0]["text"] == "next"
 
 

@@ -3,21 +3,18 @@ aggregator in process, real SDK clients of both families and raw JSON-RPC."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-import httpx2
 import pytest
 
 from tests.aggregator.conftest import Fleet, Running, tool_names
-from tests.aggregator.support import FAMILIES, MODERN, dump, mcp_client
+from tests.aggregator.support import FAMILIES, MODERN, MODERN_ENVELOPE, MODERN_HEADERS, dump, mcp_client, post_jsonrpc
 from xds_control.aggregator.list_cache import ListPageCache
 from xds_control.view import BackendState
 
 pytestmark = pytest.mark.integration
 
-ENVELOPE = {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {}}
-HEADERS = {"accept": "application/json, text/event-stream", "content-type": "application/json", "mcp-protocol-version": MODERN}
+ENVELOPE = MODERN_ENVELOPE
 
 
 def cache_of(running: Running) -> ListPageCache:
@@ -26,10 +23,7 @@ def cache_of(running: Running) -> ListPageCache:
 
 
 async def raw_list(url: str, method: str, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    message = {"jsonrpc": "2.0", "id": 3, "method": method, "params": params}
-    async with httpx2.AsyncClient(trust_env=False, timeout=30) as http:
-        response = await http.post(url, content=json.dumps(message), headers={**HEADERS, "mcp-method": method})
-    return response.status_code, response.json()
+    return await post_jsonrpc(url, {"jsonrpc": "2.0", "id": 3, "method": method, "params": params}, {**MODERN_HEADERS, "mcp-method": method})
 
 
 @pytest.mark.parametrize("mode", FAMILIES)
