@@ -43,10 +43,10 @@ class FakeEnvoy:
     """One ADS stream: requests go in through a queue, responses are parsed as they are written."""
 
     def __init__(self) -> None:
-        self.requests: asyncio.Queue[DiscoveryRequest | None] = asyncio.Queue()
+        self.requests: asyncio.Queue[Any] = asyncio.Queue()
         self.responses: asyncio.Queue[DiscoveryResponse] = asyncio.Queue()
 
-    async def iterator(self) -> AsyncIterator[DiscoveryRequest]:
+    async def iterator(self) -> AsyncIterator[Any]:
         while (request := await self.requests.get()) is not None:
             yield request
 
@@ -55,7 +55,9 @@ class FakeEnvoy:
 
     def send(self, type_url: str, *, version: str = "", nonce: str = "", error: str = "") -> None:
         detail = Status(code=3, message=error) if error else None
-        self.requests.put_nowait(DiscoveryRequest(node=NODE, type_url=type_url, version_info=version, response_nonce=nonce, error_detail=detail))
+        request = DiscoveryRequest(node=NODE, type_url=type_url, version_info=version, response_nonce=nonce, error_detail=detail)
+        # What the gRPC server hands the service: envoy-data-plane's encoding, parsed by the server's own class.
+        self.requests.put_nowait(server.DiscoveryRequest.FromString(bytes(request)))
 
     async def response(self) -> DiscoveryResponse:
         return await asyncio.wait_for(self.responses.get(), timeout=5)

@@ -1,53 +1,31 @@
 """Envoy resource dicts -> protobuf bytes, and DiscoveryResponse framing.
 
-Resources are encoded once per change with envoy-data-plane's betterproto2
-classes. DiscoveryResponses are framed by hand from the cached bytes: betterproto2
-serialization is slow (milliseconds per hundred messages), while concatenating
-pre-encoded `Any` fields costs microseconds, so a health flip at 500 backends
+Resources are encoded once per change, with protobuf's JSON mapping onto the upb classes of
+envoy_wire.py (descriptors generated from envoy-data-plane; about 1 MB of memory, where envoy-data-plane's
+pydantic classes cost the control plane about 20 MB). DiscoveryResponses are framed by hand from the
+cached bytes: concatenating pre-encoded `Any` fields costs microseconds, so a health flip at 500 backends
 stays cheap.
 """
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
-import betterproto2
-
-# Importing these modules registers their message types in betterproto2's pool, so
-# nested `{"@type": ...}` dicts (typed_config) can be parsed by `from_dict`.
-from envoy_data_plane.envoy.config.cluster.v3 import Cluster, OutlierDetection
-from envoy_data_plane.envoy.config.endpoint.v3 import ClusterLoadAssignment
-from envoy_data_plane.envoy.config.listener.v3 import Listener
-from envoy_data_plane.envoy.config.route.v3 import RouteConfiguration
-from envoy_data_plane.envoy.extensions.access_loggers.stream import v3 as _stream_logs  # noqa: F401
-from envoy_data_plane.envoy.extensions.filters.http.router import v3 as _router  # noqa: F401
-from envoy_data_plane.envoy.extensions.filters.http.stateful_session import v3 as _stateful_session  # noqa: F401
-from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager import v3 as _hcm  # noqa: F401
-from envoy_data_plane.envoy.extensions.http.stateful_session.envelope import v3 as _envelope_session  # noqa: F401
-from envoy_data_plane.envoy.extensions.transport_sockets.tls import v3 as _tls  # noqa: F401
-from envoy_data_plane.envoy.extensions.upstreams.http import v3 as _http_options  # noqa: F401
+from google.protobuf import json_format
+from google.protobuf.message import Message
 
 from xds_control.errors import XdsError
 from xds_control.xds import typeurls as t
+from xds_control.xds.envoy_wire import from_json, message_class
 
-def _validate_with_class_validator(self: betterproto2.Message) -> None:
-    """betterproto2 builds a new pydantic SchemaValidator on every `bytes(msg)` (most of its encode time).
-    Each pydantic dataclass already carries a validator built from the same core schema: using it keeps
-    the same validation without a second copy per class (3 MB of the control plane's RSS, measured)."""
-    fields = self.__dict__.copy()
-    fields.pop("_unknown_fields", None)
-    type(self).__pydantic_validator__.validate_python(fields)  # type: ignore[attr-defined]
+RESOURCE_TYPES = (t.CLUSTER, t.ENDPOINT, t.LISTENER, t.ROUTE)
 
 
-betterproto2.Message._validate = _validate_with_class_validator  # type: ignore[method-assign]
-
-MESSAGE_CLASSES: dict[str, Any] = {
-    t.CLUSTER: Cluster,
-    t.ENDPOINT: ClusterLoadAssignment,
-    t.LISTENER: Listener,
-    t.ROUTE: RouteConfiguration,
-}
+def message_type(type_url: str) -> type[Message]:
+    """The message class of one of the four resource type URLs."""
+    if type_url not in RESOURCE_TYPES:
+        raise XdsError(f"unknown resource type {type_url}")
+    return message_class(type_url.split("/", 1)[1])
 
 
 def _varint(value: int) -> bytes:
@@ -72,26 +50,13 @@ def _field_str(number: int, text: str) -> bytes:
 
 
 def encode_message(type_url: str, spec: dict[str, Any]) -> bytes:
-    """Encode one resource dict as its protobuf message bytes. Raises XdsError on a dict Envoy's schema rejects."""
+    """Encode one resource dict as its protobuf message bytes. Raises XdsError, naming the field, on a dict
+    Envoy's schema rejects."""
+    cls = message_type(type_url)
     try:
-        cls = MESSAGE_CLASSES[type_url]
-    except KeyError:
-        raise XdsError(f"unknown resource type {type_url}") from None
-    spec = copy.deepcopy(spec)
-    outlier = spec.pop("outlier_detection", None) if type_url == t.CLUSTER else None
-    try:
-        message = cls.from_dict(spec)
-        if outlier is not None:
-            # betterproto2's from_dict cannot spell `consecutive_5xx` (its snake-casing splits the digit),
-            # so this one message is built from keyword arguments instead.
-            message.outlier_detection = OutlierDetection.from_dict(
-                {k: v for k, v in outlier.items() if not k.startswith("consecutive_5xx") and k != "enforcing_consecutive_5xx"}
-            )
-            message.outlier_detection.consecutive_5xx = outlier.get("consecutive_5xx")
-            message.outlier_detection.enforcing_consecutive_5xx = outlier.get("enforcing_consecutive_5xx")
-        return bytes(message)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise XdsError(f"cannot encode {t.SHORT.get(type_url, type_url)} resource {spec.get('name') or spec.get('cluster_name')!r}: {exc}") from None
+        return from_json(cls, spec).SerializeToString(deterministic=True)
+    except (json_format.ParseError, TypeError, ValueError) as exc:
+        raise XdsError(f"cannot encode {t.SHORT[type_url]} resource {spec.get('name') or spec.get('cluster_name')!r}: {exc}") from None
 
 
 def any_field(type_url: str, message: bytes) -> bytes:

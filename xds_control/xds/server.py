@@ -1,7 +1,7 @@
 """The ADS server (State of the World, grpc.aio).
 
-Registered through a generic handler: requests are parsed with
-envoy-data-plane's betterproto2 `DiscoveryRequest`, responses are framed from
+Registered through a generic handler: requests are parsed as the upb
+`DiscoveryRequest` of envoy_wire.py, responses are framed from
 pre-encoded bytes (see encode.py). Each stream is one task reading requests and
 one loop deciding pushes (the rules live in nodes.py); both belong to the
 stream's task group, so nothing outlives the stream.
@@ -25,13 +25,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from envoy_data_plane.envoy.service.discovery.v3 import DiscoveryRequest
+from google.protobuf.message import Message
 from opentelemetry import trace
 
 from xds_control.errors import XdsError
 from xds_control.xds import metrics
 from xds_control.xds import typeurls as t
 from xds_control.xds.encode import discovery_response
+from xds_control.xds.envoy_wire import message_class
 from xds_control.xds.nodes import NodeDirectory, Pending, RequestKind, TypeState, classify_request, decide_push, on_request
 from xds_control.xds.snapshot import SNAPSHOT_CHANGED, SnapshotCache
 
@@ -41,6 +42,7 @@ tracer = trace.get_tracer("xds_control.xds")
 PUSH_SPAN = "xds_control.xds.push"
 SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 _END = object()
+DiscoveryRequest = message_class("envoy.service.discovery.v3.DiscoveryRequest")
 
 GRPC_OPTIONS = [
     ("grpc.keepalive_time_ms", 30_000),
@@ -67,7 +69,7 @@ class AdsService:
             SERVICE,
             {
                 "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
-                    self.stream, request_deserializer=DiscoveryRequest.parse, response_serializer=bytes
+                    self.stream, request_deserializer=DiscoveryRequest.FromString, response_serializer=bytes
                 ),
                 "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
                     self.delta, request_deserializer=bytes, response_serializer=bytes
@@ -78,7 +80,7 @@ class AdsService:
     async def delta(self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> None:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "delta xDS is not served; configure ADS with api_type GRPC (state of the world)")
 
-    async def stream(self, request_iterator: AsyncIterator[DiscoveryRequest], context: grpc.aio.ServicerContext) -> None:
+    async def stream(self, request_iterator: AsyncIterator[Message], context: grpc.aio.ServicerContext) -> None:
         queue: asyncio.Queue[Any] = asyncio.Queue()
         types = {type_url: TypeState() for type_url in t.PUSH_ORDER}
         spans: dict[str, trace.Span] = {}  # type URL -> the span of its response in flight (at most one)
@@ -92,8 +94,8 @@ class AdsService:
                 while (item := await queue.get()) is not _END:
                     if item is not SNAPSHOT_CHANGED:
                         if stream_id is None:
-                            node_id = item.node.id if item.node else ""
-                            stream_id = self._nodes.connect(node_id, item.node.cluster if item.node else "", types)
+                            node_id = item.node.id
+                            stream_id = self._nodes.connect(node_id, item.node.cluster, types)
                             log.info("envoy connected", extra={"node": node_id})
                         self._on_request(node_id, types, item, spans)
                     await self._push(context, types, node_id, spans)
@@ -108,7 +110,7 @@ class AdsService:
                 self._nodes.disconnect(stream_id)
                 log.info("envoy disconnected", extra={"node": node_id})
 
-    async def _read(self, request_iterator: AsyncIterator[DiscoveryRequest], queue: asyncio.Queue[Any]) -> None:
+    async def _read(self, request_iterator: AsyncIterator[Message], queue: asyncio.Queue[Any]) -> None:
         try:
             async for request in request_iterator:
                 queue.put_nowait(request)
@@ -117,14 +119,14 @@ class AdsService:
         finally:
             queue.put_nowait(_END)
 
-    def _on_request(self, node_id: str, types: dict[str, TypeState], request: DiscoveryRequest, spans: dict[str, trace.Span]) -> None:
+    def _on_request(self, node_id: str, types: dict[str, TypeState], request: Message, spans: dict[str, trace.Span]) -> None:
         state = types.get(request.type_url)
         if state is None:
             log.debug("ignoring request for unserved type", extra={"node": node_id, "type_url": request.type_url})
             return
-        error = request.error_detail is not None and bool(request.error_detail.code or request.error_detail.message)
+        error = bool(request.error_detail.code or request.error_detail.message)
         kind = classify_request(state, request.response_nonce, error)
-        detail = request.error_detail.message if error and request.error_detail else ""
+        detail = request.error_detail.message if error else ""
         settled = on_request(state, request.type_url, kind, list(request.resource_names), request.response_nonce, detail)
         if settled is None:
             return
