@@ -642,6 +642,9 @@ def summarize(args: argparse.Namespace, results: dict[tuple[str, str, int, str],
             pss = rss["pss:control-plane"] + rss["pss:aggregator"]
             print(f"      PSS (shared pages counted by share): control plane {rss['pss:control-plane']:.1f} MB + aggregator "
                   f"{rss['pss:aggregator']:.1f} MB = {pss:.1f} MB (information only: the target is judged on RSS)")
+        if "ready:control-plane" in rss:
+            print(f"      RSS when the stack was ready, before any call: control plane {rss['ready:control-plane']:.1f} MB + aggregator "
+                  f"{rss['ready:aggregator']:.1f} MB = {rss['ready:control-plane'] + rss['ready:aggregator']:.1f} MB")
     if listing is not None:
         for mode in FAMILIES:
             samples = listing.page.get((judge, mode))
@@ -654,6 +657,7 @@ def summarize(args: argparse.Namespace, results: dict[tuple[str, str, int, str],
 async def measure_all(args: argparse.Namespace, stack: Stack, clients: list[str]) -> tuple[dict, dict, dict]:
     assert stack.gateway is not None
     await wait_gateway_ready(stack.healthz, stack.gateway, 1, 1)
+    ready = {f"ready:{role}": rss_mb(stack.pids[role]) for role in ("control-plane", "aggregator")}
     print("measuring (per cell: calls, wall time, median, p99, calls/s)", flush=True)
     results = await run_calls(args, stack, clients)
     fail_fast: dict[tuple[str, str], Cell] = {}
@@ -661,6 +665,7 @@ async def measure_all(args: argparse.Namespace, stack: Stack, clients: list[str]
         fail_fast[(client, mode)] = await measure(client, stack.gateway, stack.dead_tool, mode, 1, args.calls, args.seconds, expect=-32050)
     rss = {role: rss_mb(stack.pids[role]) for role in ("control-plane", "aggregator", "envoy", "backend")}
     rss.update({f"pss:{role}": pss_mb(stack.pids[role]) for role in ("control-plane", "aggregator")})
+    rss.update(ready)
     return results, fail_fast, rss
 
 
