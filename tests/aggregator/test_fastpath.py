@@ -105,6 +105,73 @@ async def test_anything_but_the_plain_case_goes_to_the_sdk(serve: Any, fleet: Fl
         assert (on.status_code, on.headers.get("content-type")) == (off.status_code, off.headers.get("content-type")), case
 
 
+LEGACY_HEADERS = {"accept": "application/json, text/event-stream", "content-type": "application/json", "mcp-protocol-version": "2025-11-25"}
+
+
+async def legacy_session(http: httpx2.AsyncClient, url: str) -> dict[str, str]:
+    """A raw legacy session (initialize, initialized); the headers its requests carry."""
+    init = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "test", "version": "0"}}
+    response = await http.post(url, content=json.dumps({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": init}), headers=LEGACY_HEADERS)
+    assert response.status_code == 200, response.text
+    session_headers = {**LEGACY_HEADERS, "mcp-session-id": response.headers["mcp-session-id"]}
+    initialized = await http.post(url, content=b'{"jsonrpc":"2.0","method":"notifications/initialized"}', headers=session_headers)
+    assert initialized.status_code == 202
+    return session_headers
+
+
+def legacy_call(tool: str, *, meta: dict[str, Any] | None = None) -> bytes:
+    params: dict[str, Any] = {"name": tool, "arguments": {"text": "hi"}, **({"_meta": meta} if meta is not None else {})}
+    return json.dumps({"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": params}).encode()
+
+
+def fast_failed(backend: str) -> float:
+    return REGISTRY.get_sample_value("xds_control_aggregator_fast_failed_calls_total", {"backend": backend, "state": "unknown"}) or 0.0
+
+
+async def test_a_legacy_call_to_an_unroutable_backend_is_answered_as_the_sdk_answers_it(serve: Any, fleet: Fleet) -> None:
+    entries = [fleet.entry("alpha", protocol="legacy"), {"name": "dead", "url": "http://127.0.0.1:9/mcp"}]
+    async with serve(entries, healthy=("alpha",)) as running, httpx2.AsyncClient(trust_env=False, timeout=30) as http:
+        fast = running.aggregator.fast_calls
+        assert fast is not None
+        session_headers = await legacy_session(http, running.url)
+        answers = []
+        for enabled in (True, False):
+            fast.enabled = lambda on=enabled: on
+            before_taken, before_failed = fast.taken, fast_failed("dead")
+            response = await http.post(running.url, content=legacy_call("dead_echo"), headers=session_headers)
+            answers.append((response.status_code, response.headers.get("content-type"), response.headers.get("mcp-session-id"), response.json()))
+            assert fast.taken - before_taken == (1 if enabled else 0)
+            assert fast_failed("dead") - before_failed == 1
+        assert answers[0] == answers[1]
+        status, content_type, session_id, message = answers[0]
+        assert (status, content_type, session_id) == (200, "application/json", session_headers["mcp-session-id"])
+        assert message["id"] == 9 and message["error"]["code"] == -32050
+        assert message["error"]["data"] == {"backend": "dead", "state": "unknown", "retry_after": None}
+
+
+@pytest.mark.parametrize(
+    ("case", "tool", "change"),
+    [
+        ("routable backend", "alpha_echo", {}),
+        ("unknown tool", "nope", {}),
+        ("progress token", "dead_echo", {"meta": {"progressToken": 1}}),
+        ("unknown session", "dead_echo", {"headers": {"mcp-session-id": "no-such-session"}}),
+        ("unsupported version header", "dead_echo", {"headers": {"mcp-protocol-version": "2099-01-01"}}),
+        ("no event-stream in Accept", "dead_echo", {"headers": {"accept": "application/json"}}),
+    ],
+)
+async def test_every_other_legacy_request_goes_to_the_sdk(serve: Any, fleet: Fleet, case: str, tool: str, change: dict[str, Any]) -> None:
+    entries = [fleet.entry("alpha", protocol="legacy"), {"name": "dead", "url": "http://127.0.0.1:9/mcp"}]
+    async with serve(entries, healthy=("alpha",)) as running, httpx2.AsyncClient(trust_env=False, timeout=30) as http:
+        fast = running.aggregator.fast_calls
+        assert fast is not None
+        fast.enabled = lambda: True
+        request_headers = {**await legacy_session(http, running.url), **change.get("headers", {})}
+        answer = await http.post(running.url, content=legacy_call(tool, meta=change.get("meta")), headers=request_headers)
+        assert fast.taken == 0, case
+        assert answer.status_code in (200, 400, 404, 406), case
+
+
 def calls(tool: str, outcome: str) -> float:
     labels = {"backend": "alpha", "method": "tools/call", "tool": tool, "outcome": outcome}
     return REGISTRY.get_sample_value("xds_control_aggregator_calls_total", labels) or 0.0

@@ -124,7 +124,7 @@ def test_a_taken_port_fails_the_sidecar_command(tmp_path: Path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         path = tmp_path / "xds-control.yaml"
-        path.write_text(yaml.safe_dump({"control_plane": {"admin": f"127.0.0.1:{free_port()}"}, "aggregator": {"port": port}}))
+        path.write_text(yaml.safe_dump({"control_plane": {"admin": f"127.0.0.1:{free_port()}"}, "aggregator": {"port": port, "metrics": f"127.0.0.1:{free_port()}"}}))
         with Proc([sys.executable, "-m", "xds_control.cli", "aggregator", "-c", str(path)], name="aggregator") as proc:
             assert proc.popen.wait(timeout=30) == 1
         assert f"error: cannot listen on aggregator.address/port 127.0.0.1:{port}" in proc.output

@@ -82,7 +82,7 @@ class Aggregator:
         self.app = build_asgi_app(config, self.server, self.sessions, health=self.health, max_request_bytes=max_request_bytes, front=self._fast_calls)
 
     def _fast_calls(self, app: Any) -> FastToolCalls:
-        self.fast_calls = FastToolCalls(app, self.gateway, self.server, transport_security(self.config), MCP_PATH)
+        self.fast_calls = FastToolCalls(app, self.gateway, self.server, transport_security(self.config), MCP_PATH, sessions=self.sessions)
         return self.fast_calls
 
     def _spawn(self, coro: Any) -> asyncio.Task[None]:

@@ -65,6 +65,11 @@ class ClientSessions:
         """A request of this session reached the MCP server (keeps the session object for notifications)."""
         self._entry(session_id).session = session
 
+    def session(self, session_id: str) -> ServerSession | None:
+        """The SDK's session object for `session_id`, if a request of it reached the MCP server (not activity)."""
+        entry = self._known.get(session_id)
+        return entry.session if entry is not None else None
+
     def request_started(self, session_id: str) -> None:
         entry = self._entry(session_id)
         entry.in_flight += 1
