@@ -56,7 +56,8 @@ def encode_message(type_url: str, spec: dict[str, Any]) -> bytes:
     try:
         return from_json(cls, spec).SerializeToString(deterministic=True)
     except (json_format.ParseError, TypeError, ValueError) as exc:
-        raise XdsError(f"cannot encode {t.SHORT[type_url]} resource {spec.get('name') or spec.get('cluster_name')!r}: {exc}") from None
+        detail = str(exc).split("\n", 1)[0]  # protobuf appends every field name of the message on a second line
+        raise XdsError(f"cannot encode {t.SHORT[type_url]} resource {spec.get('name') or spec.get('cluster_name')!r}: {detail}") from None
 
 
 def any_field(type_url: str, message: bytes) -> bytes:
