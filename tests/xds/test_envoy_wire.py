@@ -70,7 +70,8 @@ def _views() -> list[Any]:
             "outlier_detection": {"consecutive_5xx": 7, "consecutive_gateway_failure": 3, "interval": "2s", "base_ejection_time": "250ms"},
         }
     )
-    views = [ViewStore(load_config(path)).current for path in sorted((ROOT / "examples" / "configs").glob("*.yaml"))]
+    configs = [*sorted((ROOT / "examples" / "configs").glob("*.yaml")), ROOT / "compose" / "config.yaml"]  # compose: host names
+    views = [ViewStore(load_config(path)).current for path in configs]
     store = ViewStore(config)
     views.append(store.current)
     store.set_state("replicas", BackendState.HEALTHY)
