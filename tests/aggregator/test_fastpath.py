@@ -105,6 +105,53 @@ async def test_anything_but_the_plain_case_goes_to_the_sdk(serve: Any, fleet: Fl
         assert (on.status_code, on.headers.get("content-type")) == (off.status_code, off.headers.get("content-type")), case
 
 
+def list_request(method: str, request_id: int, **params: Any) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": request_id, "method": method, "params": {**params, "_meta": ENVELOPE}}
+
+
+@pytest.mark.parametrize("method", ["tools/list", "resources/list", "resources/templates/list", "prompts/list"])
+async def test_a_plain_list_is_answered_as_the_sdk_answers_it(serve: Any, fleet: Fleet, method: str) -> None:
+    async with serve([fleet.entry("weather"), fleet.entry("many")]) as running:
+        fast = running.aggregator.fast_calls
+        assert fast is not None
+        list_headers = {**MODERN_HEADERS, "mcp-method": method}
+        first = await post_jsonrpc(running.url, list_request(method, 1), list_headers)  # the SDK's answer, kept
+        hits = fast.lists.pages.hits
+        kept = await post_jsonrpc(running.url, list_request(method, 2), list_headers)
+        assert fast.lists.pages.hits == hits + 1
+        fast.enabled = lambda: False
+        sdk = await post_jsonrpc(running.url, list_request(method, 2), list_headers)
+        assert kept == sdk
+        assert first[1]["result"] == kept[1]["result"] and kept[1]["id"] == 2
+        if method == "tools/list":  # a later page is kept under its own cursor
+            cursor = first[1]["result"]["nextCursor"]
+            fast.enabled = lambda: True
+            second_page = await post_jsonrpc(running.url, list_request(method, 3, cursor=cursor), list_headers)
+            again = await post_jsonrpc(running.url, list_request(method, 4, cursor=cursor), list_headers)
+            assert fast.lists.pages.hits == hits + 2
+            assert again[1]["result"] == second_page[1]["result"] != first[1]["result"]
+
+
+@pytest.mark.parametrize(
+    ("case", "params", "fails"),
+    [
+        ("progress token", {"_meta": {**ENVELOPE, "progressToken": 1}}, False),
+        ("an unknown param", {"_meta": ENVELOPE, "filter": "x"}, False),
+        ("a cursor that is not a string", {"_meta": ENVELOPE, "cursor": 5}, True),
+        ("a stale cursor", {"_meta": ENVELOPE, "cursor": "not-a-cursor"}, True),
+    ],
+)
+async def test_a_list_that_is_not_plain_or_fails_is_never_kept(serve: Any, fleet: Fleet, case: str, params: dict[str, Any], fails: bool) -> None:
+    async with serve([fleet.entry("weather")]) as running:
+        fast = running.aggregator.fast_calls
+        assert fast is not None
+        message = {"jsonrpc": "2.0", "id": 5, "method": "tools/list", "params": params}
+        for _ in range(2):
+            status, answer = await post_jsonrpc(running.url, message, {**MODERN_HEADERS, "mcp-method": "tools/list"})
+            assert ("error" in answer) == fails, (case, status, answer)
+        assert (len(fast.lists.pages), fast.lists.pages.hits) == (0, 0), case
+
+
 LEGACY_HEADERS = {"accept": "application/json, text/event-stream", "content-type": "application/json", "mcp-protocol-version": "2025-11-25"}
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from tests.aggregator.conftest import Fleet, Running, tool_names
 from tests.aggregator.support import FAMILIES, MODERN, MODERN_ENVELOPE, MODERN_HEADERS, dump, mcp_client, post_jsonrpc
-from xds_control.aggregator.list_cache import ListPageCache
+from xds_control.aggregator.list_cache import KeptPages, ListPageCache
 from xds_control.view import BackendState
 
 pytestmark = pytest.mark.integration
@@ -22,6 +22,12 @@ def cache_of(running: Running) -> ListPageCache:
     return cache
 
 
+def kept_hits(running: Running) -> int:
+    """Pages answered from what is kept: by the SDK's middleware, or (plain modern requests) by the fast path."""
+    assert running.aggregator.fast_calls is not None
+    return cache_of(running).hits + running.aggregator.fast_calls.lists.pages.hits
+
+
 async def raw_list(url: str, method: str, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     return await post_jsonrpc(url, {"jsonrpc": "2.0", "id": 3, "method": method, "params": params}, {**MODERN_HEADERS, "mcp-method": method})
 
@@ -29,16 +35,15 @@ async def raw_list(url: str, method: str, params: dict[str, Any]) -> tuple[int, 
 @pytest.mark.parametrize("mode", FAMILIES)
 async def test_a_repeated_list_is_served_from_the_cache_as_the_sdk_answered_it(serve: Any, fleet: Fleet, mode: str) -> None:
     async with serve([fleet.entry("weather"), fleet.entry("many")]) as running:
-        cache = cache_of(running)
         async with mcp_client(running.url, mode) as client:
             first = await client.list_tools()
-            hits = cache.hits
+            hits = kept_hits(running)
             second = await client.list_tools()
-            assert cache.hits == hits + 1
+            assert kept_hits(running) == hits + 1
             assert dump(second) == dump(first)
             next_first = await client.list_tools(cursor=first.next_cursor)
             next_second = await client.list_tools(cursor=first.next_cursor)
-            assert cache.hits == hits + 2  # each page has its own entry
+            assert kept_hits(running) == hits + 2  # each page has its own entry
             assert dump(next_second) == dump(next_first) != dump(first)
             for lister in (client.list_prompts, client.list_resources):
                 assert dump(await lister()) == dump(await lister())
@@ -62,15 +67,14 @@ async def test_params_are_still_checked_and_errors_never_kept(serve: Any, fleet:
     # The same cache key as a good request (method, version, no cursor), with params the SDK rejects.
     bad_params = {"_meta": {**ENVELOPE, "progressToken": {"not": "a token"}}}
     async with serve([fleet.entry("weather")]) as running:
-        cache = cache_of(running)
         _, uncached = await raw_list(running.url, "tools/list", bad_params)
         assert uncached["error"]["code"] == -32602, uncached
 
         status, good = await raw_list(running.url, "tools/list", {"_meta": ENVELOPE})
         assert status == 200 and "tools" in good["result"]
-        hits = cache.hits
+        hits = kept_hits(running)
         _, again = await raw_list(running.url, "tools/list", {"_meta": ENVELOPE})
-        assert again["result"] == good["result"] and cache.hits == hits + 1
+        assert again["result"] == good["result"] and kept_hits(running) == hits + 1
 
         _, cached = await raw_list(running.url, "tools/list", bad_params)
         assert cached["error"] == uncached["error"]
@@ -81,15 +85,30 @@ async def test_params_are_still_checked_and_errors_never_kept(serve: Any, fleet:
 
 async def test_at_most_max_pages_are_kept(serve: Any, fleet: Fleet) -> None:
     async with serve([fleet.entry("many")]) as running:
-        cache = cache_of(running)
-        cache.max_pages = 2
+        assert running.aggregator.fast_calls is not None
+        kept = (cache_of(running).pages, running.aggregator.fast_calls.lists.pages)  # the SDK's middleware, the fast path
+        for pages in kept:
+            pages.max_pages = 2
         async with mcp_client(running.url, MODERN) as client:
             cursor = None
             for _ in range(3):  # 250 tools, 100 a page: three pages
                 page = await client.list_tools(cursor=cursor)
                 cursor = page.next_cursor
             assert cursor is None
-            assert len(cache._pages) == 2  # noqa: SLF001 - the bound is the point
-            hits = cache.hits
+            assert [len(pages) for pages in kept] == [2, 2]
+            hits = kept_hits(running)
             await client.list_tools()  # the first page was the least recently used: gone
-            assert cache.hits == hits
+            assert kept_hits(running) == hits
+
+
+def test_kept_bytes_pages_stay_within_their_byte_budget() -> None:
+    catalog, other = object(), object()
+    pages = KeptPages(100, max_bytes=250)
+    assert pages.get(catalog, ("tools/list", MODERN, None)) is None
+    for cursor in ("a", "b", "c"):
+        pages.keep(catalog, ("tools/list", MODERN, cursor), b"x" * 100)
+    assert len(pages) == 2  # 300 bytes > 250: the least recently used ("a") went
+    assert pages.get(catalog, ("tools/list", MODERN, "a")) is None
+    assert pages.get(catalog, ("tools/list", MODERN, "c")) == b"x" * 100 and pages.hits == 1
+    pages.keep(other, ("tools/list", MODERN, "d"), b"y")  # made from a catalog that is no longer current: dropped
+    assert pages.get(other, ("tools/list", MODERN, "d")) is None and len(pages) == 0  # a new catalog empties them

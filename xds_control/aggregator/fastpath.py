@@ -31,6 +31,11 @@ a handshake version or absent (the SDK's own era routing); the same transport,
 Accept and body checks as above, `_meta` optional. Such an answer is not
 activity for the session's idle timeout: the SDK never sees it, and the
 session mirror does not count it either, so both end the session together.
+
+A plain 2026-07-28 list request (`tools/list`, `resources/list`,
+`resources/templates/list`, `prompts/list`: the checks above, params only
+`cursor` and `_meta`, valid for the SDK) goes to `list_answers.KeptListAnswers`:
+the SDK answers it once per catalog, and repeats are answered from that answer.
 """
 
 from __future__ import annotations
@@ -62,22 +67,26 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from xds_control.aggregator.gateway import Gateway
 from xds_control.aggregator.http_app import replaying
+from xds_control.aggregator.list_answers import KeptListAnswers
+from xds_control.aggregator.list_cache import LIST_METHODS
 from xds_control.aggregator.sessions import ClientSessions
 from xds_control.aggregator.tracing import exporting, passthrough
 from xds_control.aggregator.upstream_modern import Sieved
 
-_PARAM_KEYS = frozenset({"name", "arguments", "_meta"})
+_CALL_KEYS = frozenset({"name", "arguments", "_meta"})
+_LIST_KEYS = frozenset({"cursor", "_meta"})
 _VERSION_HEADER = b"mcp-protocol-version"
 _SESSION_HEADER = b"mcp-session-id"
 
 
 class _Call:
-    """A request the fast path takes."""
+    """A request the fast path takes: a `tools/call` (`name` its tool) or a list request."""
 
-    __slots__ = ("body", "id", "name", "params", "version")
+    __slots__ = ("body", "id", "method", "name", "params", "version")
 
-    def __init__(self, request_id: int | str, name: str, params: dict[str, Any], version: str, body: dict[str, Any]) -> None:
-        self.id, self.name, self.params, self.version, self.body = request_id, name, params, version, body
+    def __init__(self, request_id: int | str, method: str, params: dict[str, Any], version: str, body: dict[str, Any]) -> None:
+        self.id, self.method, self.params, self.version, self.body = request_id, method, params, version, body
+        self.name = params.get("name", "")
 
 
 class FastToolCalls:
@@ -92,7 +101,8 @@ class FastToolCalls:
         self.security = TransportSecurityMiddleware(security)
         self.path = path
         self.enabled = enabled
-        self.taken = 0  # requests answered here (tests and the benchmark check the path is used)
+        self.taken = 0  # tools/call requests answered here (tests and the benchmark check the path is used)
+        self.lists = KeptListAnswers(app, lambda: gateway.catalog)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != self.path or not self.enabled():
@@ -111,9 +121,11 @@ class FastToolCalls:
         call = await self._plain_call(scope, first, version) if first["type"] == "http.request" and not first.get("more_body") else None
         if call is None:
             await self.app(scope, replaying(first, receive), send)
-            return
-        self.taken += 1
-        await self._serve(call, scope, receive, send)
+        elif call.method != "tools/call":
+            await self.lists.serve(call.id, call.method, call.version, call.params, scope, replaying(first, receive), send)
+        else:
+            self.taken += 1
+            await self._serve(call, scope, receive, send)
 
     async def _legacy(self, scope: Scope, receive: Receive, send: Send, session_id: str, version: str) -> None:
         """A legacy session's call to an unroutable backend's tool, answered with its error; all else to the SDK."""
@@ -122,8 +134,8 @@ class FastToolCalls:
             await self.app(scope, receive, send)
             return
         first = await receive()
-        call = await self._tools_call(scope, first, version, meta_required=False) if first["type"] == "http.request" and not first.get("more_body") else None
-        if call is None or self.gateway.catalog.route("tools", call.name) is not None or self.gateway.catalog.unavailable_owner("tools", call.name) is None:
+        call = await self._request(scope, first, version, meta_required=False) if first["type"] == "http.request" and not first.get("more_body") else None
+        if call is None or call.method != "tools/call" or self.gateway.catalog.route("tools", call.name) is not None or self.gateway.catalog.unavailable_owner("tools", call.name) is None:
             await self.app(scope, replaying(first, receive), send)
             return
         self.taken += 1
@@ -138,8 +150,8 @@ class FastToolCalls:
         await send({"type": "http.response.start", "status": 200, "headers": start_headers})
         await send({"type": "http.response.body", "body": data})
 
-    async def _tools_call(self, scope: Scope, message: Message, version: str, *, meta_required: bool) -> _Call | None:
-        """The call, if this request is one plain `tools/call` that passes the SDK's transport checks."""
+    async def _request(self, scope: Scope, message: Message, version: str, *, meta_required: bool) -> _Call | None:
+        """The request, if it is one plain `tools/call` or list request that passes the SDK's transport checks."""
         request = Request(scope)
         if await self.security.validate_request(request, is_post=True) is not None:
             return None
@@ -149,24 +161,35 @@ class FastToolCalls:
             body = json.loads(message.get("body", b""))
         except (ValueError, RecursionError):
             return None
-        if not isinstance(body, dict) or body.get("jsonrpc") != "2.0" or body.get("method") != "tools/call" or body.keys() - {"jsonrpc", "id", "method", "params"}:
+        if not isinstance(body, dict) or body.get("jsonrpc") != "2.0" or body.keys() - {"jsonrpc", "id", "method", "params"}:
             return None
-        request_id, params = body.get("id"), body.get("params")
-        if isinstance(request_id, bool) or not isinstance(request_id, int | str) or not isinstance(params, dict) or params.keys() - _PARAM_KEYS:
+        request_id, method, params = body.get("id"), body.get("method"), body.get("params")
+        if isinstance(request_id, bool) or not isinstance(request_id, int | str) or not isinstance(params, dict):
             return None
-        name, arguments, meta = params.get("name"), params.get("arguments"), params.get("_meta", None if meta_required else {})
-        if not isinstance(name, str) or not (arguments is None or isinstance(arguments, dict)) or not isinstance(meta, dict) or "progressToken" in meta:
+        meta = params.get("_meta", None if meta_required else {})
+        if not isinstance(meta, dict) or "progressToken" in meta:
             return None
-        return _Call(request_id, name, params, version, body)
+        if method == "tools/call":
+            name, arguments = params.get("name"), params.get("arguments")
+            if params.keys() - _CALL_KEYS or not isinstance(name, str) or not (arguments is None or isinstance(arguments, dict)):
+                return None
+        elif method in LIST_METHODS:
+            if params.keys() - _LIST_KEYS or not (params.get("cursor") is None or isinstance(params.get("cursor"), str)):
+                return None
+        else:
+            return None
+        return _Call(request_id, method, params, version, body)
 
     async def _plain_call(self, scope: Scope, message: Message, version: str) -> _Call | None:
-        """The call, if this request is the plain modern case (see the module docstring); None hands it to the SDK."""
-        call = await self._tools_call(scope, message, version, meta_required=True)
+        """The request, if it is the plain modern case (see the module docstring); None hands it to the SDK."""
+        call = await self._request(scope, message, version, meta_required=True)
         if call is None:
             return None
         request = Request(scope)
         if isinstance(classify_inbound_request(call.body, headers=dict(request.headers)), InboundLadderRejection):
             return None
+        if call.method != "tools/call":
+            return call if self.lists.valid(call.method, version, call.params) else None
         schema = self.gateway.tool_schema(call.name)
         if schema is not None and validate_mcp_param_headers(schema, call.params.get("arguments") or {}, request.headers) is not None:
             return None
