@@ -18,20 +18,25 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from xds_control.admin.client import AdminClient, dial_target
 from xds_control.admin.ports import NodeInfo
 from xds_control.admin.render import ago, backend_line, backends_table, text_table
 from xds_control.config import ControlPlaneConfig
 from xds_control.errors import XdsControlError
 from xds_control.view import BackendStatus
 
+if TYPE_CHECKING:
+    from xds_control.admin.client import AdminClient
+
 
 def _connection(config_path: Path | None, address: str | None, token_env: str | None) -> tuple[str, str | None]:
-    from xds_control.cli import load_or_exit  # lazy: xds_control.cli imports this module
+    # Lazy, as AdminClient in _run: xds_control.cli imports this module, so every process the CLI starts
+    # would load the admin client (grpclib, h2: about 2 MB), which `xds-control serve` never uses.
+    from xds_control.admin.client import dial_target
+    from xds_control.cli import load_or_exit
 
     admin, env_name = ControlPlaneConfig().admin, None
     if config_path is not None:
@@ -50,6 +55,8 @@ def _connection(config_path: Path | None, address: str | None, token_env: str | 
 
 def _run(ctx: click.Context, action: Callable[[AdminClient], Awaitable[int | None]]) -> None:
     """Run `action` against the admin API; admin errors become one stderr line and exit 1."""
+    from xds_control.admin.client import AdminClient
+
     target, token = ctx.obj
 
     async def main() -> int | None:
