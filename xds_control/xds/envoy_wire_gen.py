@@ -5,7 +5,7 @@ encodes and decodes, derived from envoy-data-plane's betterproto2 classes.
 
 Why: envoy-data-plane's pydantic message classes cost the control plane about 20 MB of memory (11 MB to
 import, 8 MB more on the first encode). The same schema as protobuf descriptors, loaded into upb (the
-`protobuf` runtime the admin API already uses), costs about 1 MB and encodes faster. envoy-data-plane
+`protobuf` runtime the admin API already uses), costs about 2 MB and encodes faster. envoy-data-plane
 stays the source: this module reads field numbers, types, oneofs, maps and enum names from its classes,
 for every message reachable from the roots below (Any fields are not followed: the types the control
 plane packs into them are roots too). tests/xds/test_envoy_wire.py fails when the committed file is
