@@ -30,7 +30,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import calls as c  # noqa: E402
 
-from xds_control.aggregator.tracing import passthrough  # noqa: E402,F401  (same import cost as the aggregator's path)
 from xds_control.http11 import HttpClient  # noqa: E402
 
 FORWARDED = ("content-type", "accept", "mcp-protocol-version", "mcp-method", "mcp-name")

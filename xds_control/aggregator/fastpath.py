@@ -82,10 +82,10 @@ _SESSION_HEADER = b"mcp-session-id"
 class _Call:
     """A request the fast path takes: a `tools/call` (`name` its tool) or a list request."""
 
-    __slots__ = ("body", "id", "method", "name", "params", "version")
+    __slots__ = ("body", "id", "method", "name", "params", "request", "version")
 
-    def __init__(self, request_id: int | str, method: str, params: dict[str, Any], version: str, body: dict[str, Any]) -> None:
-        self.id, self.method, self.params, self.version, self.body = request_id, method, params, version, body
+    def __init__(self, request: Request, request_id: int | str, method: str, params: dict[str, Any], version: str, body: dict[str, Any]) -> None:
+        self.request, self.id, self.method, self.params, self.version, self.body = request, request_id, method, params, version, body
         self.name = params.get("name", "")
 
 
@@ -178,14 +178,14 @@ class FastToolCalls:
                 return None
         else:
             return None
-        return _Call(request_id, method, params, version, body)
+        return _Call(request, request_id, method, params, version, body)
 
     async def _plain_call(self, scope: Scope, message: Message, version: str) -> _Call | None:
         """The request, if it is the plain modern case (see the module docstring); None hands it to the SDK."""
         call = await self._request(scope, message, version, meta_required=True)
         if call is None:
             return None
-        request = Request(scope)
+        request = call.request
         if isinstance(classify_inbound_request(call.body, headers=dict(request.headers)), InboundLadderRejection):
             return None
         if call.method != "tools/call":
