@@ -94,14 +94,10 @@ class _Schema:
         self._scopes[full_name] = message = target.add(name=short)
         return message
 
-    def _depend(self, package: str, type_name: str, dep_package: str | None = None) -> None:
+    def _depend(self, package: str, dep: str) -> None:
+        """The file of `package` imports the file named `dep` (not itself)."""
         file = self._file(package)
-        dep = (
-            WELL_KNOWN.get(type_name)
-            if type_name in WELL_KNOWN
-            else self._file(dep_package).name if dep_package and dep_package != package else None
-        )
-        if dep and dep not in file.dependency:
+        if dep != file.name and dep not in file.dependency:
             file.dependency.append(dep)
 
     # -- enums --------------------------------------------------------------------------------
@@ -184,12 +180,12 @@ class _Schema:
         elif fm.proto_type == "enum":
             field.type = F.TYPE_ENUM
             field.type_name = "." + self._enum(cls)
-            self._depend(package, "", self._package(cls))
+            self._depend(package, self._file(self._package(cls)).name)
         else:
             field.type = F.TYPE_MESSAGE
             target = self.message(cls)
             field.type_name = "." + target
-            self._depend(package, target, None if target in WELL_KNOWN else self._package(cls))
+            self._depend(package, WELL_KNOWN[target] if target in WELL_KNOWN else self._file(self._package(cls)).name)
 
     def file_set(self) -> descriptor_pb2.FileDescriptorSet:
         """Files in dependency order (upb needs each file's dependencies first)."""
