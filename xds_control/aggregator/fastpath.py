@@ -3,7 +3,7 @@
 A modern request is a single exchange (one POST, no session), so the common
 case needs none of the SDK's per-request machinery (a memory stream, a task
 group, a dispatch context, a server runner, the middleware chain), which cost
-about a third of the aggregator's CPU per call. `FastToolCalls` takes a request
+about a third of the aggregator's CPU per call. `FastPath` takes a request
 only when it is the plain case, and hands everything else to the SDK app
 unchanged (the body replayed):
 
@@ -89,7 +89,7 @@ class _Call:
         self.name = params.get("name", "")
 
 
-class FastToolCalls:
+class FastPath:
     def __init__(
         self, app: ASGIApp, gateway: Gateway, server: Server[Any], security: TransportSecuritySettings, path: str, *,
         sessions: ClientSessions | None = None, enabled: Callable[[], bool] = lambda: not exporting(),

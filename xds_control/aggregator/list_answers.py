@@ -6,7 +6,7 @@ chain) and a pydantic dump of the whole result, even when the result itself
 comes from `list_cache.ListPageCache`: with 100 tools a page, 7.9-9.1 ms at
 the client against 4.9-6.7 ms for a legacy client (bench/aggregator/calls.py,
 session 6). The answer depends only on the merged catalog, the method, the
-protocol version and the cursor, so the fast path (fastpath.FastToolCalls,
+protocol version and the cursor, so the fast path (fastpath.FastPath,
 whose checks decide that a request is the plain case) hands the first such
 request to the SDK, keeps the `result` of its answer (a 200 JSON body that
 answers the request's id) as JSON bytes, and answers repeats by splicing the

@@ -34,7 +34,7 @@ from mcp.server.subscriptions import InMemorySubscriptionBus
 
 from xds_control.aggregator.coalesce import DEFAULT_WINDOW, ChangeCoalescer
 from xds_control.aggregator.gateway import Gateway
-from xds_control.aggregator.fastpath import FastToolCalls
+from xds_control.aggregator.fastpath import FastPath
 from xds_control.aggregator.http_app import DEFAULT_MAX_REQUEST_BYTES, MCP_PATH, build_asgi_app, transport_security
 from xds_control.aggregator.mcp_server import build_server
 from xds_control.aggregator.notify import ChangeNotifier
@@ -78,11 +78,11 @@ class Aggregator:
         self.notifier = ChangeNotifier(ChangeCoalescer(self.gateway.catalog.hashes, coalesce_window), self.sessions.notifiable, self.bus)
         self.follower = ViewFollower(source, self._apply, backoff=backoff)
         self.server = build_server(self.gateway, self.sessions, self.bus)
-        self.fast_calls: FastToolCalls | None = None
+        self.fast_calls: FastPath | None = None
         self.app = build_asgi_app(config, self.server, self.sessions, health=self.health, max_request_bytes=max_request_bytes, front=self._fast_calls)
 
-    def _fast_calls(self, app: Any) -> FastToolCalls:
-        self.fast_calls = FastToolCalls(app, self.gateway, self.server, transport_security(self.config), MCP_PATH, sessions=self.sessions)
+    def _fast_calls(self, app: Any) -> FastPath:
+        self.fast_calls = FastPath(app, self.gateway, self.server, transport_security(self.config), MCP_PATH, sessions=self.sessions)
         return self.fast_calls
 
     def _spawn(self, coro: Any) -> asyncio.Task[None]:
