@@ -3,8 +3,8 @@
 * `JsonBodyLimit`: a request body over the limit gets 413 with a JSON-RPC
   error body (the SDK's own limit answers plain text, which clients report as
   an opaque failure);
-* `front` (fastpath.FastPath): plain modern `tools/call` requests answered
-  before the SDK's stack;
+* `front` (fastpath.FastPath): plain modern `tools/call` and list requests, and
+  a legacy session's call to an unroutable backend, answered before the SDK's stack;
 * `JsonAnswers`: a legacy session's request that nothing but its response can
   follow (no `progressToken`) is answered as one `application/json` body
   rather than an SSE stream (the SDK's JSON-response mode, chosen per request;
