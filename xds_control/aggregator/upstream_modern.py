@@ -45,7 +45,7 @@ from xds_control.telemetry.trace_context import CARRIER_KEYS
 ProgressFn = Callable[[float, float | None, str | None], Awaitable[None]]
 CLIENT_INFO = {"name": "xds-control-aggregator", "version": "0.1.0"}
 _ACCEPT = "application/json, text/event-stream"
-_EXTENSIONS = {"timeout": client_timeout().as_dict()}
+_CONNECT_TIMEOUT = client_timeout().connect
 _ids = itertools.count(1)
 
 
@@ -112,8 +112,11 @@ async def _exchange(
 ) -> dict[str, Any]:
     meta = body["params"]["_meta"]
     headers.update({key: meta[key] for key in CARRIER_KEYS if isinstance(meta.get(key), str)})
-    sent = httpx2.Request("POST", url, content=json.dumps(body, separators=(",", ":")).encode(), headers=headers, extensions=_EXTENSIONS)
-    response = await edge_of(http).handle_async_request(sent)
+    content = json.dumps(body, separators=(",", ":")).encode()
+    answer = await edge_of(http).post_json(url, headers, content, connect_timeout=_CONNECT_TIMEOUT)
+    if not isinstance(answer, httpx2.Response):  # a plain JSON answer, decoded
+        return _result(answer, method, version)
+    response = answer
     try:
         if response.headers.get("content-type", "").lower().startswith("text/event-stream"):
             message = await _from_sse(response, request_id, progress, max_event_bytes)

@@ -33,6 +33,8 @@ import httpx2
 
 from xds_control.http11 import HttpClient, Response
 
+__all__ = ["Http11Transport", "Response"]
+
 _HOP_HEADERS = frozenset({b"host", b"content-length", b"transfer-encoding", b"connection", b"keep-alive"})
 
 
@@ -94,6 +96,32 @@ class Http11Transport(httpx2.AsyncBaseTransport):
                 content=content if content or request.method in ("POST", "PUT", "PATCH") else None,
                 connect_timeout=(request.extensions.get("timeout") or {}).get("connect"),
             )
+        return self.wrapped(response, request)
+
+    async def post(self, url: str, headers: dict[str, str], content: bytes, *, connect_timeout: float | None) -> Response:
+        """A POST without httpx2's request and response objects (`EdgeTransport.post_json`): `headers` go out as
+        given (lower-case names, none hop-by-hop); the response's body is still to be read (`read`, or `wrapped`)."""
+        with _mapped():
+            return await self._client.send("POST", url, headers=headers, content=content, connect_timeout=connect_timeout)
+
+    @staticmethod
+    async def read(response: Response, limit: int) -> bytes | None:
+        """The whole body of a `post` response, or None if it is longer than `limit`; a failure mid-body raises
+        httpx2's ReadError. The connection goes back to the pool (or is closed) either way."""
+        body = bytearray()
+        try:
+            with _mapped(reading=True):
+                async for chunk in response.aiter_bytes():
+                    body.extend(chunk)
+                    if len(body) > limit:
+                        return None
+        finally:
+            await response.aclose()
+        return bytes(body)
+
+    @staticmethod
+    def wrapped(response: Response, request: httpx2.Request) -> httpx2.Response:
+        """A response as httpx2's, its body streamed as it arrives."""
         return httpx2.Response(response.status_code, headers=list(response.headers.items()), stream=_Body(response), request=request)
 
     async def aclose(self) -> None:
