@@ -22,6 +22,11 @@ with its own client, each sending its next call when the previous answer arrived
 the client competes with the servers for the cores, which caps calls/s at concurrency 16).
 The CPU table says where each call's CPU goes (ms per call, from /proc/PID/stat, 10 ms ticks).
 
+Then the added latency as judged: (a), (b) and (d) at c=1 with the raw client in alternating blocks (20 rounds
+of 25 calls each by default), so that the machine's drift over the run, which moves one target's median by
+more than the 2 ms target between cells minutes apart, falls on all three alike; (b)-(a) is the median over
+rounds of the difference of the round's medians. The sequential cells' difference is printed beside it.
+
 Then: the fail-fast error of a call to the unroutable backend through (b); VmRSS of the control plane and
 the aggregator after the run; and `tools/list` of a merged catalog of 200 backends x 20 tools (4,000 tools,
 prefix naming) through a second real stack (200 backend names, all served by one demo process: the control
@@ -32,9 +37,9 @@ Run:   .venv/bin/python bench/aggregator/calls.py               (about 5-6 minut
 Short: .venv/bin/python bench/aggregator/calls.py --client raw --calls 100 --calls16 400 --fastmcp-session fresh --no-list
        (about 1.5 minutes)
 Flags: --client raw|sdk|both, --calls N (per cell at concurrency 1), --calls16 N (at 16), --seconds S (cap per
-cell), --no-fastmcp, --fastmcp-session fresh|shared|both, --no-list, --list-backends N, --list-rounds N,
+cell), --interleave-blocks N (0: skip), --interleave-calls N, --no-fastmcp, --fastmcp-session fresh|shared|both, --no-list, --list-backends N, --list-rounds N,
 --backend-family both|legacy|modern.
-Targets (issue 4): (b)-(a) median under 2 ms; (b) >= 2x (c) calls/s; modern >= half of legacy calls/s;
+Targets (issue 4): (b)-(a) median under 2 ms (interleaved); (b) >= 2x (c) calls/s; modern >= half of legacy calls/s;
 fail-fast median under 5 ms; control plane + aggregator RSS under 150 MB; tools/list at 4,000 tools under
 10 ms median. Figures only: nothing here fails on a target.
 """
@@ -71,6 +76,7 @@ from tests.support.procs import Proc  # noqa: E402
 from tests.support.stack import envoy_binary, stack_config  # noqa: E402
 from tests.support.waiting import async_wait_until, free_port  # noqa: E402
 from xds_control.config import dump_config  # noqa: E402
+from xds_control.http11 import HttpClient  # noqa: E402
 from xds_control.runner.plan import cli_argv, envoy_argv  # noqa: E402
 from xds_control.xds.bootstrap import render_bootstrap  # noqa: E402
 
@@ -254,7 +260,56 @@ async def wait_gateway_ready(healthz: str, target: Target, routable: int, tools:
 # -- load generators --------------------------------------------------------------------------------
 
 
-def parse_body(response: httpx2.Response, want_id: int) -> dict[str, Any]:
+@dataclass
+class LeanAnswer:
+    status_code: int
+    headers: dict[str, str]  # lower-case names
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        return self.content.decode()
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+
+class LeanHttp:
+    """The raw load generator's HTTP by default: the project's keep-alive HTTP/1.1 client (xds_control.http11,
+    llhttp), the part of httpx2's AsyncClient that RawClient uses. httpx2 cost the generator about 2 ms of CPU
+    per call, as much as the MCP backend it measures, and on 2 cores the generator competes with the stack
+    for them (`--raw-http httpx2` measures with httpx2 as before)."""
+
+    def __init__(self, max_idle: int = 4) -> None:
+        self.client = HttpClient(None, max_idle=max_idle)
+
+    async def request(self, method: str, url: str, *, headers: dict[str, str], content: bytes | str | None = None) -> LeanAnswer:
+        body = content.encode() if isinstance(content, str) else content
+        async with self.client.stream(method, url, headers=headers, content=body) as response:
+            data = b"".join([chunk async for chunk in response.aiter_bytes()])
+        return LeanAnswer(response.status_code, response.headers, data)
+
+    async def post(self, url: str, *, headers: dict[str, str], content: bytes | str) -> LeanAnswer:
+        return await self.request("POST", url, headers=headers, content=content)
+
+    async def delete(self, url: str, *, headers: dict[str, str]) -> LeanAnswer:
+        return await self.request("DELETE", url, headers=headers)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+RAW_HTTP = ["http11"]  # --raw-http
+
+
+def raw_http(connections: int = 4) -> LeanHttp | httpx2.AsyncClient:
+    if RAW_HTTP[0] == "http11":
+        return LeanHttp(max_idle=connections)
+    limits = httpx2.Limits(max_connections=connections, max_keepalive_connections=connections)
+    return httpx2.AsyncClient(trust_env=False, timeout=httpx2.Timeout(30), limits=limits)
+
+
+def parse_body(response: httpx2.Response | LeanAnswer, want_id: int) -> dict[str, Any]:
     """The JSON-RPC message answering `want_id`, from a JSON or an SSE body."""
     if response.headers.get("content-type", "").startswith("text/event-stream"):
         for frame in response.text.split("\n\n"):
@@ -268,13 +323,13 @@ def parse_body(response: httpx2.Response, want_id: int) -> dict[str, Any]:
 
 
 class RawClient:
-    """tools/call as plain JSON-RPC over httpx2 (docs/dev/mcp-sdk.md section 5): legacy with a session
+    """tools/call as plain JSON-RPC (docs/dev/mcp-sdk.md section 5) over `raw_http()`: legacy with a session
     (initialize, initialized, calls, DELETE) or 2026-07-28 (one POST per call, no session)."""
 
-    def __init__(self, url: str, mode: str, http: httpx2.AsyncClient | None = None) -> None:
+    def __init__(self, url: str, mode: str, http: LeanHttp | httpx2.AsyncClient | None = None) -> None:
         self.url, self.mode = url, mode
         self._own = http is None
-        self.http = http or httpx2.AsyncClient(trust_env=False, timeout=httpx2.Timeout(30))
+        self.http = http or raw_http()
         self.ids = itertools.count(1)
         self.headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
         self.meta: dict[str, Any] = {}
@@ -297,7 +352,7 @@ class RawClient:
     async def __aexit__(self, *exc: object) -> None:
         try:
             if "Mcp-Session-Id" in self.headers:
-                with contextlib.suppress(httpx2.HTTPError):
+                with contextlib.suppress(httpx2.HTTPError, OSError):
                     await self.http.delete(self.url, headers=self.headers)
         finally:
             if self._own:
@@ -393,8 +448,7 @@ async def measure(client_kind: str, target: Target, tool: str, mode: str, concur
     samples: list[float] = []
     failures: dict[int, int] = {}
     deadline = [0.0]
-    limits = httpx2.Limits(max_connections=concurrency * 2, max_keepalive_connections=concurrency * 2)
-    shared = httpx2.AsyncClient(trust_env=False, timeout=httpx2.Timeout(30), limits=limits) if client_kind == "raw" else None
+    shared = raw_http(concurrency * 2) if client_kind == "raw" else None
 
     async def worker() -> None:
         try:
@@ -432,6 +486,50 @@ async def measure(client_kind: str, target: Target, tool: str, mode: str, concur
             await shared.aclose()
     n = max(1, len(samples))
     return Cell(samples, wall, failures, {role: (cpu_after[role] - cpu_before[role]) * 1000 / n for role in cpu_after})
+
+
+@dataclass
+class Interleaved:
+    """c=1 raw calls to several targets in alternating blocks, one warm client each: a sequence of cells, one
+    target after another, lets the machine's drift (here the same direct call's median moved by 1.7 ms
+    between runs minutes apart) land in the difference between two targets; alternating blocks spread it
+    over all of them alike. `samples[key][i]`: ms per call of block i."""
+
+    samples: dict[str, list[list[float]]]
+
+    def median(self, key: str) -> float:
+        return statistics.median([x for block in self.samples[key] for x in block])
+
+    def added(self, key: str, base: str = "direct") -> float:
+        """The median over blocks of (this block's median) - (the adjacent base block's median)."""
+        return statistics.median(statistics.median(b) - statistics.median(a) for a, b in zip(self.samples[base], self.samples[key], strict=True))
+
+    @property
+    def shape(self) -> str:
+        first = next(iter(self.samples.values()))
+        return f"{len(first)} blocks of {len(first[0])} calls per target"
+
+
+async def measure_interleaved(targets: list[Target], mode: str, blocks: int, per_block: int) -> Interleaved:
+    """`blocks` rounds; in each, `per_block` calls to every target in turn (the order reversed every other
+    round, so no target always follows the same one). Any call that does not answer "x" is an error."""
+    samples: dict[str, list[list[float]]] = {t.key: [] for t in targets}
+    async with contextlib.AsyncExitStack() as stack:
+        clients = {t.key: await stack.enter_async_context(RawClient(t.url, mode)) for t in targets}
+        for target in targets:
+            for _ in range(WARMUP):
+                await clients[target.key].call(target.tool)
+        for round_ in range(blocks):
+            for target in targets if round_ % 2 == 0 else targets[::-1]:
+                block = []
+                for _ in range(per_block):
+                    began = time.perf_counter()
+                    code = await clients[target.key].call(target.tool)
+                    block.append((time.perf_counter() - began) * 1000)
+                    if code is not None:
+                        raise RuntimeError(f"{target.label}: a call answered {code}, not 'x'")
+                samples[target.key].append(block)
+    return Interleaved(samples)
 
 
 # -- the run ----------------------------------------------------------------------------------------
@@ -602,21 +700,23 @@ def print_listing(listing: Listing, in_process: dict[str, Any] | None) -> None:
 
 
 def summarize(args: argparse.Namespace, results: dict[tuple[str, str, int, str], Cell], fail_fast: dict[tuple[str, str], Cell],
-              rss: dict[str, float], listing: Listing | None, judge: str) -> None:
+              rss: dict[str, float], listing: Listing | None, judge: str, interleaved: dict[str, Interleaved]) -> None:
     print(f"\ntargets (judged on the {judge} load generator)")
     get = lambda mode, conc, key: results.get((judge, mode, conc, key))  # noqa: E731
     for mode in FAMILIES:
         a, b = get(mode, 1, "direct"), get(mode, 1, "gateway")
+        paired = interleaved.get(mode)
+        if paired is not None:
+            added, hop = paired.added("gateway"), paired.added("envoy")
+            print(f"  (b)-(a) added median latency, {family_name(mode)}, c=1, interleaved: {added:.2f} ms ({paired.median('direct'):.2f} -> "
+                  f"{paired.median('gateway'):.2f}; {paired.shape})   target < 2 ms: {verdict(added < 2)}")
+            print(f"      of which two Envoy hops 2 x ((d)-(a)) = 2 x {hop:.2f} ms, the aggregator the remaining {added - 2 * hop:.2f} ms")
         if a and b:
             added = b.median - a.median
             cpu = sum(b.cpu_ms.values()) - sum(a.cpu_ms.values())
-            print(f"  (b)-(a) added median latency, {family_name(mode)}, c=1: {added:.2f} ms ({a.median:.2f} -> {b.median:.2f});"
-                  f" added CPU per call, all processes: {cpu:.2f} ms   target < 2 ms: {verdict(added < 2)}")
-            d = get(mode, 1, "envoy")
-            if d:
-                hop = d.median - a.median
-                print(f"      of which two Envoy hops 2 x ((d)-(a)) = 2 x {hop:.2f} ms, the aggregator the remaining {added - 2 * hop:.2f} ms"
-                      f" (its CPU per call {b.cpu_ms.get('aggregator', float('nan')):.2f} ms)")
+            print(f"  (b)-(a) added median latency, {family_name(mode)}, c=1, sequential cells: {added:.2f} ms ({a.median:.2f} -> {b.median:.2f});"
+                  f" added CPU per call, all processes: {cpu:.2f} ms (the aggregator's {b.cpu_ms.get('aggregator', float('nan')):.2f} ms)"
+                  + ("" if paired is not None else f"   target < 2 ms: {verdict(added < 2)}"))
     for mode in FAMILIES:
         b, c = get(mode, 16, "gateway"), get(mode, 16, "fastmcp")
         if b and c:
@@ -654,19 +754,26 @@ def summarize(args: argparse.Namespace, results: dict[tuple[str, str, int, str],
                       f"median {median:.2f} ms   target < 10 ms: {verdict(median < 10)}")
 
 
-async def measure_all(args: argparse.Namespace, stack: Stack, clients: list[str]) -> tuple[dict, dict, dict]:
+async def measure_all(args: argparse.Namespace, stack: Stack, clients: list[str]) -> tuple[dict, dict, dict, dict]:
     assert stack.gateway is not None
     await wait_gateway_ready(stack.healthz, stack.gateway, 1, 1)
     ready = {f"ready:{role}": rss_mb(stack.pids[role]) for role in ("control-plane", "aggregator")}
     print("measuring (per cell: calls, wall time, median, p99, calls/s)", flush=True)
     results = await run_calls(args, stack, clients)
+    interleaved: dict[str, Interleaved] = {}
+    if args.interleave_blocks > 0:
+        paired = [t for t in stack.targets if t.key in ("direct", "gateway", "envoy")]
+        for mode in FAMILIES:
+            interleaved[mode] = await measure_interleaved(paired, mode, args.interleave_blocks, args.interleave_calls)
+            print(f"  raw  {family_name(mode):6} c=1   interleaved ({interleaved[mode].shape}): "
+                  + ", ".join(f"{t.label} median {interleaved[mode].median(t.key):.2f} ms" for t in paired), flush=True)
     fail_fast: dict[tuple[str, str], Cell] = {}
     for client, mode in itertools.product(clients, FAMILIES):
         fail_fast[(client, mode)] = await measure(client, stack.gateway, stack.dead_tool, mode, 1, args.calls, args.seconds, expect=-32050)
     rss = {role: rss_mb(stack.pids[role]) for role in ("control-plane", "aggregator", "envoy", "backend")}
     rss.update({f"pss:{role}": pss_mb(stack.pids[role]) for role in ("control-plane", "aggregator")})
     rss.update(ready)
-    return results, fail_fast, rss
+    return results, fail_fast, rss, interleaved
 
 
 def main() -> int:
@@ -675,6 +782,11 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=300, help="calls per cell at concurrency 1 (default 300)")
     parser.add_argument("--calls16", type=int, default=2000, help="calls per cell at concurrency 16 (default 2000)")
     parser.add_argument("--seconds", type=float, default=6.0, help="time cap per cell (default 6)")
+    parser.add_argument("--interleave-blocks", type=int, default=20,
+                        help="rounds of the interleaved c=1 measurement of (a), (b), (d) that judges the added latency (0: skip; default 20)")
+    parser.add_argument("--interleave-calls", type=int, default=25, help="raw calls per target per round (default 25)")
+    parser.add_argument("--raw-http", choices=["http11", "httpx2"], default="http11",
+                        help="the raw load generator's HTTP client (default http11: xds_control.http11, the lighter)")
     parser.add_argument("--no-fastmcp", action="store_true", help="skip (c)")
     parser.add_argument("--fastmcp-session", choices=["fresh", "shared", "both"], default="both",
                         help="FastMCP's backend sessions: fresh = create_proxy(url) (per request), shared = one connected Client (default both)")
@@ -685,6 +797,7 @@ def main() -> int:
                         help="families the demo backend serves (both: the aggregator's prober picks modern)")
     args = parser.parse_args()
     clients = ["raw", "sdk"] if args.client == "both" else [args.client]
+    RAW_HTTP[0] = args.raw_http
 
     def stop(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt  # unwinds through the finally blocks that stop every child
@@ -694,7 +807,7 @@ def main() -> int:
     print(f"cpus: {os.cpu_count()}, load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     with tempfile.TemporaryDirectory() as tmp, running_stack(args, Path(tmp)) as stack:
         print(f"stack up in {time.monotonic() - started:.1f} s: " + ", ".join(f"{t.label} {t.url}" for t in stack.targets), flush=True)
-        results, fail_fast, rss = asyncio.run(measure_all(args, stack, clients))
+        results, fail_fast, rss, interleaved = asyncio.run(measure_all(args, stack, clients))
     listing, in_process = None, None
     if not args.no_list:
         print(f"tools/list: starting a stack with {args.list_backends} backends", flush=True)
@@ -709,7 +822,7 @@ def main() -> int:
     print_cpu_table(results, stack, clients)
     if listing is not None:
         print_listing(listing, in_process)
-    summarize(args, results, fail_fast, rss, listing, "raw" if "raw" in clients else "sdk")
+    summarize(args, results, fail_fast, rss, listing, "raw" if "raw" in clients else "sdk", interleaved)
     print(f"\ntotal {time.monotonic() - started:.0f} s; load average now: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return 0
 

@@ -5,7 +5,8 @@ in the aggregator's place, on its port, a relay of the least a Python process in
 (httptools, as the aggregator runs it) receives the POST, and the body goes unread to the backend through
 Envoy's egress listener on a kept-alive connection (xds_control.http11, the aggregator's own client); the
 answer comes back as it came. No JSON parsing, no MCP, no routing. Then the real aggregator in the same
-seat, for comparison. Raw 2026-07-28 tools/call at concurrency 1 (calls.py's RawClient).
+seat, for comparison. Raw 2026-07-28 tools/call at concurrency 1 (calls.py's RawClient), in sequence (one
+target after another) and interleaved with direct calls (calls.py's judged figure).
 
     .venv/bin/python bench/aggregator/relay_floor.py [--calls 400]
 
@@ -83,6 +84,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=400)
     parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--blocks", type=int, default=20, help="rounds of the interleaved measurement")
     parser.add_argument("--relay", nargs=3, metavar=("HOST", "PORT", "UPSTREAM"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.relay:
@@ -90,6 +92,7 @@ def main() -> int:
         return 0
     print(f"cpus: {os.cpu_count()}, load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     results: dict[str, c.Cell] = {}
+    paired: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp, c.stopping([]) as procs:
         backend_url, backend_pid = c.start_backend(procs, "alpha", "--family", "both")
         config, pids = c.start_gateway([{"name": "alpha", "url": backend_url}], Path(tmp), procs)
@@ -100,6 +103,7 @@ def main() -> int:
         asyncio.run(c.wait_gateway_ready(healthz, gateway, 1, 1))
         results["direct"] = asyncio.run(measure(direct, args.calls, args.seconds))
         results["aggregator"] = asyncio.run(measure(gateway, args.calls, args.seconds))
+        paired["aggregator"] = asyncio.run(c.measure_interleaved([direct, gateway], c.MODERN, args.blocks, 25)).added("gateway")
         aggregator = next(p for p in procs if p.popen.pid == pids["aggregator"])
         aggregator.stop()
         relay = c.child([sys.executable, __file__, "--relay", config.aggregator.address, str(config.aggregator.port), config.egress_url("alpha")], "relay")
@@ -108,6 +112,7 @@ def main() -> int:
         # The relay forwards the client's tool name as is: call the backend's own name through it.
         relayed = c.Target("relay", "(r) relay", config.public_url(), "echo", {"backend": backend_pid, "envoy": pids["envoy"], "relay": relay.popen.pid})
         results["relay"] = asyncio.run(measure(relayed, args.calls, args.seconds))
+        paired["relay"] = asyncio.run(c.measure_interleaved([direct, relayed], c.MODERN, args.blocks, 25)).added("relay")
     base = results["direct"].median
     print(f"\n{'target':16} | {'calls':>5} | {'median':>7} | {'p99':>7} | {'added':>6} | CPU per call by process (ms)")
     for key, cell in results.items():
@@ -115,6 +120,8 @@ def main() -> int:
         print(f"{key:16} | {len(cell.samples):5d} | {cell.median:7.2f} | {cell.p99:7.2f} | {cell.median - base:6.2f} | {cpu}")
     print(f"\nadded median latency, modern raw client, c=1: relay {results['relay'].median - base:.2f} ms, "
           f"aggregator {results['aggregator'].median - base:.2f} ms (target < 2 ms)")
+    print(f"the same, interleaved with direct calls ({args.blocks} rounds of 25 calls each, calls.py's judged figure): "
+          f"relay {paired['relay']:.2f} ms, aggregator {paired['aggregator']:.2f} ms")
     return 0
 
 
