@@ -17,8 +17,9 @@ For each: tools/call median / p99 latency and calls/s at concurrency 1 and 16, f
 (`initialize`, one session per worker) and 2026-07-28 clients (no session). Closed loop: N workers, each
 with its own client, each sending its next call when the previous answer arrived; calls/s = answered calls
 / wall time. Two load generators, each printed with its own CPU cost per call (the `client` CPU column):
-`raw` (JSON-RPC over one httpx2 client: the lean one, the figures the targets are judged on) and `sdk`
-(`mcp.Client`, what applications use; its own CPU per call is about twice raw's, and on a 2-core machine
+`raw` (JSON-RPC over the project's HTTP/1.1 client, LeanHttp; the lean one, the figures the targets are
+judged on; `--raw-http httpx2` puts it on httpx2, at about 2 ms of CPU per call instead of 0.3) and `sdk`
+(`mcp.Client`, what applications use; its own CPU per call is 2-5.5 ms, several times raw's, and on a 2-core machine
 the client competes with the servers for the cores, which caps calls/s at concurrency 16).
 The CPU table says where each call's CPU goes (ms per call, from /proc/PID/stat, 10 ms ticks).
 
