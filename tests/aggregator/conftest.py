@@ -110,12 +110,14 @@ class Running:
 
 @pytest.fixture
 def serve(fleet: Fleet) -> Callable[..., contextlib.AbstractAsyncContextManager[Running]]:
-    """`async with serve([entries], **aggregator) as running`: an aggregator over healthy fleet backends."""
+    """`async with serve([entries], **aggregator) as running`: an aggregator over healthy fleet backends
+    (`**aggregator`: the config's `aggregator` section; `session_idle_timeout`: the Aggregator's)."""
 
     @contextlib.asynccontextmanager
     async def run(
-        entries: list[dict[str, Any]], *, healthy: tuple[str, ...] | None = None, catalogs: dict[str, Catalog] | None = None, **aggregator: Any
-    ) -> AsyncIterator[Running]:
+        entries: list[dict[str, Any]], *, healthy: tuple[str, ...] | None = None, catalogs: dict[str, Catalog] | None = None,
+        session_idle_timeout: float | None = None, **aggregator: Any,
+    ) -> AsyncIterator[Running]:  # fmt: skip
         port = free_port()
         config: Config = make_config(entries, port=port, **aggregator)
         store = ViewStore(config)
@@ -125,7 +127,8 @@ def serve(fleet: Fleet) -> Callable[..., contextlib.AbstractAsyncContextManager[
                 cat = (catalogs or {}).get(name) or fleet.catalogs.get(name)
                 store.update_backend(name, lambda s, cat=cat: replace(s, state=BackendState.HEALTHY, catalog=cat))
         source = StoreViewSource(store)
-        agg = Aggregator(config, source, upstream_url=direct_upstream_url, report_interval=0.05, coalesce_window=0.02)
+        idle = {"session_idle_timeout": session_idle_timeout} if session_idle_timeout is not None else {}
+        agg = Aggregator(config, source, upstream_url=direct_upstream_url, report_interval=0.05, coalesce_window=0.02, **idle)
         async with agg.running():
             await agg.wait_for_view(store.version)
             async with agg.serving("127.0.0.1", port) as url:

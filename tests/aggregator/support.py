@@ -35,6 +35,26 @@ async def post_jsonrpc(url: str, message: dict[str, Any], headers: Mapping[str, 
     return response.status_code, response.json()
 
 
+LEGACY_HEADERS = {"accept": "application/json, text/event-stream", "content-type": "application/json", "mcp-protocol-version": "2025-11-25"}
+
+
+async def legacy_session(http: httpx2.AsyncClient, url: str) -> dict[str, str]:
+    """A raw legacy session (initialize, initialized); the headers its requests carry."""
+    init = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "test", "version": "0"}}
+    response = await http.post(url, content=json.dumps({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": init}), headers=LEGACY_HEADERS)
+    assert response.status_code == 200, response.text
+    session_headers = {**LEGACY_HEADERS, "mcp-session-id": response.headers["mcp-session-id"]}
+    initialized = await http.post(url, content=b'{"jsonrpc":"2.0","method":"notifications/initialized"}', headers=session_headers)
+    assert initialized.status_code == 202
+    return session_headers
+
+
+def legacy_call(tool: str, *, meta: dict[str, Any] | None = None, arguments: dict[str, Any] | None = None, request_id: int = 9) -> bytes:
+    """A raw legacy tools/call body (arguments {"text": "hi"} unless given)."""
+    params: dict[str, Any] = {"name": tool, "arguments": {"text": "hi"} if arguments is None else arguments, **({"_meta": meta} if meta is not None else {})}
+    return json.dumps({"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}).encode()
+
+
 def dump(model: Any) -> dict[str, Any]:
     return model.model_dump(by_alias=True, mode="json", exclude_none=True)
 

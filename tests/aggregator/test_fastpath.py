@@ -13,7 +13,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from tests.aggregator.conftest import Fleet, Running
-from tests.aggregator.support import MODERN, MODERN_ENVELOPE, MODERN_HEADERS, mcp_client, post_jsonrpc
+from tests.aggregator.support import MODERN, MODERN_ENVELOPE, MODERN_HEADERS, legacy_call, legacy_session, mcp_client, post_jsonrpc
 from tests.support.waiting import async_wait_until
 from xds_control.aggregator import upstream_modern
 from xds_control.aggregator.upstream import map_post_error
@@ -152,25 +152,6 @@ async def test_a_list_that_is_not_plain_or_fails_is_never_kept(serve: Any, fleet
         assert (len(fast.lists.pages), fast.lists.pages.hits) == (0, 0), case
 
 
-LEGACY_HEADERS = {"accept": "application/json, text/event-stream", "content-type": "application/json", "mcp-protocol-version": "2025-11-25"}
-
-
-async def legacy_session(http: httpx2.AsyncClient, url: str) -> dict[str, str]:
-    """A raw legacy session (initialize, initialized); the headers its requests carry."""
-    init = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "test", "version": "0"}}
-    response = await http.post(url, content=json.dumps({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": init}), headers=LEGACY_HEADERS)
-    assert response.status_code == 200, response.text
-    session_headers = {**LEGACY_HEADERS, "mcp-session-id": response.headers["mcp-session-id"]}
-    initialized = await http.post(url, content=b'{"jsonrpc":"2.0","method":"notifications/initialized"}', headers=session_headers)
-    assert initialized.status_code == 202
-    return session_headers
-
-
-def legacy_call(tool: str, *, meta: dict[str, Any] | None = None) -> bytes:
-    params: dict[str, Any] = {"name": tool, "arguments": {"text": "hi"}, **({"_meta": meta} if meta is not None else {})}
-    return json.dumps({"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": params}).encode()
-
-
 def fast_failed(backend: str) -> float:
     return REGISTRY.get_sample_value("xds_control_aggregator_fast_failed_calls_total", {"backend": backend, "state": "unknown"}) or 0.0
 
@@ -199,7 +180,6 @@ async def test_a_legacy_call_to_an_unroutable_backend_is_answered_as_the_sdk_ans
 @pytest.mark.parametrize(
     ("case", "tool", "change"),
     [
-        ("routable backend", "alpha_echo", {}),
         ("unknown tool", "nope", {}),
         ("progress token", "dead_echo", {"meta": {"progressToken": 1}}),
         ("unknown session", "dead_echo", {"headers": {"mcp-session-id": "no-such-session"}}),

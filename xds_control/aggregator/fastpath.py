@@ -1,4 +1,4 @@
-"""The hot path: a plain 2026-07-28 `tools/call` answered in front of the SDK's HTTP stack.
+"""The hot path: a plain `tools/call` (2026-07-28, or of a legacy session) answered in front of the SDK's HTTP stack.
 
 A modern request is a single exchange (one POST, no session), so the common
 case needs none of the SDK's per-request machinery (a memory stream, a task
@@ -21,16 +21,17 @@ sieved on its way in, upstream_modern.Sieved), `resultType`, the server-info sta
 SDK's exception-to-wire mapping with its HTTP status table. A client that
 disconnects cancels the call (the modern cancellation signal).
 
-A legacy session's `tools/call` of a tool whose backend is unroutable is
-answered here too: it needs no backend session, progress or cancellation, only
-the structured error, and the SDK's legacy path costs about 1.6 ms of CPU per
-request before the handler runs (bench/aggregator/calls.py, fail-fast). The
-conditions: the session is one the SDK has (it reached the MCP server,
-sessions.ClientSessions) and initialized; the `MCP-Protocol-Version` header is
-a handshake version or absent (the SDK's own era routing); the same transport,
-Accept and body checks as above, `_meta` optional. Such an answer is not
-activity for the session's idle timeout: the SDK never sees it, and the
-session mirror does not count it either, so both end the session together.
+A legacy session's plain `tools/call` of a known tool, routable or not, is
+answered here too (legacy_calls.py: the SDK's legacy path costs about 1.6 ms
+of CPU per request before the handler runs). The conditions: the session is
+one the SDK has (it reached the MCP server, sessions.ClientSessions),
+initialized, and its SDK transport is live with the idle fields
+legacy_calls.SdkTransports expects; the `MCP-Protocol-Version` header is a
+handshake version or absent (the SDK's own era routing); no `user` in the
+scope; the same transport, Accept and body checks as above, `_meta` optional,
+no `progressToken`. The request counts for the session's idle timer in the
+SDK and in the mirror, as it would through the SDK; `notifications/cancelled`
+for it cancels it.
 
 A plain 2026-07-28 list request (`tools/list`, `resources/list`,
 `resources/templates/list`, `prompts/list`: the checks above, params only
@@ -49,6 +50,7 @@ from typing import Any
 from mcp.server import Server
 from mcp.server.runner import modern_error_data
 from mcp.server.streamable_http import check_accept_headers
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
 from mcp.shared.inbound import (
@@ -65,6 +67,7 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from xds_control.aggregator import legacy_calls
 from xds_control.aggregator.gateway import Gateway
 from xds_control.aggregator.http_app import replaying
 from xds_control.aggregator.list_answers import KeptListAnswers
@@ -103,6 +106,8 @@ class FastPath:
         self.enabled = enabled
         self.taken = 0  # tools/call requests answered here (tests and the benchmark check the path is used)
         self.lists = KeptListAnswers(app, lambda: gateway.catalog)
+        self.transports = legacy_calls.SdkTransports(self._session_manager)
+        self.in_flight = legacy_calls.InFlight()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != self.path or not self.enabled():
@@ -128,27 +133,46 @@ class FastPath:
             await self._serve(call, scope, receive, send)
 
     async def _legacy(self, scope: Scope, receive: Receive, send: Send, session_id: str, version: str) -> None:
-        """A legacy session's call to an unroutable backend's tool, answered with its error; all else to the SDK."""
+        """A legacy session's plain call of a known tool, answered here (legacy_calls.py); all else to the SDK."""
         session = self.sessions.session(session_id) if self.sessions is not None else None
-        if session is None or session.client_params is None or (version and version not in HANDSHAKE_PROTOCOL_VERSIONS) or "user" in scope:
+        transport = self.transports.of(session_id) if session is not None else None
+        if transport is None or session is None or session.client_params is None or (version and version not in HANDSHAKE_PROTOCOL_VERSIONS) or "user" in scope:
             await self.app(scope, receive, send)
             return
         first = await receive()
-        call = await self._request(scope, first, version, meta_required=False) if first["type"] == "http.request" and not first.get("more_body") else None
-        if call is None or call.method != "tools/call" or self.gateway.catalog.route("tools", call.name) is not None or self.gateway.catalog.unavailable_owner("tools", call.name) is None:
+        whole = first["type"] == "http.request" and not first.get("more_body")
+        if whole and self.in_flight.any_in(session_id):
+            with contextlib.suppress(ValueError, RecursionError):
+                self.in_flight.cancel_from(session_id, json.loads(first.get("body", b"")))
+        call = await self._request(scope, first, version, meta_required=False) if whole else None
+        catalog = self.gateway.catalog
+        if call is None or call.method != "tools/call" or (catalog.route("tools", call.name) is None and catalog.unavailable_owner("tools", call.name) is None):
             await self.app(scope, replaying(first, receive), send)
             return
         self.taken += 1
-        try:
-            await self.gateway.call("tools/call", "tools", call.name, call.params, client_key=session_id, arguments=call.params.get("arguments"))
-        except MCPError as exc:  # always: the route was checked just above, with no await in between
-            error = exc.error.model_dump(mode="json", by_alias=True, exclude_none=True)
-        else:
-            raise RuntimeError("a call to an unroutable backend was routed")
-        data = json.dumps({"jsonrpc": "2.0", "id": call.id, "error": error}, separators=(",", ":")).encode()
+        assert self.sessions is not None
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"] if k in (b"traceparent", b"tracestate")}
+        routed = asyncio.ensure_future(
+            self.gateway.call(
+                "tools/call", "tools", call.name, call.params, client_key=session_id, arguments=call.params.get("arguments"),
+                trace_context=passthrough(call.params.get("_meta") or {}, headers),
+            )
+        )  # fmt: skip
+        with legacy_calls.activity(transport, self.sessions, session_id), self.in_flight.tracking(session_id, call.id, routed):
+            went = await _until_done_or_gone(routed, receive)
+            cancelled = routed in self.in_flight.cancelled
+        if went:  # the client went away: nobody to answer
+            return
+        data = json.dumps(legacy_calls.answer(call.id, session, routed, cancelled), separators=(",", ":")).encode()
         start_headers = [(b"content-type", b"application/json"), (b"mcp-session-id", session_id.encode("latin-1")), (b"content-length", str(len(data)).encode())]
         await send({"type": "http.response.start", "status": 200, "headers": start_headers})
         await send({"type": "http.response.body", "body": data})
+
+    def _session_manager(self) -> StreamableHTTPSessionManager | None:
+        try:
+            return self.server.session_manager
+        except RuntimeError:  # the SDK's app is not built yet
+            return None
 
     async def _request(self, scope: Scope, message: Message, version: str, *, meta_required: bool) -> _Call | None:
         """The request, if it is one plain `tools/call` or list request that passes the SDK's transport checks."""
@@ -203,16 +227,7 @@ class FastPath:
                 trace_context=passthrough(call.params["_meta"], headers),
             )
         )  # fmt: skip
-        gone = asyncio.ensure_future(_disconnected(receive))
-        try:
-            await asyncio.wait((routed, gone), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if not routed.done():  # the client went away (or we are cancelled): cancel the backend request
-                routed.cancel()
-                with contextlib.suppress(BaseException):
-                    await routed
-            gone.cancel()
-        if gone.done() and routed.cancelled():
+        if await _until_done_or_gone(routed, receive):
             return
         status, answer = self._answer(call, routed)
         data = json.dumps(answer, separators=(",", ":")).encode()
@@ -247,6 +262,22 @@ class FastPath:
         if meta is None or (isinstance(meta, dict) and meta.get(SERVER_INFO_META_KEY) is None):
             dumped["_meta"] = {**(meta or {}), SERVER_INFO_META_KEY: self.server.server_info_stamp}
         return dumped
+
+
+async def _until_done_or_gone(routed: asyncio.Future[Any], receive: Receive) -> bool:
+    """Wait for the routed call; True if the client went away first (the call is cancelled then, as it is if
+    this task is cancelled)."""
+    gone = asyncio.ensure_future(_disconnected(receive))
+    try:
+        await asyncio.wait((routed, gone), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        went = gone.done() and not gone.cancelled()
+        if not routed.done():  # the client went away (or we are cancelled): cancel the backend request
+            routed.cancel()
+            with contextlib.suppress(BaseException):
+                await routed
+        gone.cancel()
+    return went
 
 
 async def _disconnected(receive: Receive) -> None:
