@@ -3,7 +3,8 @@
 Two things need them: `list_changed` goes to every legacy session (on its GET
 stream), and a session's backend sessions close when it ends. The SDK does
 not announce a session's end, so it is observed at the HTTP layer
-(`http_app.SessionTracker`) and mirrored from the SDK's own rule:
+(`http_app.SessionTracker`, and `legacy_calls.activity` for the calls the fast
+path answers) and mirrored from the SDK's own rule:
 
 * the client sends DELETE, or the SDK answers 404 for the id -> ended now;
 * no request in flight (an open GET stream counts) for `idle_timeout`
