@@ -44,7 +44,7 @@ from typing import Any
 import httpx2
 
 from xds_control.aggregator import metrics
-from xds_control.aggregator.upstream_transport import Http11Transport
+from xds_control.aggregator.upstream_transport import Http11Transport, read_bounded
 from xds_control.telemetry.trace_context import trace_headers_of_body
 
 EDGE_MARKER = "xds-control/edge"  # key in a synthesized error's data; never leaves the aggregator
@@ -222,15 +222,7 @@ class EdgeTransport(httpx2.AsyncBaseTransport):
     async def _read(response: httpx2.Response, limit: int) -> bytes | None:
         """The whole body, or None if it is longer than `limit`; a failure mid-body raises httpx2's
         TransportError. The stream is closed either way."""
-        body = bytearray()
-        try:
-            async for chunk in response.stream:  # type: ignore[union-attr]
-                body.extend(chunk)
-                if len(body) > limit:
-                    return None
-        finally:
-            await response.aclose()
-        return bytes(body)
+        return await read_bounded(response.stream, limit, response.aclose)  # type: ignore[arg-type]
 
     @staticmethod
     def _rebuilt(request: httpx2.Request, response: httpx2.Response, body: bytes) -> httpx2.Response:

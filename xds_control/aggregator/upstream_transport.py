@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 
 import httptools
@@ -33,7 +33,7 @@ import httpx2
 
 from xds_control.http11 import HttpClient, Response
 
-__all__ = ["Http11Transport", "Response"]
+__all__ = ["Http11Transport", "Response", "read_bounded"]
 
 _HOP_HEADERS = frozenset({b"host", b"content-length", b"transfer-encoding", b"connection", b"keep-alive"})
 
@@ -58,6 +58,19 @@ def _mapped(*, reading: bool = False) -> Iterator[None]:
             raise httpx2.ReadError(f"connection lost: {type(exc).__name__}") from exc
         # socket.gaierror, ssl.SSLError, EHOSTUNREACH...
         raise httpx2.ConnectError(f"connection failed: {type(exc).__name__}") from exc
+
+
+async def read_bounded(chunks: AsyncIterable[bytes], limit: int, close: Callable[[], Awaitable[None]]) -> bytes | None:
+    """The whole body from `chunks`, or None once it is longer than `limit`; `close` runs either way."""
+    body = bytearray()
+    try:
+        async for chunk in chunks:
+            body.extend(chunk)
+            if len(body) > limit:
+                return None
+    finally:
+        await close()
+    return bytes(body)
 
 
 class _Body(httpx2.AsyncByteStream):
@@ -108,16 +121,8 @@ class Http11Transport(httpx2.AsyncBaseTransport):
     async def read(response: Response, limit: int) -> bytes | None:
         """The whole body of a `post` response, or None if it is longer than `limit`; a failure mid-body raises
         httpx2's ReadError. The connection goes back to the pool (or is closed) either way."""
-        body = bytearray()
-        try:
-            with _mapped(reading=True):
-                async for chunk in response.aiter_bytes():
-                    body.extend(chunk)
-                    if len(body) > limit:
-                        return None
-        finally:
-            await response.aclose()
-        return bytes(body)
+        with _mapped(reading=True):
+            return await read_bounded(response.aiter_bytes(), limit, response.aclose)
 
     @staticmethod
     def wrapped(response: Response, request: httpx2.Request) -> httpx2.Response:
