@@ -16,9 +16,8 @@ from tests.aggregator.conftest import Fleet, Running
 from tests.aggregator.support import legacy_call, legacy_session, mcp_client
 from tests.support.waiting import async_wait_until
 from xds_control.aggregator.fastpath import FastPath
-from xds_control.aggregator.legacy_calls import SdkTransports
+from xds_control.aggregator.legacy_calls import InFlight, SdkTransports
 
-pytestmark = pytest.mark.integration
 
 
 def fast_path(running: Running) -> FastPath:
@@ -53,6 +52,27 @@ CASES = {
 }
 
 
+async def test_only_a_cancel_for_a_call_of_that_session_in_flight_here_cancels_it() -> None:
+    loop = asyncio.get_running_loop()
+    calls_ = InFlight()
+    first, second = loop.create_future(), loop.create_future()
+
+    def cancel(request_id: Any, *, session: str = "s1", method: str = "notifications/cancelled", **extra: Any) -> dict[str, Any]:
+        return {"jsonrpc": "2.0", "method": method, "params": {"requestId": request_id}, **extra}
+
+    with calls_.tracking("s1", 7, first), calls_.tracking("s1", "8", second):
+        assert calls_.any_in("s1") and not calls_.any_in("s2")
+        for ignored in ([cancel(7)], cancel(9), cancel(7, method="notifications/progress"), cancel(7, id=1), cancel(True), "garbage"):
+            calls_.cancel_from("s2" if ignored == [cancel(7)] else "s1", ignored)
+        assert not first.cancelled() and not second.cancelled()
+        calls_.cancel_from("s1", [{"jsonrpc": "2.0", "method": "ping", "id": 3}, cancel(8)])  # a batch; "8" and 8 are one id
+        assert second.cancelled() and second in calls_.cancelled and not first.cancelled()
+        calls_.cancel_from("s1", cancel("7"))
+        assert first.cancelled()
+    assert not calls_.any_in("s1") and not calls_.cancelled
+
+
+@pytest.mark.integration
 @pytest.mark.parametrize("backend", ["legacy", "modern"])
 async def test_a_plain_legacy_call_is_answered_as_the_sdk_answers_it(serve: Any, fleet: Fleet, backend: str) -> None:
     async with serve([fleet.entry("alpha", protocol=backend)]) as running, httpx2.AsyncClient(trust_env=False, timeout=30) as http:
@@ -72,6 +92,7 @@ async def test_a_plain_legacy_call_is_answered_as_the_sdk_answers_it(serve: Any,
         assert answers[0][3]["error"]["code"] == -32602
 
 
+@pytest.mark.integration
 async def test_an_sdk_client_of_the_legacy_family_is_served_by_the_fast_path(serve: Any, fleet: Fleet) -> None:
     async with serve([fleet.entry("alpha", protocol="legacy")]) as running, mcp_client(running.url, "legacy") as client:
         fast = fast_path(running)
@@ -84,6 +105,7 @@ async def test_an_sdk_client_of_the_legacy_family_is_served_by_the_fast_path(ser
         assert running.aggregator.gateway.upstreams["alpha"].open_sessions == 1
 
 
+@pytest.mark.integration
 async def test_a_call_in_flight_holds_the_session_and_the_idle_countdown_restarts_after_it(serve: Any, fleet: Fleet) -> None:
     """With a 1 s idle timeout, a 2.5 s call through the fast path keeps the session (in the SDK and in the
     mirror); the session still answers after it, and expires once idle for the timeout."""
@@ -106,6 +128,7 @@ async def test_a_call_in_flight_holds_the_session_and_the_idle_countdown_restart
         assert fast.taken == 2
 
 
+@pytest.mark.integration
 async def test_notifications_cancelled_cancels_a_call_in_flight_as_the_sdk_does(serve: Any, fleet: Fleet) -> None:
     async with serve([fleet.entry("alpha", protocol="modern")]) as running, httpx2.AsyncClient(trust_env=False, timeout=30) as http:
         fast = fast_path(running)
@@ -125,6 +148,7 @@ async def test_notifications_cancelled_cancels_a_call_in_flight_as_the_sdk_does(
         assert answers[0][3]["error"] == {"code": -32800, "message": "Request cancelled"}
 
 
+@pytest.mark.integration
 async def test_without_the_sdk_transport_fields_the_call_goes_to_the_sdk(serve: Any, fleet: Fleet) -> None:
     async with serve([fleet.entry("alpha", protocol="modern")]) as running, httpx2.AsyncClient(trust_env=False, timeout=30) as http:
         fast = fast_path(running)

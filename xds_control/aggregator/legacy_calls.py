@@ -123,7 +123,12 @@ class InFlight:
         return session_id in self._per_session
 
     def cancel_from(self, session_id: str, message: Any) -> None:
-        """If `message` is a `notifications/cancelled` for a call of this session in flight here, cancel it."""
+        """If `message` (or, in a batch, any of them) is a `notifications/cancelled` for a call of this session in
+        flight here, cancel that call."""
+        if isinstance(message, list):
+            for item in message:
+                self.cancel_from(session_id, item)
+            return
         if not isinstance(message, dict) or message.get("method") != "notifications/cancelled" or "id" in message:
             return
         params = message.get("params")
