@@ -22,7 +22,7 @@ dispatcher, the middleware chain): half of what a routed legacy call costs
   are there, with the types this code expects, and returns None if not (the
   request then goes to the SDK, so a change in the SDK costs speed, not
   correctness; tests/aggregator/test_legacy_calls.py fails on it);
-* cancellation: `notifications/cancelled` for a call in flight here cancels it
+* cancellation: `notifications/cancelled` (alone or in a batch) for a call in flight here cancels it
   and the call is answered REQUEST_CANCELLED, as the SDK's transport answers a
   cancelled request on this era's wire; the notification still goes on to the
   SDK (which does not know the id and ignores it). A client that goes away
