@@ -151,22 +151,22 @@ class FastPath:
             return
         self.taken += 1
         assert self.sessions is not None
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"] if k in (b"traceparent", b"tracestate")}
-        routed = asyncio.ensure_future(
-            self.gateway.call(
-                "tools/call", "tools", call.name, call.params, client_key=session_id, arguments=call.params.get("arguments"),
-                trace_context=passthrough(call.params.get("_meta") or {}, headers),
-            )
-        )  # fmt: skip
+        routed = self._route(call, scope, session_id)
         with legacy_calls.activity(transport, self.sessions, session_id), self.in_flight.tracking(session_id, call.id, routed):
             went = await _until_done_or_gone(routed, receive)
             cancelled = routed in self.in_flight.cancelled
-        if went:  # the client went away: nobody to answer
-            return
-        data = json.dumps(legacy_calls.answer(call.id, session, routed, cancelled), separators=(",", ":")).encode()
-        start_headers = [(b"content-type", b"application/json"), (b"mcp-session-id", session_id.encode("latin-1")), (b"content-length", str(len(data)).encode())]
-        await send({"type": "http.response.start", "status": 200, "headers": start_headers})
-        await send({"type": "http.response.body", "body": data})
+        if not went:  # else the client went away: nobody to answer
+            await _send_json(send, 200, legacy_calls.answer(call.id, session, routed, cancelled), [(b"mcp-session-id", session_id.encode("latin-1"))])
+
+    def _route(self, call: _Call, scope: Scope, client_key: str | None) -> asyncio.Future[Any]:
+        """`Gateway.call` for a plain tools/call, as a future; the client's trace context passed through."""
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"] if k in (b"traceparent", b"tracestate")}
+        return asyncio.ensure_future(
+            self.gateway.call(
+                "tools/call", "tools", call.name, call.params, client_key=client_key, arguments=call.params.get("arguments"),
+                trace_context=passthrough(call.params.get("_meta") or {}, headers),
+            )
+        )  # fmt: skip
 
     def _session_manager(self) -> StreamableHTTPSessionManager | None:
         try:
@@ -220,20 +220,9 @@ class FastPath:
         return call
 
     async def _serve(self, call: _Call, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"] if k in (b"traceparent", b"tracestate")}
-        routed = asyncio.ensure_future(
-            self.gateway.call(
-                "tools/call", "tools", call.name, call.params, client_key=None, arguments=call.params.get("arguments"),
-                trace_context=passthrough(call.params["_meta"], headers),
-            )
-        )  # fmt: skip
-        if await _until_done_or_gone(routed, receive):
-            return
-        status, answer = self._answer(call, routed)
-        data = json.dumps(answer, separators=(",", ":")).encode()
-        start_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
-        await send({"type": "http.response.start", "status": status, "headers": start_headers})
-        await send({"type": "http.response.body", "body": data})
+        routed = self._route(call, scope, None)
+        if not await _until_done_or_gone(routed, receive):
+            await _send_json(send, *self._answer(call, routed))
 
     def _answer(self, call: _Call, routed: asyncio.Future[dict[str, Any]]) -> tuple[int, dict[str, Any]]:
         """(HTTP status, JSON-RPC message), as the SDK's modern entry shapes them."""
@@ -262,6 +251,13 @@ class FastPath:
         if meta is None or (isinstance(meta, dict) and meta.get(SERVER_INFO_META_KEY) is None):
             dumped["_meta"] = {**(meta or {}), SERVER_INFO_META_KEY: self.server.server_info_stamp}
         return dumped
+
+
+async def _send_json(send: Send, status: int, message: dict[str, Any], headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    data = json.dumps(message, separators=(",", ":")).encode()
+    start = [(b"content-type", b"application/json"), *(headers or []), (b"content-length", str(len(data)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": start})
+    await send({"type": "http.response.body", "body": data})
 
 
 async def _until_done_or_gone(routed: asyncio.Future[Any], receive: Receive) -> bool:
