@@ -106,6 +106,20 @@ async def test_an_sdk_client_of_the_legacy_family_is_served_by_the_fast_path(ser
 
 
 @pytest.mark.integration
+async def test_an_sdk_client_that_cancels_a_call_cancels_it_at_the_backend(serve: Any, fleet: Fleet) -> None:
+    async with serve([fleet.entry("alpha", protocol="legacy")]) as running, mcp_client(running.url, "legacy") as client:
+        fast = fast_path(running)
+        fast.enabled = lambda: True
+        assert (await client.call_tool("alpha_echo", {"text": "warm"})).content[0].text == "warm"  # the backend session is open
+        before, sent = calls("slow", "cancelled"), upstream_requests()
+        call = asyncio.ensure_future(client.call_tool("alpha_slow", {"seconds": 30}))  # no progress: the fast path
+        await async_wait_until(lambda: fast.taken == 2 and upstream_requests() > sent, what="the call to reach the backend")
+        call.cancel()
+        await async_wait_until(lambda: calls("slow", "cancelled") == before + 1, what="the aggregator's call to end cancelled")
+        assert (await client.call_tool("alpha_echo", {"text": "next"})).content[0].text == "next"
+
+
+@pytest.mark.integration
 async def test_a_call_in_flight_holds_the_session_and_the_idle_countdown_restarts_after_it(serve: Any, fleet: Fleet) -> None:
     """With a 1 s idle timeout, a 2.5 s call through the fast path keeps the session (in the SDK and in the
     mirror); the session still answers after it, and expires once idle for the timeout."""
