@@ -135,8 +135,9 @@ class FastPath:
     async def _legacy(self, scope: Scope, receive: Receive, send: Send, session_id: str, version: str) -> None:
         """A legacy session's plain call of a known tool, answered here (legacy_calls.py); all else to the SDK."""
         session = self.sessions.session(session_id) if self.sessions is not None else None
-        transport = self.transports.of(session_id) if session is not None else None
-        if transport is None or session is None or session.client_params is None or (version and version not in HANDSHAKE_PROTOCOL_VERSIONS) or "user" in scope:
+        plain = session is not None and session.client_params is not None and not (version and version not in HANDSHAKE_PROTOCOL_VERSIONS) and "user" not in scope
+        transport = self.transports.of(session_id) if plain else None
+        if session is None or transport is None:
             await self.app(scope, receive, send)
             return
         first = await receive()

@@ -30,6 +30,10 @@ The credential header is set here on every request from the backend's cached
 W3C `traceparent` (and `tracestate`) header, copied from the request body's
 `params._meta`, where the SDK client injected it: Envoy and the backend see
 the same parent in the header as in `_meta`.
+
+`post_json` is the same mapping for `upstream_modern`'s POSTs without
+httpx2's request and response objects in the common case (a plain JSON
+answer comes back decoded); that caller sets the trace headers itself.
 """
 
 from __future__ import annotations

@@ -6,8 +6,10 @@ GET notification stream and one DELETE per session). httpx2's default
 transport (httpcore pool, anyio streams, h11) cost about 1 ms of CPU per
 request there, about half of the aggregator's work for a proxied tools/call;
 this one costs about a third of that. Everything above it — the SDK's
-streamable-HTTP client, `EdgeTransport`'s error mapping, `upstream_modern` —
-still sees httpx2 requests, responses and exceptions:
+streamable-HTTP client, `EdgeTransport`'s error mapping — still sees httpx2
+requests, responses and exceptions; `post` and `read`, the lean POST of
+modern backend requests (`EdgeTransport.post_json`), skip httpx2's request
+and response objects but raise the same exceptions:
 
     connect refused / DNS / TLS / unreachable    -> httpx2.ConnectError (its text says "refused" when it was)
     connect over `timeout["connect"]`            -> httpx2.ConnectTimeout
@@ -32,8 +34,6 @@ import httptools
 import httpx2
 
 from xds_control.http11 import HttpClient, Response
-
-__all__ = ["Http11Transport", "Response", "read_bounded"]
 
 _HOP_HEADERS = frozenset({b"host", b"content-length", b"transfer-encoding", b"connection", b"keep-alive"})
 
