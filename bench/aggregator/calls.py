@@ -694,7 +694,7 @@ def print_listing(listing: Listing, in_process: dict[str, Any] | None) -> None:
           f"envoy {listing.rss['envoy']:.1f} MB")
     if in_process is not None:
         print(f"in process (bench/aggregator/tools_list.py --tools 4000 --backends 200, priority naming): merge {in_process['merge']['median_ms']:.1f} ms;"
-              " one page over HTTP, server side (handler + serialization): "
+              " one page over HTTP, server side (request body in to answer out): "
               + ", ".join(f"{family_name(m)} {in_process[f'list_page_http_server_side[{m}]']['median_ms']:.2f} ms" for m in FAMILIES)
               + "; client side (SDK client in the same process): "
               + ", ".join(f"{family_name(m)} {in_process[f'list_page_http_client_side[{m}]']['median_ms']:.2f} ms" for m in FAMILIES))

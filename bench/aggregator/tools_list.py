@@ -5,7 +5,7 @@
 2. tools/list in process: one page (`Gateway.list_page` + the SDK's per-version result serialization),
    for the first and the last page.
 3. tools/list over HTTP with a real SDK client, legacy and modern: one page as the client sees it and as the
-   server spends it (a server middleware timing handler + serialization), and a full walk of every page.
+   server spends it (an ASGI wrapper: body in to the answer's last byte), and a full walk of every page.
    Client and aggregator share this process (and the machine's cores), so the client-side figures include
    the SDK client's own parsing.
 4. tools/call round trip, direct to a demo backend vs through the aggregator, legacy and modern clients
@@ -82,8 +82,36 @@ async def walk(client: Any) -> int:
             return count
 
 
+def timing_lists(app: Any, server_ms: list[float]) -> Any:
+    """The ASGI app, timing each `tools/list` POST from its body's arrival to its answer's last byte.
+
+    Timed at the HTTP layer, not in the SDK: repeats of a modern list request are answered in front of the
+    SDK (list_answers.KeptListAnswers), so an SDK middleware would see only the first.
+    """
+
+    async def timed_app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return await app(scope, receive, send)
+        started: list[float] = []
+
+        async def receive_timed() -> Any:
+            message = await receive()
+            if not started and b'"tools/list"' in message.get("body", b""):
+                started.append(time.perf_counter())
+            return message
+
+        async def send_timed(message: Any) -> None:
+            await send(message)
+            if started and message["type"] == "http.response.body" and not message.get("more_body"):
+                server_ms.append((time.perf_counter() - started.pop()) * 1000)
+
+        await app(scope, receive_timed, send_timed)
+
+    return timed_app
+
+
 @contextlib.asynccontextmanager
-async def aggregator_over(entries: list[dict[str, Any]], catalogs: dict[str, Catalog]) -> Any:
+async def aggregator_over(entries: list[dict[str, Any]], catalogs: dict[str, Catalog], server_ms: list[float] | None = None) -> Any:
     port = free_port()
     config = make_config(entries, port=port, conflict_resolution="priority")
     store = ViewStore(config)
@@ -92,6 +120,8 @@ async def aggregator_over(entries: list[dict[str, Any]], catalogs: dict[str, Cat
     aggregator = Aggregator(config, StoreViewSource(store), upstream_url=direct_upstream_url)
     async with aggregator.running():
         await aggregator.wait_for_view(store.version)
+        if server_ms is not None:
+            aggregator.app = timing_lists(aggregator.app, server_ms)
         async with aggregator.serving("127.0.0.1", port) as url:
             yield aggregator, url
 
@@ -102,7 +132,8 @@ async def catalog_benchmarks(n: int, rounds: int, backends: int = 2) -> dict[str
     catalogs = {name: Catalog.build(tools=tools(size, name)) for name, size in zip(names, sizes, strict=True)}
     entries = [{"name": name, "url": f"http://127.0.0.1:{20000 + i}/mcp"} for i, name in enumerate(names)]  # never called
     results: dict[str, Any] = {"tools": n, "backends": backends}
-    async with aggregator_over(entries, catalogs) as (aggregator, url):
+    server_ms: list[float] = []
+    async with aggregator_over(entries, catalogs, server_ms) as (aggregator, url):
         gateway = aggregator.gateway
         statuses = {name: replace(aggregator.follower.source.store.current.backends[name]) for name in catalogs}  # type: ignore[attr-defined]
         results["merge"] = sync_timed(lambda: merge_catalog(aggregator.config, statuses), max(5, rounds // 5))
@@ -120,17 +151,6 @@ async def catalog_benchmarks(n: int, rounds: int, backends: int = 2) -> dict[str
 
             results[f"list_page_in_process[{version}]"] = sync_timed(first_page, rounds)
             results[f"list_last_page_in_process[{version}]"] = sync_timed(last_page, rounds)
-        server_ms: list[float] = []
-
-        async def time_lists(ctx: Any, call_next: Any) -> Any:
-            started = time.perf_counter()
-            try:
-                return await call_next(ctx)
-            finally:
-                if ctx.method == "tools/list":
-                    server_ms.append((time.perf_counter() - started) * 1000)
-
-        aggregator.server.middleware.insert(0, time_lists)
         for mode in FAMILIES:
             async with mcp_client(url, mode) as client:
                 server_ms.clear()
