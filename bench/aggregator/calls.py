@@ -592,9 +592,12 @@ def verdict(ok: bool) -> str:
     return "met" if ok else "NOT met"
 
 
-def tools_list_figures(rounds: int) -> dict[str, Any] | None:
-    """bench/aggregator/tools_list.py at 200 backends x 20 tools, in its own process."""
-    argv = [sys.executable, str(Path(__file__).with_name("tools_list.py")), "--tools", "4000", "--backends", "200", "--rounds", str(rounds), "--no-calls"]
+def tools_list_figures(rounds: int, backends: int) -> dict[str, Any] | None:
+    """bench/aggregator/tools_list.py at `backends` x 20 tools (calls.py's default: 200), in its own process."""
+    argv = [
+        sys.executable, str(Path(__file__).with_name("tools_list.py")),
+        "--tools", str(20 * backends), "--backends", str(backends), "--rounds", str(rounds), "--no-calls",
+    ]  # fmt: skip
     try:
         out = subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd=ROOT)
     except subprocess.TimeoutExpired:
@@ -693,7 +696,8 @@ def print_listing(listing: Listing, in_process: dict[str, Any] | None) -> None:
     print(f"RSS with {listing.backends} backends: control plane {listing.rss['control-plane']:.1f} MB, aggregator {listing.rss['aggregator']:.1f} MB, "
           f"envoy {listing.rss['envoy']:.1f} MB")
     if in_process is not None:
-        print(f"in process (bench/aggregator/tools_list.py --tools 4000 --backends 200, priority naming): merge {in_process['merge']['median_ms']:.1f} ms;"
+        print(f"in process (bench/aggregator/tools_list.py --tools {in_process['tools']} --backends {in_process['backends']}, priority naming):"
+              f" merge {in_process['merge']['median_ms']:.1f} ms;"
               " one page over HTTP, server side (request body in to answer out): "
               + ", ".join(f"{family_name(m)} {in_process[f'list_page_http_server_side[{m}]']['median_ms']:.2f} ms" for m in FAMILIES)
               + "; client side (SDK client in the same process): "
@@ -817,14 +821,17 @@ def main() -> int:
                 listing = run_listing(args, clients, Path(tmp))
         except Exception as exc:  # noqa: BLE001 - keep the call figures; say why the listing has none
             print(f"tools/list at {args.list_backends} backends failed: {exc}", flush=True)
-        print("tools/list: bench/aggregator/tools_list.py --backends 200 --no-calls", flush=True)
-        in_process = tools_list_figures(50)
+        print(f"tools/list: bench/aggregator/tools_list.py --backends {args.list_backends} --no-calls", flush=True)
+        in_process = tools_list_figures(min(50, args.list_rounds), args.list_backends)
     print_call_table(results, stack, clients)
     print_cpu_table(results, stack, clients)
     if listing is not None:
         print_listing(listing, in_process)
     summarize(args, results, fail_fast, rss, listing, "raw" if "raw" in clients else "sdk", interleaved)
     print(f"\ntotal {time.monotonic() - started:.0f} s; load average now: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    if not args.no_list and (listing is None or in_process is None):
+        print("some figures are missing: the tools/list part failed (see above)", flush=True)
+        return 1
     return 0
 
 
