@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Mapping
@@ -65,6 +66,11 @@ async def mcp_client(url: str, mode: str = "legacy", *, headers: Mapping[str, st
     async with httpx2.AsyncClient(headers=dict(headers or {}), timeout=httpx2.Timeout(30, read=300), trust_env=False) as http:
         async with Client(streamable_http_client(url, http_client=http), mode=mode, cache=None, **kwargs) as client:
             yield client
+
+
+async def next_event(subscription: Any) -> Any:
+    """The next event of a modern client's listen stream, within 5 s."""
+    return await asyncio.wait_for(anext(subscription), 5)
 
 
 async def fetch_catalog(url: str, *, headers: Mapping[str, str] | None = None, mode: str = "legacy") -> Catalog:

@@ -11,9 +11,10 @@ import pytest
 from mcp.shared.exceptions import MCPError
 
 from tests.aggregator.conftest import Fleet, tool_names
-from tests.aggregator.support import FAMILIES, MODERN, mcp_client
+from tests.aggregator.support import FAMILIES, MODERN, mcp_client, next_event
 from xds_control.aggregator.service import listening_socket
 from xds_control.errors import ConfigError
+from xds_control.view import BackendState
 
 pytestmark = pytest.mark.integration
 
@@ -53,6 +54,7 @@ async def test_merged_lists_per_strategy(serve: Any, fleet: Fleet, mode: str, st
             else:  # the client adopted a pinned version without asking: ask
                 capabilities = types.DiscoverResult.model_validate(await client.session.send_discover(mode)).capabilities
             assert capabilities.tools.list_changed and capabilities.prompts.list_changed and capabilities.resources.list_changed
+            assert not capabilities.resources.subscribe  # backends' resource updates are not relayed
             listed = await client.list_tools()
             assert tool_names(listed) == tools
             assert listed.tools[0].meta == {"xds-control/backend": "alpha"}
@@ -61,6 +63,17 @@ async def test_merged_lists_per_strategy(serve: Any, fleet: Fleet, mode: str, st
             # The renamed or prefixed name reaches beta under its own name.
             result = await client.call_tool(tools[3], {"text": f"via {mode}"})
             assert result.content[0].text == f"via {mode}" and not result.is_error
+
+
+async def test_a_modern_listen_is_not_told_resource_subscriptions_are_honored(serve: Any, fleet: Fleet) -> None:
+    """The ack names what will be delivered: list changes yes, a resource's updates no (they are not relayed;
+    the SDK would echo the URI back and never fire it). The stream still serves the list changes."""
+    async with serve([fleet.entry("alpha"), fleet.entry("beta")]) as running:
+        async with mcp_client(running.url, MODERN) as client:
+            async with client.listen(tools_list_changed=True, resource_subscriptions=["demo://alpha/info"]) as sub:
+                assert sub.honored.tools_list_changed and not sub.honored.resource_subscriptions
+                await running.set_state("beta", BackendState.UNHEALTHY)
+                assert type(await next_event(sub)).__name__ == "ToolsListChanged"
 
 
 async def test_manual_conflicts_are_a_config_error_at_start(serve: Any, fleet: Fleet) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import replace
 from typing import Any
 
@@ -12,7 +11,7 @@ from mcp.shared.exceptions import MCPError
 from prometheus_client import REGISTRY
 
 from tests.aggregator.conftest import Fleet, legacy_listener, tool_names
-from tests.aggregator.support import FAMILIES, MODERN, mcp_client
+from tests.aggregator.support import FAMILIES, MODERN, mcp_client, next_event
 from tests.support.waiting import async_wait_until
 from xds_control.aggregator import BACKEND_UNAVAILABLE
 from xds_control.view import BackendState
@@ -25,10 +24,6 @@ ALPHA_TOOLS = ["echo", "add", "slow"]
 
 def upstream_requests(backend: str) -> float:
     return REGISTRY.get_sample_value("xds_control_aggregator_upstream_http_requests_total", {"backend": backend}) or 0.0
-
-
-async def next_event(subscription: Any) -> Any:
-    return await asyncio.wait_for(anext(subscription), 5)
 
 
 async def test_an_unroutable_backend_vanishes_fails_fast_and_comes_back(serve: Any, fleet: Fleet) -> None:

@@ -11,6 +11,10 @@ streamable-HTTP manager routes each request by its `MCP-Protocol-Version`):
   `subscriptions/listen`, served by the SDK's `ListenHandler` over the
   aggregator's subscription bus.
 
+Neither family is told `resources.subscribe`: backends' resource updates are
+not relayed, so a listen request's resource subscriptions are left out of its
+acknowledgement, and legacy `resources/subscribe` is not a method here.
+
 A server middleware remembers every legacy session that sends a request, for
 the notifier (sessions.py); another, outermost, lets an HTTP `traceparent`
 header stand in for a missing `_meta.traceparent` (tracing.py).
@@ -46,11 +50,30 @@ class _AggregatorServer(Server[Any]):
         options = notification_options or NotificationOptions(prompts_changed=True, resources_changed=True, tools_changed=True)
         return super().create_initialization_options(options, *args, **kwargs)
 
+    def get_capabilities(self, *args: Any, **kwargs: Any) -> types.ServerCapabilities:
+        """The SDK's, but never `resources.subscribe`: backends' resource updates are not relayed.
+
+        At 2026-07-28 the SDK derives `subscribe` from serving `subscriptions/listen`, which the
+        aggregator serves for list changes only; a client told `subscribe: true` would wait for
+        updates that never come instead of re-reading the resource.
+        """
+        capabilities = super().get_capabilities(*args, **kwargs)
+        if capabilities.resources is not None and capabilities.resources.subscribe:
+            capabilities = capabilities.model_copy(update={"resources": capabilities.resources.model_copy(update={"subscribe": False})})
+        return capabilities
+
 
 class _CountingListenHandler(ListenHandler):
-    """The SDK's handler, counting open listen streams (the modern family's "sessions")."""
+    """The SDK's handler, counting open listen streams (the modern family's "sessions").
+
+    Resource subscriptions are dropped from the request, so the acknowledgement does not
+    claim them (see `_AggregatorServer.get_capabilities`); list-change kinds are honored.
+    """
 
     async def __call__(self, ctx: ServerRequestContext[Any, Any], params: types.SubscriptionsListenRequestParams) -> types.SubscriptionsListenResult:
+        if params.notifications.resource_subscriptions:
+            notifications = params.notifications.model_copy(update={"resource_subscriptions": None})
+            params = params.model_copy(update={"notifications": notifications})
         gauge = metrics.SESSIONS.labels(family="modern")
         gauge.inc()
         try:
