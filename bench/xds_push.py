@@ -21,10 +21,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.support.stack import async_start_envoy, envoy_get, running_control_plane, stack_config  # noqa: E402
-from tests.support.waiting import async_wait_until  # noqa: E402
-from xds_control.view import BackendState  # noqa: E402
-from xds_control.xds import typeurls as t  # noqa: E402
+from tests.support.stack import async_start_envoy, envoy_get, running_control_plane, stack_config
+from tests.support.waiting import async_wait_until
+from xds_control.view import BackendState
+from xds_control.xds import typeurls as t
 
 
 def _backends(n: int) -> list[dict]:
@@ -34,7 +34,7 @@ def _backends(n: int) -> list[dict]:
 
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def flip_latency(n: int, flips: int, workdir: Path) -> dict[str, float]:
@@ -43,7 +43,9 @@ async def flip_latency(n: int, flips: int, workdir: Path) -> dict[str, float]:
         envoy = await async_start_envoy(config, workdir / f"flip-{n}", timeout=120)
         try:
             acked: asyncio.Queue[str] = asyncio.Queue()
-            plane.nodes.ack_listeners.append(lambda _node, type_url, version, _lat: acked.put_nowait(version) if type_url == t.ENDPOINT else None)
+            plane.nodes.ack_listeners.append(
+                lambda _node, type_url, version, _lat: acked.put_nowait(version) if type_url == t.ENDPOINT else None
+            )
             samples = []
             for i in range(flips):
                 name = f"b{i % n}"
@@ -56,7 +58,13 @@ async def flip_latency(n: int, flips: int, workdir: Path) -> dict[str, float]:
                 while (await asyncio.wait_for(acked.get(), timeout=10)) != want:
                     pass
                 samples.append((time.perf_counter() - started) * 1000)
-            return {"backends": n, "flips": flips, "median_ms": statistics.median(samples), "p99_ms": _pct(samples, 0.99), "max_ms": max(samples)}
+            return {
+                "backends": n,
+                "flips": flips,
+                "median_ms": statistics.median(samples),
+                "p99_ms": _pct(samples, 0.99),
+                "max_ms": max(samples),
+            }
         finally:
             envoy.stop()
 
@@ -90,9 +98,15 @@ async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for n in (int(s) for s in args.sizes.split(",")):
             r = await flip_latency(n, args.flips, Path(tmp))
-            print(f"flip->ACK  backends={r['backends']:4d} flips={r['flips']}  median={r['median_ms']:.2f} ms  p99={r['p99_ms']:.2f} ms  max={r['max_ms']:.2f} ms", flush=True)
+            print(
+                f"flip->ACK  backends={r['backends']:4d} flips={r['flips']}  median={r['median_ms']:.2f} ms  p99={r['p99_ms']:.2f} ms  max={r['max_ms']:.2f} ms",
+                flush=True,
+            )
         r = await cold_start(args.cold, Path(tmp))
-        print(f"cold start clusters={r['clusters']}  envoy /ready={r['envoy_ready_s']:.2f} s  all clusters active={r['all_clusters_active_s']:.2f} s", flush=True)
+        print(
+            f"cold start clusters={r['clusters']}  envoy /ready={r['envoy_ready_s']:.2f} s  all clusters active={r['all_clusters_active_s']:.2f} s",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from xds_control.cli import main
-from xds_control.config import dump_config, format_duration, load_config, parse_config, parse_config_text, parse_duration
+from xds_control.config import (
+    dump_config,
+    format_duration,
+    load_config,
+    parse_config,
+    parse_config_text,
+    parse_duration,
+)
 from xds_control.errors import ConfigError
 
 GOOD = {"backends": [{"name": "weather", "url": "http://127.0.0.1:9001/mcp"}]}
@@ -21,11 +28,32 @@ def test_defaults_match_the_design():
     c = parse_config({})
     assert (c.listener.address, c.listener.port, c.listener.expose_backends) == ("127.0.0.1", 10000, False)
     assert (c.egress.port, c.envoy.admin_port, c.envoy.node_id) == (10001, 9901, "xds-control")
-    assert (c.control_plane.xds, c.control_plane.admin, c.control_plane.metrics) == ("127.0.0.1:18000", "127.0.0.1:18001", "127.0.0.1:9102")
-    assert (c.aggregator.port, c.aggregator.failure_mode, c.aggregator.conflict_resolution, c.aggregator.prefix_format) == (18080, "fail", "prefix", "{backend}_")
-    assert (c.health.interval, c.health.timeout, c.health.unhealthy_threshold, c.health.healthy_threshold, c.health.degraded_latency) == (30, 10, 3, 1, 5)
+    assert (c.control_plane.xds, c.control_plane.admin, c.control_plane.metrics) == (
+        "127.0.0.1:18000",
+        "127.0.0.1:18001",
+        "127.0.0.1:9102",
+    )
+    assert (
+        c.aggregator.port,
+        c.aggregator.failure_mode,
+        c.aggregator.conflict_resolution,
+        c.aggregator.prefix_format,
+    ) == (18080, "fail", "prefix", "{backend}_")
+    assert (
+        c.health.interval,
+        c.health.timeout,
+        c.health.unhealthy_threshold,
+        c.health.healthy_threshold,
+        c.health.degraded_latency,
+    ) == (30, 10, 3, 1, 5)
     cb = c.circuit_breaker
-    assert (cb.enabled, cb.failure_threshold, cb.open_timeout, cb.max_open_timeout, cb.half_open_successes) == (True, 5, 60, 600, 1)
+    assert (cb.enabled, cb.failure_threshold, cb.open_timeout, cb.max_open_timeout, cb.half_open_successes) == (
+        True,
+        5,
+        60,
+        600,
+        1,
+    )
     od = c.outlier_detection
     assert (od.consecutive_5xx, od.consecutive_gateway_failure, od.interval, od.base_ejection_time) == (5, 5, 10, 30)
 
@@ -59,7 +87,10 @@ def test_format_duration_round_trips():
         ({"health": {"timeout": "soon"}}, "health.timeout"),
         ({"health": {"interval": 0}}, "health.interval: must be greater than zero"),
         ({"health": {"unhealthy_threshold": 0}}, "health.unhealthy_threshold"),
-        ({"circuit_breaker": {"open_timeout": "5m", "max_open_timeout": "1m"}}, "max_open_timeout must be at least open_timeout"),
+        (
+            {"circuit_breaker": {"open_timeout": "5m", "max_open_timeout": "1m"}},
+            "max_open_timeout must be at least open_timeout",
+        ),
         ({"aggregator": {"failure_mode": "maybe"}}, "aggregator.failure_mode"),
         ({"aggregator": {"prefix_format": "x_"}}, "prefix_format must contain {backend}"),
         ({"control_plane": {"xds": "nohost"}}, "control_plane.xds"),
@@ -68,15 +99,33 @@ def test_format_duration_round_trips():
         ({"backends": [{"name": "a", "url": "http://u:p@h:1/mcp"}]}, "must not carry credentials"),
         ({"backends": [{"name": "a", "url": "http://h:99999/mcp"}]}, "backends.0.url: URL port is invalid"),
         ({"backends": [{"name": "a"}]}, "set exactly one of url or endpoints"),
-        ({"backends": [{"name": "a", "url": "http://h:1/mcp", "endpoints": ["http://h:2/mcp"]}]}, "set exactly one of url or endpoints"),
-        ({"backends": [{"name": "a", "endpoints": ["http://h:1/mcp", "http://h:2/other"]}]}, "share one scheme and path"),
+        (
+            {"backends": [{"name": "a", "url": "http://h:1/mcp", "endpoints": ["http://h:2/mcp"]}]},
+            "set exactly one of url or endpoints",
+        ),
+        (
+            {"backends": [{"name": "a", "endpoints": ["http://h:1/mcp", "http://h:2/other"]}]},
+            "share one scheme and path",
+        ),
         ({"backends": [{"name": "a", "endpoints": ["http://h:1/mcp", "notaurl"]}]}, "backends.0.endpoints.1"),
-        ({"backends": [{"name": "a", "url": "http://h:1/mcp"}, {"name": "a", "url": "http://h:2/mcp"}]}, "backends.1.name: duplicate backend name"),
+        (
+            {"backends": [{"name": "a", "url": "http://h:1/mcp"}, {"name": "a", "url": "http://h:2/mcp"}]},
+            "backends.1.name: duplicate backend name",
+        ),
         ({"egress": {"port": 10000}}, "egress.port: port clashes with listener.port"),
         ({"aggregator": {"port": 18001}}, "aggregator.port: port clashes with control_plane.admin"),
-        ({"backends": [{"name": "a", "url": "http://h:1/mcp", "auth": {"type": "bearer"}}]}, "set exactly one of token_env or token_file"),
-        ({"backends": [{"name": "a", "url": "http://h:1/mcp", "auth": {"type": "header", "token_env": "X"}}]}, "type: header needs header: NAME"),
-        ({"backends": [{"name": "a", "url": "http://h:1/mcp", "auth": {"type": "oauth", "token_env": "X"}}]}, "backends.0.auth.type"),
+        (
+            {"backends": [{"name": "a", "url": "http://h:1/mcp", "auth": {"type": "bearer"}}]},
+            "set exactly one of token_env or token_file",
+        ),
+        (
+            {"backends": [{"name": "a", "url": "http://h:1/mcp", "auth": {"type": "header", "token_env": "X"}}]},
+            "type: header needs header: NAME",
+        ),
+        (
+            {"backends": [{"name": "a", "url": "http://h:1/mcp", "auth": {"type": "oauth", "token_env": "X"}}]},
+            "backends.0.auth.type",
+        ),
     ],
 )
 def test_validation_names_the_field(data, expected):
@@ -85,7 +134,9 @@ def test_validation_names_the_field(data, expected):
 
 
 def test_all_problems_are_reported_at_once():
-    issues = _issues({"listener": {"bogus": 1}, "health": {"interval": "-1s"}, "backends": [{"name": "a", "url": "ftp://x"}]})
+    issues = _issues(
+        {"listener": {"bogus": 1}, "health": {"interval": "-1s"}, "backends": [{"name": "a", "url": "ftp://x"}]}
+    )
     assert len(issues) == 3
 
 
@@ -120,7 +171,21 @@ def test_dump_and_reload_round_trip(tmp_path):
 
 
 def test_tool_filter_globs():
-    tools = parse_config({"backends": [{"name": "a", "url": "http://h:1/mcp", "tools": {"include": ["get_*", "list"], "exclude": ["get_secret*"]}}]}).backends[0].tools
+    tools = (
+        parse_config(
+            {
+                "backends": [
+                    {
+                        "name": "a",
+                        "url": "http://h:1/mcp",
+                        "tools": {"include": ["get_*", "list"], "exclude": ["get_secret*"]},
+                    }
+                ]
+            }
+        )
+        .backends[0]
+        .tools
+    )
     assert tools.allows("get_forecast") and tools.allows("list")
     assert not tools.allows("get_secret_key") and not tools.allows("delete")
 
@@ -128,7 +193,11 @@ def test_tool_filter_globs():
 def test_auth_token_is_read_fresh_from_file(tmp_path):
     token = tmp_path / "token"
     token.write_text("one\n")
-    auth = parse_config({"backends": [{"name": "a", "url": "http://h:1/mcp", "auth": {"token_file": str(token)}}]}).backends[0].auth
+    auth = (
+        parse_config({"backends": [{"name": "a", "url": "http://h:1/mcp", "auth": {"token_file": str(token)}}]})
+        .backends[0]
+        .auth
+    )
     assert auth.header_value() == ("Authorization", "Bearer one")
     token.write_text("two")
     assert auth.header_value() == ("Authorization", "Bearer two")
@@ -150,10 +219,14 @@ def test_bootstrap_command_prints_ads_to_the_control_plane(tmp_path, capsys):
     import yaml
 
     path = tmp_path / "c.yaml"
-    path.write_text(dump_config(parse_config({"control_plane": {"xds": "0.0.0.0:18500"}, "envoy": {"node_id": "edge-1"}})))
+    path.write_text(
+        dump_config(parse_config({"control_plane": {"xds": "0.0.0.0:18500"}, "envoy": {"node_id": "edge-1"}}))
+    )
     assert main(["bootstrap", "-c", str(path)]) == 0
     doc = yaml.safe_load(capsys.readouterr().out)
     assert doc["node"]["id"] == "edge-1"
-    address = doc["static_resources"]["clusters"][0]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+    address = doc["static_resources"]["clusters"][0]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"][
+        "address"
+    ]
     assert address["socket_address"] == {"address": "127.0.0.1", "port_value": 18500}
     assert doc["dynamic_resources"]["ads_config"]["api_type"] == "GRPC"

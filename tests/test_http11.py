@@ -15,7 +15,9 @@ from xds_control.http11 import HttpClient, Target, encode_request
 BODY = b'{"jsonrpc":"2.0","id":1,"result":{}}'
 
 
-async def fetch(client: HttpClient, url: str, method: str = "POST", content: bytes | None = b"{}") -> tuple[int, dict[str, str], bytes]:
+async def fetch(
+    client: HttpClient, url: str, method: str = "POST", content: bytes | None = b"{}"
+) -> tuple[int, dict[str, str], bytes]:
     async with client.stream(method, url, headers={"accept": "application/json"}, content=content) as response:
         body = b"".join([chunk async for chunk in response.aiter_bytes()])
         return response.status_code, response.headers, body
@@ -26,14 +28,16 @@ def ok(request: Request) -> Answer:
 
 
 async def classified(coro: object) -> str:
-    with pytest.raises(Exception) as caught:  # noqa: PT011 - any exception: what matters is its category
+    with pytest.raises(Exception) as caught:
         await coro  # type: ignore[misc]
     return classify_exception(caught.value).category
 
 
 @pytest.mark.parametrize("framing", ["length", "chunked", "close"])
 async def test_every_body_framing_reads_the_whole_body(framing: str) -> None:
-    async with CannedServer(lambda request: Answer(200, BODY * 50, {"content-type": "application/json"}, framing)) as server:
+    async with CannedServer(
+        lambda request: Answer(200, BODY * 50, {"content-type": "application/json"}, framing)
+    ) as server:
         client = HttpClient(None)
         try:
             status, headers, body = await fetch(client, server.url)
@@ -71,7 +75,9 @@ async def test_a_connection_the_server_dropped_while_idle_is_replaced_without_a_
 
 
 async def test_a_response_left_half_read_closes_its_connection() -> None:
-    async with CannedServer(lambda request: Answer(200, BODY * 5000, {"content-type": "application/json"}, "chunked")) as server:
+    async with CannedServer(
+        lambda request: Answer(200, BODY * 5000, {"content-type": "application/json"}, "chunked")
+    ) as server:
         client = HttpClient(None)
         try:
             async with client.stream("POST", server.url, headers={}, content=b"{}") as response:
@@ -116,7 +122,11 @@ async def test_aclose_ends_a_stream_in_use() -> None:
         await release.wait()
         return b""
 
-    async with CannedServer(lambda request: b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n5\r\n: hi\n\r\n") as server:
+    async with CannedServer(
+        lambda request: (
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n5\r\n: hi\n\r\n"
+        )
+    ) as server:
         client = HttpClient(None)
         got: list[bytes] = []
 
@@ -140,7 +150,9 @@ def test_header_values_with_line_breaks_are_refused_without_echoing_them() -> No
 
 
 def test_targets() -> None:
-    assert Target.of("https://api.example.com/v1/mcp?x=1") == Target("https", "api.example.com", 443, "api.example.com", "/v1/mcp?x=1")
+    assert Target.of("https://api.example.com/v1/mcp?x=1") == Target(
+        "https", "api.example.com", 443, "api.example.com", "/v1/mcp?x=1"
+    )
     assert Target.of("http://[::1]:8080") == Target("http", "::1", 8080, "[::1]:8080", "/")
     with pytest.raises(ValueError, match="http"):
         Target.of("ftp://example.com/")

@@ -25,7 +25,9 @@ EXIT_CONFIG = 2
 def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """`--log-format` and `--log-level`, on every subcommand."""
 
-    @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True, help="Log line format.")
+    @click.option(
+        "--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True, help="Log line format."
+    )
     @click.option(
         "--log-level",
         type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),

@@ -46,7 +46,7 @@ def parse_duration(value: Any) -> float:
 
 def format_duration(seconds: float) -> str:
     """Seconds -> the shortest exact spelling (`250ms`, `5s`, `1m`)."""
-    if seconds and seconds < 1 or seconds != int(seconds):
+    if (seconds and seconds < 1) or seconds != int(seconds):
         return f"{round(seconds * 1000)}ms"
     if seconds and seconds % 60 == 0:
         return f"{int(seconds // 60)}m"
@@ -128,8 +128,12 @@ class AggregatorConfig(_Model):
     call_timeout: Duration = 300.0
     allowed_hosts: list[str] = Field(default_factory=list)  # extra Host values accepted on /mcp
     advertise_address: str | None = None  # host Envoy uses to reach the aggregator; default: address
-    egress_address: str | None = None  # host the aggregator uses to reach Envoy's egress listener; default: egress.address
-    control_plane_admin: str | None = None  # HOST:PORT of the admin API as the aggregator dials it; default: control_plane.admin
+    egress_address: str | None = (
+        None  # host the aggregator uses to reach Envoy's egress listener; default: egress.address
+    )
+    control_plane_admin: str | None = (
+        None  # HOST:PORT of the admin API as the aggregator dials it; default: control_plane.admin
+    )
 
     @field_validator("prefix_format")
     @classmethod
@@ -407,14 +411,20 @@ def _cross_checks(config: Config) -> list[ConfigIssue]:
     seen: dict[str, int] = {}
     for i, backend in enumerate(config.backends):
         if backend.name in seen:
-            issues.append(ConfigIssue(f"backends.{i}.name", f"duplicate backend name (also backends.{seen[backend.name]})", backend.name))
+            issues.append(
+                ConfigIssue(
+                    f"backends.{i}.name", f"duplicate backend name (also backends.{seen[backend.name]})", backend.name
+                )
+            )
         seen.setdefault(backend.name, i)
     sockets = config.bound_sockets()
     paths = list(sockets)
     for a_i, a in enumerate(paths):
         for b in paths[a_i + 1 :]:
             (ha, pa), (hb, pb) = sockets[a], sockets[b]
-            if pa == pb and (ha == hb or _is_wildcard(ha) or _is_wildcard(hb) or {ha, hb} <= {"localhost", "127.0.0.1"}):
+            if pa == pb and (
+                ha == hb or _is_wildcard(ha) or _is_wildcard(hb) or {ha, hb} <= {"localhost", "127.0.0.1"}
+            ):
                 issues.append(ConfigIssue(b, f"port clashes with {a}", pb))
     if config.aggregator.conflict_resolution == "manual":
         issues.extend(_manual_conflicts(config))
@@ -428,7 +438,13 @@ def _manual_conflicts(config: Config) -> list[ConfigIssue]:
     for i, backend in enumerate(config.backends):
         for original, exposed in backend.tools.rename.items():
             if exposed in owners and owners[exposed] != backend.name:
-                issues.append(ConfigIssue(f"backends.{i}.tools.rename.{original}", f"exposed name also used by backend {owners[exposed]!r}", exposed))
+                issues.append(
+                    ConfigIssue(
+                        f"backends.{i}.tools.rename.{original}",
+                        f"exposed name also used by backend {owners[exposed]!r}",
+                        exposed,
+                    )
+                )
             owners.setdefault(exposed, backend.name)
     return issues
 
@@ -456,7 +472,9 @@ def parse_config(data: Any, *, source: str | None = None) -> Config:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(ConfigIssue("", "the config must be a mapping of sections", type(data).__name__), source=source)
+        raise ConfigError(
+            ConfigIssue("", "the config must be a mapping of sections", type(data).__name__), source=source
+        )
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
@@ -473,7 +491,9 @@ def parse_config_text(text: str, *, source: str | None = None) -> Config:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(ConfigIssue(where, f"not valid YAML: {getattr(exc, 'problem', exc)}"), source=source) from None
+        raise ConfigError(
+            ConfigIssue(where, f"not valid YAML: {getattr(exc, 'problem', exc)}"), source=source
+        ) from None
     return parse_config(data, source=source)
 
 
@@ -482,7 +502,9 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     try:
         text = Path(path).read_text()
     except OSError as exc:
-        raise ConfigError(ConfigIssue("", f"cannot read config file: {exc.strerror or exc}"), source=str(path)) from None
+        raise ConfigError(
+            ConfigIssue("", f"cannot read config file: {exc.strerror or exc}"), source=str(path)
+        ) from None
     return parse_config_text(text, source=str(path))
 
 

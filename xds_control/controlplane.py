@@ -191,7 +191,9 @@ async def serve_forever(config: Config, *, config_path: Path | None = None) -> i
     if config.telemetry.otlp_endpoint:  # else no span is recorded at all (about a tenth of a probe's CPU)
         from xds_control.telemetry.tracing import setup_tracing
 
-        tracer_provider = setup_tracing(f"{config.telemetry.service_name_prefix}-control-plane", config.telemetry.otlp_endpoint)
+        tracer_provider = setup_tracing(
+            f"{config.telemetry.service_name_prefix}-control-plane", config.telemetry.otlp_endpoint
+        )
     try:
         await plane.run(ready=ready)
     finally:

@@ -62,7 +62,9 @@ class SnapshotInconsistent(XdsError):
 class ProbeError(XdsControlError):
     """A probe failed. ``category`` is a sanitized error category; the message never carries credentials."""
 
-    def __init__(self, category: str, detail: str = "", *, status: int | None = None, retry_after: float | None = None) -> None:
+    def __init__(
+        self, category: str, detail: str = "", *, status: int | None = None, retry_after: float | None = None
+    ) -> None:
         self.category = category
         self.detail = detail
         self.status = status

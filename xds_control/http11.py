@@ -128,7 +128,9 @@ class _ResponseParser:
         self.parser.feed_data(data)
 
     def _close_delimited(self) -> bool:
-        return "content-length" not in self.headers and "chunked" not in self.headers.get("transfer-encoding", "").lower()
+        return (
+            "content-length" not in self.headers and "chunked" not in self.headers.get("transfer-encoding", "").lower()
+        )
 
 
 class Response:
@@ -168,7 +170,7 @@ class Response:
     def release(self, *, keep: bool) -> None:
         connection, self._connection = self._connection, None
         if connection is not None:
-            self._client._release(connection, keep and self._parser.complete and self._parser.keep_alive)  # noqa: SLF001
+            self._client._release(connection, keep and self._parser.complete and self._parser.keep_alive)
 
 
 class HttpClient:
@@ -194,7 +196,11 @@ class HttpClient:
         tls = self._ssl if target.scheme == "https" else None
         async with asyncio.timeout(connect_timeout):
             reader, writer = await asyncio.open_connection(
-                target.host, target.port, ssl=tls, server_hostname=target.host if tls is not None else None, limit=READ_SIZE
+                target.host,
+                target.port,
+                ssl=tls,
+                server_hostname=target.host if tls is not None else None,
+                limit=READ_SIZE,
             )
         connection = _Connection(reader, writer)
         self._all.add(connection)
@@ -230,7 +236,13 @@ class HttpClient:
         return parser
 
     async def send(
-        self, method: str, url: str, *, headers: dict[str, str], content: bytes | None = None, connect_timeout: float | None = None
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: dict[str, str],
+        content: bytes | None = None,
+        connect_timeout: float | None = None,
     ) -> Response:
         """Send one request; the response with its headers read and its body still to be read (`aclose` it)."""
         target = self._target(url)
@@ -254,7 +266,9 @@ class HttpClient:
         return Response(self, connection, parser)
 
     @contextlib.asynccontextmanager
-    async def stream(self, method: str, url: str, *, headers: dict[str, str], content: bytes | None = None) -> AsyncIterator[Response]:
+    async def stream(
+        self, method: str, url: str, *, headers: dict[str, str], content: bytes | None = None
+    ) -> AsyncIterator[Response]:
         """`send` as a context: the response is released on exit (its connection closed if the exit is an error)."""
         response = await self.send(method, url, headers=headers, content=content)
         try:

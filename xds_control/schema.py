@@ -100,7 +100,11 @@ def config_schema() -> dict[str, Any]:
                 prop = target["properties"][field_name]
                 keep = {k: prop[k] for k in ("title", "default") if k in prop}
                 target["properties"][field_name] = {**duration_schema(), **keep}
-    return {"$schema": SCHEMA_DIALECT, "title": "xds-control config", **{k: v for k, v in schema.items() if k != "title"}}
+    return {
+        "$schema": SCHEMA_DIALECT,
+        "title": "xds-control config",
+        **{k: v for k, v in schema.items() if k != "title"},
+    }
 
 
 @click.command()

@@ -237,7 +237,9 @@ class ViewStore:
     def __init__(self, config: Config, *, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         statuses = {b.name: initial_status(b) for b in config.backends}
-        self._statuses = statuses  # the dict behind the view's read-only proxy: copying it is 20x cheaper than the proxy
+        self._statuses = (
+            statuses  # the dict behind the view's read-only proxy: copying it is 20x cheaper than the proxy
+        )
         self._view = View(version=1, config=config, backends=MappingProxyType(statuses))
         self._changed = asyncio.Event()
         self._listeners: list[Listener] = []
@@ -282,7 +284,9 @@ class ViewStore:
         statuses: dict[str, BackendStatus] = {}
         for backend in config.backends:
             previous = old.get(backend.name)
-            statuses[backend.name] = initial_status(backend) if previous is None else _resync_endpoints(previous, backend)
+            statuses[backend.name] = (
+                initial_status(backend) if previous is None else _resync_endpoints(previous, backend)
+            )
         significant = config != self._view.config or list(statuses) != list(old)
         return self._publish(config, statuses, significant)
 
@@ -304,9 +308,7 @@ class ViewStore:
         """Set a backend's state (and its endpoints', or only `endpoint`'s). For tests and manual control."""
 
         def change(status: BackendStatus) -> BackendStatus:
-            endpoints = tuple(
-                replace(e, state=state) if endpoint in (None, e.url) else e for e in status.endpoints
-            )
+            endpoints = tuple(replace(e, state=state) if endpoint in (None, e.url) else e for e in status.endpoints)
             new_state = state if endpoint is None else status.state
             return replace(status, state=new_state, endpoints=endpoints)
 

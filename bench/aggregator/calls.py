@@ -169,12 +169,21 @@ def ensure_fastmcp_venv() -> Path:
 
 
 def fastmcp_version(python: Path) -> str:
-    out = subprocess.run([str(python), "-c", "import fastmcp, mcp, importlib.metadata as m; print(fastmcp.__version__, m.version('mcp'))"],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            str(python),
+            "-c",
+            "import fastmcp, mcp, importlib.metadata as m; print(fastmcp.__version__, m.version('mcp'))",
+        ],
+        capture_output=True,
+        text=True,
+    )
     return out.stdout.strip() or "?"
 
 
-def start_gateway(backends: list[dict[str, Any]], workdir: Path, procs: list[Proc], **sections: Any) -> tuple[Any, dict[str, int]]:
+def start_gateway(
+    backends: list[dict[str, Any]], workdir: Path, procs: list[Proc], **sections: Any
+) -> tuple[Any, dict[str, int]]:
     """`xds-control serve`, Envoy and `xds-control aggregator` for `backends`, every port free; appends to `procs`.
     `sections` override config sections (stack_config)."""
     config = stack_config(backends, **sections)
@@ -194,7 +203,9 @@ def start_gateway(backends: list[dict[str, Any]], workdir: Path, procs: list[Pro
 
 
 def start_backend(procs: list[Proc], name: str, *args: str) -> tuple[str, int]:
-    backend = child([sys.executable, "-m", "examples.backends.demo_server", "--name", name, "--port", "0", *args], f"backend-{name}")
+    backend = child(
+        [sys.executable, "-m", "examples.backends.demo_server", "--name", name, "--port", "0", *args], f"backend-{name}"
+    )
     procs.append(backend)
     return ready_url(backend), backend.popen.pid
 
@@ -220,8 +231,13 @@ def running_stack(args: argparse.Namespace, workdir: Path) -> Iterator[Stack]:
         dead = {"name": "dead", "url": f"http://127.0.0.1:{free_port()}/mcp"}  # nothing listens there
         config, pids = start_gateway([{"name": "alpha", "url": backend_url}, dead], workdir, procs)
         stack.pids.update(pids)
-        stack.gateway = Target("gateway", "(b) gateway", config.public_url(), "alpha_echo",
-                               {k: stack.pids[k] for k in ("backend", "envoy", "aggregator", "control-plane")})
+        stack.gateway = Target(
+            "gateway",
+            "(b) gateway",
+            config.public_url(),
+            "alpha_echo",
+            {k: stack.pids[k] for k in ("backend", "envoy", "aggregator", "control-plane")},
+        )
         stack.targets.append(stack.gateway)
         stack.healthz = f"http://{config.aggregator.address}:{config.aggregator.port}/healthz"
 
@@ -230,14 +246,33 @@ def running_stack(args: argparse.Namespace, workdir: Path) -> Iterator[Stack]:
             print(f"fastmcp, mcp in {FASTMCP_VENV.relative_to(ROOT)}: {fastmcp_version(python)}", flush=True)
             sessions = ["fresh", "shared"] if args.fastmcp_session == "both" else [args.fastmcp_session]
             for session in sessions:
-                proxy = child([str(python), str(Path(__file__).with_name("fastmcp_proxy.py")), "--url", backend_url, "--session", session],
-                              f"fastmcp-{session}")
+                proxy = child(
+                    [
+                        str(python),
+                        str(Path(__file__).with_name("fastmcp_proxy.py")),
+                        "--url",
+                        backend_url,
+                        "--session",
+                        session,
+                    ],
+                    f"fastmcp-{session}",
+                )
                 procs.append(proxy)
                 key = "fastmcp" if session == "fresh" else "fastmcp-shared"
                 label = "(c) fastmcp" if session == "fresh" else "(c') fastmcp shared"
                 stack.pids[key] = proxy.popen.pid
-                stack.targets.append(Target(key, label, ready_url(proxy), "echo", {"backend": backend_pid, key: proxy.popen.pid}))
-        stack.targets.append(Target("envoy", "(d) envoy hop", config.egress_url("alpha"), "echo", {"backend": backend_pid, "envoy": pids["envoy"]}))
+                stack.targets.append(
+                    Target(key, label, ready_url(proxy), "echo", {"backend": backend_pid, key: proxy.popen.pid})
+                )
+        stack.targets.append(
+            Target(
+                "envoy",
+                "(d) envoy hop",
+                config.egress_url("alpha"),
+                "echo",
+                {"backend": backend_pid, "envoy": pids["envoy"]},
+            )
+        )
         yield stack
 
 
@@ -249,7 +284,9 @@ async def wait_gateway_ready(healthz: str, target: Target, routable: int, tools:
             health = (await http.get(healthz)).json()
         return health["backends"]["routable"] >= routable and health["catalog"]["tools"] >= tools
 
-    await async_wait_until(complete, timeout=timeout, interval=0.1, what=f"the aggregator to see {routable} backends, {tools} tools")
+    await async_wait_until(
+        complete, timeout=timeout, interval=0.1, what=f"the aggregator to see {routable} backends, {tools} tools"
+    )
 
     async def answers() -> bool:
         async with RawClient(target.url, MODERN) as client:
@@ -284,7 +321,9 @@ class LeanHttp:
     def __init__(self, max_idle: int = 4) -> None:
         self.client = HttpClient(None, max_idle=max_idle)
 
-    async def request(self, method: str, url: str, *, headers: dict[str, str], content: bytes | str | None = None) -> LeanAnswer:
+    async def request(
+        self, method: str, url: str, *, headers: dict[str, str], content: bytes | str | None = None
+    ) -> LeanAnswer:
         body = content.encode() if isinstance(content, str) else content
         async with self.client.stream(method, url, headers=headers, content=body) as response:
             data = b"".join([chunk async for chunk in response.aiter_bytes()])
@@ -337,17 +376,34 @@ class RawClient:
 
     async def __aenter__(self) -> RawClient:
         if self.mode == "legacy":
-            init = {"protocolVersion": LEGACY_VERSION, "capabilities": {}, "clientInfo": {"name": "bench", "version": "0"}}
-            response = await self.http.post(self.url, content=json.dumps({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": init}),
-                                            headers=self.headers)
+            init = {
+                "protocolVersion": LEGACY_VERSION,
+                "capabilities": {},
+                "clientInfo": {"name": "bench", "version": "0"},
+            }
+            response = await self.http.post(
+                self.url,
+                content=json.dumps({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": init}),
+                headers=self.headers,
+            )
             result = parse_body(response, 0)["result"]
-            self.headers = {**self.headers, "Mcp-Session-Id": response.headers["mcp-session-id"],
-                            "MCP-Protocol-Version": result["protocolVersion"]}
-            await self.http.post(self.url, content=b'{"jsonrpc":"2.0","method":"notifications/initialized"}', headers=self.headers)
+            self.headers = {
+                **self.headers,
+                "Mcp-Session-Id": response.headers["mcp-session-id"],
+                "MCP-Protocol-Version": result["protocolVersion"],
+            }
+            await self.http.post(
+                self.url, content=b'{"jsonrpc":"2.0","method":"notifications/initialized"}', headers=self.headers
+            )
         else:
             self.headers = {**self.headers, "MCP-Protocol-Version": self.mode}
-            self.meta = {"_meta": {"io.modelcontextprotocol/protocolVersion": self.mode, "io.modelcontextprotocol/clientCapabilities": {},
-                                   "io.modelcontextprotocol/clientInfo": {"name": "bench", "version": "0"}}}
+            self.meta = {
+                "_meta": {
+                    "io.modelcontextprotocol/protocolVersion": self.mode,
+                    "io.modelcontextprotocol/clientCapabilities": {},
+                    "io.modelcontextprotocol/clientInfo": {"name": "bench", "version": "0"},
+                }
+            }
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -366,8 +422,11 @@ class RawClient:
         if self.mode != "legacy":
             params = {**params, **self.meta}
             headers = {**headers, "Mcp-Method": method, **({"Mcp-Name": name} if name is not None else {})}
-        response = await self.http.post(self.url, content=json.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}),
-                                        headers=headers)
+        response = await self.http.post(
+            self.url,
+            content=json.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}),
+            headers=headers,
+        )
         return parse_body(response, request_id)
 
     async def call(self, tool: str) -> int | None:
@@ -440,8 +499,16 @@ class Cell:
         return len(self.samples) / self.wall if self.wall > 0 else float("nan")
 
 
-async def measure(client_kind: str, target: Target, tool: str, mode: str, concurrency: int, calls: int, seconds: float,
-                  expect: int | None = None) -> Cell:
+async def measure(
+    client_kind: str,
+    target: Target,
+    tool: str,
+    mode: str,
+    concurrency: int,
+    calls: int,
+    seconds: float,
+    expect: int | None = None,
+) -> Cell:
     """`calls` calls (or what fits in `seconds`) from `concurrency` workers after WARMUP calls each."""
     ready = asyncio.Barrier(concurrency + 1)
     start, done = asyncio.Event(), asyncio.Barrier(concurrency + 1)
@@ -503,7 +570,10 @@ class Interleaved:
 
     def added(self, key: str, base: str = "direct") -> float:
         """The median over blocks of (this block's median) - (the adjacent base block's median)."""
-        return statistics.median(statistics.median(b) - statistics.median(a) for a, b in zip(self.samples[base], self.samples[key], strict=True))
+        return statistics.median(
+            statistics.median(b) - statistics.median(a)
+            for a, b in zip(self.samples[base], self.samples[key], strict=True)
+        )
 
     @property
     def shape(self) -> str:
@@ -567,14 +637,19 @@ def print_call_table(results: dict[tuple[str, str, int, str], Cell], stack: Stac
         print(row)
     failed = {k: v.failures for k, v in results.items() if v.failures}
     if failed:
-        print("  ! calls that did not answer 'x' (error code: count): " + "; ".join(f"{k}: {v}" for k, v in failed.items()))
+        print(
+            "  ! calls that did not answer 'x' (error code: count): "
+            + "; ".join(f"{k}: {v}" for k, v in failed.items())
+        )
 
 
 def print_cpu_table(results: dict[tuple[str, str, int, str], Cell], stack: Stack, clients: list[str]) -> None:
     roles = ["client", "backend", "envoy", "aggregator", "control-plane", "fastmcp", "fastmcp-shared"]
     roles = [r for r in roles if r == "client" or r in stack.pids]
     print("\nCPU per call (ms), by process, during the measured calls")
-    head = f"{'client':6} {'family':6} {'conc':>4} {'target':<20} |" + "".join(f" {r:>13}" for r in roles) + " |   total"
+    head = (
+        f"{'client':6} {'family':6} {'conc':>4} {'target':<20} |" + "".join(f" {r:>13}" for r in roles) + " |   total"
+    )
     print(head)
     print("-" * len(head))
     labels = {t.key: t.label for t in stack.targets}
@@ -609,15 +684,20 @@ def tools_list_figures(rounds: int, backends: int) -> dict[str, Any] | None:
     return json.loads(out.stdout)
 
 
-async def run_calls(args: argparse.Namespace, stack: Stack, clients: list[str]) -> dict[tuple[str, str, int, str], Cell]:
+async def run_calls(
+    args: argparse.Namespace, stack: Stack, clients: list[str]
+) -> dict[tuple[str, str, int, str], Cell]:
     results: dict[tuple[str, str, int, str], Cell] = {}
     for client, mode, conc, target in itertools.product(clients, FAMILIES, CONCURRENCY, stack.targets):
         calls = args.calls if conc == 1 else args.calls16
         cell = await measure(client, target, target.tool, mode, conc, calls, args.seconds)
         results[(client, mode, conc, target.key)] = cell
-        print(f"  {client:4} {family_name(mode):6} c={conc:<3} {target.label:<20} {len(cell.samples):5d} calls in {cell.wall:5.2f} s: "
-              f"median {cell.median:6.2f} ms  p99 {cell.p99:6.2f} ms  {cell.rate:6.0f}/s"
-              + (f"  failures {cell.failures}" if cell.failures else ""), flush=True)
+        print(
+            f"  {client:4} {family_name(mode):6} c={conc:<3} {target.label:<20} {len(cell.samples):5d} calls in {cell.wall:5.2f} s: "
+            f"median {cell.median:6.2f} ms  p99 {cell.p99:6.2f} ms  {cell.rate:6.0f}/s"
+            + (f"  failures {cell.failures}" if cell.failures else ""),
+            flush=True,
+        )
     return results
 
 
@@ -670,7 +750,9 @@ def run_listing(args: argparse.Namespace, clients: list[str], workdir: Path) -> 
         # A long probe timeout: at start-up the control plane's event loop stalls for seconds (one SSL context
         # built per prober), and a timed-out first probe backs off (1 s doubling, up to the interval).
         entries = [{"name": f"b{i}", "url": url} for i in range(backends)]
-        config, pids = start_gateway(entries, workdir, procs, health={"interval": "10m", "timeout": "60s", "jitter": 0.005})
+        config, pids = start_gateway(
+            entries, workdir, procs, health={"interval": "10m", "timeout": "60s", "jitter": 0.005}
+        )
         healthz = f"http://{config.aggregator.address}:{config.aggregator.port}/healthz"
         target = Target("gateway", "(b) gateway", config.public_url(), "b0_echo", pids)
 
@@ -686,26 +768,49 @@ def run_listing(args: argparse.Namespace, clients: list[str], workdir: Path) -> 
 
 
 def print_listing(listing: Listing, in_process: dict[str, Any] | None) -> None:
-    print(f"\ntools/list of the merged catalog: {listing.backends} backends x 20 tools = {listing.tools} tools (prefix naming), "
-          f"through Envoy + aggregator processes; stack ready with every catalog merged in {listing.startup:.1f} s")
-    print(f"{'client':6} {'family':6} | {'first page (100 tools) median / p99 ms':>40} | {'all ' + str(listing.tools // 100) + ' pages, median ms':>24}")
+    print(
+        f"\ntools/list of the merged catalog: {listing.backends} backends x 20 tools = {listing.tools} tools (prefix naming), "
+        f"through Envoy + aggregator processes; stack ready with every catalog merged in {listing.startup:.1f} s"
+    )
+    print(
+        f"{'client':6} {'family':6} | {'first page (100 tools) median / p99 ms':>40} | {'all ' + str(listing.tools // 100) + ' pages, median ms':>24}"
+    )
     for (client, mode), samples in listing.page.items():
         ordered = sorted(samples)
         p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
-        print(f"{client:6} {family_name(mode):6} | {statistics.median(samples):31.2f} / {p99:6.2f} | {statistics.median(listing.walk[(client, mode)]):24.1f}")
-    print(f"RSS with {listing.backends} backends: control plane {listing.rss['control-plane']:.1f} MB, aggregator {listing.rss['aggregator']:.1f} MB, "
-          f"envoy {listing.rss['envoy']:.1f} MB")
+        print(
+            f"{client:6} {family_name(mode):6} | {statistics.median(samples):31.2f} / {p99:6.2f} | {statistics.median(listing.walk[(client, mode)]):24.1f}"
+        )
+    print(
+        f"RSS with {listing.backends} backends: control plane {listing.rss['control-plane']:.1f} MB, aggregator {listing.rss['aggregator']:.1f} MB, "
+        f"envoy {listing.rss['envoy']:.1f} MB"
+    )
     if in_process is not None:
-        print(f"in process (bench/aggregator/tools_list.py --tools {in_process['tools']} --backends {in_process['backends']}, priority naming):"
-              f" merge {in_process['merge']['median_ms']:.1f} ms;"
-              " one page over HTTP, server side (request body in to answer out): "
-              + ", ".join(f"{family_name(m)} {in_process[f'list_page_http_server_side[{m}]']['median_ms']:.2f} ms" for m in FAMILIES)
-              + "; client side (SDK client in the same process): "
-              + ", ".join(f"{family_name(m)} {in_process[f'list_page_http_client_side[{m}]']['median_ms']:.2f} ms" for m in FAMILIES))
+        print(
+            f"in process (bench/aggregator/tools_list.py --tools {in_process['tools']} --backends {in_process['backends']}, priority naming):"
+            f" merge {in_process['merge']['median_ms']:.1f} ms;"
+            " one page over HTTP, server side (request body in to answer out): "
+            + ", ".join(
+                f"{family_name(m)} {in_process[f'list_page_http_server_side[{m}]']['median_ms']:.2f} ms"
+                for m in FAMILIES
+            )
+            + "; client side (SDK client in the same process): "
+            + ", ".join(
+                f"{family_name(m)} {in_process[f'list_page_http_client_side[{m}]']['median_ms']:.2f} ms"
+                for m in FAMILIES
+            )
+        )
 
 
-def summarize(args: argparse.Namespace, results: dict[tuple[str, str, int, str], Cell], fail_fast: dict[tuple[str, str], Cell],
-              rss: dict[str, float], listing: Listing | None, judge: str, interleaved: dict[str, Interleaved]) -> None:
+def summarize(
+    args: argparse.Namespace,
+    results: dict[tuple[str, str, int, str], Cell],
+    fail_fast: dict[tuple[str, str], Cell],
+    rss: dict[str, float],
+    listing: Listing | None,
+    judge: str,
+    interleaved: dict[str, Interleaved],
+) -> None:
     print(f"\ntargets (judged on the {judge} load generator)")
     get = lambda mode, conc, key: results.get((judge, mode, conc, key))  # noqa: E731
     for mode in FAMILIES:
@@ -713,50 +818,72 @@ def summarize(args: argparse.Namespace, results: dict[tuple[str, str, int, str],
         paired = interleaved.get(mode)
         if paired is not None:
             added, hop = paired.added("gateway"), paired.added("envoy")
-            print(f"  (b)-(a) added median latency, {family_name(mode)}, c=1, interleaved: {added:.2f} ms ({paired.median('direct'):.2f} -> "
-                  f"{paired.median('gateway'):.2f}; {paired.shape})   target < 2 ms: {verdict(added < 2)}")
-            print(f"      of which two Envoy hops 2 x ((d)-(a)) = 2 x {hop:.2f} ms, the aggregator the remaining {added - 2 * hop:.2f} ms")
+            print(
+                f"  (b)-(a) added median latency, {family_name(mode)}, c=1, interleaved: {added:.2f} ms ({paired.median('direct'):.2f} -> "
+                f"{paired.median('gateway'):.2f}; {paired.shape})   target < 2 ms: {verdict(added < 2)}"
+            )
+            print(
+                f"      of which two Envoy hops 2 x ((d)-(a)) = 2 x {hop:.2f} ms, the aggregator the remaining {added - 2 * hop:.2f} ms"
+            )
         if a and b:
             added = b.median - a.median
             cpu = sum(b.cpu_ms.values()) - sum(a.cpu_ms.values())
-            print(f"  (b)-(a) added median latency, {family_name(mode)}, c=1, sequential cells: {added:.2f} ms ({a.median:.2f} -> {b.median:.2f});"
-                  f" added CPU per call, all processes: {cpu:.2f} ms (the aggregator's {b.cpu_ms.get('aggregator', float('nan')):.2f} ms)"
-                  + ("" if paired is not None else f"   target < 2 ms: {verdict(added < 2)}"))
+            print(
+                f"  (b)-(a) added median latency, {family_name(mode)}, c=1, sequential cells: {added:.2f} ms ({a.median:.2f} -> {b.median:.2f});"
+                f" added CPU per call, all processes: {cpu:.2f} ms (the aggregator's {b.cpu_ms.get('aggregator', float('nan')):.2f} ms)"
+                + ("" if paired is not None else f"   target < 2 ms: {verdict(added < 2)}")
+            )
     for mode in FAMILIES:
         b, c = get(mode, 16, "gateway"), get(mode, 16, "fastmcp")
         if b and c:
-            print(f"  (b)/(c) calls/s, {family_name(mode)}, c=16: {b.rate:.0f} / {c.rate:.0f} = {b.rate / c.rate:.1f}x   target >= 2x: {verdict(b.rate >= 2 * c.rate)}")
+            print(
+                f"  (b)/(c) calls/s, {family_name(mode)}, c=16: {b.rate:.0f} / {c.rate:.0f} = {b.rate / c.rate:.1f}x   target >= 2x: {verdict(b.rate >= 2 * c.rate)}"
+            )
         shared = get(mode, 16, "fastmcp-shared")
         if b and shared:
-            print(f"  (b)/(c') calls/s vs FastMCP with one shared backend session, {family_name(mode)}, c=16: {b.rate / shared.rate:.1f}x")
+            print(
+                f"  (b)/(c') calls/s vs FastMCP with one shared backend session, {family_name(mode)}, c=16: {b.rate / shared.rate:.1f}x"
+            )
     for conc in CONCURRENCY:
         legacy, modern = get("legacy", conc, "gateway"), get(MODERN, conc, "gateway")
         if legacy and modern:
             ratio = modern.rate / legacy.rate
-            print(f"  modern/legacy calls/s through (b), c={conc}: {modern.rate:.0f} / {legacy.rate:.0f} = {ratio:.2f}   target >= 0.5: {verdict(ratio >= 0.5)}")
+            print(
+                f"  modern/legacy calls/s through (b), c={conc}: {modern.rate:.0f} / {legacy.rate:.0f} = {ratio:.2f}   target >= 0.5: {verdict(ratio >= 0.5)}"
+            )
     for (client, mode), cell in fail_fast.items():
         ok = set(cell.failures) == set() and len(cell.samples) > 0
-        print(f"  fail-fast: {client} {family_name(mode)} call to the dead backend via (b), c=1: median {cell.median:.2f} ms p99 {cell.p99:.2f} ms"
-              f" (CPU per call: envoy {cell.cpu_ms['envoy']:.2f} ms, aggregator {cell.cpu_ms['aggregator']:.2f} ms)"
-              f"{'' if ok else f'  (unexpected answers: {cell.failures})'}   target < 5 ms: {verdict(cell.median < 5 and ok)}")
+        print(
+            f"  fail-fast: {client} {family_name(mode)} call to the dead backend via (b), c=1: median {cell.median:.2f} ms p99 {cell.p99:.2f} ms"
+            f" (CPU per call: envoy {cell.cpu_ms['envoy']:.2f} ms, aggregator {cell.cpu_ms['aggregator']:.2f} ms)"
+            f"{'' if ok else f'  (unexpected answers: {cell.failures})'}   target < 5 ms: {verdict(cell.median < 5 and ok)}"
+        )
     if rss:
         both = rss["control-plane"] + rss["aggregator"]
-        print(f"  RSS after the run: control plane {rss['control-plane']:.1f} MB + aggregator {rss['aggregator']:.1f} MB = {both:.1f} MB"
-              f" (envoy {rss['envoy']:.1f} MB, backend {rss['backend']:.1f} MB)   target < 150 MB: {verdict(both < 150)}")
+        print(
+            f"  RSS after the run: control plane {rss['control-plane']:.1f} MB + aggregator {rss['aggregator']:.1f} MB = {both:.1f} MB"
+            f" (envoy {rss['envoy']:.1f} MB, backend {rss['backend']:.1f} MB)   target < 150 MB: {verdict(both < 150)}"
+        )
         if "pss:control-plane" in rss:
             pss = rss["pss:control-plane"] + rss["pss:aggregator"]
-            print(f"      PSS (shared pages counted by share): control plane {rss['pss:control-plane']:.1f} MB + aggregator "
-                  f"{rss['pss:aggregator']:.1f} MB = {pss:.1f} MB (information only: the target is judged on RSS)")
+            print(
+                f"      PSS (shared pages counted by share): control plane {rss['pss:control-plane']:.1f} MB + aggregator "
+                f"{rss['pss:aggregator']:.1f} MB = {pss:.1f} MB (information only: the target is judged on RSS)"
+            )
         if "ready:control-plane" in rss:
-            print(f"      RSS when the stack was ready, before any call: control plane {rss['ready:control-plane']:.1f} MB + aggregator "
-                  f"{rss['ready:aggregator']:.1f} MB = {rss['ready:control-plane'] + rss['ready:aggregator']:.1f} MB")
+            print(
+                f"      RSS when the stack was ready, before any call: control plane {rss['ready:control-plane']:.1f} MB + aggregator "
+                f"{rss['ready:aggregator']:.1f} MB = {rss['ready:control-plane'] + rss['ready:aggregator']:.1f} MB"
+            )
     if listing is not None:
         for mode in FAMILIES:
             samples = listing.page.get((judge, mode))
             if samples:
                 median = statistics.median(samples)
-                print(f"  tools/list, {listing.tools} tools from {listing.backends} backends, {family_name(mode)}, one page (100 tools) via (b): "
-                      f"median {median:.2f} ms   target < 10 ms: {verdict(median < 10)}")
+                print(
+                    f"  tools/list, {listing.tools} tools from {listing.backends} backends, {family_name(mode)}, one page (100 tools) via (b): "
+                    f"median {median:.2f} ms   target < 10 ms: {verdict(median < 10)}"
+                )
 
 
 async def measure_all(args: argparse.Namespace, stack: Stack, clients: list[str]) -> tuple[dict, dict, dict, dict]:
@@ -770,11 +897,16 @@ async def measure_all(args: argparse.Namespace, stack: Stack, clients: list[str]
         paired = [t for t in stack.targets if t.key in ("direct", "gateway", "envoy")]
         for mode in FAMILIES:
             interleaved[mode] = await measure_interleaved(paired, mode, args.interleave_blocks, args.interleave_calls)
-            print(f"  raw  {family_name(mode):6} c=1   interleaved ({interleaved[mode].shape}): "
-                  + ", ".join(f"{t.label} median {interleaved[mode].median(t.key):.2f} ms" for t in paired), flush=True)
+            print(
+                f"  raw  {family_name(mode):6} c=1   interleaved ({interleaved[mode].shape}): "
+                + ", ".join(f"{t.label} median {interleaved[mode].median(t.key):.2f} ms" for t in paired),
+                flush=True,
+            )
     fail_fast: dict[tuple[str, str], Cell] = {}
     for client, mode in itertools.product(clients, FAMILIES):
-        fail_fast[(client, mode)] = await measure(client, stack.gateway, stack.dead_tool, mode, 1, args.calls, args.seconds, expect=-32050)
+        fail_fast[(client, mode)] = await measure(
+            client, stack.gateway, stack.dead_tool, mode, 1, args.calls, args.seconds, expect=-32050
+        )
     rss = {role: rss_mb(stack.pids[role]) for role in ("control-plane", "aggregator", "envoy", "backend")}
     rss.update({f"pss:{role}": pss_mb(stack.pids[role]) for role in ("control-plane", "aggregator")})
     rss.update(ready)
@@ -782,24 +914,50 @@ async def measure_all(args: argparse.Namespace, stack: Stack, clients: list[str]
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--client", choices=["raw", "sdk", "both"], default="both", help="load generator(s) (default both)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--client", choices=["raw", "sdk", "both"], default="both", help="load generator(s) (default both)"
+    )
     parser.add_argument("--calls", type=int, default=300, help="calls per cell at concurrency 1 (default 300)")
     parser.add_argument("--calls16", type=int, default=2000, help="calls per cell at concurrency 16 (default 2000)")
     parser.add_argument("--seconds", type=float, default=6.0, help="time cap per cell (default 6)")
-    parser.add_argument("--interleave-blocks", type=int, default=20,
-                        help="rounds of the interleaved c=1 measurement of (a), (b), (d) that judges the added latency (0: skip; default 20)")
+    parser.add_argument(
+        "--interleave-blocks",
+        type=int,
+        default=20,
+        help="rounds of the interleaved c=1 measurement of (a), (b), (d) that judges the added latency (0: skip; default 20)",
+    )
     parser.add_argument("--interleave-calls", type=int, default=25, help="raw calls per target per round (default 25)")
-    parser.add_argument("--raw-http", choices=["http11", "httpx2"], default="http11",
-                        help="the raw load generator's HTTP client (default http11: xds_control.http11, the lighter)")
+    parser.add_argument(
+        "--raw-http",
+        choices=["http11", "httpx2"],
+        default="http11",
+        help="the raw load generator's HTTP client (default http11: xds_control.http11, the lighter)",
+    )
     parser.add_argument("--no-fastmcp", action="store_true", help="skip (c)")
-    parser.add_argument("--fastmcp-session", choices=["fresh", "shared", "both"], default="both",
-                        help="FastMCP's backend sessions: fresh = create_proxy(url) (per request), shared = one connected Client (default both)")
+    parser.add_argument(
+        "--fastmcp-session",
+        choices=["fresh", "shared", "both"],
+        default="both",
+        help="FastMCP's backend sessions: fresh = create_proxy(url) (per request), shared = one connected Client (default both)",
+    )
     parser.add_argument("--no-list", action="store_true", help="skip the 4,000-tool tools/list figures")
-    parser.add_argument("--list-backends", type=int, default=200, help="backends of 20 tools each for tools/list (default 200)")
-    parser.add_argument("--list-rounds", type=int, default=100, help="first-page requests per client and family (default 100)")
-    parser.add_argument("--backend-family", choices=["both", "legacy", "modern"], default="both",
-                        help="families the demo backend serves (both: the aggregator's prober picks modern)")
+    parser.add_argument(
+        "--list-backends", type=int, default=200, help="backends of 20 tools each for tools/list (default 200)"
+    )
+    parser.add_argument(
+        "--list-rounds", type=int, default=100, help="first-page requests per client and family (default 100)"
+    )
+    parser.add_argument(
+        "--backend-family",
+        choices=["both", "legacy", "modern"],
+        default="both",
+        help="families the demo backend serves (both: the aggregator's prober picks modern)",
+    )
     args = parser.parse_args()
     clients = ["raw", "sdk"] if args.client == "both" else [args.client]
     RAW_HTTP[0] = args.raw_http
@@ -811,7 +969,11 @@ def main() -> int:
     started = time.monotonic()
     print(f"cpus: {os.cpu_count()}, load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     with tempfile.TemporaryDirectory() as tmp, running_stack(args, Path(tmp)) as stack:
-        print(f"stack up in {time.monotonic() - started:.1f} s: " + ", ".join(f"{t.label} {t.url}" for t in stack.targets), flush=True)
+        print(
+            f"stack up in {time.monotonic() - started:.1f} s: "
+            + ", ".join(f"{t.label} {t.url}" for t in stack.targets),
+            flush=True,
+        )
         results, fail_fast, rss, interleaved = asyncio.run(measure_all(args, stack, clients))
     listing, in_process = None, None
     if not args.no_list:
@@ -819,7 +981,7 @@ def main() -> int:
         try:
             with tempfile.TemporaryDirectory() as tmp:
                 listing = run_listing(args, clients, Path(tmp))
-        except Exception as exc:  # noqa: BLE001 - keep the call figures; say why the listing has none
+        except Exception as exc:
             print(f"tools/list at {args.list_backends} backends failed: {exc}", flush=True)
         print(f"tools/list: bench/aggregator/tools_list.py --backends {args.list_backends} --no-calls", flush=True)
         in_process = tools_list_figures(min(50, args.list_rounds), args.list_backends)
@@ -828,7 +990,9 @@ def main() -> int:
     if listing is not None:
         print_listing(listing, in_process)
     summarize(args, results, fail_fast, rss, listing, "raw" if "raw" in clients else "sdk", interleaved)
-    print(f"\ntotal {time.monotonic() - started:.0f} s; load average now: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(
+        f"\ntotal {time.monotonic() - started:.0f} s; load average now: {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
     if not args.no_list and (listing is None or in_process is None):
         print("some figures are missing: the tools/list part failed (see above)", flush=True)
         return 1

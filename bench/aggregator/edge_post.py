@@ -23,9 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.aggregator.test_post_json import MODERN, httpx2_client, lean_client, result_for  # noqa: E402
-from tests.support.canned_http import Answer, CannedServer  # noqa: E402
-from xds_control.aggregator import upstream_modern  # noqa: E402
+from tests.aggregator.test_post_json import MODERN, httpx2_client, lean_client, result_for
+from tests.support.canned_http import Answer, CannedServer
+from xds_control.aggregator import upstream_modern
 
 
 async def run(rounds: int, requests: int) -> dict[str, list[float]]:
@@ -37,7 +37,14 @@ async def run(rounds: int, requests: int) -> dict[str, list[float]]:
                 for name, client in clients.items():
                     began = time.process_time()
                     for _ in range(requests):
-                        await upstream_modern.request(client, server.url, MODERN, "tools/call", {"name": "x", "arguments": {"a": 1}}, max_event_bytes=1 << 20)
+                        await upstream_modern.request(
+                            client,
+                            server.url,
+                            MODERN,
+                            "tools/call",
+                            {"name": "x", "arguments": {"a": 1}},
+                            max_event_bytes=1 << 20,
+                        )
                     figures[name].append((time.process_time() - began) * 1000 / requests)
         finally:
             for client in clients.values():
@@ -53,7 +60,9 @@ def main() -> int:
     figures = asyncio.run(run(args.rounds, args.requests))
     for name, values in figures.items():
         rounds = " ".join(f"{value:.3f}" for value in values)
-        print(f"{name:6} CPU ms per request (client + canned server): median {statistics.median(values):.3f}   rounds: {rounds}")
+        print(
+            f"{name:6} CPU ms per request (client + canned server): median {statistics.median(values):.3f}   rounds: {rounds}"
+        )
     lean, through = statistics.median(figures["lean"]), statistics.median(figures["httpx2"])
     print(f"post_json saves {through - lean:.3f} ms of CPU per request ({100 * (through - lean) / through:.0f} %)")
     return 0

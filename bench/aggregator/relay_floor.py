@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -29,9 +28,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import calls as c  # noqa: E402
+import calls as c
 
-from xds_control.http11 import HttpClient  # noqa: E402
+from xds_control.http11 import HttpClient
 
 FORWARDED = ("content-type", "accept", "mcp-protocol-version", "mcp-method", "mcp-name")
 
@@ -63,7 +62,15 @@ def relay_app(upstream: str) -> Any:
 def relay_main(host: str, port: int, upstream: str) -> None:
     import uvicorn
 
-    config = uvicorn.Config(relay_app(upstream), host=host, port=port, http="httptools", lifespan="off", log_level="warning", access_log=False)
+    config = uvicorn.Config(
+        relay_app(upstream),
+        host=host,
+        port=port,
+        http="httptools",
+        lifespan="off",
+        log_level="warning",
+        access_log=False,
+    )
     server = uvicorn.Server(config)
 
     async def serve() -> None:
@@ -97,36 +104,69 @@ def main() -> int:
         backend_url, backend_pid = c.start_backend(procs, "alpha", "--family", "both")
         config, pids = c.start_gateway([{"name": "alpha", "url": backend_url}], Path(tmp), procs)
         direct = c.Target("direct", "(a) direct", backend_url, "echo", {"backend": backend_pid})
-        gateway = c.Target("gateway", "(b) aggregator", config.public_url(), "alpha_echo",
-                           {"backend": backend_pid, "envoy": pids["envoy"], "aggregator": pids["aggregator"]})
+        gateway = c.Target(
+            "gateway",
+            "(b) aggregator",
+            config.public_url(),
+            "alpha_echo",
+            {"backend": backend_pid, "envoy": pids["envoy"], "aggregator": pids["aggregator"]},
+        )
         healthz = f"http://{config.aggregator.address}:{config.aggregator.port}/healthz"
         asyncio.run(c.wait_gateway_ready(healthz, gateway, 1, 1))
         results["direct"] = asyncio.run(measure(direct, args.calls, args.seconds))
         results["aggregator"] = asyncio.run(measure(gateway, args.calls, args.seconds))
-        paired["aggregator"] = asyncio.run(c.measure_interleaved([direct, gateway], c.MODERN, args.blocks, 25)).added("gateway")
+        paired["aggregator"] = asyncio.run(c.measure_interleaved([direct, gateway], c.MODERN, args.blocks, 25)).added(
+            "gateway"
+        )
         aggregator = next(p for p in procs if p.popen.pid == pids["aggregator"])
         aggregator.stop()
-        relay = c.child([sys.executable, __file__, "--relay", config.aggregator.address, str(config.aggregator.port), config.egress_url("alpha")], "relay")
+        relay = c.child(
+            [
+                sys.executable,
+                __file__,
+                "--relay",
+                config.aggregator.address,
+                str(config.aggregator.port),
+                config.egress_url("alpha"),
+            ],
+            "relay",
+        )
         procs.append(relay)
         c.ready_url(relay)
         # The relay forwards the client's tool name as is: call the backend's own name through it.
-        relayed = c.Target("relay", "(r) relay", config.public_url(), "echo", {"backend": backend_pid, "envoy": pids["envoy"], "relay": relay.popen.pid})
+        relayed = c.Target(
+            "relay",
+            "(r) relay",
+            config.public_url(),
+            "echo",
+            {"backend": backend_pid, "envoy": pids["envoy"], "relay": relay.popen.pid},
+        )
         results["relay"] = asyncio.run(measure(relayed, args.calls, args.seconds))
-        paired["relay"] = asyncio.run(c.measure_interleaved([direct, relayed], c.MODERN, args.blocks, 25)).added("relay")
+        paired["relay"] = asyncio.run(c.measure_interleaved([direct, relayed], c.MODERN, args.blocks, 25)).added(
+            "relay"
+        )
     base = results["direct"].median
     print(f"\n{'target':16} | {'calls':>5} | {'median':>7} | {'p99':>7} | {'added':>6} | CPU per call by process (ms)")
     for key, cell in results.items():
         cpu = ", ".join(f"{name} {value:.2f}" for name, value in cell.cpu_ms.items())
-        print(f"{key:16} | {len(cell.samples):5d} | {cell.median:7.2f} | {cell.p99:7.2f} | {cell.median - base:6.2f} | {cpu}")
-    print(f"\nadded median latency, modern raw client, c=1: relay {results['relay'].median - base:.2f} ms, "
-          f"aggregator {results['aggregator'].median - base:.2f} ms (target < 2 ms)")
-    print(f"the same, interleaved with direct calls ({args.blocks} rounds of 25 calls each, calls.py's judged figure): "
-          f"relay {paired['relay']:.2f} ms, aggregator {paired['aggregator']:.2f} ms")
+        print(
+            f"{key:16} | {len(cell.samples):5d} | {cell.median:7.2f} | {cell.p99:7.2f} | {cell.median - base:6.2f} | {cpu}"
+        )
+    print(
+        f"\nadded median latency, modern raw client, c=1: relay {results['relay'].median - base:.2f} ms, "
+        f"aggregator {results['aggregator'].median - base:.2f} ms (target < 2 ms)"
+    )
+    print(
+        f"the same, interleaved with direct calls ({args.blocks} rounds of 25 calls each, calls.py's judged figure): "
+        f"relay {paired['relay']:.2f} ms, aggregator {paired['aggregator']:.2f} ms"
+    )
     return 0
 
 
 if __name__ == "__main__":
     started = time.monotonic()
     code = main()
-    print(f"total {time.monotonic() - started:.0f} s; load average now: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(
+        f"total {time.monotonic() - started:.0f} s; load average now: {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
     raise SystemExit(code)

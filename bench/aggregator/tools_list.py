@@ -32,24 +32,34 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from mcp_types import methods  # noqa: E402
+from mcp_types import methods
 
-from tests.aggregator.support import FAMILIES, MODERN, fetch_catalog, make_config, mcp_client  # noqa: E402
-from tests.support.procs import demo_backend  # noqa: E402
-from tests.support.waiting import free_port  # noqa: E402
-from xds_control.aggregator import Aggregator, StoreViewSource, direct_upstream_url  # noqa: E402
-from xds_control.aggregator.catalog import merge_catalog  # noqa: E402
-from xds_control.view import BackendState, Catalog, ViewStore  # noqa: E402
+from tests.aggregator.support import FAMILIES, MODERN, fetch_catalog, make_config, mcp_client
+from tests.support.procs import demo_backend
+from tests.support.waiting import free_port
+from xds_control.aggregator import Aggregator, StoreViewSource, direct_upstream_url
+from xds_control.aggregator.catalog import merge_catalog
+from xds_control.view import BackendState, Catalog, ViewStore
 
 
 def tools(n: int, backend: str) -> list[dict[str, Any]]:
-    schema = {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}}, "required": ["city"]}
-    return [{"name": f"tool_{i}", "description": f"Tool {i} of {backend}: does a thing with a city.", "inputSchema": schema} for i in range(n)]
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+        "required": ["city"],
+    }
+    return [
+        {"name": f"tool_{i}", "description": f"Tool {i} of {backend}: does a thing with a city.", "inputSchema": schema}
+        for i in range(n)
+    ]
 
 
 def stats(samples: list[float]) -> dict[str, float]:
     ordered = sorted(samples)
-    return {"median_ms": round(statistics.median(ordered), 3), "p90_ms": round(ordered[int(0.9 * (len(ordered) - 1))], 3)}
+    return {
+        "median_ms": round(statistics.median(ordered), 3),
+        "p90_ms": round(ordered[int(0.9 * (len(ordered) - 1))], 3),
+    }
 
 
 async def timed(fn: Callable[[], Awaitable[Any]], rounds: int) -> dict[str, float]:
@@ -111,7 +121,9 @@ def timing_lists(app: Any, server_ms: list[float]) -> Any:
 
 
 @contextlib.asynccontextmanager
-async def aggregator_over(entries: list[dict[str, Any]], catalogs: dict[str, Catalog], server_ms: list[float] | None = None) -> Any:
+async def aggregator_over(
+    entries: list[dict[str, Any]], catalogs: dict[str, Catalog], server_ms: list[float] | None = None
+) -> Any:
     port = free_port()
     config = make_config(entries, port=port, conflict_resolution="priority")
     store = ViewStore(config)
@@ -130,7 +142,9 @@ async def catalog_benchmarks(n: int, rounds: int, backends: int = 2) -> dict[str
     names = ["a", "b"] if backends == 2 else [f"b{i}" for i in range(backends)]
     sizes = [n // backends + (1 if i < n % backends else 0) for i in range(backends)]
     catalogs = {name: Catalog.build(tools=tools(size, name)) for name, size in zip(names, sizes, strict=True)}
-    entries = [{"name": name, "url": f"http://127.0.0.1:{20000 + i}/mcp"} for i, name in enumerate(names)]  # never called
+    entries = [
+        {"name": name, "url": f"http://127.0.0.1:{20000 + i}/mcp"} for i, name in enumerate(names)
+    ]  # never called
     results: dict[str, Any] = {"tools": n, "backends": backends}
     server_ms: list[float] = []
     async with aggregator_over(entries, catalogs, server_ms) as (aggregator, url):
@@ -143,11 +157,16 @@ async def catalog_benchmarks(n: int, rounds: int, backends: int = 2) -> dict[str
             last_cursor = page["nextCursor"]
             page = gateway.list_page("tools", last_cursor)
         for version in ("2025-11-25", MODERN):
+
             def first_page(v: str = version) -> Any:
-                return methods.serialize_server_result("tools/list", v, {"ttlMs": 0, "cacheScope": "public", **gateway.list_page("tools", None)})
+                return methods.serialize_server_result(
+                    "tools/list", v, {"ttlMs": 0, "cacheScope": "public", **gateway.list_page("tools", None)}
+                )
 
             def last_page(v: str = version) -> Any:
-                return methods.serialize_server_result("tools/list", v, {"ttlMs": 0, "cacheScope": "public", **gateway.list_page("tools", last_cursor)})
+                return methods.serialize_server_result(
+                    "tools/list", v, {"ttlMs": 0, "cacheScope": "public", **gateway.list_page("tools", last_cursor)}
+                )
 
             results[f"list_page_in_process[{version}]"] = sync_timed(first_page, rounds)
             results[f"list_last_page_in_process[{version}]"] = sync_timed(last_page, rounds)
@@ -177,7 +196,9 @@ async def call_benchmarks(rounds: int) -> dict[str, Any]:
                             lambda c=client: c.call_tool("echo", {"text": "x"}), rounds
                         )
             async with mcp_client(url, mode) as client:
-                results[f"call_direct[{mode}]"] = await timed(lambda c=client: c.call_tool("echo", {"text": "x"}), rounds)
+                results[f"call_direct[{mode}]"] = await timed(
+                    lambda c=client: c.call_tool("echo", {"text": "x"}), rounds
+                )
         return results
     finally:
         backend.stop()
@@ -186,7 +207,9 @@ async def call_benchmarks(rounds: int) -> dict[str, Any]:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tools", type=int, default=4000)
-    parser.add_argument("--backends", type=int, default=2, help="split the tools over this many backends (calls.py: 200)")
+    parser.add_argument(
+        "--backends", type=int, default=2, help="split the tools over this many backends (calls.py: 200)"
+    )
     parser.add_argument("--rounds", type=int, default=50)
     parser.add_argument("--no-calls", action="store_true")
     args = parser.parse_args()

@@ -50,13 +50,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import httpx2  # noqa: E402
+import httpx2
 
-from tests.e2e.support import DISCOVER, DISCOVER_HEADERS, NO_HEALTHY_UPSTREAM, NO_OUTLIER, start_serve, stop_proc, write_config  # noqa: E402
-from tests.support.stack import async_start_envoy, stack_config  # noqa: E402
-from tests.support.waiting import free_port  # noqa: E402
-from xds_control.admin.client import AdminClient  # noqa: E402
-from xds_control.config import Config  # noqa: E402
+from tests.e2e.support import (
+    DISCOVER,
+    DISCOVER_HEADERS,
+    NO_HEALTHY_UPSTREAM,
+    NO_OUTLIER,
+    start_serve,
+    stop_proc,
+    write_config,
+)
+from tests.support.stack import async_start_envoy, stack_config
+from tests.support.waiting import free_port
+from xds_control.admin.client import AdminClient
+from xds_control.config import Config
 
 NAME = "bench"
 POLL = 0.005  # seconds between two requests to Envoy
@@ -151,7 +159,11 @@ async def envoy_switch(client: httpx2.AsyncClient, url: str, wanted: str, timeou
         sent = time.monotonic()
         try:
             response = await client.post(url, json=DISCOVER, headers=DISCOVER_HEADERS)
-            got = "unrouted" if response.status_code == 503 and response.text == NO_HEALTHY_UPSTREAM else str(response.status_code)
+            got = (
+                "unrouted"
+                if response.status_code == 503 and response.text == NO_HEALTHY_UPSTREAM
+                else str(response.status_code)
+            )
         except httpx2.HTTPError:
             got = "error"
         now = time.monotonic()
@@ -164,7 +176,9 @@ async def envoy_switch(client: httpx2.AsyncClient, url: str, wanted: str, timeou
 
 async def probe_count(client: httpx2.AsyncClient, metrics_url: str) -> float:
     text = (await client.get(metrics_url)).text
-    match = re.search(r'^xds_control_probe_duration_seconds_count\{backend="' + NAME + r'"\} (\S+)$', text, re.MULTILINE)
+    match = re.search(
+        r'^xds_control_probe_duration_seconds_count\{backend="' + NAME + r'"\} (\S+)$', text, re.MULTILINE
+    )
     return float(match.group(1)) if match else 0.0
 
 
@@ -180,7 +194,12 @@ async def right_after_a_probe(client: httpx2.AsyncClient, metrics_url: str, time
 
 async def failed_probes(client: httpx2.AsyncClient, metrics_url: str) -> float:
     text = (await client.get(metrics_url)).text
-    return sum(float(v) for v in re.findall(r'^xds_control_probe_failures_total\{backend="' + NAME + r'",[^}]*\} (\S+)$', text, re.MULTILINE))
+    return sum(
+        float(v)
+        for v in re.findall(
+            r'^xds_control_probe_failures_total\{backend="' + NAME + r'",[^}]*\} (\S+)$', text, re.MULTILINE
+        )
+    )
 
 
 async def right_after_a_failed_probe(client: httpx2.AsyncClient, metrics_url: str, timeout: float) -> None:
@@ -228,7 +247,9 @@ async def bench(args: argparse.Namespace, workdir: Path) -> Samples:
     backend = Backend(port, workdir / "fault")
     backend.fault("none")
     await backend.start()
-    served = await asyncio.to_thread(start_serve, write_config(config, workdir / "xds-control.yaml"), log_level="warning")
+    served = await asyncio.to_thread(
+        start_serve, write_config(config, workdir / "xds-control.yaml"), log_level="warning"
+    )
     envoy = None
     watcher = Watcher(config.control_plane.admin)
     watch_task = asyncio.create_task(watcher.run())
@@ -237,7 +258,10 @@ async def bench(args: argparse.Namespace, workdir: Path) -> Samples:
         envoy = await async_start_envoy(config, workdir)
         url = f"http://127.0.0.1:{config.egress.port}/backends/{NAME}/mcp"
         metrics_url = f"http://{config.control_plane.metrics}/metrics"
-        async with httpx2.AsyncClient(timeout=2.0, trust_env=False) as envoy_client, httpx2.AsyncClient(timeout=2.0, trust_env=False) as cp:
+        async with (
+            httpx2.AsyncClient(timeout=2.0, trust_env=False) as envoy_client,
+            httpx2.AsyncClient(timeout=2.0, trust_env=False) as cp,
+        ):
             await envoy_switch(envoy_client, url, "200")
             slack = args.interval * (args.unhealthy_threshold + 2) + 5
             for run in range(1, args.runs + 1):
@@ -299,7 +323,9 @@ def report(args: argparse.Namespace, samples: Samples) -> None:
 
     def line(label: str, values: list[float], bound: float) -> None:
         med, p90 = statistics.median(values), pct(values, 0.9)
-        print(f"{label:40s}{med:8.3f}s{p90:8.3f}s{max(values):8.3f}s{med / bound:14.3f}{p90 / bound:11.3f}{(med - bound) * 1000:+12.1f}ms")
+        print(
+            f"{label:40s}{med:8.3f}s{p90:8.3f}s{max(values):8.3f}s{med / bound:14.3f}{p90 / bound:11.3f}{(med - bound) * 1000:+12.1f}ms"
+        )
 
     line("kill, worst phase -> Envoy 503", [s.total for s in samples.kill], kill_bound)
     line("  ... -> verdict in the view", [s.verdict for s in samples.kill], kill_bound)

@@ -26,12 +26,18 @@ import json
 import signal
 import sys
 import uuid
-from typing import Any
+from typing import Any, ClassVar
 
 MODERN = "2026-07-28"
 LEGACY = "2025-11-25"
 CAPABILITIES: dict[str, Any] = {"tools": {}}
-TOOLS = [{"name": "echo", "description": "Return the text.", "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}}}]
+TOOLS = [
+    {
+        "name": "echo",
+        "description": "Return the text.",
+        "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}},
+    }
+]
 REASONS = {200: "OK", 202: "Accepted", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
 
 
@@ -40,7 +46,7 @@ class Stats:
 
 
 class McpStub(asyncio.Protocol):
-    sessions: set[str] = set()  # shared by every port: one "server" per port is not needed for probing
+    sessions: ClassVar[set[str]] = set()  # shared by every port: one "server" per port is not needed for probing
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -76,7 +82,9 @@ class McpStub(asyncio.Protocol):
         assert self.transport is not None
         self.transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
 
-    def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, Any, dict[str, str] | None]:
+    def handle(
+        self, method: str, path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, Any, dict[str, str] | None]:
         if not path.startswith("/mcp"):
             return 404, None, None
         session = headers.get("mcp-session-id")
@@ -92,7 +100,9 @@ class McpStub(asyncio.Protocol):
         rpc, request_id = message.get("method"), message.get("id")
         modern = headers.get("mcp-protocol-version") == MODERN
 
-        def result(value: Any, status: int = 200, extra: dict[str, str] | None = None) -> tuple[int, Any, dict[str, str] | None]:
+        def result(
+            value: Any, status: int = 200, extra: dict[str, str] | None = None
+        ) -> tuple[int, Any, dict[str, str] | None]:
             if modern:  # 2026-07-28 results carry their caching envelope
                 value = {**value, "resultType": "complete", "cacheScope": "private", "ttlMs": 0}
             return status, {"jsonrpc": "2.0", "id": request_id, "result": value}, extra
@@ -100,11 +110,25 @@ class McpStub(asyncio.Protocol):
         if request_id is None:  # a notification
             return 202, None, None
         if rpc == "server/discover":
-            return result({"supportedVersions": [MODERN], "capabilities": CAPABILITIES, "serverInfo": {"name": self.name, "version": "1"}})
+            return result(
+                {
+                    "supportedVersions": [MODERN],
+                    "capabilities": CAPABILITIES,
+                    "serverInfo": {"name": self.name, "version": "1"},
+                }
+            )
         if rpc == "initialize":
             new = uuid.uuid4().hex
             self.sessions.add(new)
-            return result({"protocolVersion": LEGACY, "capabilities": CAPABILITIES, "serverInfo": {"name": self.name, "version": "1"}}, 200, {"mcp-session-id": new})
+            return result(
+                {
+                    "protocolVersion": LEGACY,
+                    "capabilities": CAPABILITIES,
+                    "serverInfo": {"name": self.name, "version": "1"},
+                },
+                200,
+                {"mcp-session-id": new},
+            )
         if session is not None and session not in self.sessions:
             return 404, {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": "Session not found"}}, None
         if rpc == "ping":

@@ -36,12 +36,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import httpx2  # noqa: E402
+import httpx2
 
-from tests.e2e.support import start_serve, stop_proc, write_config  # noqa: E402
-from tests.support.stack import stack_config, start_envoy  # noqa: E402
-from tests.support.waiting import free_ports, wait_until  # noqa: E402
-from xds_control.admin.client import AdminClient  # noqa: E402
+from tests.e2e.support import start_serve, stop_proc, write_config
+from tests.support.stack import stack_config, start_envoy
+from tests.support.waiting import free_ports, wait_until
+from xds_control.admin.client import AdminClient
 
 HERE = Path(__file__).resolve().parent
 TICK = os.sysconf("SC_CLK_TCK")
@@ -63,8 +63,12 @@ def rss_mib(pid: int) -> float:
 def probe_totals(metrics_url: str) -> tuple[float, float, float]:
     """(probes recorded, sum of their round trips in s, failed probes) over every backend."""
     text = httpx2.get(metrics_url, timeout=10, trust_env=False).text
-    count = sum(float(v) for v in re.findall(r"^xds_control_probe_duration_seconds_count\{[^}]*\} (\S+)$", text, re.MULTILINE))
-    total = sum(float(v) for v in re.findall(r"^xds_control_probe_duration_seconds_sum\{[^}]*\} (\S+)$", text, re.MULTILINE))
+    count = sum(
+        float(v) for v in re.findall(r"^xds_control_probe_duration_seconds_count\{[^}]*\} (\S+)$", text, re.MULTILINE)
+    )
+    total = sum(
+        float(v) for v in re.findall(r"^xds_control_probe_duration_seconds_sum\{[^}]*\} (\S+)$", text, re.MULTILINE)
+    )
     failed = sum(float(v) for v in re.findall(r"^xds_control_probe_failures_total\{[^}]*\} (\S+)$", text, re.MULTILINE))
     return count, total, failed
 
@@ -152,7 +156,12 @@ def main() -> int:
             target = config.control_plane.admin
             started = time.monotonic()
             settled = "unhealthy" if args.dead else "healthy"
-            wait_until(lambda: asyncio.run(states(target)).get(settled) == args.backends, timeout=120, interval=0.5, what=f"every backend {settled}")
+            wait_until(
+                lambda: asyncio.run(states(target)).get(settled) == args.backends,
+                timeout=120,
+                interval=0.5,
+                what=f"every backend {settled}",
+            )
             healthy_after = time.monotonic() - started
             time.sleep(args.warmup)  # warm-up: let first-contact catalog fetches and start-up allocations settle
             metrics_url = f"http://{config.control_plane.metrics}/metrics"
@@ -168,17 +177,29 @@ def main() -> int:
         if stub.stdout is not None:
             stub.stdout.close()
 
-    kind = "dead (nothing listens; breaker out of reach)" if args.dead else "half legacy: ping on a session, half modern: server/discover"
-    print(f"probe cost: {args.backends} backends ({kind}), interval {args.interval:g} s, jitter 0.1, Envoy {'off' if args.no_envoy else 'connected'}")
-    print(f"all {settled} {healthy_after:.1f} s after start; warm-up {args.warmup:g} s; window {args.seconds:g} s; final states {final}")
+    kind = (
+        "dead (nothing listens; breaker out of reach)"
+        if args.dead
+        else "half legacy: ping on a session, half modern: server/discover"
+    )
+    print(
+        f"probe cost: {args.backends} backends ({kind}), interval {args.interval:g} s, jitter 0.1, Envoy {'off' if args.no_envoy else 'connected'}"
+    )
+    print(
+        f"all {settled} {healthy_after:.1f} s after start; warm-up {args.warmup:g} s; window {args.seconds:g} s; final states {final}"
+    )
     print(f"control plane CPU: {window.cpu_percent:.1f} % of one core "
           f"(per {5:g} s slice: {', '.join(f'{s:.1f}' for s in window.cpu_slices)}; stdev {statistics.pstdev(window.cpu_slices) if window.cpu_slices else 0:.1f})")  # fmt: skip
-    print(f"control plane RSS: {window.rss_start:.1f} MiB at the start of the window, {window.rss_end:.1f} MiB at the end, max {window.rss_max:.1f} MiB")
+    print(
+        f"control plane RSS: {window.rss_start:.1f} MiB at the start of the window, {window.rss_end:.1f} MiB at the end, max {window.rss_max:.1f} MiB"
+    )
     print(f"probes recorded: {window.probes_per_second:.1f}/s (expected ~{args.backends / args.interval:.0f}/s), "
           f"mean round trip {window.mean_probe_ms:.2f} ms, failed in window: {window.failed:.0f}")  # fmt: skip
     print(f"per probe: {window.cpu_percent / 100 / window.probes_per_second * 1e6:.0f} us of control-plane CPU")
     if not args.dead:
-        print(f"stub server CPU (the {args.backends} endpoints, for context): {window.stub_cpu_percent:.1f} % of one core")
+        print(
+            f"stub server CPU (the {args.backends} endpoints, for context): {window.stub_cpu_percent:.1f} % of one core"
+        )
     print(f"target: under 25 % of one core -> {'met' if window.cpu_percent < 25 else 'NOT met'}")
     return 0
 

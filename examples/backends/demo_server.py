@@ -39,7 +39,7 @@ from starlette.types import ASGIApp
 
 if __package__ in (None, ""):  # run as a script: make `examples` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from examples.backends.faults import FAULT_MODES, FaultMiddleware, Gate, file_reader, host_patterns  # noqa: E402
+from examples.backends.faults import FAULT_MODES, FaultMiddleware, Gate, file_reader, host_patterns
 
 Ctx = ServerRequestContext[Any]
 Args = dict[str, Any]
@@ -72,7 +72,9 @@ def tool(name: str, description: str, fn: ToolFn, required: Sequence[str] = (), 
 
 
 def prompt(name: str, description: str, argument: str) -> types.Prompt:
-    return types.Prompt(name=name, description=description, arguments=[types.PromptArgument(name=argument, required=True)])
+    return types.Prompt(
+        name=name, description=description, arguments=[types.PromptArgument(name=argument, required=True)]
+    )
 
 
 def arg(args: Args, key: str, kind: type, default: Any = ...) -> Any:
@@ -99,7 +101,10 @@ def weather_catalog() -> Catalog:
         if not 1 <= days <= 7:
             raise ToolInputError("days must be between 1 and 7")
         day = "{} day {}: {}, high {}°C, low {}°C"
-        return "\n".join(day.format(city, d + 1, skies[seed(city, d) % 6], 12 + seed(city, d, 1) % 15, 2 + seed(city, d, 2) % 10) for d in range(days))
+        return "\n".join(
+            day.format(city, d + 1, skies[seed(city, d) % 6], 12 + seed(city, d, 1) % 15, 2 + seed(city, d, 2) % 10)
+            for d in range(days)
+        )
 
     def current(a: Args, ctx: Ctx) -> str:
         city = arg(a, "city", str)
@@ -113,15 +118,25 @@ def weather_catalog() -> Catalog:
     return Catalog(
         [
             tool("get_forecast", "Daily forecast for a city (1-7 days).", forecast, ["city"], city=STR, days=INT),
-            tool("get_current_conditions", "Current sky, temperature and wind for a city.", current, ["city"], city=STR),
+            tool(
+                "get_current_conditions", "Current sky, temperature and wind for a city.", current, ["city"], city=STR
+            ),
             # `x-mcp-header`: 2026-07-28 callers mirror `region` into an `Mcp-Param-Region` header (for routing
             # on it without reading the body); the SDK server rejects a modern call without it
-            tool("list_alerts", "Active weather alerts for a region.", alerts, ["region"], region={**STR, "x-mcp-header": "Region"}),
+            tool(
+                "list_alerts",
+                "Active weather alerts for a region.",
+                alerts,
+                ["region"],
+                region={**STR, "x-mcp-header": "Region"},
+            ),
         ],
         types.Resource(uri="weather://stations", name="stations", mime_type="application/json"),
         lambda: json.dumps(stations),
         prompt("weather_briefing", "A short weather briefing for a city.", "city"),
-        lambda p: f"Give a three-sentence weather briefing for {p.get('city')}: call get_current_conditions and get_forecast first.",
+        lambda p: (
+            f"Give a three-sentence weather briefing for {p.get('city')}: call get_current_conditions and get_forecast first."
+        ),
     )
 
 
@@ -146,7 +161,16 @@ def calendar_catalog() -> Catalog:
     return Catalog(
         [
             tool("list_events", "Events on a date (YYYY-MM-DD).", list_events, ["date"], date=STR),
-            tool("create_event", "Create an event.", create_event, ["title", "date"], title=STR, date=STR, time=STR, duration_minutes=INT),
+            tool(
+                "create_event",
+                "Create an event.",
+                create_event,
+                ["title", "date"],
+                title=STR,
+                date=STR,
+                time=STR,
+                duration_minutes=INT,
+            ),
             tool("find_free_slot", "First free slot on a date.", free_slot, ["date"], date=STR, duration_minutes=INT),
         ],
         types.Resource(uri="calendar://today", name="today", mime_type="text/plain"),
@@ -165,7 +189,10 @@ def notes_catalog() -> Catalog:
 
     def search(a: Args, ctx: Ctx) -> str:
         query = arg(a, "query", str).lower()
-        return "\n".join(f"{i}: {t}" for i, (t, b) in notes.items() if query in f"{t}\n{b}".lower()) or "No matching notes."
+        return (
+            "\n".join(f"{i}: {t}" for i, (t, b) in notes.items() if query in f"{t}\n{b}".lower())
+            or "No matching notes."
+        )
 
     def get(a: Args, ctx: Ctx) -> str:
         if (note_id := arg(a, "note_id", str)) not in notes:
@@ -195,14 +222,18 @@ def generic_catalog(name: str) -> Catalog:
         steps = max(1, min(100, int(seconds * 10)))
         for step in range(1, steps + 1):  # cancellable at every sleep
             await anyio.sleep(seconds / steps)
-            await ctx.session.report_progress(step, steps, f"{step}/{steps}")  # no-op unless the caller sent a progressToken
+            await ctx.session.report_progress(
+                step, steps, f"{step}/{steps}"
+            )  # no-op unless the caller sent a progressToken
         return f"slept {seconds}s"
 
     return Catalog(
         [
             tool("echo", "Return the text.", lambda a, ctx: arg(a, "text", str), ["text"], text=STR),
             tool("add", "Add two numbers.", add, ["a", "b"], a=NUM, b=NUM),
-            tool("slow", "Sleep, reporting progress; for timeout and cancellation tests.", slow, ["seconds"], seconds=NUM),
+            tool(
+                "slow", "Sleep, reporting progress; for timeout and cancellation tests.", slow, ["seconds"], seconds=NUM
+            ),
         ],
         types.Resource(uri=f"demo://{name}/info", name="info", mime_type="text/plain"),
         lambda: f"Generic demo backend {name!r}.",
@@ -211,7 +242,11 @@ def generic_catalog(name: str) -> Catalog:
     )
 
 
-CATALOGS: dict[str, Callable[[], Catalog]] = {"weather": weather_catalog, "calendar": calendar_catalog, "notes": notes_catalog}
+CATALOGS: dict[str, Callable[[], Catalog]] = {
+    "weather": weather_catalog,
+    "calendar": calendar_catalog,
+    "notes": notes_catalog,
+}
 
 
 def numbered_tool(label: str) -> ToolSpec:
@@ -223,7 +258,9 @@ class Backend:
 
     def __init__(self, name: str, catalog: Catalog, extra_tools: int, page_size: int) -> None:
         self.name, self.catalog, self.page_size = name, catalog, page_size
-        self.tools = {s.tool.name: s for s in catalog.tools} | {f"tool_{i}": numbered_tool(f"tool_{i}") for i in range(extra_tools)}
+        self.tools = {s.tool.name: s for s in catalog.tools} | {
+            f"tool_{i}": numbered_tool(f"tool_{i}") for i in range(extra_tools)
+        }
         self.bus = InMemorySubscriptionBus()  # modern clients: their subscriptions/listen streams
         self.listen = ListenHandler(self.bus)
         self.legacy: OrderedDict[str, ServerSession] = OrderedDict()  # legacy clients: by Mcp-Session-Id
@@ -270,7 +307,9 @@ class Backend:
     async def call_tool(self, ctx: Ctx, params: types.CallToolRequestParams) -> types.CallToolResult:
         spec = self.tools.get(params.name)
         if spec is None:
-            raise MCPError(types.INVALID_PARAMS, f"Unknown tool: {params.name}", data={"tool": params.name, "backend": self.name})
+            raise MCPError(
+                types.INVALID_PARAMS, f"Unknown tool: {params.name}", data={"tool": params.name, "backend": self.name}
+            )
         try:
             text = spec.fn(dict(params.arguments or {}), ctx)
             text, failed = (await text if inspect.isawaitable(text) else text), False
@@ -285,7 +324,9 @@ class Backend:
         resource = self.catalog.resource
         if str(params.uri) != resource.uri:
             raise MCPError(-32002, "Resource not found", data={"uri": str(params.uri), "backend": self.name})
-        contents = types.TextResourceContents(uri=resource.uri, mime_type=resource.mime_type, text=self.catalog.resource_text())
+        contents = types.TextResourceContents(
+            uri=resource.uri, mime_type=resource.mime_type, text=self.catalog.resource_text()
+        )
         return types.ReadResourceResult(contents=[contents])
 
     async def list_prompts(self, ctx: Ctx, params: types.PaginatedRequestParams | None) -> types.ListPromptsResult:
@@ -295,15 +336,21 @@ class Backend:
         if params.name != self.catalog.prompt.name:
             raise MCPError(types.INVALID_PARAMS, f"Unknown prompt: {params.name}", data={"prompt": params.name})
         text = types.TextContent(type="text", text=self.catalog.prompt_text(params.arguments or {}))
-        return types.GetPromptResult(description=self.catalog.prompt.description, messages=[types.PromptMessage(role="user", content=text)])
+        return types.GetPromptResult(
+            description=self.catalog.prompt.description, messages=[types.PromptMessage(role="user", content=text)]
+        )
 
 
 class ListChangedServer(Server[Any]):
     """Advertise `tools.listChanged` to legacy clients: the HTTP session manager calls
     `create_initialization_options()` without `NotificationOptions`, so a plain `Server` says false."""
 
-    def create_initialization_options(self, notification_options: NotificationOptions | None = None, *args: Any, **kwargs: Any) -> Any:
-        return super().create_initialization_options(notification_options or NotificationOptions(tools_changed=True), *args, **kwargs)
+    def create_initialization_options(
+        self, notification_options: NotificationOptions | None = None, *args: Any, **kwargs: Any
+    ) -> Any:
+        return super().create_initialization_options(
+            notification_options or NotificationOptions(tools_changed=True), *args, **kwargs
+        )
 
 
 def build_server(backend: Backend, family: str) -> Server[Any]:
@@ -311,10 +358,15 @@ def build_server(backend: Backend, family: str) -> Server[Any]:
         backend.name,
         version="1.0.0",
         instructions=f"Demo MCP backend {backend.name!r} for xds-control.",
-        get_tool_input_schema=lambda name: dict(backend.tools[name].tool.input_schema) if name in backend.tools else None,
-        on_list_tools=backend.list_tools, on_call_tool=backend.call_tool,
-        on_list_resources=backend.list_resources, on_read_resource=backend.read_resource,
-        on_list_prompts=backend.list_prompts, on_get_prompt=backend.get_prompt,
+        get_tool_input_schema=lambda name: (
+            dict(backend.tools[name].tool.input_schema) if name in backend.tools else None
+        ),
+        on_list_tools=backend.list_tools,
+        on_call_tool=backend.call_tool,
+        on_list_resources=backend.list_resources,
+        on_read_resource=backend.read_resource,
+        on_list_prompts=backend.list_prompts,
+        on_get_prompt=backend.get_prompt,
         on_subscriptions_listen=None if family == "legacy" else backend.listen,
     )
     server.middleware.append(backend.track_sessions)
@@ -332,7 +384,9 @@ def build_app(args: argparse.Namespace, backend: Backend) -> ASGIApp:
     token = file_reader(args.token_file, args.token) if args.token or args.token_file else None
     read_fault = file_reader(args.fault_file, args.fault)
     fault = lambda: m if (m := read_fault()) in FAULT_MODES else args.fault  # noqa: E731
-    return FaultMiddleware(Gate(app, args.family, token, lambda session_id: backend.legacy.pop(session_id, None)), fault, backend.stopping)
+    return FaultMiddleware(
+        Gate(app, args.family, token, lambda session_id: backend.legacy.pop(session_id, None)), fault, backend.stopping
+    )
 
 
 class DemoUvicorn(uvicorn.Server):
@@ -349,7 +403,9 @@ class DemoUvicorn(uvicorn.Server):
         yield  # uvicorn's own version re-raises SIGTERM after shutdown, so the exit status would be -15
 
 
-async def handle_signals(server: uvicorn.Server, backend: Backend, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+async def handle_signals(
+    server: uvicorn.Server, backend: Backend, *, task_status: Any = anyio.TASK_STATUS_IGNORED
+) -> None:
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2) as signals:
         task_status.started()
         async for signum in signals:
@@ -364,8 +420,12 @@ async def handle_signals(server: uvicorn.Server, backend: Backend, *, task_statu
 
 
 async def serve(args: argparse.Namespace) -> int:
-    backend = Backend(args.name, CATALOGS.get(args.name, lambda: generic_catalog(args.name))(), args.tools, args.page_size)
-    config = uvicorn.Config(build_app(args, backend), host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=1)
+    backend = Backend(
+        args.name, CATALOGS.get(args.name, lambda: generic_catalog(args.name))(), args.tools, args.page_size
+    )
+    config = uvicorn.Config(
+        build_app(args, backend), host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=1
+    )
     server = DemoUvicorn(config)
     async with anyio.create_task_group() as tg:
         await tg.start(handle_signals, server, backend)  # before READY: SIGUSR1's default action kills
@@ -379,16 +439,30 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--name", default="demo", help="weather|calendar|notes, or anything else for echo/add/slow")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True, help="0: let the OS choose (see the READY line)")
-    p.add_argument("--family", choices=["legacy", "modern", "both"], default="both", help="protocol families served on /mcp")
+    p.add_argument(
+        "--family", choices=["legacy", "modern", "both"], default="both", help="protocol families served on /mcp"
+    )
     p.add_argument("--tools", type=int, default=0, metavar="N", help="also serve tool_0..tool_{N-1}")
     p.add_argument("--page-size", type=lambda v: max(1, int(v)), default=50, help="tools per tools/list page")
     p.add_argument("--token", help="require Authorization: Bearer TOKEN (else 401)")
     p.add_argument("--token-file", type=Path, help="like --token, re-read on every request")
     p.add_argument("--fault", choices=FAULT_MODES, default="none")
-    p.add_argument("--fault-file", type=Path, help="fault mode re-read on every request; empty or missing means --fault")
-    p.add_argument("--allowed-host", action="append", default=[], metavar="HOST[:PORT]", help="extra Host header value; no port means any port")
-    p.add_argument("--stateless", action="store_true", help="legacy family without sessions (no Mcp-Session-Id, no GET stream)")
-    p.add_argument("--json-response", action="store_true", help="answer application/json instead of SSE where the SDK allows")
+    p.add_argument(
+        "--fault-file", type=Path, help="fault mode re-read on every request; empty or missing means --fault"
+    )
+    p.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]",
+        help="extra Host header value; no port means any port",
+    )
+    p.add_argument(
+        "--stateless", action="store_true", help="legacy family without sessions (no Mcp-Session-Id, no GET stream)"
+    )
+    p.add_argument(
+        "--json-response", action="store_true", help="answer application/json instead of SSE where the SDK allows"
+    )
     p.add_argument("--log-level", default="warning")
     return p.parse_args(argv)
 

@@ -60,7 +60,13 @@ def request_id(body: bytes) -> object:
 
 
 async def send_plain(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": [(b"content-length", str(len(body)).encode()), *(headers or [])]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-length", str(len(body)).encode()), *(headers or [])],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -98,7 +104,13 @@ class FaultMiddleware:
         head = b'{"jsonrpc":"2.0","id":' + json.dumps(request_id(body)).encode() + b',"result":{"padding":"'
         tail = b'"}}'
         padding = HUGE_BODY_BYTES - len(head) - len(tail)
-        await send({"type": "http.response.start", "status": 200, "headers": [_JSON, (b"content-length", str(HUGE_BODY_BYTES).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [_JSON, (b"content-length", str(HUGE_BODY_BYTES).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": head, "more_body": True})
         chunk = b"x" * _CHUNK
         while padding > 0:
@@ -118,7 +130,9 @@ class Gate:
     SDK's own modern-only transports.
     """
 
-    def __init__(self, app: ASGIApp, family: str, token: Callable[[], str | None] | None, ended: Callable[[str], None]) -> None:
+    def __init__(
+        self, app: ASGIApp, family: str, token: Callable[[], str | None] | None, ended: Callable[[str], None]
+    ) -> None:
         self.app, self.family, self.token, self.ended = app, family, token, ended
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -139,7 +153,11 @@ class Gate:
         session_id = headers.get("mcp-session-id")
 
         async def watch(message: dict[str, Any]) -> None:
-            if session_id and message["type"] == "http.response.start" and (message["status"] == 404 or scope["method"] == "DELETE"):
+            if (
+                session_id
+                and message["type"] == "http.response.start"
+                and (message["status"] == 404 or scope["method"] == "DELETE")
+            ):
                 self.ended(session_id)
             await send(message)
 
@@ -148,7 +166,11 @@ class Gate:
     def _authorized(self, header: str) -> bool:
         expected = self.token() if self.token is not None else None
         scheme, _, presented = header.partition(" ")
-        return bool(expected) and scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(), (expected or "").encode())
+        return (
+            bool(expected)
+            and scheme.lower() == "bearer"
+            and hmac.compare_digest(presented.strip().encode(), (expected or "").encode())
+        )
 
     @staticmethod
     async def _refuse_handshake(scope: Scope, receive: Receive, send: Send) -> None:
@@ -162,7 +184,9 @@ class Gate:
             requested = ""
         data = {"supported": list(MODERN_PROTOCOL_VERSIONS), "requested": str(requested)}
         error = {"code": -32022, "message": "Unsupported protocol version", "data": data}
-        await send_plain(send, 400, json.dumps({"jsonrpc": "2.0", "id": request_id(body), "error": error}).encode(), [_JSON])
+        await send_plain(
+            send, 400, json.dumps({"jsonrpc": "2.0", "id": request_id(body), "error": error}).encode(), [_JSON]
+        )
 
 
 def host_patterns(extra: Sequence[str]) -> list[str]:

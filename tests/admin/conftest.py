@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
+from tests.support.waiting import free_port
 from xds_control.admin.client import AdminClient
 from xds_control.admin.ports import NodeInfo
 from xds_control.admin.service import AdminServer, start_admin_server
 from xds_control.config import Config, parse_config
 from xds_control.view import BackendState, BackendStatus, BreakerState, ViewStore
-from tests.support.waiting import free_port
 
 TOKEN_ENV = "XDS_CONTROL_TEST_ADMIN_TOKEN"
 PLANTED_TOKEN = "planted-Secret-7f3c9a1e-do-not-print"
@@ -46,7 +46,9 @@ class FakeHealth:
         if self.raise_key_error:
             raise KeyError(name)
         self.probed.append(name)
-        self.store.update_backend(name, lambda s: replace(s, state=BackendState.HEALTHY, last_probe_ms=7.0, last_error=None))
+        self.store.update_backend(
+            name, lambda s: replace(s, state=BackendState.HEALTHY, last_probe_ms=7.0, last_error=None)
+        )
         return self.store.current.backends[name]
 
     async def reset_breaker(self, name: str) -> BackendStatus:
@@ -84,7 +86,9 @@ class Harness:
         return AdminClient(self.target, token)
 
 
-async def start_harness(admin_host: str = "127.0.0.1", *, health: bool = True, nodes: bool = True, **control_plane: Any) -> Harness:
+async def start_harness(
+    admin_host: str = "127.0.0.1", *, health: bool = True, nodes: bool = True, **control_plane: Any
+) -> Harness:
     config = make_config(f"{admin_host}:{free_port()}", **control_plane)
     store = ViewStore(config)
     fake_health = FakeHealth(store)

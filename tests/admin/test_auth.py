@@ -43,7 +43,12 @@ def test_guard_accepts_only_the_exact_bearer_token() -> None:
     guard = TokenGuard(PLANTED_TOKEN)
     guard.check([("authorization", f"Bearer {PLANTED_TOKEN}")], "Drain")
     guard.check([("authorization", f"bearer {PLANTED_TOKEN}")], "Drain")
-    for metadata in ([], [("authorization", PLANTED_TOKEN)], [("authorization", f"Bearer {PLANTED_TOKEN}x")], [("x-token", PLANTED_TOKEN)]):
+    for metadata in (
+        [],
+        [("authorization", PLANTED_TOKEN)],
+        [("authorization", f"Bearer {PLANTED_TOKEN}x")],
+        [("x-token", PLANTED_TOKEN)],
+    ):
         with pytest.raises(Unauthorized) as info:
             guard.check(metadata, "Drain")
         assert PLANTED_TOKEN not in str(info.value)
@@ -103,7 +108,9 @@ async def test_off_loopback_mutations_need_the_token(open_harness: Harness, capl
     assert PLANTED_TOKEN not in caplog.text
 
 
-async def test_off_loopback_mutations_pass_with_the_token(open_harness: Harness, caplog: pytest.LogCaptureFixture) -> None:
+async def test_off_loopback_mutations_pass_with_the_token(
+    open_harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     async with open_harness.client(PLANTED_TOKEN) as c:
         assert PLANTED_TOKEN not in repr(c)

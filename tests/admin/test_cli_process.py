@@ -24,7 +24,10 @@ def stop(proc: Proc) -> None:
 
 
 async def test_watch_process_streams_changes_and_exits_130_on_ctrl_c(harness: Harness) -> None:
-    proc = Proc([sys.executable, "-m", "xds_control.cli", "admin", "watch", "--json", "--address", harness.target], name="admin-watch")
+    proc = Proc(
+        [sys.executable, "-m", "xds_control.cli", "admin", "watch", "--json", "--address", harness.target],
+        name="admin-watch",
+    )
     try:
         first = json.loads(await asyncio.to_thread(proc.wait_for_line, '"version": 1', 20))
         assert [b["name"] for b in first["backends"]] == ["weather", "calc"]
@@ -43,7 +46,9 @@ async def test_watch_process_streams_changes_and_exits_130_on_ctrl_c(harness: Ha
 
 
 async def test_watch_process_reports_a_control_plane_shutdown(harness: Harness) -> None:
-    proc = Proc([sys.executable, "-m", "xds_control.cli", "admin", "watch", "--address", harness.target], name="admin-watch")
+    proc = Proc(
+        [sys.executable, "-m", "xds_control.cli", "admin", "watch", "--address", harness.target], name="admin-watch"
+    )
     try:
         await asyncio.to_thread(proc.wait_for_line, "version 1:", 20)
         await harness.server.stop(grace=5)

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from xds_control.admin.convert import backend_from_pb, backend_to_pb, breaker_from_pb, node_from_pb, node_to_pb, state_from_pb
+from xds_control.admin.convert import (
+    backend_from_pb,
+    backend_to_pb,
+    breaker_from_pb,
+    node_from_pb,
+    node_to_pb,
+    state_from_pb,
+)
 from xds_control.admin.ports import NodeInfo, TypeStatus
 from xds_control.admin.v1 import admin_pb2 as pb
 from xds_control.view import BackendState, BackendStatus, BreakerState, Catalog, EndpointStatus
@@ -18,14 +25,18 @@ def test_every_state_and_breaker_round_trips() -> None:
 
 
 def test_unset_optionals_stay_none_and_zero_values_survive() -> None:
-    status = BackendStatus(name="b", last_probe_ms=0.0, retry_after=0.0, endpoints=(EndpointStatus(url="http://h/mcp", last_probe_ms=0.0),))
+    status = BackendStatus(
+        name="b", last_probe_ms=0.0, retry_after=0.0, endpoints=(EndpointStatus(url="http://h/mcp", last_probe_ms=0.0),)
+    )
     back = backend_from_pb(pb.Backend.FromString(backend_to_pb(status).SerializeToString()))
     assert back == status
     assert back.last_success is None and back.last_error is None and back.endpoints[0].address is None
 
 
 def test_catalog_travels_as_json_and_keeps_the_server_hash() -> None:
-    catalog = Catalog.build(tools=[{"name": "t", "inputSchema": {"type": "object", "properties": {"x": {"type": "integer"}}}}])
+    catalog = Catalog.build(
+        tools=[{"name": "t", "inputSchema": {"type": "object", "properties": {"x": {"type": "integer"}}}}]
+    )
     status = BackendStatus(name="b", catalog=catalog)
     assert backend_from_pb(backend_to_pb(status)).catalog == catalog
     odd = BackendStatus(name="b", catalog=Catalog(tools=({"name": "t"},), hash="server-hash"))

@@ -23,19 +23,34 @@ def _version(text: str) -> tuple[int, ...]:
 
 def test_generated_code_matches_the_installed_runtimes() -> None:
     source = (V1 / "admin_pb2.py").read_text()
-    gencode = next(line.split(":", 1)[1].strip() for line in source.splitlines() if line.startswith("# Protobuf Python Version:"))
+    gencode = next(
+        line.split(":", 1)[1].strip() for line in source.splitlines() if line.startswith("# Protobuf Python Version:")
+    )
     assert _version(google.protobuf.__version__) >= _version(gencode)
     assert _version(google.protobuf.__version__)[0] == _version(gencode)[0]
     grpc_source = (V1 / "admin_pb2_grpc.py").read_text()
-    generated_grpc = next(line.split("'")[1] for line in grpc_source.splitlines() if line.startswith("GRPC_GENERATED_VERSION"))
+    generated_grpc = next(
+        line.split("'")[1] for line in grpc_source.splitlines() if line.startswith("GRPC_GENERATED_VERSION")
+    )
     assert _version(grpc.__version__) >= _version(generated_grpc)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("grpc_tools") is None, reason="grpcio-tools is not installed (dev only)")
 def test_committed_code_is_regenerated_from_the_proto(tmp_path: Path) -> None:
-    shutil.copytree(V1, tmp_path / "xds_control" / "admin" / "v1", ignore=shutil.ignore_patterns(*GENERATED, "__pycache__"))
+    shutil.copytree(
+        V1, tmp_path / "xds_control" / "admin" / "v1", ignore=shutil.ignore_patterns(*GENERATED, "__pycache__")
+    )
     subprocess.run(
-        [sys.executable, "-m", "grpc_tools.protoc", "-I.", "--python_out=.", "--pyi_out=.", "--grpc_python_out=.", "xds_control/admin/v1/admin.proto"],
+        [
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            "-I.",
+            "--python_out=.",
+            "--pyi_out=.",
+            "--grpc_python_out=.",
+            "xds_control/admin/v1/admin.proto",
+        ],
         cwd=tmp_path,
         check=True,
         timeout=60,

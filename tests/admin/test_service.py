@@ -20,7 +20,10 @@ from xds_control.view import BackendState, BreakerState, Catalog, EndpointStatus
 from .conftest import FakeHealth, FakeNodes, Harness, make_config, start_harness
 
 CATALOG = Catalog.build(
-    tools=[{"name": "forecast", "inputSchema": {"type": "object"}}, {"name": "alerts", "inputSchema": {"type": "object"}}],
+    tools=[
+        {"name": "forecast", "inputSchema": {"type": "object"}},
+        {"name": "alerts", "inputSchema": {"type": "object"}},
+    ],
     prompts=[{"name": "summary"}],
     protocol_version="2025-06-18",
     capabilities={"tools": {"listChanged": True}},
@@ -53,7 +56,12 @@ async def test_a_fully_populated_status_round_trips_equal(harness: Harness, clie
             retry_after=30.0,
             catalog=CATALOG,
             endpoints=(
-                EndpointStatus(url="http://127.0.0.1:9002/mcp", state=BackendState.DEGRADED, last_probe_ms=12.5, address="127.0.0.1"),
+                EndpointStatus(
+                    url="http://127.0.0.1:9002/mcp",
+                    state=BackendState.DEGRADED,
+                    last_probe_ms=12.5,
+                    address="127.0.0.1",
+                ),
                 EndpointStatus(url="http://127.0.0.1:9003/mcp", state=BackendState.UNHEALTHY, last_error="timeout"),
             ),
         )
@@ -160,10 +168,15 @@ async def test_report_outcomes_reaches_health_and_names_unknown_backends(harness
     assert harness.health.outcomes == [("weather", 10, 2, "http_5xx"), ("calc", 3, 0, None)]
 
 
-async def test_report_outcomes_rejects_a_free_text_category_without_applying_any(harness: Harness, client: AdminClient) -> None:
+async def test_report_outcomes_rejects_a_free_text_category_without_applying_any(
+    harness: Harness, client: AdminClient
+) -> None:
     with pytest.raises(AdminError, match="INVALID_ARGUMENT"):
         await client.report_outcomes(
-            [Outcome("weather", successes=1), Outcome("calc", failures=1, last_failure_category="Bearer abc: 401 from host")]
+            [
+                Outcome("weather", successes=1),
+                Outcome("calc", failures=1, last_failure_category="Bearer abc: 401 from host"),
+            ]
         )
     assert harness.health.outcomes == []
 

@@ -9,10 +9,10 @@ from dataclasses import replace
 import grpc
 import pytest
 
+from tests.support.waiting import async_wait_until
 from xds_control.admin.client import AdminClient, AdminUnavailable, WatchEvent
 from xds_control.admin.service import start_admin_server
 from xds_control.view import BackendState, BreakerState, ViewStore
-from tests.support.waiting import async_wait_until
 
 from .conftest import Harness, make_config
 
@@ -106,7 +106,9 @@ async def test_client_cancel_ends_the_server_handler(harness: Harness) -> None:
         await next_event(events)
         assert harness.server.active_watches == 1
         await events.aclose()
-        await async_wait_until(lambda: harness.server.active_watches == 0, timeout=STEP, what="the Watch handler to end")
+        await async_wait_until(
+            lambda: harness.server.active_watches == 0, timeout=STEP, what="the Watch handler to end"
+        )
         # The server is unharmed: a new stream works.
         events = c.watch(reconnect=False)
         assert (await next_event(events)).version == harness.store.version

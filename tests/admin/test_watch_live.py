@@ -27,7 +27,10 @@ HEADER = ["NAME", "STATE", "BREAKER", "ROUTABLE", "LAST PROBE", "TOOLS", "LAST E
 
 async def test_watch_on_a_terminal_redraws_the_table_on_every_change() -> None:
     config = stack_config(
-        [{"name": "weather", "url": "http://127.0.0.1:9/mcp"}, {"name": "calendar", "endpoints": ["http://127.0.0.1:9/mcp", "http://127.0.0.2:9/mcp"]}]
+        [
+            {"name": "weather", "url": "http://127.0.0.1:9/mcp"},
+            {"name": "calendar", "endpoints": ["http://127.0.0.1:9/mcp", "http://127.0.0.2:9/mcp"]},
+        ]
     )
     async with running_control_plane(config) as plane:  # no health monitor: the test drives the view
         target = f"127.0.0.1:{plane.admin.port}"
@@ -46,11 +49,15 @@ async def test_watch_on_a_terminal_redraws_the_table_on_every_change() -> None:
                     return row if all(got[k] == v for k, v in cells.items()) else None
 
                 try:
-                    return await async_wait_until(drawn, timeout=timeout, what=f"{name} drawn as {cells} at view {version}")
+                    return await async_wait_until(
+                        drawn, timeout=timeout, what=f"{name} drawn as {cells} at view {version}"
+                    )
                 except AssertionError as exc:
                     raise AssertionError(f"{exc}\n--- the terminal so far ---\n{term.text[-4000:]}") from None
 
-            first = await shows("weather", {"STATE": "unknown", "BREAKER": "closed", "ROUTABLE": "no", "ENDPOINTS": "0/1 up"}, 1, START)
+            first = await shows(
+                "weather", {"STATE": "unknown", "BREAKER": "closed", "ROUTABLE": "no", "ENDPOINTS": "0/1 up"}, 1, START
+            )
             assert first[4:7] == ["-", "-", "-"]  # no probe, no catalog, no error yet
             await shows("calendar", {"STATE": "unknown", "ENDPOINTS": "0/2 up"}, 1)
             text = term.text

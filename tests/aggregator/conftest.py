@@ -62,7 +62,9 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     try:
         for name, args in FLEET.items():
             extra = ["--fault-file", str(fault_file), "--token-file", str(token_file)] if name == "flaky" else []
-            procs[name] = python_module("examples.backends.demo_server", *args, "--port", str(ports[name]), *extra, name=f"backend-{name}")
+            procs[name] = python_module(
+                "examples.backends.demo_server", *args, "--port", str(ports[name]), *extra, name=f"backend-{name}"
+            )
         for proc in procs.values():
             proc.wait_for_line("READY", timeout=30)
         urls = {name: f"http://127.0.0.1:{port}/mcp" for name, port in ports.items()}
@@ -128,7 +130,9 @@ def serve(fleet: Fleet) -> Callable[..., contextlib.AbstractAsyncContextManager[
                 store.update_backend(name, lambda s, cat=cat: replace(s, state=BackendState.HEALTHY, catalog=cat))
         source = StoreViewSource(store)
         idle = {"session_idle_timeout": session_idle_timeout} if session_idle_timeout is not None else {}
-        agg = Aggregator(config, source, upstream_url=direct_upstream_url, report_interval=0.05, coalesce_window=0.02, **idle)
+        agg = Aggregator(
+            config, source, upstream_url=direct_upstream_url, report_interval=0.05, coalesce_window=0.02, **idle
+        )
         async with agg.running():
             await agg.wait_for_view(store.version)
             async with agg.serving("127.0.0.1", port) as url:
@@ -158,7 +162,9 @@ async def legacy_listener(running: Running) -> AsyncIterator[tuple[Any, Notifica
     notes = Notifications()
     async with mcp_client(running.url, "legacy", message_handler=notes) as client:
         sessions = running.aggregator.sessions
-        await async_wait_until(lambda: any(n > 0 for n in sessions.in_flight().values()), what="the GET stream of the legacy client")
+        await async_wait_until(
+            lambda: any(n > 0 for n in sessions.in_flight().values()), what="the GET stream of the legacy client"
+        )
         yield client, notes
 
 

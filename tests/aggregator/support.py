@@ -26,7 +26,11 @@ MODERN = LATEST_MODERN_VERSION
 FAMILIES = ("legacy", MODERN)
 # A raw 2026-07-28 request: its `_meta` envelope and its HTTP headers (add `mcp-method`, and `mcp-name` if named).
 MODERN_ENVELOPE = {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {}}
-MODERN_HEADERS = {"accept": "application/json, text/event-stream", "content-type": "application/json", "mcp-protocol-version": MODERN}
+MODERN_HEADERS = {
+    "accept": "application/json, text/event-stream",
+    "content-type": "application/json",
+    "mcp-protocol-version": MODERN,
+}
 
 
 async def post_jsonrpc(url: str, message: dict[str, Any], headers: Mapping[str, str]) -> tuple[int, dict[str, Any]]:
@@ -36,23 +40,39 @@ async def post_jsonrpc(url: str, message: dict[str, Any], headers: Mapping[str, 
     return response.status_code, response.json()
 
 
-LEGACY_HEADERS = {"accept": "application/json, text/event-stream", "content-type": "application/json", "mcp-protocol-version": "2025-11-25"}
+LEGACY_HEADERS = {
+    "accept": "application/json, text/event-stream",
+    "content-type": "application/json",
+    "mcp-protocol-version": "2025-11-25",
+}
 
 
 async def legacy_session(http: httpx2.AsyncClient, url: str) -> dict[str, str]:
     """A raw legacy session (initialize, initialized); the headers its requests carry."""
     init = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "test", "version": "0"}}
-    response = await http.post(url, content=json.dumps({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": init}), headers=LEGACY_HEADERS)
+    response = await http.post(
+        url,
+        content=json.dumps({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": init}),
+        headers=LEGACY_HEADERS,
+    )
     assert response.status_code == 200, response.text
     session_headers = {**LEGACY_HEADERS, "mcp-session-id": response.headers["mcp-session-id"]}
-    initialized = await http.post(url, content=b'{"jsonrpc":"2.0","method":"notifications/initialized"}', headers=session_headers)
+    initialized = await http.post(
+        url, content=b'{"jsonrpc":"2.0","method":"notifications/initialized"}', headers=session_headers
+    )
     assert initialized.status_code == 202
     return session_headers
 
 
-def legacy_call(tool: str, *, meta: dict[str, Any] | None = None, arguments: dict[str, Any] | None = None, request_id: int = 9) -> bytes:
+def legacy_call(
+    tool: str, *, meta: dict[str, Any] | None = None, arguments: dict[str, Any] | None = None, request_id: int = 9
+) -> bytes:
     """A raw legacy tools/call body (arguments {"text": "hi"} unless given)."""
-    params: dict[str, Any] = {"name": tool, "arguments": {"text": "hi"} if arguments is None else arguments, **({"_meta": meta} if meta is not None else {})}
+    params: dict[str, Any] = {
+        "name": tool,
+        "arguments": {"text": "hi"} if arguments is None else arguments,
+        **({"_meta": meta} if meta is not None else {}),
+    }
     return json.dumps({"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}).encode()
 
 
@@ -61,9 +81,13 @@ def dump(model: Any) -> dict[str, Any]:
 
 
 @contextlib.asynccontextmanager
-async def mcp_client(url: str, mode: str = "legacy", *, headers: Mapping[str, str] | None = None, **kwargs: Any) -> AsyncIterator[Client]:
+async def mcp_client(
+    url: str, mode: str = "legacy", *, headers: Mapping[str, str] | None = None, **kwargs: Any
+) -> AsyncIterator[Client]:
     """A real SDK client over streamable HTTP. `mode`: "legacy" or a modern protocol version."""
-    async with httpx2.AsyncClient(headers=dict(headers or {}), timeout=httpx2.Timeout(30, read=300), trust_env=False) as http:
+    async with httpx2.AsyncClient(
+        headers=dict(headers or {}), timeout=httpx2.Timeout(30, read=300), trust_env=False
+    ) as http:
         async with Client(streamable_http_client(url, http_client=http), mode=mode, cache=None, **kwargs) as client:
             yield client
 
@@ -91,7 +115,7 @@ async def fetch_catalog(url: str, *, headers: Mapping[str, str] | None = None, m
             while True:
                 try:
                     page = await fetch(cursor=cursor)
-                except Exception:  # noqa: BLE001 - a backend without templates
+                except Exception:
                     break
                 lists[kind] += [dump(item) for item in getattr(page, attr)]
                 cursor = page.next_cursor
@@ -117,9 +141,13 @@ def set_state(store: ViewStore, name: str, state: BackendState) -> int:
 
 def cancelled(tool: str, backend: str = "alpha") -> float:
     """How many of the aggregator's tools/call of `tool` on `backend` ended cancelled (its calls metric)."""
-    return REGISTRY.get_sample_value(
-        "xds_control_aggregator_calls_total", {"backend": backend, "method": "tools/call", "tool": tool, "outcome": "cancelled"}
-    ) or 0.0
+    return (
+        REGISTRY.get_sample_value(
+            "xds_control_aggregator_calls_total",
+            {"backend": backend, "method": "tools/call", "tool": tool, "outcome": "cancelled"},
+        )
+        or 0.0
+    )
 
 
 @dataclass

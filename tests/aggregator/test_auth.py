@@ -81,7 +81,10 @@ class TestCredential:
 
     async def test_header_type_and_env(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("AGG_TEST_TOKEN", "xyz")
-        assert Credential(AuthConfig(type="header", header="X-Api-Key", token_env="AGG_TEST_TOKEN")).header() == ("X-Api-Key", "xyz")
+        assert Credential(AuthConfig(type="header", header="X-Api-Key", token_env="AGG_TEST_TOKEN")).header() == (
+            "X-Api-Key",
+            "xyz",
+        )
         assert Credential(None).header() is None
 
 
@@ -133,7 +136,11 @@ class TestRetrySequence:
         assert backend.calls == 2
         [span] = spans.get_finished_spans()
         assert span.name == "xds_control.aggregator.auth_retry"
-        assert span.attributes["backend"] == "b" and span.attributes["result"] == "recovered" and span.attributes["retries"] == 1
+        assert (
+            span.attributes["backend"] == "b"
+            and span.attributes["result"] == "recovered"
+            and span.attributes["retries"] == 1
+        )
 
     async def test_exhaustion_after_three_retries(self, tmp_path: Path, spans: InMemorySpanExporter) -> None:
         cfg, _ = token_file(tmp_path, "old")
@@ -148,7 +155,9 @@ class TestRetrySequence:
         [span] = spans.get_finished_spans()
         assert span.attributes["result"] == "exhausted" and not span.status.is_ok
 
-    async def test_no_span_and_no_reread_without_an_auth_failure(self, tmp_path: Path, spans: InMemorySpanExporter) -> None:
+    async def test_no_span_and_no_reread_without_an_auth_failure(
+        self, tmp_path: Path, spans: InMemorySpanExporter
+    ) -> None:
         cfg, _ = token_file(tmp_path, "t")
         cred = Credential(cfg)
         assert await with_auth_retry("b", cred, AuthBreaker(), Backend(cred, accepts="t")) == "ok"
@@ -186,6 +195,8 @@ class TestRetrySequence:
         cred = Credential(cfg)
         backend = Backend(cred, accepts="new")
         path.write_text("new")
-        results = await asyncio.gather(*(with_auth_retry("b", cred, AuthBreaker(), backend, base_delay=0) for _ in range(10)))
+        results = await asyncio.gather(
+            *(with_auth_retry("b", cred, AuthBreaker(), backend, base_delay=0) for _ in range(10))
+        )
         assert results == ["ok"] * 10
         assert cred.reads == 2

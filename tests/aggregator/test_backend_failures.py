@@ -32,7 +32,9 @@ async def echo(client: Any, text: str = "hi") -> str:
 
 
 @pytest.mark.parametrize("family", UPSTREAM_FAMILIES)
-async def test_token_rotation_through_the_token_file_recovers_without_restart(serve: Any, reset_flaky: Fleet, tmp_path: Path, family: str) -> None:
+async def test_token_rotation_through_the_token_file_recovers_without_restart(
+    serve: Any, reset_flaky: Fleet, tmp_path: Path, family: str
+) -> None:
     fleet = reset_flaky
     token_file = tmp_path / "flaky-token"
     token_file.write_text(FLAKY_TOKEN)
@@ -75,7 +77,11 @@ async def test_client_mistakes_get_clear_jsonrpc_errors(serve: Any, fleet: Fleet
             assert info.value.code == types.INVALID_REQUEST and "request body too large" in info.value.message
             assert await echo_prefixed(client) == "still fine"
         async with httpx2.AsyncClient(trust_env=False) as http:
-            response = await http.post(running.url, content=b"{not json", headers={"content-type": "application/json", "accept": "application/json, text/event-stream"})
+            response = await http.post(
+                running.url,
+                content=b"{not json",
+                headers={"content-type": "application/json", "accept": "application/json, text/event-stream"},
+            )
             assert response.json()["error"]["code"] == types.PARSE_ERROR
 
 
@@ -88,10 +94,16 @@ async def test_a_backend_answering_garbage_or_5xx(serve: Any, reset_flaky: Fleet
     fleet = reset_flaky
     token_file = tmp_path / "token"
     token_file.write_text(FLAKY_TOKEN)
-    async with serve([flaky(fleet, family, auth={"token_file": str(token_file)})], conflict_resolution="priority") as running:
+    async with serve(
+        [flaky(fleet, family, auth={"token_file": str(token_file)})], conflict_resolution="priority"
+    ) as running:
         async with mcp_client(running.url, "legacy") as client:
             assert await echo(client) == "hi"
-            for fault, category, status in [("garbage", "protocol_error", None), ("http500", "http_5xx", 500), ("http429", "rate_limited", 429)]:
+            for fault, category, status in [
+                ("garbage", "protocol_error", None),
+                ("http500", "http_5xx", 500),
+                ("http429", "rate_limited", 429),
+            ]:
                 fleet.set_fault(fault)
                 with pytest.raises(MCPError) as info:
                     await echo(client)
@@ -102,17 +114,23 @@ async def test_a_backend_answering_garbage_or_5xx(serve: Any, reset_flaky: Fleet
             fleet.set_fault("none")
             assert await echo(client, "recovered") == "recovered"
         reports = running.source.reports
-        await async_wait_until(lambda: sum(r.failed for r in reports if r.backend == "flaky") >= 3, what="outcome reports")
+        await async_wait_until(
+            lambda: sum(r.failed for r in reports if r.backend == "flaky") >= 3, what="outcome reports"
+        )
         assert {r.last_failure_category for r in reports if r.failed} <= {"protocol_error", "http_5xx", "rate_limited"}
         assert sum(r.successes for r in reports) >= 1
 
 
 @pytest.mark.parametrize("family", UPSTREAM_FAMILIES)
-async def test_a_hanging_backend_times_out_naming_it(serve: Any, reset_flaky: Fleet, tmp_path: Path, family: str) -> None:
+async def test_a_hanging_backend_times_out_naming_it(
+    serve: Any, reset_flaky: Fleet, tmp_path: Path, family: str
+) -> None:
     fleet = reset_flaky
     token_file = tmp_path / "token"
     token_file.write_text(FLAKY_TOKEN)
-    async with serve([flaky(fleet, family, auth={"token_file": str(token_file)})], conflict_resolution="priority", call_timeout=0.5) as running:
+    async with serve(
+        [flaky(fleet, family, auth={"token_file": str(token_file)})], conflict_resolution="priority", call_timeout=0.5
+    ) as running:
         fleet.set_fault("hang")
         async with mcp_client(running.url, "legacy") as client:
             with pytest.raises(MCPError) as info:
@@ -124,7 +142,9 @@ async def test_a_hanging_backend_times_out_naming_it(serve: Any, reset_flaky: Fl
 @pytest.mark.parametrize("mode", FAMILIES)
 async def test_a_refused_connection_is_a_transport_failure(serve: Any, fleet: Fleet, mode: str) -> None:
     dead = {"name": "dead", "url": f"http://127.0.0.1:{free_port()}/mcp"}
-    async with serve([dead, fleet.entry("alpha")], catalogs={"dead": fleet.catalogs["weather"]}, conflict_resolution="priority") as running:
+    async with serve(
+        [dead, fleet.entry("alpha")], catalogs={"dead": fleet.catalogs["weather"]}, conflict_resolution="priority"
+    ) as running:
         async with mcp_client(running.url, mode) as client:
             with pytest.raises(MCPError) as info:
                 await client.call_tool("get_forecast", {"city": "Kyiv"})
@@ -164,6 +184,8 @@ async def test_cancellation_passes_through(serve: Any, fleet: Fleet, mode: str) 
                     await started.wait()  # the backend is working on it
                     tg.cancel_scope.cancel()
             assert not scope.cancelled_caught
-            await async_wait_until(lambda: cancelled("slow") == before + 1, what="the aggregator's call to end cancelled")
+            await async_wait_until(
+                lambda: cancelled("slow") == before + 1, what="the aggregator's call to end cancelled"
+            )
             assert (await client.call_tool("echo", {"text": "next"})).content[0].text == "next"
         assert running.aggregator.gateway.upstreams["alpha"].open_sessions <= 1

@@ -79,7 +79,9 @@ async def test_a_backend_restarted_between_probes_is_reached_again_on_the_same_c
     # Every backend session has ended now (the aggregator awaits them on the way out). The session the new
     # process never knew was abandoned, not DELETEd there; the one it opened was ended with its DELETE.
     if backend.family == "legacy":
-        await asyncio.to_thread(backend.proc.wait_for_line, '"DELETE /mcp HTTP/1.1" 200', 10)  # the log is read by a thread
+        await asyncio.to_thread(
+            backend.proc.wait_for_line, '"DELETE /mcp HTTP/1.1" 200', 10
+        )  # the log is read by a thread
         assert '"DELETE /mcp HTTP/1.1" 404' not in backend.proc.output  # it would have come before
 
 

@@ -15,7 +15,9 @@ def tool(name: str, **extra: Any) -> dict[str, Any]:
     return {"name": name, "inputSchema": {"type": "object"}, **extra}
 
 
-def catalog(tools: list[str] = (), resources: list[str] = (), templates: list[str] = (), prompts: list[str] = ()) -> Catalog:
+def catalog(
+    tools: list[str] = (), resources: list[str] = (), templates: list[str] = (), prompts: list[str] = ()
+) -> Catalog:
     return Catalog.build(
         tools=[tool(t) for t in tools],
         resources=[{"uri": u, "name": u.rsplit("/", 1)[-1]} for u in resources],
@@ -26,7 +28,12 @@ def catalog(tools: list[str] = (), resources: list[str] = (), templates: list[st
 
 
 def config(*backends: str | dict[str, Any], **aggregator: Any) -> Config:
-    entries = [{"name": b, "url": f"http://127.0.0.1:{9000 + i}/mcp"} if isinstance(b, str) else {"url": f"http://127.0.0.1:{9000 + i}/mcp", **b} for i, b in enumerate(backends)]
+    entries = [
+        {"name": b, "url": f"http://127.0.0.1:{9000 + i}/mcp"}
+        if isinstance(b, str)
+        else {"url": f"http://127.0.0.1:{9000 + i}/mcp", **b}
+        for i, b in enumerate(backends)
+    ]
     return parse_config({"aggregator": aggregator, "backends": entries})
 
 
@@ -78,7 +85,11 @@ class TestPriority:
 
 class TestManual:
     def test_renames_settle_conflicts_and_other_names_stay_bare(self) -> None:
-        cfg = config("a", {"name": "b", "tools": {"rename": {"echo": "echo_b", "greet": "greet_b"}}}, conflict_resolution="manual")
+        cfg = config(
+            "a",
+            {"name": "b", "tools": {"rename": {"echo": "echo_b", "greet": "greet_b"}}},
+            conflict_resolution="manual",
+        )
         merged = merge_catalog(cfg, {"a": up("a", A), "b": up("b", B)})
         assert names(merged) == ["echo", "add", "echo_b", "slow"]
         assert merged.route("tools", "echo_b") == Route("b", "echo")
@@ -90,7 +101,10 @@ class TestManual:
         merged = merge_catalog(cfg, {"a": up("a", A), "b": up("b", B)})
         assert names(merged) == ["add", "slow"]
         assert merged.route("tools", "echo") is None
-        assert {(c.kind, c.name, c.rejected) for c in merged.conflicts} == {("tools", "echo", ("a", "b")), ("prompts", "greet", ("a", "b"))}
+        assert {(c.kind, c.name, c.rejected) for c in merged.conflicts} == {
+            ("tools", "echo", ("a", "b")),
+            ("prompts", "greet", ("a", "b")),
+        }
         issues = manual_conflict_issues(cfg, merged.conflicts)
         assert [i.path for i in issues] == ["backends.1.tools.rename", "backends.1.tools.rename"]
         assert "'a', 'b'" in issues[0].message
@@ -139,7 +153,10 @@ class TestResources:
             assert merged.route("resources", expected[-1]) == Route("b", "s://x")
 
     def test_reads_match_templates_and_strip_the_prefix(self) -> None:
-        statuses = {"a": up("a", catalog(templates=["t://{id}"])), "b": up("b", catalog(templates=["t://{id}", "u://{x}/y"]))}
+        statuses = {
+            "a": up("a", catalog(templates=["t://{id}"])),
+            "b": up("b", catalog(templates=["t://{id}", "u://{x}/y"])),
+        }
         merged = merge_catalog(config("a", "b", conflict_resolution="priority"), statuses)
         assert names(merged, "resource_templates") == ["t://{id}", "b_t://{id}", "u://{x}/y"]
         assert merged.route("resources", "t://7") == Route("a", "t://7")
@@ -211,13 +228,17 @@ class TestListsAndHashes:
         assert renamed.hashes["tools"] != first.hashes["tools"]
 
     def test_malformed_and_repeated_items_are_skipped(self) -> None:
-        odd = Catalog.build(tools=[tool("x"), {"description": "no name"}, tool("x", description="dup"), "junk", tool("")])  # type: ignore[list-item]
+        odd = Catalog.build(
+            tools=[tool("x"), {"description": "no name"}, tool("x", description="dup"), "junk", tool("")]
+        )  # type: ignore[list-item]
         merged = merge_catalog(config("a"), {"a": up("a", odd)})
         assert names(merged) == ["a_x"]
         assert "description" not in merged.lists["tools"].items[0]
 
     def test_a_routable_backend_without_a_catalog_contributes_nothing(self) -> None:
-        merged = merge_catalog(config("a", "b"), {"a": up("a", A), "b": BackendStatus(name="b", state=BackendState.HEALTHY)})
+        merged = merge_catalog(
+            config("a", "b"), {"a": up("a", A), "b": BackendStatus(name="b", state=BackendState.HEALTHY)}
+        )
         assert names(merged) == ["a_echo", "a_add"] and merged.unavailable == ()
 
     def test_four_thousand_tools_merge(self) -> None:

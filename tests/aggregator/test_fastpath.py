@@ -13,7 +13,15 @@ import pytest
 from prometheus_client import REGISTRY
 
 from tests.aggregator.conftest import Fleet, Running
-from tests.aggregator.support import MODERN, MODERN_ENVELOPE, MODERN_HEADERS, legacy_call, legacy_session, mcp_client, post_jsonrpc
+from tests.aggregator.support import (
+    MODERN,
+    MODERN_ENVELOPE,
+    MODERN_HEADERS,
+    legacy_call,
+    legacy_session,
+    mcp_client,
+    post_jsonrpc,
+)
 from tests.support.waiting import async_wait_until
 from xds_control.aggregator import upstream_modern
 from xds_control.aggregator.upstream import map_post_error
@@ -24,8 +32,14 @@ pytestmark = pytest.mark.integration
 ENVELOPE = MODERN_ENVELOPE
 
 
-def body(tool: str, arguments: dict[str, Any] | None = None, *, request_id: int = 7, meta: dict[str, Any] | None = None) -> dict[str, Any]:
-    params = {"name": tool, "arguments": arguments if arguments is not None else {}, "_meta": {**ENVELOPE, **(meta or {})}}
+def body(
+    tool: str, arguments: dict[str, Any] | None = None, *, request_id: int = 7, meta: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    params = {
+        "name": tool,
+        "arguments": arguments if arguments is not None else {},
+        "_meta": {**ENVELOPE, **(meta or {})},
+    }
     return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
 
 
@@ -33,9 +47,9 @@ def headers(tool: str, **extra: str) -> dict[str, str]:
     return {**MODERN_HEADERS, "mcp-method": "tools/call", "mcp-name": tool, **extra}
 
 
-
-
-async def both_paths(running: Running, message: dict[str, Any], request_headers: dict[str, str]) -> tuple[tuple[int, Any], tuple[int, Any], int]:
+async def both_paths(
+    running: Running, message: dict[str, Any], request_headers: dict[str, str]
+) -> tuple[tuple[int, Any], tuple[int, Any], int]:
     """The answer with the fast path on and with it off, and how many requests it took."""
     fast = running.aggregator.fast_calls
     assert fast is not None
@@ -86,7 +100,9 @@ async def test_errors_are_answered_as_the_sdk_answers_them(serve: Any, fleet: Fl
         ("a batch", {"batch": True}),
     ],
 )
-async def test_anything_but_the_plain_case_goes_to_the_sdk(serve: Any, fleet: Fleet, case: str, change: dict[str, Any]) -> None:
+async def test_anything_but_the_plain_case_goes_to_the_sdk(
+    serve: Any, fleet: Fleet, case: str, change: dict[str, Any]
+) -> None:
     async with serve([fleet.entry("alpha")]) as running:
         message: Any = body("alpha_echo", {"text": "hi"}, meta=change.get("meta"))
         if change.get("drop_meta"):
@@ -102,7 +118,9 @@ async def test_anything_but_the_plain_case_goes_to_the_sdk(serve: Any, fleet: Fl
             fast.enabled = lambda: False
             off = await http.post(running.url, content=json.dumps(message), headers=request_headers)
         assert fast.taken == 0, case
-        assert (on.status_code, on.headers.get("content-type")) == (off.status_code, off.headers.get("content-type")), case
+        assert (on.status_code, on.headers.get("content-type")) == (off.status_code, off.headers.get("content-type")), (
+            case
+        )
 
 
 def list_request(method: str, request_id: int, **params: Any) -> dict[str, Any]:
@@ -141,7 +159,9 @@ async def test_a_plain_list_is_answered_as_the_sdk_answers_it(serve: Any, fleet:
         ("a stale cursor", {"_meta": ENVELOPE, "cursor": "not-a-cursor"}, True),
     ],
 )
-async def test_a_list_that_is_not_plain_or_fails_is_never_kept(serve: Any, fleet: Fleet, case: str, params: dict[str, Any], fails: bool) -> None:
+async def test_a_list_that_is_not_plain_or_fails_is_never_kept(
+    serve: Any, fleet: Fleet, case: str, params: dict[str, Any], fails: bool
+) -> None:
     async with serve([fleet.entry("weather")]) as running:
         fast = running.aggregator.fast_calls
         assert fast is not None
@@ -153,10 +173,17 @@ async def test_a_list_that_is_not_plain_or_fails_is_never_kept(serve: Any, fleet
 
 
 def fast_failed(backend: str) -> float:
-    return REGISTRY.get_sample_value("xds_control_aggregator_fast_failed_calls_total", {"backend": backend, "state": "unknown"}) or 0.0
+    return (
+        REGISTRY.get_sample_value(
+            "xds_control_aggregator_fast_failed_calls_total", {"backend": backend, "state": "unknown"}
+        )
+        or 0.0
+    )
 
 
-async def test_a_legacy_call_to_an_unroutable_backend_is_answered_as_the_sdk_answers_it(serve: Any, fleet: Fleet) -> None:
+async def test_a_legacy_call_to_an_unroutable_backend_is_answered_as_the_sdk_answers_it(
+    serve: Any, fleet: Fleet
+) -> None:
     entries = [fleet.entry("alpha", protocol="legacy"), {"name": "dead", "url": "http://127.0.0.1:9/mcp"}]
     async with serve(entries, healthy=("alpha",)) as running, httpx2.AsyncClient(trust_env=False, timeout=30) as http:
         fast = running.aggregator.fast_calls
@@ -167,7 +194,14 @@ async def test_a_legacy_call_to_an_unroutable_backend_is_answered_as_the_sdk_ans
             fast.enabled = lambda on=enabled: on
             before_taken, before_failed = fast.taken, fast_failed("dead")
             response = await http.post(running.url, content=legacy_call("dead_echo"), headers=session_headers)
-            answers.append((response.status_code, response.headers.get("content-type"), response.headers.get("mcp-session-id"), response.json()))
+            answers.append(
+                (
+                    response.status_code,
+                    response.headers.get("content-type"),
+                    response.headers.get("mcp-session-id"),
+                    response.json(),
+                )
+            )
             assert fast.taken - before_taken == (1 if enabled else 0)
             assert fast_failed("dead") - before_failed == 1
         assert answers[0] == answers[1]
@@ -187,14 +221,18 @@ async def test_a_legacy_call_to_an_unroutable_backend_is_answered_as_the_sdk_ans
         ("no event-stream in Accept", "dead_echo", {"headers": {"accept": "application/json"}}),
     ],
 )
-async def test_every_other_legacy_request_goes_to_the_sdk(serve: Any, fleet: Fleet, case: str, tool: str, change: dict[str, Any]) -> None:
+async def test_every_other_legacy_request_goes_to_the_sdk(
+    serve: Any, fleet: Fleet, case: str, tool: str, change: dict[str, Any]
+) -> None:
     entries = [fleet.entry("alpha", protocol="legacy"), {"name": "dead", "url": "http://127.0.0.1:9/mcp"}]
     async with serve(entries, healthy=("alpha",)) as running, httpx2.AsyncClient(trust_env=False, timeout=30) as http:
         fast = running.aggregator.fast_calls
         assert fast is not None
         fast.enabled = lambda: True
         request_headers = {**await legacy_session(http, running.url), **change.get("headers", {})}
-        answer = await http.post(running.url, content=legacy_call(tool, meta=change.get("meta")), headers=request_headers)
+        answer = await http.post(
+            running.url, content=legacy_call(tool, meta=change.get("meta")), headers=request_headers
+        )
         assert fast.taken == 0, case
         assert answer.status_code in (200, 400, 404, 406), case
 
@@ -215,10 +253,16 @@ async def test_a_client_that_goes_away_cancels_the_backend_call(serve: Any, flee
         assert fast is not None
         fast.enabled = lambda: True
         before, sent = calls("slow", "cancelled"), upstream_requests()
-        call = asyncio.ensure_future(post_jsonrpc(running.url, body("alpha_slow", {"seconds": 30}), headers("alpha_slow")))
-        await async_wait_until(lambda: upstream_requests() > sent and fast.taken == 1, what="the call to reach the backend")
+        call = asyncio.ensure_future(
+            post_jsonrpc(running.url, body("alpha_slow", {"seconds": 30}), headers("alpha_slow"))
+        )
+        await async_wait_until(
+            lambda: upstream_requests() > sent and fast.taken == 1, what="the call to reach the backend"
+        )
         call.cancel()  # closes the connection: the modern cancellation signal
-        await async_wait_until(lambda: calls("slow", "cancelled") == before + 1, what="the aggregator's call to end cancelled")
+        await async_wait_until(
+            lambda: calls("slow", "cancelled") == before + 1, what="the aggregator's call to end cancelled"
+        )
         status, answer = await post_jsonrpc(running.url, body("alpha_echo", {"text": "next"}), headers("alpha_echo"))
         assert status == 200 and answer["result"]["content"][0]["text"] == "next"
 
@@ -248,7 +292,9 @@ async def test_progress_and_cancellation_through_a_modern_backend(serve: Any, fl
                 await started.wait()
                 tg.cancel_scope.cancel()
         assert not scope.cancelled_caught
-        await async_wait_until(lambda: calls("slow", "cancelled") == before + 1, what="the aggregator's call to end cancelled")
+        await async_wait_until(
+            lambda: calls("slow", "cancelled") == before + 1, what="the aggregator's call to end cancelled"
+        )
         assert running.aggregator.gateway.upstreams["alpha"].open_sessions == 0
 
 
@@ -256,8 +302,10 @@ async def answer_of(handler: Any, **kwargs: Any) -> Any:
     """upstream_modern.request against a mock backend behind the real HTTP edge; the result or the mapped error."""
     async with httpx2.AsyncClient(transport=EdgeTransport("b", httpx2.MockTransport(handler))) as http:
         try:
-            return await upstream_modern.request(http, "http://b/mcp", MODERN, "tools/call", {"name": "x"}, max_event_bytes=1000, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - mapped as the upstream maps it
+            return await upstream_modern.request(
+                http, "http://b/mcp", MODERN, "tools/call", {"name": "x"}, max_event_bytes=1000, **kwargs
+            )
+        except Exception as exc:
             return map_post_error("b", exc, 1.0)
 
 
@@ -273,12 +321,18 @@ async def test_the_modern_wire_request_and_its_answers() -> None:
     def ok(request: httpx2.Request) -> httpx2.Response:
         sent.append(request)
         message = json.loads(request.content)
-        return httpx2.Response(200, json={"jsonrpc": "2.0", "id": message["id"], "result": {"content": [], "resultType": "complete"}})
+        return httpx2.Response(
+            200, json={"jsonrpc": "2.0", "id": message["id"], "result": {"content": [], "resultType": "complete"}}
+        )
 
     assert await answer_of(ok) == {"content": [], "resultType": "complete"}
     (request,) = sent
     message = json.loads(request.content)
-    assert request.headers["mcp-method"] == "tools/call" and request.headers["mcp-name"] == "x" and request.headers["mcp-protocol-version"] == MODERN
+    assert (
+        request.headers["mcp-method"] == "tools/call"
+        and request.headers["mcp-name"] == "x"
+        and request.headers["mcp-protocol-version"] == MODERN
+    )
     assert message["params"]["_meta"] == upstream_modern.envelope(MODERN) and message["method"] == "tools/call"
 
     seen: list[float] = []
@@ -288,22 +342,38 @@ async def test_the_modern_wire_request_and_its_answers() -> None:
 
     def streamed(request: httpx2.Request) -> httpx2.Response:
         request_id = json.loads(request.content)["id"]
-        note = {"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": request_id, "progress": 1}}
+        note = {
+            "jsonrpc": "2.0",
+            "method": "notifications/progress",
+            "params": {"progressToken": request_id, "progress": 1},
+        }
         return sse(note, {"jsonrpc": "2.0", "id": request_id, "result": {"content": [], "resultType": "complete"}})
 
     assert await answer_of(streamed, progress=progress) == {"content": [], "resultType": "complete"} and seen == [1]
 
     def own_error(request: httpx2.Request) -> httpx2.Response:
-        return httpx2.Response(200, json={"jsonrpc": "2.0", "id": 1, "error": {"code": -32000, "message": "mine", "data": {"x": 1}}})
+        return httpx2.Response(
+            200, json={"jsonrpc": "2.0", "id": 1, "error": {"code": -32000, "message": "mine", "data": {"x": 1}}}
+        )
 
     error = await answer_of(own_error)
-    assert (error.code, error.message, error.data) == (-32000, "mine", {"x": 1})  # a backend's own error passes unchanged
+    assert (error.code, error.message, error.data) == (
+        -32000,
+        "mine",
+        {"x": 1},
+    )  # a backend's own error passes unchanged
 
     for bad, category in [
-        (lambda r: httpx2.Response(200, json={"jsonrpc": "2.0", "id": 1, "result": {"content": "not a list"}}), "protocol_error"),
+        (
+            lambda r: httpx2.Response(200, json={"jsonrpc": "2.0", "id": 1, "result": {"content": "not a list"}}),
+            "protocol_error",
+        ),
         (lambda r: httpx2.Response(200, json={"jsonrpc": "2.0", "id": 1}), "protocol_error"),
         (lambda r: sse({"jsonrpc": "2.0", "method": "notifications/message", "params": {}}), "protocol_error"),
-        (lambda r: sse({"jsonrpc": "2.0", "id": 1, "result": {"content": [{"type": "text", "text": "x" * 2000}]}}), "response_too_large"),
+        (
+            lambda r: sse({"jsonrpc": "2.0", "id": 1, "result": {"content": [{"type": "text", "text": "x" * 2000}]}}),
+            "response_too_large",
+        ),
         (lambda r: httpx2.Response(503, text="no healthy upstream"), "no_healthy_upstream"),
         (lambda r: httpx2.Response(500, text="boom"), "http_5xx"),
     ]:

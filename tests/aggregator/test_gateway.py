@@ -70,10 +70,15 @@ class TestFailureModes:
 
     def test_best_effort_never_fails_a_list(self, make: Any) -> None:
         cfg = config("a", {"name": "b", "required": True}, failure_mode="best_effort")
-        gateway = make(cfg, {"a": up("a", A, state=BackendState.UNHEALTHY), "b": up("b", B, state=BackendState.UNAUTHENTICATED)})
+        gateway = make(
+            cfg, {"a": up("a", A, state=BackendState.UNHEALTHY), "b": up("b", B, state=BackendState.UNAUTHENTICATED)}
+        )
         result = gateway.list_page("tools", None)
         assert result["tools"] == []
-        assert [(u["backend"], u["state"]) for u in result["_meta"][UNAVAILABLE_META]] == [("a", "unhealthy"), ("b", "unauthenticated")]
+        assert [(u["backend"], u["state"]) for u in result["_meta"][UNAVAILABLE_META]] == [
+            ("a", "unhealthy"),
+            ("b", "unauthenticated"),
+        ]
 
     def test_all_routable_has_no_meta(self, make: Any) -> None:
         result = make(config("a", failure_mode="fail"), {"a": up("a", A)}).list_page("resources", None)
@@ -103,7 +108,9 @@ class TestPaging:
 
 class TestCalls:
     async def test_an_unroutable_backend_fails_fast_without_network(self, make: Any) -> None:
-        gateway = make(config("a", "b"), {"a": up("a", A), "b": up("b", B, state=BackendState.UNHEALTHY, retry_after=2.5)})
+        gateway = make(
+            config("a", "b"), {"a": up("a", A), "b": up("b", B, state=BackendState.UNHEALTHY, retry_after=2.5)}
+        )
         before = sample("xds_control_aggregator_upstream_http_requests_total", {"backend": "b"})
         fast = sample("xds_control_aggregator_fast_failed_calls_total", {"backend": "b", "state": "unhealthy"})
         with pytest.raises(MCPError) as info:
@@ -111,11 +118,15 @@ class TestCalls:
         assert info.value.code == BACKEND_UNAVAILABLE
         assert info.value.data == {"backend": "b", "state": "unhealthy", "retry_after": 2.5}
         assert sample("xds_control_aggregator_upstream_http_requests_total", {"backend": "b"}) == before
-        assert sample("xds_control_aggregator_fast_failed_calls_total", {"backend": "b", "state": "unhealthy"}) == fast + 1
+        assert (
+            sample("xds_control_aggregator_fast_failed_calls_total", {"backend": "b", "state": "unhealthy"}) == fast + 1
+        )
 
     async def test_unknown_names_and_bad_arguments(self, make: Any) -> None:
         schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
-        cat = Catalog.build(tools=[{"name": "count", "inputSchema": schema}, {"name": "odd", "inputSchema": {"type": 12}}])
+        cat = Catalog.build(
+            tools=[{"name": "count", "inputSchema": schema}, {"name": "odd", "inputSchema": {"type": 12}}]
+        )
         gateway = make(config("a"), {"a": up("a", cat)})
         with pytest.raises(MCPError) as info:
             await gateway.call("tools/call", "tools", "nope", {"name": "nope"}, client_key=None)
@@ -127,7 +138,10 @@ class TestCalls:
             params = {"name": "a_count", "arguments": {"n": "three"}}
             await gateway.call("tools/call", "tools", "a_count", params, client_key=None, arguments=params["arguments"])
         assert info.value.code == types.INVALID_PARAMS
-        assert info.value.data == {"tool": "a_count", "errors": [{"path": "n", "message": "'three' is not of type 'integer'"}]}
+        assert info.value.data == {
+            "tool": "a_count",
+            "errors": [{"path": "n", "message": "'three' is not of type 'integer'"}],
+        }
         assert gateway.tool_schema("a_count") == schema and gateway.tool_schema("nope") is None
         assert gateway._validator("a_odd") is None  # an invalid schema is not enforced
 
@@ -147,15 +161,24 @@ class TestViewChanges:
         monkeypatch.setattr(gateway_module, "merge_catalog", counting)
         return counted
 
-    async def test_a_change_that_keeps_routability_and_catalogs_does_not_merge(self, make: Any, merges: list[int]) -> None:
+    async def test_a_change_that_keeps_routability_and_catalogs_does_not_merge(
+        self, make: Any, merges: list[int]
+    ) -> None:
         cfg = config("a", "b", failure_mode="best_effort")
         gateway = make(cfg, {"a": up("a", A), "b": up("b", B, state=BackendState.UNHEALTHY, retry_after=5.0)})
         lists = gateway.catalog.lists
-        gateway.apply_view(2, {"a": up("a", A, last_error="timeout"), "b": up("b", B, breaker=BreakerState.OPEN, retry_after=9.0)})
-        gateway.apply_view(3, {"a": up("a", A, state=BackendState.DEGRADED), "b": up("b", B, breaker=BreakerState.OPEN, retry_after=9.0)})
+        gateway.apply_view(
+            2, {"a": up("a", A, last_error="timeout"), "b": up("b", B, breaker=BreakerState.OPEN, retry_after=9.0)}
+        )
+        gateway.apply_view(
+            3,
+            {"a": up("a", A, state=BackendState.DEGRADED), "b": up("b", B, breaker=BreakerState.OPEN, retry_after=9.0)},
+        )
         assert len(merges) == 1  # the first view only
         assert gateway.catalog.lists is lists and gateway.view_version == 3
-        assert gateway.list_page("tools", None)["_meta"] == {UNAVAILABLE_META: [{"backend": "b", "state": "circuit_open", "retry_after": 9.0}]}
+        assert gateway.list_page("tools", None)["_meta"] == {
+            UNAVAILABLE_META: [{"backend": "b", "state": "circuit_open", "retry_after": 9.0}]
+        }
         with pytest.raises(MCPError) as info:
             await gateway.call("tools/call", "tools", "b_slow", {"name": "b_slow"}, client_key=None)
         assert info.value.data == {"backend": "b", "state": "circuit_open", "retry_after": 9.0}
@@ -169,7 +192,9 @@ class TestViewChanges:
         ],
         ids=["routable", "unroutable", "catalog"],
     )
-    def test_a_routability_or_catalog_change_merges(self, make: Any, merges: list[int], change: dict[str, BackendStatus]) -> None:
+    def test_a_routability_or_catalog_change_merges(
+        self, make: Any, merges: list[int], change: dict[str, BackendStatus]
+    ) -> None:
         view = {"a": up("a", A), "b": up("b", B, state=BackendState.UNHEALTHY)}
         gateway = make(config("a", "b"), view)
         gateway.apply_view(2, {**view, **change})
@@ -197,7 +222,11 @@ def test_allowed_hosts() -> None:
     cfg = parse_config(
         {
             "listener": {"address": "0.0.0.0", "port": 10000},
-            "aggregator": {"address": "10.1.2.3", "port": 18080, "allowed_hosts": ["gw.example.com", "gw2:8443", "[::1]:9"]},
+            "aggregator": {
+                "address": "10.1.2.3",
+                "port": 18080,
+                "allowed_hosts": ["gw.example.com", "gw2:8443", "[::1]:9"],
+            },
         }
     )
     assert allowed_hosts(cfg) == [

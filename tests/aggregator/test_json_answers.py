@@ -45,7 +45,9 @@ def sse_messages(text: str) -> list[dict[str, Any]]:
     return [json.loads(line[5:]) for line in text.splitlines() if line.startswith("data:") and line[5:].strip()]
 
 
-async def test_plain_calls_and_fast_failures_are_json_and_a_call_with_progress_streams(serve: Any, fleet: Fleet) -> None:
+async def test_plain_calls_and_fast_failures_are_json_and_a_call_with_progress_streams(
+    serve: Any, fleet: Fleet
+) -> None:
     entries = [fleet.entry("alpha"), {"name": "dead", "url": "http://127.0.0.1:9/mcp"}]
     async with serve(entries, healthy=("alpha",)) as running:
         async with httpx2.AsyncClient(timeout=30) as http:
@@ -57,7 +59,10 @@ async def test_plain_calls_and_fast_failures_are_json_and_a_call_with_progress_s
             assert answer.json()["result"]["content"][0]["text"] == "hi"
             for tool, code in (("nope", -32602), ("dead_echo", -32050)):  # unknown; fast-failed
                 failed = await session.call(tool, {"text": "x"})
-                assert failed.headers["content-type"].startswith("application/json") and failed.json()["error"]["code"] == code
+                assert (
+                    failed.headers["content-type"].startswith("application/json")
+                    and failed.json()["error"]["code"] == code
+                )
 
             streamed = await session.call("alpha_slow", {"seconds": 0.3}, meta={"progressToken": "p1"})
             assert streamed.headers["content-type"].startswith("text/event-stream")
@@ -67,7 +72,10 @@ async def test_plain_calls_and_fast_failures_are_json_and_a_call_with_progress_s
             assert messages[-1]["result"]["content"][0]["text"] == "slept 0.3s"
 
             again = await session.call("alpha_echo", {"text": "after"})  # the session is unharmed by either mode
-            assert again.headers["content-type"].startswith("application/json") and again.json()["result"]["content"][0]["text"] == "after"
+            assert (
+                again.headers["content-type"].startswith("application/json")
+                and again.json()["result"]["content"][0]["text"] == "after"
+            )
 
 
 @pytest.mark.parametrize(
@@ -95,13 +103,21 @@ async def test_a_cancelled_json_answered_call_ends_its_post_and_the_backend_call
             call = asyncio.create_task(session.call("alpha_slow", {"seconds": 30}))
             upstream = running.aggregator.gateway.upstreams["alpha"]
             # the backend session opens inside the call's handling: the request is registered before the cancel
-            await async_wait_until(lambda: upstream.open_sessions >= 1 or call.done(), what="the backend session to open")
-            cancel = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": session.ids, "reason": "test"}}
+            await async_wait_until(
+                lambda: upstream.open_sessions >= 1 or call.done(), what="the backend session to open"
+            )
+            cancel = {
+                "jsonrpc": "2.0",
+                "method": "notifications/cancelled",
+                "params": {"requestId": session.ids, "reason": "test"},
+            }
             assert (await session.post(cancel)).status_code == 202
             async with asyncio.timeout(10):
                 answered = await call  # the POST ends: it does not wait out the 30 s
             assert answered.headers["content-type"].startswith("application/json")
             assert answered.json()["error"]["code"] == -32800  # the SDK's answer to a cancelled request
-            await async_wait_until(lambda: cancelled("slow") == before + 1, what="the aggregator's call to end cancelled")
+            await async_wait_until(
+                lambda: cancelled("slow") == before + 1, what="the aggregator's call to end cancelled"
+            )
             after = await session.call("alpha_echo", {"text": "next"})
             assert after.json()["result"]["content"][0]["text"] == "next"

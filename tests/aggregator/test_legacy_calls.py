@@ -19,7 +19,6 @@ from xds_control.aggregator.fastpath import FastPath
 from xds_control.aggregator.legacy_calls import InFlight, SdkTransports
 
 
-
 def fast_path(running: Running) -> FastPath:
     fast = running.aggregator.fast_calls
     assert fast is not None
@@ -36,12 +35,19 @@ def upstream_requests() -> float:
 
 
 def sdk_sessions(running: Running) -> dict[str, Any]:
-    return running.aggregator.server.session_manager._server_instances  # noqa: SLF001 - what legacy_calls relies on
+    return running.aggregator.server.session_manager._server_instances
 
 
-async def answer_of(http: httpx2.AsyncClient, url: str, content: bytes, headers: dict[str, str]) -> tuple[int, str | None, str | None, Any]:
+async def answer_of(
+    http: httpx2.AsyncClient, url: str, content: bytes, headers: dict[str, str]
+) -> tuple[int, str | None, str | None, Any]:
     response = await http.post(url, content=content, headers=headers)
-    return response.status_code, response.headers.get("content-type"), response.headers.get("mcp-session-id"), response.json()
+    return (
+        response.status_code,
+        response.headers.get("content-type"),
+        response.headers.get("mcp-session-id"),
+        response.json(),
+    )
 
 
 CASES = {
@@ -57,15 +63,26 @@ async def test_only_a_cancel_for_a_call_of_that_session_in_flight_here_cancels_i
     calls_ = InFlight()
     first, second = loop.create_future(), loop.create_future()
 
-    def cancel(request_id: Any, *, session: str = "s1", method: str = "notifications/cancelled", **extra: Any) -> dict[str, Any]:
+    def cancel(
+        request_id: Any, *, session: str = "s1", method: str = "notifications/cancelled", **extra: Any
+    ) -> dict[str, Any]:
         return {"jsonrpc": "2.0", "method": method, "params": {"requestId": request_id}, **extra}
 
     with calls_.tracking("s1", 7, first), calls_.tracking("s1", "8", second):
         assert calls_.any_in("s1") and not calls_.any_in("s2")
-        for ignored in ([cancel(7)], cancel(9), cancel(7, method="notifications/progress"), cancel(7, id=1), cancel(True), "garbage"):
+        for ignored in (
+            [cancel(7)],
+            cancel(9),
+            cancel(7, method="notifications/progress"),
+            cancel(7, id=1),
+            cancel(True),
+            "garbage",
+        ):
             calls_.cancel_from("s2" if ignored == [cancel(7)] else "s1", ignored)
         assert not first.cancelled() and not second.cancelled()
-        calls_.cancel_from("s1", [{"jsonrpc": "2.0", "method": "ping", "id": 3}, cancel(8)])  # a batch; "8" and 8 are one id
+        calls_.cancel_from(
+            "s1", [{"jsonrpc": "2.0", "method": "ping", "id": 3}, cancel(8)]
+        )  # a batch; "8" and 8 are one id
         assert second.cancelled() and second in calls_.cancelled and not first.cancelled()
         calls_.cancel_from("s1", cancel("7"))
         assert first.cancelled()
@@ -75,7 +92,10 @@ async def test_only_a_cancel_for_a_call_of_that_session_in_flight_here_cancels_i
 @pytest.mark.integration
 @pytest.mark.parametrize("backend", ["legacy", "modern"])
 async def test_a_plain_legacy_call_is_answered_as_the_sdk_answers_it(serve: Any, fleet: Fleet, backend: str) -> None:
-    async with serve([fleet.entry("alpha", protocol=backend)]) as running, httpx2.AsyncClient(trust_env=False, timeout=30) as http:
+    async with (
+        serve([fleet.entry("alpha", protocol=backend)]) as running,
+        httpx2.AsyncClient(trust_env=False, timeout=30) as http,
+    ):
         fast = fast_path(running)
         session_headers = await legacy_session(http, running.url)
         for case, (tool, arguments) in CASES.items():
@@ -83,11 +103,15 @@ async def test_a_plain_legacy_call_is_answered_as_the_sdk_answers_it(serve: Any,
             for enabled in (True, False):
                 fast.enabled = lambda on=enabled: on
                 before = fast.taken
-                answers.append(await answer_of(http, running.url, legacy_call(tool, arguments=arguments), session_headers))
+                answers.append(
+                    await answer_of(http, running.url, legacy_call(tool, arguments=arguments), session_headers)
+                )
                 assert fast.taken - before == (1 if enabled else 0), case
             assert answers[0] == answers[1], case
             status, content_type, session_id, message = answers[0]
-            assert (status, content_type, session_id) == (200, "application/json", session_headers["mcp-session-id"]), case
+            assert (status, content_type, session_id) == (200, "application/json", session_headers["mcp-session-id"]), (
+                case
+            )
             assert message["id"] == 9 and ("result" in message) == case.endswith("result"), (case, message)
         assert answers[0][3]["error"]["code"] == -32602
 
@@ -110,33 +134,51 @@ async def test_an_sdk_client_that_cancels_a_call_cancels_it_at_the_backend(serve
     async with serve([fleet.entry("alpha", protocol="legacy")]) as running, mcp_client(running.url, "legacy") as client:
         fast = fast_path(running)
         fast.enabled = lambda: True
-        assert (await client.call_tool("alpha_echo", {"text": "warm"})).content[0].text == "warm"  # the backend session is open
+        assert (await client.call_tool("alpha_echo", {"text": "warm"})).content[
+            0
+        ].text == "warm"  # the backend session is open
         before, sent = calls("slow", "cancelled"), upstream_requests()
         call = asyncio.ensure_future(client.call_tool("alpha_slow", {"seconds": 30}))  # no progress: the fast path
-        await async_wait_until(lambda: fast.taken == 2 and upstream_requests() > sent, what="the call to reach the backend")
+        await async_wait_until(
+            lambda: fast.taken == 2 and upstream_requests() > sent, what="the call to reach the backend"
+        )
         call.cancel()
-        await async_wait_until(lambda: calls("slow", "cancelled") == before + 1, what="the aggregator's call to end cancelled")
+        await async_wait_until(
+            lambda: calls("slow", "cancelled") == before + 1, what="the aggregator's call to end cancelled"
+        )
         assert (await client.call_tool("alpha_echo", {"text": "next"})).content[0].text == "next"
 
 
 @pytest.mark.integration
-async def test_a_call_in_flight_holds_the_session_and_the_idle_countdown_restarts_after_it(serve: Any, fleet: Fleet) -> None:
+async def test_a_call_in_flight_holds_the_session_and_the_idle_countdown_restarts_after_it(
+    serve: Any, fleet: Fleet
+) -> None:
     """With a 1 s idle timeout, a 2.5 s call through the fast path keeps the session (in the SDK and in the
     mirror); the session still answers after it, and expires once idle for the timeout."""
-    async with serve([fleet.entry("alpha", protocol="modern")], session_idle_timeout=1.0) as running, httpx2.AsyncClient(trust_env=False, timeout=30) as http:
+    async with (
+        serve([fleet.entry("alpha", protocol="modern")], session_idle_timeout=1.0) as running,
+        httpx2.AsyncClient(trust_env=False, timeout=30) as http,
+    ):
         fast = fast_path(running)
         fast.enabled = lambda: True
         session_headers = await legacy_session(http, running.url)
         session_id = session_headers["mcp-session-id"]
-        slow = asyncio.ensure_future(answer_of(http, running.url, legacy_call("alpha_slow", arguments={"seconds": 2.5}), session_headers))
-        await async_wait_until(lambda: fast.taken == 1 and running.aggregator.sessions.in_flight().get(session_id) == 1, what="the call to be in flight")
+        slow = asyncio.ensure_future(
+            answer_of(http, running.url, legacy_call("alpha_slow", arguments={"seconds": 2.5}), session_headers)
+        )
+        await async_wait_until(
+            lambda: fast.taken == 1 and running.aggregator.sessions.in_flight().get(session_id) == 1,
+            what="the call to be in flight",
+        )
         status, _, _, message = await slow
         assert status == 200 and message["result"]["content"][0]["text"] == "slept 2.5s"
         assert session_id in sdk_sessions(running) and session_id in running.aggregator.sessions
         assert running.aggregator.sessions.in_flight()[session_id] == 0
         status, _, _, message = await answer_of(http, running.url, legacy_call("alpha_echo"), session_headers)
         assert status == 200 and message["result"]["content"][0]["text"] == "hi"
-        await async_wait_until(lambda: session_id not in sdk_sessions(running), timeout=10, what="the idle session to expire in the SDK")
+        await async_wait_until(
+            lambda: session_id not in sdk_sessions(running), timeout=10, what="the idle session to expire in the SDK"
+        )
         expired = await http.post(running.url, content=legacy_call("alpha_echo"), headers=session_headers)
         assert expired.status_code == 404
         assert fast.taken == 2
@@ -144,19 +186,37 @@ async def test_a_call_in_flight_holds_the_session_and_the_idle_countdown_restart
 
 @pytest.mark.integration
 async def test_notifications_cancelled_cancels_a_call_in_flight_as_the_sdk_does(serve: Any, fleet: Fleet) -> None:
-    async with serve([fleet.entry("alpha", protocol="modern")]) as running, httpx2.AsyncClient(trust_env=False, timeout=30) as http:
+    async with (
+        serve([fleet.entry("alpha", protocol="modern")]) as running,
+        httpx2.AsyncClient(trust_env=False, timeout=30) as http,
+    ):
         fast = fast_path(running)
         session_headers = await legacy_session(http, running.url)
         answers = []
         for enabled in (True, False):
             fast.enabled = lambda on=enabled: on
             before, taken, sent = calls("slow", "cancelled"), fast.taken, upstream_requests()
-            slow = asyncio.ensure_future(answer_of(http, running.url, legacy_call("alpha_slow", arguments={"seconds": 30}, request_id=21), session_headers))
+            slow = asyncio.ensure_future(
+                answer_of(
+                    http,
+                    running.url,
+                    legacy_call("alpha_slow", arguments={"seconds": 30}, request_id=21),
+                    session_headers,
+                )
+            )
             await async_wait_until(lambda: upstream_requests() > sent, what="the call to reach the backend")
-            cancel = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 21, "reason": "user"}}
-            assert (await http.post(running.url, content=json.dumps(cancel), headers=session_headers)).status_code == 202
+            cancel = {
+                "jsonrpc": "2.0",
+                "method": "notifications/cancelled",
+                "params": {"requestId": 21, "reason": "user"},
+            }
+            assert (
+                await http.post(running.url, content=json.dumps(cancel), headers=session_headers)
+            ).status_code == 202
             answers.append(await asyncio.wait_for(slow, 10))
-            await async_wait_until(lambda: calls("slow", "cancelled") == before + 1, what="the backend call to end cancelled")
+            await async_wait_until(
+                lambda: calls("slow", "cancelled") == before + 1, what="the backend call to end cancelled"
+            )
             assert fast.taken - taken == (1 if enabled else 0)
         assert answers[0] == answers[1]
         assert answers[0][3]["error"] == {"code": -32800, "message": "Request cancelled"}
@@ -164,7 +224,10 @@ async def test_notifications_cancelled_cancels_a_call_in_flight_as_the_sdk_does(
 
 @pytest.mark.integration
 async def test_without_the_sdk_transport_fields_the_call_goes_to_the_sdk(serve: Any, fleet: Fleet) -> None:
-    async with serve([fleet.entry("alpha", protocol="modern")]) as running, httpx2.AsyncClient(trust_env=False, timeout=30) as http:
+    async with (
+        serve([fleet.entry("alpha", protocol="modern")]) as running,
+        httpx2.AsyncClient(trust_env=False, timeout=30) as http,
+    ):
         fast = fast_path(running)
         fast.enabled = lambda: True
         session_headers = await legacy_session(http, running.url)

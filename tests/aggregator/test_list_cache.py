@@ -29,11 +29,15 @@ def kept_hits(running: Running) -> int:
 
 
 async def raw_list(url: str, method: str, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    return await post_jsonrpc(url, {"jsonrpc": "2.0", "id": 3, "method": method, "params": params}, {**MODERN_HEADERS, "mcp-method": method})
+    return await post_jsonrpc(
+        url, {"jsonrpc": "2.0", "id": 3, "method": method, "params": params}, {**MODERN_HEADERS, "mcp-method": method}
+    )
 
 
 @pytest.mark.parametrize("mode", FAMILIES)
-async def test_a_repeated_list_is_served_from_the_cache_as_the_sdk_answered_it(serve: Any, fleet: Fleet, mode: str) -> None:
+async def test_a_repeated_list_is_served_from_the_cache_as_the_sdk_answered_it(
+    serve: Any, fleet: Fleet, mode: str
+) -> None:
     async with serve([fleet.entry("weather"), fleet.entry("many")]) as running:
         async with mcp_client(running.url, mode) as client:
             first = await client.list_tools()
@@ -86,7 +90,10 @@ async def test_params_are_still_checked_and_errors_never_kept(serve: Any, fleet:
 async def test_at_most_max_pages_are_kept(serve: Any, fleet: Fleet) -> None:
     async with serve([fleet.entry("many")]) as running:
         assert running.aggregator.fast_calls is not None
-        kept = (cache_of(running).pages, running.aggregator.fast_calls.lists.pages)  # the SDK's middleware, the fast path
+        kept = (
+            cache_of(running).pages,
+            running.aggregator.fast_calls.lists.pages,
+        )  # the SDK's middleware, the fast path
         for pages in kept:
             pages.max_pages = 2
         async with mcp_client(running.url, MODERN) as client:

@@ -40,26 +40,37 @@ async def all_tools(client: Any) -> list[str]:
         (
             "manual",
             {"tools": {"rename": {"echo": "echo2", "add": "plus", "slow": "sleepy", "greet": "hello"}}},
-            GENERIC + ["echo2", "plus", "sleepy"],
+            [*GENERIC, "echo2", "plus", "sleepy"],
             ["greet", "hello"],
         ),
     ],
 )
-async def test_merged_lists_per_strategy(serve: Any, fleet: Fleet, mode: str, strategy: str, extra: dict, tools: list[str], prompts: list[str]) -> None:
+async def test_merged_lists_per_strategy(
+    serve: Any, fleet: Fleet, mode: str, strategy: str, extra: dict, tools: list[str], prompts: list[str]
+) -> None:
     entries = [fleet.entry("alpha"), fleet.entry("beta", **extra)]
     async with serve(entries, conflict_resolution=strategy) as running:
         async with mcp_client(running.url, mode) as client:
             if mode == "legacy":
                 capabilities = client.server_capabilities
             else:  # the client adopted a pinned version without asking: ask
-                capabilities = types.DiscoverResult.model_validate(await client.session.send_discover(mode)).capabilities
-            assert capabilities.tools.list_changed and capabilities.prompts.list_changed and capabilities.resources.list_changed
+                capabilities = types.DiscoverResult.model_validate(
+                    await client.session.send_discover(mode)
+                ).capabilities
+            assert (
+                capabilities.tools.list_changed
+                and capabilities.prompts.list_changed
+                and capabilities.resources.list_changed
+            )
             assert not capabilities.resources.subscribe  # backends' resource updates are not relayed
             listed = await client.list_tools()
             assert tool_names(listed) == tools
             assert listed.tools[0].meta == {"xds-control/backend": "alpha"}
             assert [p.name for p in (await client.list_prompts()).prompts] == prompts
-            assert sorted(r.uri for r in (await client.list_resources()).resources) == ["demo://alpha/info", "demo://beta/info"]
+            assert sorted(r.uri for r in (await client.list_resources()).resources) == [
+                "demo://alpha/info",
+                "demo://beta/info",
+            ]
             # The renamed or prefixed name reaches beta under its own name.
             result = await client.call_tool(tools[3], {"text": f"via {mode}"})
             assert result.content[0].text == f"via {mode}" and not result.is_error
@@ -78,7 +89,10 @@ async def test_a_modern_listen_is_not_told_resource_subscriptions_are_honored(se
 
 async def test_manual_conflicts_are_a_config_error_at_start(serve: Any, fleet: Fleet) -> None:
     with pytest.raises(BaseExceptionGroup) as info:
-        async with asyncio.timeout(20), serve([fleet.entry("alpha"), fleet.entry("beta")], conflict_resolution="manual"):
+        async with (
+            asyncio.timeout(20),
+            serve([fleet.entry("alpha"), fleet.entry("beta")], conflict_resolution="manual"),
+        ):
             pass
     [error] = info.value.exceptions
     assert isinstance(error, ConfigError) and "backends.1.tools.rename" in str(error)
@@ -101,22 +115,34 @@ async def test_calls_reach_backends_of_both_families(serve: Any, fleet: Fleet, m
             assert "Standup" in today.contents[0].text
             prompt = await client.get_prompt("plan_day", {"date": "2026-01-05"})
             assert "list_events" in prompt.messages[0].content.text
-            tool_error = await client.call_tool("get_forecast", {"city": "Oslo", "days": 9})  # the backend's own isError
+            tool_error = await client.call_tool(
+                "get_forecast", {"city": "Oslo", "days": 9}
+            )  # the backend's own isError
             assert tool_error.is_error and "between 1 and 7" in tool_error.content[0].text
             with pytest.raises(MCPError) as info:  # routed to calendar, whose own JSON-RPC error passes unchanged
-                await client.complete(types.PromptReference(type="ref/prompt", name="plan_day"), {"name": "date", "value": "2026"})
+                await client.complete(
+                    types.PromptReference(type="ref/prompt", name="plan_day"), {"name": "date", "value": "2026"}
+                )
             assert (info.value.code, info.value.data) == (types.METHOD_NOT_FOUND, "completion/complete")
         upstream = running.aggregator.gateway.upstreams
-        assert (upstream["weather"].family, upstream["calendar"].family, upstream["beta"].family) == ("legacy", "modern", "legacy")
+        assert (upstream["weather"].family, upstream["calendar"].family, upstream["beta"].family) == (
+            "legacy",
+            "modern",
+            "legacy",
+        )
 
 
 @pytest.mark.parametrize("mode", FAMILIES)
-async def test_a_modern_backend_gets_the_mcp_param_headers_its_tool_declares(serve: Any, fleet: Fleet, mode: str) -> None:
+async def test_a_modern_backend_gets_the_mcp_param_headers_its_tool_declares(
+    serve: Any, fleet: Fleet, mode: str
+) -> None:
     """weather's list_alerts annotates `region` with `x-mcp-header: Region`: a 2026-07-28 backend rejects a call
     without a matching `Mcp-Param-Region` header, so the aggregator sends one, whatever the client's family."""
     async with serve([fleet.entry("weather", protocol="modern")], conflict_resolution="priority") as running:
         async with mcp_client(running.url, mode) as client:
-            listed = {tool.name: tool for tool in (await client.list_tools()).tools}  # the schema reaches clients as it is
+            listed = {
+                tool.name: tool for tool in (await client.list_tools()).tools
+            }  # the schema reaches clients as it is
             assert listed["list_alerts"].input_schema["properties"]["region"]["x-mcp-header"] == "Region"
             for region in ("Nordland", "North Sea / Skagerrak"):  # a token, and a value sent base64-wrapped
                 result = await client.call_tool("list_alerts", {"region": region})

@@ -11,7 +11,14 @@ from xds_control.aggregator.outcomes import OutcomeBatcher, OutcomeReport, repor
 def test_batches_per_backend_and_window() -> None:
     now = [10.0]
     b = OutcomeBatcher(clock=lambda: now[0])
-    for outcome, category in [("ok", None), ("ok", None), ("transport", "connection_refused"), ("timeout", "timeout"), ("auth", None), ("unavailable", None)]:
+    for outcome, category in [
+        ("ok", None),
+        ("ok", None),
+        ("transport", "connection_refused"),
+        ("timeout", "timeout"),
+        ("auth", None),
+        ("unavailable", None),
+    ]:
         b.record("w", outcome, category)
     b.record("a", "http_5xx", "http_5xx")
     now[0] = 11.5

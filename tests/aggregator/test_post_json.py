@@ -43,18 +43,29 @@ def lean_client() -> httpx2.AsyncClient:
 
 
 def httpx2_client() -> httpx2.AsyncClient:
-    edge = EdgeTransport("b", ThroughHttpx2(), headers=lambda: ("Authorization", "Bearer s3cret"), max_response_bytes=LIMIT)
+    edge = EdgeTransport(
+        "b", ThroughHttpx2(), headers=lambda: ("Authorization", "Bearer s3cret"), max_response_bytes=LIMIT
+    )
     return httpx2.AsyncClient(transport=edge)
 
 
 async def outcome(client: httpx2.AsyncClient, url: str) -> Any:
     """What the caller of `upstream_modern.request` gets: the result, or the mapped error's wire fields."""
     try:
-        return {"result": await upstream_modern.request(client, url, MODERN, "tools/call", {"name": "x", "arguments": {}}, max_event_bytes=LIMIT)}
-    except Exception as exc:  # noqa: BLE001 - mapped as the upstream maps it
+        return {
+            "result": await upstream_modern.request(
+                client, url, MODERN, "tools/call", {"name": "x", "arguments": {}}, max_event_bytes=LIMIT
+            )
+        }
+    except Exception as exc:
         mapped = map_post_error("b", exc, 1.0)
         assert isinstance(mapped, MCPError | GatewayError), mapped
-        return {"error": type(mapped).__name__, "code": mapped.error.code, "message": mapped.error.message, "data": mapped.error.data}
+        return {
+            "error": type(mapped).__name__,
+            "code": mapped.error.code,
+            "message": mapped.error.message,
+            "data": mapped.error.data,
+        }
 
 
 def result_for(request: Request, **extra: Any) -> dict[str, Any]:
@@ -68,17 +79,33 @@ def sse(request: Request) -> Answer:
 
 
 def gzipped(request: Request) -> Answer:
-    return Answer(200, gzip.compress(json.dumps(result_for(request)).encode()), {"content-type": "application/json", "content-encoding": "gzip"})
+    return Answer(
+        200,
+        gzip.compress(json.dumps(result_for(request)).encode()),
+        {"content-type": "application/json", "content-encoding": "gzip"},
+    )
 
 
 ANSWERS = {
     "result": lambda r: Answer.json(result_for(r)),
     "result, chunked": lambda r: Answer.json(result_for(r), framing="chunked"),
     "result, close-delimited": lambda r: Answer.json(result_for(r), framing="close"),
-    "result with a charset": lambda r: Answer(200, json.dumps(result_for(r)).encode(), {"content-type": "application/json; charset=utf-8"}),
-    "backend's own error": lambda r: Answer.json({"jsonrpc": "2.0", "id": r.json()["id"], "error": {"code": -32602, "message": "Unknown tool: x", "data": {"t": 1}}}),
-    "backend's own error at 400": lambda r: Answer.json({"jsonrpc": "2.0", "id": r.json()["id"], "error": {"code": -32602, "message": "bad"}}, status=400),
-    "a result off the schema": lambda r: Answer.json({"jsonrpc": "2.0", "id": r.json()["id"], "result": {"content": "not a list"}}),
+    "result with a charset": lambda r: Answer(
+        200, json.dumps(result_for(r)).encode(), {"content-type": "application/json; charset=utf-8"}
+    ),
+    "backend's own error": lambda r: Answer.json(
+        {
+            "jsonrpc": "2.0",
+            "id": r.json()["id"],
+            "error": {"code": -32602, "message": "Unknown tool: x", "data": {"t": 1}},
+        }
+    ),
+    "backend's own error at 400": lambda r: Answer.json(
+        {"jsonrpc": "2.0", "id": r.json()["id"], "error": {"code": -32602, "message": "bad"}}, status=400
+    ),
+    "a result off the schema": lambda r: Answer.json(
+        {"jsonrpc": "2.0", "id": r.json()["id"], "result": {"content": "not a list"}}
+    ),
     "not JSON": lambda r: Answer(200, b"this is not json", {"content-type": "application/json"}),
     "empty": lambda r: Answer(200, b"", {"content-type": "application/json"}),
     "JSON null": lambda r: Answer(200, b"null", {"content-type": "application/json"}),
@@ -93,7 +120,9 @@ ANSWERS = {
     "429 with retry-after": lambda r: Answer(429, b"slow down", {"content-type": "text/plain", "retry-after": "7"}),
     "504 upstream request timeout": lambda r: Answer(504, b"upstream request timeout", {"content-type": "text/plain"}),
     "not HTTP": lambda r: b"SPDY/3 garbage\r\n\r\n",
-    "cut mid-body": lambda r: b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 500\r\n\r\n{"jsonrpc"',
+    "cut mid-body": lambda r: (
+        b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 500\r\n\r\n{"jsonrpc"'
+    ),
 }
 
 

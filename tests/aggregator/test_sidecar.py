@@ -59,14 +59,25 @@ async def test_follows_the_admin_watch_stream_and_survives_its_loss(fleet: Fleet
     outcomes = Outcomes(store)
     server = await start_admin_server(config, store, outcomes)
     source = AdminViewSource(config.control_plane.admin)
-    aggregator = Aggregator(config, source, upstream_url=direct_upstream_url, report_interval=0.05, backoff=Backoff(base=0.02, cap=0.1))
+    aggregator = Aggregator(
+        config, source, upstream_url=direct_upstream_url, report_interval=0.05, backoff=Backoff(base=0.02, cap=0.1)
+    )
     try:
         async with aggregator.running():
             await aggregator.wait_for_view(store.version)
             async with aggregator.serving("127.0.0.1", port) as url, mcp_client(url, "legacy") as client:
-                assert tool_names(await client.list_tools()) == ["get_forecast", "get_current_conditions", "list_alerts", "echo", "add", "slow"]
+                assert tool_names(await client.list_tools()) == [
+                    "get_forecast",
+                    "get_current_conditions",
+                    "list_alerts",
+                    "echo",
+                    "add",
+                    "slow",
+                ]
                 assert (await client.call_tool("echo", {"text": "over grpc"})).content[0].text == "over grpc"
-                await async_wait_until(lambda: ("alpha", 1, 0, None) in outcomes.seen, what="ReportOutcomes from the aggregator")
+                await async_wait_until(
+                    lambda: ("alpha", 1, 0, None) in outcomes.seen, what="ReportOutcomes from the aggregator"
+                )
 
                 await server.stop(grace=0)  # the control plane goes away: keep serving the last view, stale
                 await async_wait_until(lambda: aggregator.health()["stale"], what="the view to turn stale")
@@ -76,7 +87,11 @@ async def test_follows_the_admin_watch_stream_and_survives_its_loss(fleet: Fleet
                 server = await start_admin_server(config, store, outcomes)
                 await aggregator.wait_for_view(store.version)  # ... and seen in the full view on reconnect
                 assert not aggregator.health()["stale"]
-                assert tool_names(await client.list_tools()) == ["get_forecast", "get_current_conditions", "list_alerts"]
+                assert tool_names(await client.list_tools()) == [
+                    "get_forecast",
+                    "get_current_conditions",
+                    "list_alerts",
+                ]
                 with pytest.raises(MCPError) as info:
                     await client.call_tool("echo", {"text": "x"})
                 assert info.value.code == BACKEND_UNAVAILABLE
@@ -124,7 +139,14 @@ def test_a_taken_port_fails_the_sidecar_command(tmp_path: Path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         path = tmp_path / "xds-control.yaml"
-        path.write_text(yaml.safe_dump({"control_plane": {"admin": f"127.0.0.1:{free_port()}"}, "aggregator": {"port": port, "metrics": f"127.0.0.1:{free_port()}"}}))
+        path.write_text(
+            yaml.safe_dump(
+                {
+                    "control_plane": {"admin": f"127.0.0.1:{free_port()}"},
+                    "aggregator": {"port": port, "metrics": f"127.0.0.1:{free_port()}"},
+                }
+            )
+        )
         with Proc([sys.executable, "-m", "xds_control.cli", "aggregator", "-c", str(path)], name="aggregator") as proc:
             assert proc.popen.wait(timeout=30) == 1
         assert f"error: cannot listen on aggregator.address/port 127.0.0.1:{port}" in proc.output

@@ -21,7 +21,6 @@ import mcp_types as types
 import pytest
 import uvicorn
 from mcp.server import Server, ServerRequestContext
-from mcp.server.context import CallNext, HandlerResult
 from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
@@ -61,7 +60,11 @@ def hex_id(value: int, width: int = 16) -> str:
 
 
 def test_the_clients_trace_context_is_not_forwarded_as_it_came() -> None:
-    params = {"name": "weather_x", "arguments": {}, "_meta": {"traceparent": META_PARENT, "tracestate": "a=b", "progressToken": 1, "keep": "me"}}
+    params = {
+        "name": "weather_x",
+        "arguments": {},
+        "_meta": {"traceparent": META_PARENT, "tracestate": "a=b", "progressToken": 1, "keep": "me"},
+    }
     cleaned = clean_params(params, "x")
     assert cleaned["name"] == "x" and cleaned["_meta"] == {"keep": "me"}
     # Unless this process exports no spans: then the client's context (tracing.passthrough) goes on unchanged.
@@ -78,7 +81,12 @@ async def test_the_http_edge_copies_the_meta_traceparent_into_the_header() -> No
         return httpx2.Response(200, json={"jsonrpc": "2.0", "id": 1, "result": {}})
 
     async with httpx2.AsyncClient(transport=EdgeTransport("b", httpx2.MockTransport(handler))) as client:
-        body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "x", "_meta": {"traceparent": META_PARENT, "tracestate": "a=b"}}}
+        body = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "tools/call",
+            "params": {"name": "x", "_meta": {"traceparent": META_PARENT, "tracestate": "a=b"}},
+        }
         await client.post("http://b/mcp", json=body)
         await client.post("http://b/mcp", json={"jsonrpc": "2.0", "id": 2, "method": "ping"})
         await client.get("http://b/mcp")
@@ -106,17 +114,29 @@ class Recorder:
         async def list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
             return types.ListToolsResult(tools=[types.Tool(name="echo_meta", input_schema={"type": "object"})])
 
-        async def call_tool(ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams) -> types.CallToolResult:
+        async def call_tool(
+            ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
+        ) -> types.CallToolResult:
             headers = ctx.request.headers if ctx.request is not None else {}
             meta = dict(ctx.meta or {})
-            self.calls.append({"header": headers.get("traceparent"), "meta": meta.get("traceparent"), "current": trace.get_current_span()})
-            return types.CallToolResult(content=[types.TextContent(type="text", text=json.dumps({"traceparent": meta.get("traceparent")}))])
+            self.calls.append(
+                {
+                    "header": headers.get("traceparent"),
+                    "meta": meta.get("traceparent"),
+                    "current": trace.get_current_span(),
+                }
+            )
+            return types.CallToolResult(
+                content=[types.TextContent(type="text", text=json.dumps({"traceparent": meta.get("traceparent")}))]
+            )
 
         async def list_prompts(ctx: Any, params: Any) -> types.ListPromptsResult:
             return types.ListPromptsResult(prompts=[types.Prompt(name="greet")])
 
         async def get_prompt(ctx: Any, params: types.GetPromptRequestParams) -> types.GetPromptResult:
-            return types.GetPromptResult(messages=[types.PromptMessage(role="user", content=types.TextContent(type="text", text="hi"))])
+            return types.GetPromptResult(
+                messages=[types.PromptMessage(role="user", content=types.TextContent(type="text", text="hi"))]
+            )
 
         async def list_resources(ctx: Any, params: Any) -> types.ListResourcesResult:
             return types.ListResourcesResult(resources=[types.Resource(uri=f"rec://{self.name}/info", name="info")])
@@ -138,12 +158,18 @@ class Recorder:
 
     @contextlib.asynccontextmanager
     async def serving(self) -> AsyncIterator[Recorder]:
-        app = self.server().streamable_http_app(transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False))
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", timeout_graceful_shutdown=2))
+        app = self.server().streamable_http_app(
+            transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False)
+        )
+        server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", timeout_graceful_shutdown=2)
+        )
         server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]  # the test process's signals stay its own
         task = asyncio.create_task(server.serve())
         try:
-            await async_wait_until(lambda: server.started or task.done(), timeout=10, what=f"recorder {self.name} to listen")
+            await async_wait_until(
+                lambda: server.started or task.done(), timeout=10, what=f"recorder {self.name} to listen"
+            )
             assert server.started, f"recorder {self.name} did not start"
             yield self
         finally:
@@ -217,7 +243,9 @@ def ancestors(spans: dict[int, ReadableSpan], span_id: int) -> list[str]:
 
 
 @pytest.mark.integration
-async def test_one_call_is_one_trace_from_the_client_through_envoy_to_the_backend(tmp_path: Path, exporter: InMemorySpanExporter) -> None:
+async def test_one_call_is_one_trace_from_the_client_through_envoy_to_the_backend(
+    tmp_path: Path, exporter: InMemorySpanExporter
+) -> None:
     tracer = trace.get_tracer("test-client")
     async with tracing_stack(tmp_path) as stack:
         for mode in ("legacy", MODERN):
@@ -256,7 +284,9 @@ async def test_one_call_is_one_trace_from_the_client_through_envoy_to_the_backen
                 }
 
 
-async def raw_modern_call(url: str, tool: str, *, headers: dict[str, str], meta: dict[str, str] | None = None) -> dict[str, Any]:
+async def raw_modern_call(
+    url: str, tool: str, *, headers: dict[str, str], meta: dict[str, str] | None = None
+) -> dict[str, Any]:
     """One 2026-07-28 tools/call as plain HTTP: no SDK client, so no span and no `_meta` injection of its own."""
     body = {
         "jsonrpc": "2.0",
@@ -265,7 +295,11 @@ async def raw_modern_call(url: str, tool: str, *, headers: dict[str, str], meta:
         "params": {
             "name": tool,
             "arguments": {},
-            "_meta": {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {}, **(meta or {})},
+            "_meta": {
+                "io.modelcontextprotocol/protocolVersion": MODERN,
+                "io.modelcontextprotocol/clientCapabilities": {},
+                **(meta or {}),
+            },
         },
     }
     request_headers = {
@@ -282,7 +316,9 @@ async def raw_modern_call(url: str, tool: str, *, headers: dict[str, str], meta:
 
 
 @pytest.mark.integration
-async def test_a_traceparent_header_alone_joins_the_trace_and_meta_wins_over_it(tmp_path: Path, exporter: InMemorySpanExporter) -> None:
+async def test_a_traceparent_header_alone_joins_the_trace_and_meta_wins_over_it(
+    tmp_path: Path, exporter: InMemorySpanExporter
+) -> None:
     async with tracing_stack(tmp_path) as stack:
         recorder = stack.recorders["rec-modern"]
         answer = await raw_modern_call(stack.url, "rec-modern_echo_meta", headers={"traceparent": HEADER_PARENT})
@@ -295,14 +331,20 @@ async def test_a_traceparent_header_alone_joins_the_trace_and_meta_wins_over_it(
         server_span = spans[next(i for i, s in spans.items() if s.name == "tools/call rec-modern_echo_meta")]
         assert hex_id(server_span.parent.span_id) == span_id_of(HEADER_PARENT), "the header's span is the parent"
 
-        answer = await raw_modern_call(stack.url, "rec-modern_echo_meta", headers={"traceparent": HEADER_PARENT}, meta={"traceparent": META_PARENT})
+        answer = await raw_modern_call(
+            stack.url, "rec-modern_echo_meta", headers={"traceparent": HEADER_PARENT}, meta={"traceparent": META_PARENT}
+        )
         assert "error" not in answer, answer
         (call,) = recorder.calls[-1:]
-        assert trace_id_of(call["header"]) == META_TRACE_ID == trace_id_of(call["meta"]), "`_meta` is the more specific carrier"
+        assert trace_id_of(call["header"]) == META_TRACE_ID == trace_id_of(call["meta"]), (
+            "`_meta` is the more specific carrier"
+        )
 
 
 @pytest.mark.integration
-async def test_prompts_resources_and_failures_are_call_spans_too(tmp_path: Path, exporter: InMemorySpanExporter) -> None:
+async def test_prompts_resources_and_failures_are_call_spans_too(
+    tmp_path: Path, exporter: InMemorySpanExporter
+) -> None:
     tracer = trace.get_tracer("test-client")
 
     async def call_span_of(root: trace.Span) -> ReadableSpan:
@@ -321,7 +363,9 @@ async def test_prompts_resources_and_failures_are_call_spans_too(tmp_path: Path,
         with tracer.start_as_current_span("resource") as root:
             await client.read_resource("rec://rec-modern/info")
         span = await call_span_of(root)
-        assert span.attributes["mcp.method.name"] == "resources/read" and span.attributes["uri"] == "rec://rec-modern/info"
+        assert (
+            span.attributes["mcp.method.name"] == "resources/read" and span.attributes["uri"] == "rec://rec-modern/info"
+        )
         assert span.attributes["backend"] == "rec-modern" and span.attributes["outcome"] == "ok"
 
         with tracer.start_as_current_span("unknown tool") as root, pytest.raises(MCPError):

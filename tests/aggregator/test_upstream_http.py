@@ -18,10 +18,18 @@ from xds_control.aggregator.upstream_http import EDGE_MARKER, EdgeTransport
 Handler = Callable[[httpx2.Request], httpx2.Response]
 
 
-async def post(handler: Handler, *, headers: dict[str, str] | None = None, limit: int = 1024, credential: tuple[str, str] | None = None) -> httpx2.Response:
+async def post(
+    handler: Handler,
+    *,
+    headers: dict[str, str] | None = None,
+    limit: int = 1024,
+    credential: tuple[str, str] | None = None,
+) -> httpx2.Response:
     edge = EdgeTransport("b", httpx2.MockTransport(handler), headers=lambda: credential, max_response_bytes=limit)
     async with httpx2.AsyncClient(transport=edge) as client:
-        response = await client.post("http://b/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "ping"}, headers=headers)
+        response = await client.post(
+            "http://b/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "ping"}, headers=headers
+        )
         await response.aread()
         return response
 
@@ -60,7 +68,11 @@ async def test_transport_failures(exc: Exception, category: str) -> None:
         (403, b"forbidden", "authentication_failed"),
         (503, b"no healthy upstream", "no_healthy_upstream"),
         (503, b"overloaded", "http_5xx"),
-        (503, b"upstream connect error or disconnect/reset before headers. reset reason: connection failure", "connection_refused"),
+        (
+            503,
+            b"upstream connect error or disconnect/reset before headers. reset reason: connection failure",
+            "connection_refused",
+        ),
         (504, b"upstream request timeout", "timeout"),
         (500, b"Internal Server Error", "http_5xx"),
         (429, b"slow down", "rate_limited"),
@@ -68,12 +80,27 @@ async def test_transport_failures(exc: Exception, category: str) -> None:
     ],
 )
 async def test_http_failures(status: int, body: bytes, category: str) -> None:
-    data = edge_error(await post(lambda r: httpx2.Response(status, content=body, headers={"content-type": "application/json" if body.startswith(b"{") else "text/plain"})))
+    data = edge_error(
+        await post(
+            lambda r: httpx2.Response(
+                status,
+                content=body,
+                headers={"content-type": "application/json" if body.startswith(b"{") else "text/plain"},
+            )
+        )
+    )
     assert data["category"] == category and data["status"] == status
 
 
 async def test_a_404_for_a_session_is_an_expired_session() -> None:
-    data = edge_error(await post(lambda r: httpx2.Response(404, json={"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": "Session not found"}}), headers={"mcp-session-id": "abc"}))
+    data = edge_error(
+        await post(
+            lambda r: httpx2.Response(
+                404, json={"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": "Session not found"}}
+            ),
+            headers={"mcp-session-id": "abc"},
+        )
+    )
     assert data["category"] == "session_expired"
 
 
@@ -84,9 +111,16 @@ async def test_a_backends_own_jsonrpc_error_passes_at_any_status() -> None:
 
 
 async def test_garbage_and_oversized_answers() -> None:
-    garbage = await post(lambda r: httpx2.Response(200, content=b"this is not json", headers={"content-type": "application/json"}))
+    garbage = await post(
+        lambda r: httpx2.Response(200, content=b"this is not json", headers={"content-type": "application/json"})
+    )
     assert edge_error(garbage)["category"] == "protocol_error"
-    huge = await post(lambda r: httpx2.Response(200, content=b'{"a":"' + b"x" * 5000 + b'"}', headers={"content-type": "application/json"}), limit=1024)
+    huge = await post(
+        lambda r: httpx2.Response(
+            200, content=b'{"a":"' + b"x" * 5000 + b'"}', headers={"content-type": "application/json"}
+        ),
+        limit=1024,
+    )
     assert edge_error(huge)["category"] == "response_too_large"
     fine = await post(lambda r: httpx2.Response(200, json={"jsonrpc": "2.0", "id": 1, "result": {}}))
     assert fine.status_code == 200 and fine.json()["result"] == {}

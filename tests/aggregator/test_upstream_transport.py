@@ -28,7 +28,9 @@ async def test_requests_go_out_as_given_over_one_kept_alive_connection() -> None
         client = make_http_client("b1", headers=lambda: ("authorization", "Bearer s3cret"))
         try:
             for _ in range(5):
-                response = await client.post(server.url, json={"jsonrpc": "2.0", "id": 1, "method": "ping"}, headers={"x-one": "1"})
+                response = await client.post(
+                    server.url, json={"jsonrpc": "2.0", "id": 1, "method": "ping"}, headers={"x-one": "1"}
+                )
                 assert response.status_code == 200 and response.json() == BODY
         finally:
             await client.aclose()
@@ -62,7 +64,9 @@ async def test_concurrent_requests_each_get_a_connection_and_the_idle_ones_are_r
 
 
 async def test_a_streamed_body_arrives_in_pieces_and_closing_it_early_costs_only_that_connection() -> None:
-    events = b"".join(f"event: message\ndata: {json.dumps({'n': n, 'pad': 'x' * 1000})}\n\n".encode() for n in range(2000))
+    events = b"".join(
+        f"event: message\ndata: {json.dumps({'n': n, 'pad': 'x' * 1000})}\n\n".encode() for n in range(2000)
+    )
 
     def sse(request: Request) -> Answer:
         if request.method == "GET":
@@ -86,7 +90,9 @@ async def test_a_streamed_body_arrives_in_pieces_and_closing_it_early_costs_only
 
 async def test_a_gzip_answer_is_decompressed_by_httpx2_above_the_transport() -> None:
     packed = gzip.compress(json.dumps(BODY).encode())
-    async with CannedServer(lambda request: Answer(200, packed, {"content-type": "application/json", "content-encoding": "gzip"})) as server:
+    async with CannedServer(
+        lambda request: Answer(200, packed, {"content-type": "application/json", "content-encoding": "gzip"})
+    ) as server:
         client = make_http_client("b1")
         try:
             response = await client.post(server.url, json={})
@@ -112,10 +118,16 @@ async def test_a_connection_the_server_dropped_while_idle_is_replaced_transparen
     ("answer", "error", "category"),
     [
         (b"SPDY/3 garbage\r\n\r\n", httpx2.RemoteProtocolError, "protocol_error"),
-        (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 500\r\n\r\n{\"jsonrpc\"", httpx2.ReadError, "connection_reset"),
+        (
+            b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 500\r\n\r\n{"jsonrpc"',
+            httpx2.ReadError,
+            "connection_reset",
+        ),
     ],
 )
-async def test_broken_answers_are_httpx2_errors_and_edge_categories(answer: bytes, error: type[Exception], category: str) -> None:
+async def test_broken_answers_are_httpx2_errors_and_edge_categories(
+    answer: bytes, error: type[Exception], category: str
+) -> None:
     async with CannedServer(lambda request: answer) as server:
         transport = Http11Transport(None)
         try:
@@ -146,7 +158,9 @@ async def test_a_refused_connection_is_a_connect_error_and_the_edge_says_connect
     finally:
         await client.aclose()
     assert response.status_code == 502 and response.json()["error"]["data"] == {
-        "backend": "b1", "category": "connection_refused", "xds-control/edge": True,
+        "backend": "b1",
+        "category": "connection_refused",
+        "xds-control/edge": True,
     }
 
 
@@ -160,7 +174,9 @@ async def test_a_refused_connection_is_a_connect_error_and_the_edge_says_connect
         (asyncio.IncompleteReadError(b"", 10), httpx2.ReadError),
     ],
 )
-def test_builtin_network_errors_map_to_the_httpx2_exceptions_the_sdk_handles(raised: Exception, expected: type[Exception]) -> None:
+def test_builtin_network_errors_map_to_the_httpx2_exceptions_the_sdk_handles(
+    raised: Exception, expected: type[Exception]
+) -> None:
     with pytest.raises(expected), _mapped():
         raise raised
 

@@ -54,10 +54,14 @@ async def test_stale_until_connected_then_fresh_then_stale_keeping_the_last_view
     source = Source()
     applied: list[int] = []
     now = [0.0]
-    follower = ViewFollower(source, lambda u: applied.append(u.version), backoff=Backoff(base=0.001, cap=0.005), clock=lambda: now[0])
+    follower = ViewFollower(
+        source, lambda u: applied.append(u.version), backoff=Backoff(base=0.001, cap=0.005), clock=lambda: now[0]
+    )
     task = asyncio.create_task(follower.run())
     try:
-        await async_wait_until(lambda: source.attempts >= 3, timeout=5, interval=0.001, what="retries")  # refused: retried
+        await async_wait_until(
+            lambda: source.attempts >= 3, timeout=5, interval=0.001, what="retries"
+        )  # refused: retried
         assert not follower.connected and gauge("xds_control_aggregator_view_stale") == 1
         now[0] = 4.0
         assert follower.staleness() == 4.0

@@ -199,7 +199,9 @@ def test_the_bootstrap_file_is_rendered_from_the_compose_config():
 def test_the_bootstrap_dials_the_control_plane_service_and_serves_admin_where_the_healthcheck_looks():
     bootstrap = yaml.safe_load((COMPOSE / "envoy-bootstrap.yaml").read_text())
     (xds_cluster,) = [c for c in bootstrap["static_resources"]["clusters"] if c["name"] == "xds_cluster"]
-    (endpoint,) = [lb["endpoint"] for group in xds_cluster["load_assignment"]["endpoints"] for lb in group["lb_endpoints"]]
+    (endpoint,) = [
+        lb["endpoint"] for group in xds_cluster["load_assignment"]["endpoints"] for lb in group["lb_endpoints"]
+    ]
     address = endpoint["address"]["socket_address"]
     assert (address["address"], address["port_value"]) == ("control-plane", config().control_plane.xds_host_port[1])
     assert xds_cluster["type"] in ("STRICT_DNS", "LOGICAL_DNS")  # a service name needs DNS
@@ -222,7 +224,11 @@ def test_envoy_flags_are_known_to_the_envoy_binary_of_the_same_version():
 def dockerfile() -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
     text = re.sub(r"\\\n", " ", (COMPOSE / "Dockerfile").read_text())
-    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1].strip()) for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1].strip())
+        for line in text.splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
 
 
 def test_the_image_is_a_slim_python_that_satisfies_requires_python():
@@ -252,5 +258,9 @@ def test_the_image_copies_everything_the_install_needs_and_the_dockerignore_keep
     pyproject = (ROOT / "pyproject.toml").read_text()
     for package_dir in {*re.findall(r'^"[\w.]+" = "(\w+)"', pyproject, re.M), "xds_control", "examples"}:
         assert package_dir in copied, f"the install needs {package_dir}/"
-    ignored = [line.strip() for line in (COMPOSE / "Dockerfile.dockerignore").read_text().splitlines() if line.strip() and not line.startswith("#")]
+    ignored = [
+        line.strip()
+        for line in (COMPOSE / "Dockerfile.dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     assert not set(ignored) & copied

@@ -22,13 +22,13 @@ COMPOSE_FILE = ROOT / "compose" / "docker-compose.yml"
 PUBLIC = "http://127.0.0.1:10000"
 
 
-def docker_client():  # noqa: ANN201 - docker.DockerClient, imported lazily
+def docker_client():
     try:
         import docker
 
         client = docker.from_env(timeout=5)
         client.ping()
-    except Exception as exc:  # noqa: BLE001 - any failure means: no engine to test against
+    except Exception as exc:
         pytest.skip(f"no Docker engine answers: {exc.__class__.__name__}: {exc}")
     try:
         subprocess.run(["docker", "compose", "version"], check=True, capture_output=True, timeout=30)
@@ -46,7 +46,9 @@ def stack() -> Iterator[tuple[object, str]]:
     env = {**os.environ, "XDS_CONTROL_ADMIN_TOKEN": secrets.token_hex(16)}
     base = ["docker", "compose", "-f", str(COMPOSE_FILE), "-p", project]
     try:
-        subprocess.run([*base, "up", "--build", "--detach", "--wait", "--wait-timeout", "300"], check=True, env=env, timeout=840)
+        subprocess.run(
+            [*base, "up", "--build", "--detach", "--wait", "--wait-timeout", "300"], check=True, env=env, timeout=840
+        )
         yield client, project
     finally:
         subprocess.run([*base, "logs", "--no-color", "--tail", "50"], env=env, timeout=60)
@@ -69,11 +71,21 @@ def backends_listed() -> set[str]:
 
 def test_the_stack_serves_every_backend_and_survives_a_backend_kill(stack):
     client, project = stack
-    wait_until(lambda: backends_listed() == {"weather", "calendar", "notes"}, timeout=60, interval=1, what="all backends on /mcp")
+    wait_until(
+        lambda: backends_listed() == {"weather", "calendar", "notes"},
+        timeout=60,
+        interval=1,
+        what="all backends on /mcp",
+    )
 
     weather = client.containers.get(f"{project}-weather-1")
     weather.kill()
     wait_until(lambda: backends_listed() == {"calendar", "notes"}, timeout=60, interval=1, what="weather to leave /mcp")
 
     weather.start()
-    wait_until(lambda: backends_listed() == {"weather", "calendar", "notes"}, timeout=90, interval=1, what="weather to come back")
+    wait_until(
+        lambda: backends_listed() == {"weather", "calendar", "notes"},
+        timeout=90,
+        interval=1,
+        what="weather to come back",
+    )

@@ -74,7 +74,9 @@ def test_a_broken_config_is_rejected_by_the_schema_and_by_check(validator, data,
     assert "invalid config" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("value", ["250ms", "5s", "1m", "2h", "1.5s", " 10s ", "30", 0, 2, 0.25, "-5s", "5 min", "s", "", True, -1, "1d"])
+@pytest.mark.parametrize(
+    "value", ["250ms", "5s", "1m", "2h", "1.5s", " 10s ", "30", 0, 2, 0.25, "-5s", "5 min", "s", "", True, -1, "1d"]
+)
 def test_the_schema_accepts_exactly_the_durations_the_loader_accepts(validator, value):
     try:
         parse_duration(value)

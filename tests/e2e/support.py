@@ -29,7 +29,13 @@ from xds_control.view import BackendStatus
 
 # Fast health settings: every wait below is a few probe intervals. The timeout is not tight: on a loaded
 # two-core machine a healthy demo backend's first answers can take several hundred milliseconds.
-E2E_HEALTH: dict[str, Any] = {"interval": 0.25, "timeout": 1.0, "unhealthy_threshold": 2, "healthy_threshold": 1, "jitter": 0.1}
+E2E_HEALTH: dict[str, Any] = {
+    "interval": 0.25,
+    "timeout": 1.0,
+    "unhealthy_threshold": 2,
+    "healthy_threshold": 1,
+    "jitter": 0.1,
+}
 # Envoy's outlier detection would eject a dead sole host after five failed requests of the tests' own polling
 # and answer "no healthy upstream" by itself. Out of reach here, so every such 503 is the control plane's verdict.
 NO_OUTLIER: dict[str, Any] = {"consecutive_5xx": 1_000_000, "consecutive_gateway_failure": 1_000_000}
@@ -103,7 +109,9 @@ class Backends:
         """Start several at once (`key: (port, (name, *args))`) without waiting; see `wait_ready`."""
         started: dict[str, Proc] = {}
         for key, (port, (name, *args)) in specs.items():
-            proc = python_module("examples.backends.demo_server", "--name", name, "--port", str(port), *args, name=f"backend-{key}")
+            proc = python_module(
+                "examples.backends.demo_server", "--name", name, "--port", str(port), *args, name=f"backend-{key}"
+            )
             self.procs.append(proc)
             started[key] = proc
         return started
@@ -174,7 +182,9 @@ class Gateway:
     def egress(self, name: str) -> str:
         return f"http://127.0.0.1:{self.config.egress.port}/backends/{name}/mcp"
 
-    async def post(self, name: str, *, modern: bool = False, headers: dict[str, str] | None = None, timeout: float = 2.0) -> Answer:
+    async def post(
+        self, name: str, *, modern: bool = False, headers: dict[str, str] | None = None, timeout: float = 2.0
+    ) -> Answer:
         """One MCP request through Envoy's egress route: `initialize` (legacy) or `server/discover` (modern)."""
         body, base = (DISCOVER, DISCOVER_HEADERS) if modern else (INITIALIZE, MCP_HEADERS)
         async with httpx2.AsyncClient(timeout=timeout, trust_env=False) as client:
@@ -188,13 +198,19 @@ class Gateway:
             answer = await self.post(name, **kwargs)
             return answer if check(answer) else None
 
-        return await async_wait_until(condition, timeout=timeout, interval=0.02, what=what or f"Envoy's answer for {name}")
+        return await async_wait_until(
+            condition, timeout=timeout, interval=0.02, what=what or f"Envoy's answer for {name}"
+        )
 
     async def wait_routed(self, name: str, status: int = 200, *, timeout: float = 10.0, **kwargs: Any) -> Answer:
-        return await self.wait_answer(name, lambda a: a.status == status, timeout=timeout, what=f"{name} answers {status} through Envoy", **kwargs)
+        return await self.wait_answer(
+            name, lambda a: a.status == status, timeout=timeout, what=f"{name} answers {status} through Envoy", **kwargs
+        )
 
     async def wait_unrouted(self, name: str, *, timeout: float = 10.0, **kwargs: Any) -> Answer:
-        return await self.wait_answer(name, lambda a: a.unrouted, timeout=timeout, what=f"Envoy: no healthy upstream for {name}", **kwargs)
+        return await self.wait_answer(
+            name, lambda a: a.unrouted, timeout=timeout, what=f"Envoy: no healthy upstream for {name}", **kwargs
+        )
 
     async def eds_health(self, name: str) -> list[str]:
         """The EDS health status Envoy holds for each endpoint of cluster `name` (what the control plane pushed)."""
@@ -203,7 +219,10 @@ class Gateway:
             return []
         for entry in json.loads(body).get("cluster_statuses", []):
             if entry["name"] == name:
-                return [h.get("health_status", {}).get("eds_health_status", "HEALTHY") for h in entry.get("host_statuses", [])]
+                return [
+                    h.get("health_status", {}).get("eds_health_status", "HEALTHY")
+                    for h in entry.get("host_statuses", [])
+                ]
         return []
 
     async def wait_eds(self, name: str, wanted: str, *, timeout: float = 10.0) -> None:
@@ -223,7 +242,9 @@ class Gateway:
         async with AdminClient(self.admin_target) as client:
             return await client.get_backend(name)
 
-    async def wait_backend(self, name: str, check: Callable[[BackendStatus], bool], *, timeout: float = 10.0, what: str = "") -> BackendStatus:
+    async def wait_backend(
+        self, name: str, check: Callable[[BackendStatus], bool], *, timeout: float = 10.0, what: str = ""
+    ) -> BackendStatus:
         async def condition() -> BackendStatus | None:
             status = await self.backend(name)
             return status if check(status) else None
@@ -279,7 +300,9 @@ async def async_start_checked_envoy(config: Config, workdir: Path) -> Proc:
 
 
 @contextlib.asynccontextmanager
-async def in_process_gateway(config: Config, workdir: Path, *, config_path: Path | None = None) -> AsyncIterator[Gateway]:
+async def in_process_gateway(
+    config: Config, workdir: Path, *, config_path: Path | None = None
+) -> AsyncIterator[Gateway]:
     """The control plane in this process (health on) and a real Envoy bootstrapped against it."""
     kwargs: dict[str, Any] = {"config_path": config_path} if config_path is not None else {}
     async with running_control_plane(config, health=True, **kwargs) as plane:
@@ -297,9 +320,22 @@ def write_config(config: Config, path: Path) -> Path:
     return path
 
 
-def start_serve(config_path: Path, *, env: dict[str, str] | None = None, log_format: str = "text", log_level: str = "info") -> Proc:
+def start_serve(
+    config_path: Path, *, env: dict[str, str] | None = None, log_format: str = "text", log_level: str = "info"
+) -> Proc:
     """`xds-control serve -c CONFIG` as a real process; returns once it printed READY."""
-    argv = [sys.executable, "-m", "xds_control.cli", "serve", "-c", str(config_path), "--log-format", log_format, "--log-level", log_level]
+    argv = [
+        sys.executable,
+        "-m",
+        "xds_control.cli",
+        "serve",
+        "-c",
+        str(config_path),
+        "--log-format",
+        log_format,
+        "--log-level",
+        log_level,
+    ]
     proc = Proc(argv, env=env, name="control-plane")
     try:
         proc.wait_for_line("READY xds=", timeout=30)
@@ -329,4 +365,3 @@ def http_get(url_: str, timeout: float = 5.0) -> str:
         response = client.get(url_)
         response.raise_for_status()
         return response.text
-

@@ -86,7 +86,9 @@ async def test_killed_backend_vanishes_fails_fast_and_returns(tmp_path: Path) ->
 
             async with _listeners(url) as (legacy_heard, modern_heard):
                 weather.kill()
-                await async_wait_until(lambda: legacy_heard and modern_heard, timeout=15, what="list_changed in both families")
+                await async_wait_until(
+                    lambda: legacy_heard and modern_heard, timeout=15, what="list_changed in both families"
+                )
                 names = await _tool_names(url)
                 assert not any(n.startswith("weather_") for n in names)
                 assert "calendar_list_events" in names

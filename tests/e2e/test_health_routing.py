@@ -59,11 +59,16 @@ def tool_names(status: BackendStatus) -> frozenset[str]:
 
 def probe_counts(backend: str) -> tuple[float, float]:
     """(probes, failed probes) of `backend` so far, from the in-process default Prometheus registry."""
-    probes = prometheus_client.REGISTRY.get_sample_value("xds_control_probe_duration_seconds_count", {"backend": backend}) or 0.0
+    probes = (
+        prometheus_client.REGISTRY.get_sample_value("xds_control_probe_duration_seconds_count", {"backend": backend})
+        or 0.0
+    )
     failed = 0.0
     for family in prometheus_client.REGISTRY.collect():
         if family.name == "xds_control_probe_failures":
-            failed += sum(s.value for s in family.samples if s.name.endswith("_total") and s.labels.get("backend") == backend)
+            failed += sum(
+                s.value for s in family.samples if s.name.endswith("_total") and s.labels.get("backend") == backend
+            )
     return probes, failed
 
 
@@ -129,12 +134,16 @@ async def test_killed_backend_is_unrouted_within_the_bound_and_its_restart_is_ro
 
         await backends.astart("weather", port, "--tools", "2")  # same port, a bigger catalog
         await gw.wait_routed("weather", timeout=config.health.interval * 2 + SLACK)
-        status = await gw.wait_backend("weather", lambda s: tool_names(s) == WEATHER_TOOLS | {"tool_0", "tool_1"}, what="the new catalog")
+        status = await gw.wait_backend(
+            "weather", lambda s: tool_names(s) == WEATHER_TOOLS | {"tool_0", "tool_1"}, what="the new catalog"
+        )
         assert status.state == HEALTHY and status.routable and status.consecutive_failures == 0
         assert await gw.eds_health("weather") == ["HEALTHY"]
 
 
-async def test_backend_started_after_the_control_plane_becomes_healthy_and_routable_on_its_own(backends: Backends, tmp_path: Path) -> None:
+async def test_backend_started_after_the_control_plane_becomes_healthy_and_routable_on_its_own(
+    backends: Backends, tmp_path: Path
+) -> None:
     port = free_port()
     config = e2e_config([{"name": "late", "url": url(port)}])
     async with in_process_gateway(config, tmp_path) as gw:
@@ -150,7 +159,9 @@ async def test_backend_started_after_the_control_plane_becomes_healthy_and_routa
         assert status.state == HEALTHY and status.routable and tool_names(status) == GENERIC_TOOLS
 
 
-async def test_backend_replaced_on_the_same_port_recovers_at_the_first_probe_after_it_listens(backends: Backends, tmp_path: Path) -> None:
+async def test_backend_replaced_on_the_same_port_recovers_at_the_first_probe_after_it_listens(
+    backends: Backends, tmp_path: Path
+) -> None:
     """The prober held a legacy session and a keep-alive connection to the old process, and so did Envoy's
     pool. Nothing stale may survive the replacement: the first probe after the new process listens succeeds
     (a fresh connection, a fresh session) and Envoy's next calls reach the new process."""
@@ -166,7 +177,9 @@ async def test_backend_replaced_on_the_same_port_recovers_at_the_first_probe_aft
         await backends.astart("swap", port, "--family", "legacy", "--tools", "1")
         probes_at_ready, failures_at_ready = probe_counts("swap")
         status = await gw.wait_backend(
-            "swap", lambda s: s.state == HEALTHY and tool_names(s) == GENERIC_TOOLS | {"tool_0"}, timeout=config.health.interval * 2 + SLACK
+            "swap",
+            lambda s: s.state == HEALTHY and tool_names(s) == GENERIC_TOOLS | {"tool_0"},
+            timeout=config.health.interval * 2 + SLACK,
         )
         assert status.routable
         probes, failures = probe_counts("swap")
@@ -205,14 +218,18 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     config = e2e_config(entries)
     with backends_fixture() as started:
         procs = started.spawn_many({key: (ports[key], spec) for key, spec in FLEET.items()})
-        with served_gateway(config, tmp_path_factory.mktemp("fleet"), env={WRONG_TOKEN_ENV: "not-the-backend-secret"}) as gw:
+        with served_gateway(
+            config, tmp_path_factory.mktemp("fleet"), env={WRONG_TOKEN_ENV: "not-the-backend-secret"}
+        ) as gw:
             started.wait_ready(procs.values())
             yield gw
 
 
 class TestFleet:
     @pytest.mark.parametrize(("name", "version"), [("legacy", "2025-11-25"), ("modern", MODERN_VERSION)])
-    async def test_both_protocol_families_are_probed_healthy_and_routed(self, fleet: Gateway, name: str, version: str) -> None:
+    async def test_both_protocol_families_are_probed_healthy_and_routed(
+        self, fleet: Gateway, name: str, version: str
+    ) -> None:
         status = await fleet.wait_state(name, HEALTHY, timeout=20)
         assert status.routable  # (last_error may name a start-up race: the fleet boots alongside the control plane)
         assert status.catalog is not None and status.catalog.protocol_version == version
@@ -232,9 +249,13 @@ class TestFleet:
             ("wrong-creds", UNAUTHENTICATED, "authentication_failed", "UNHEALTHY"),
         ],
     )
-    async def test_fault_verdicts_reach_envoy(self, fleet: Gateway, name: str, state: str, error: str, eds: str) -> None:
+    async def test_fault_verdicts_reach_envoy(
+        self, fleet: Gateway, name: str, state: str, error: str, eds: str
+    ) -> None:
         what = f"{name}: {state} ({error})"
-        status = await fleet.wait_backend(name, lambda s: s.state == state and s.last_error == error, timeout=20, what=what)
+        status = await fleet.wait_backend(
+            name, lambda s: s.state == state and s.last_error == error, timeout=20, what=what
+        )
         assert status.routable is (state == DEGRADED)
         await fleet.wait_eds(name, eds)
         if status.routable:
@@ -244,15 +265,18 @@ class TestFleet:
         else:
             await fleet.wait_unrouted(name)
 
-
-    def test_grpc_reflection_of_the_served_control_plane_lists_the_admin_and_health_services(self, fleet: Gateway) -> None:
+    def test_grpc_reflection_of_the_served_control_plane_lists_the_admin_and_health_services(
+        self, fleet: Gateway
+    ) -> None:
         with grpc.insecure_channel(fleet.admin_target) as channel:  # what `grpcurl -plaintext ADDR list` asks
             database = ProtoReflectionDescriptorDatabase(channel)
             services = set(database.get_services())
             admin = DescriptorPool(database).FindServiceByName("xds_control.admin.v1.Admin")
             health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
         assert {"xds_control.admin.v1.Admin", "grpc.health.v1.Health"} <= services
-        assert {"ListBackends", "Watch", "Drain", "Undrain", "ResetBreaker", "ProbeNow"} <= {m.name for m in admin.methods}
+        assert {"ListBackends", "Watch", "Drain", "Undrain", "ResetBreaker", "ProbeNow"} <= {
+            m.name for m in admin.methods
+        }
         assert health.status == health_pb2.HealthCheckResponse.SERVING
 
 
@@ -267,7 +291,8 @@ async def test_breaker_opened_by_repeated_failures_is_closed_by_admin_reset(
     port = free_port()
     await backends.astart("flaky", port, "--fault-file", str(fault))
     config = e2e_config(
-        [{"name": "flaky", "url": url(port)}], circuit_breaker={"failure_threshold": 3, "open_timeout": "60s", "max_open_timeout": "120s"}
+        [{"name": "flaky", "url": url(port)}],
+        circuit_breaker={"failure_threshold": 3, "open_timeout": "60s", "max_open_timeout": "120s"},
     )
     async with in_process_gateway(config, tmp_path) as gw:
         await gw.wait_state("flaky", HEALTHY)
@@ -276,7 +301,12 @@ async def test_breaker_opened_by_repeated_failures_is_closed_by_admin_reset(
         set_file(fault, "http500")
         await gw.wait_backend("flaky", lambda s: s.breaker == "open", what="the breaker opens")
         flaky = row(await admin_json(gw, capsys, "backends"), "flaky")
-        assert (flaky["breaker"], flaky["state"], flaky["routable"], flaky["last_error"]) == ("open", UNHEALTHY, False, "http_5xx")
+        assert (flaky["breaker"], flaky["state"], flaky["routable"], flaky["last_error"]) == (
+            "open",
+            UNHEALTHY,
+            False,
+            "http_5xx",
+        )
         assert flaky["consecutive_failures"] >= config.health.unhealthy_threshold
         await gw.wait_unrouted("flaky")
 
@@ -296,7 +326,9 @@ async def test_breaker_opened_by_repeated_failures_is_closed_by_admin_reset(
         assert (flaky["breaker"], flaky["state"], flaky["consecutive_failures"]) == ("closed", HEALTHY, 0)
 
 
-async def test_drain_and_undrain_from_the_cli_flip_envoy(backends: Backends, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_drain_and_undrain_from_the_cli_flip_envoy(
+    backends: Backends, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     port = free_port()
     await backends.astart("weather", port)
     config = e2e_config([{"name": "weather", "url": url(port)}])
@@ -316,9 +348,13 @@ async def test_drain_and_undrain_from_the_cli_flip_envoy(backends: Backends, tmp
         await gw.wait_routed("weather")
 
 
-async def test_config_reload_routes_an_added_backend_and_unroutes_a_removed_one(backends: Backends, tmp_path: Path) -> None:
+async def test_config_reload_routes_an_added_backend_and_unroutes_a_removed_one(
+    backends: Backends, tmp_path: Path
+) -> None:
     weather_port, calendar_port = free_ports(2)
-    await asyncio.to_thread(backends.start_many, {"weather": (weather_port, ("weather",)), "calendar": (calendar_port, ("calendar",))})
+    await asyncio.to_thread(
+        backends.start_many, {"weather": (weather_port, ("weather",)), "calendar": (calendar_port, ("calendar",))}
+    )
     config = e2e_config([{"name": "weather", "url": url(weather_port)}])
     path = write_config(config, tmp_path / "xds-control.yaml")
     async with in_process_gateway(config, tmp_path, config_path=path) as gw:
@@ -358,9 +394,19 @@ async def test_planted_token_appears_nowhere_after_failures_and_recoveries(
     set_file(fault, "none")
     secure_port, stranger_port = free_ports(2)
     secure_args = ("--token-file", str(server_token), "--fault-file", str(fault))
-    procs = backends.spawn_many({"secure": (secure_port, ("secure", *secure_args)), "stranger": (stranger_port, ("stranger", "--token", "another-secret"))})
+    procs = backends.spawn_many(
+        {
+            "secure": (secure_port, ("secure", *secure_args)),
+            "stranger": (stranger_port, ("stranger", "--token", "another-secret")),
+        }
+    )
     auth = {"type": "bearer", "token_env": PLANTED_ENV}
-    config = e2e_config([{"name": "secure", "url": url(secure_port), "auth": auth}, {"name": "stranger", "url": url(stranger_port), "auth": auth}])
+    config = e2e_config(
+        [
+            {"name": "secure", "url": url(secure_port), "auth": auth},
+            {"name": "stranger", "url": url(stranger_port), "auth": auth},
+        ]
+    )
     found: dict[str, str] = {}
     with served_gateway(config, tmp_path, env={PLANTED_ENV: PLANTED}, log_format=log_format, log_level="debug") as gw:
         backends.wait_ready(procs.values())
@@ -371,12 +417,27 @@ async def test_planted_token_appears_nowhere_after_failures_and_recoveries(
 
         for mode, state, error in (("hang", UNHEALTHY, "timeout"), ("none", HEALTHY, "timeout")):
             set_file(fault, mode)
-            await gw.wait_backend("secure", lambda s, st=state, e=error: s.state == st and s.last_error == e, timeout=15, what=f"secure {state}")
+            await gw.wait_backend(
+                "secure",
+                lambda s, st=state, e=error: s.state == st and s.last_error == e,
+                timeout=15,
+                what=f"secure {state}",
+            )
         for token, state in (("rotated-elsewhere", UNAUTHENTICATED), (PLANTED, HEALTHY)):
             set_file(server_token, token)
-            await gw.wait_backend("secure", lambda s, st=state: s.state == st and s.last_error == "authentication_failed", timeout=15, what=f"secure {state}")
+            await gw.wait_backend(
+                "secure",
+                lambda s, st=state: s.state == st and s.last_error == "authentication_failed",
+                timeout=15,
+                what=f"secure {state}",
+            )
         procs["secure"].kill()
-        await gw.wait_backend("secure", lambda s: s.state == UNHEALTHY and s.last_error == "connection_refused", timeout=15, what="secure down")
+        await gw.wait_backend(
+            "secure",
+            lambda s: s.state == UNHEALTHY and s.last_error == "connection_refused",
+            timeout=15,
+            what="secure down",
+        )
         await asyncio.to_thread(backends.start, "secure", secure_port, *secure_args)
         await gw.wait_state("secure", HEALTHY, timeout=15)
 

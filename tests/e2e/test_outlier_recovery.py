@@ -30,7 +30,12 @@ RECOVERY_DEADLINE = 5.0  # from the control plane's routable verdict to a 200 th
 # Probes slow enough that a few requests through Envoy eject the host before the control plane's verdict (three
 # failed probes a second apart) unroutes it, as with a client hammering a backend that just died.
 HEALTH = {"interval": 1.0, "timeout": 1.0, "unhealthy_threshold": 3, "healthy_threshold": 1, "jitter": 0.1}
-OUTLIER = {"consecutive_5xx": 3, "consecutive_gateway_failure": 3, "interval": "10s", "base_ejection_time": f"{BASE_EJECTION:g}s"}
+OUTLIER = {
+    "consecutive_5xx": 3,
+    "consecutive_gateway_failure": 3,
+    "interval": "10s",
+    "base_ejection_time": f"{BASE_EJECTION:g}s",
+}
 
 
 def set_file(path: Path, text: str) -> None:
@@ -50,7 +55,9 @@ async def envoy_hosts(gw: Gateway, name: str) -> list[dict[str, Any]]:
 
 
 async def ejections_active(gw: Gateway, name: str) -> int:
-    status, body = await asyncio.to_thread(envoy_get, gw.config, f"/stats?filter=^cluster\\.{name}\\.outlier_detection\\.ejections_active$")
+    status, body = await asyncio.to_thread(
+        envoy_get, gw.config, f"/stats?filter=^cluster\\.{name}\\.outlier_detection\\.ejections_active$"
+    )
     assert status == 200, body
     return int(body.split(":")[1]) if ":" in body else 0
 
@@ -67,7 +74,9 @@ async def eject_by_requests(gw: Gateway, name: str) -> None:
         hosts = await envoy_hosts(gw, name)
         if ejected(hosts):
             return True
-        assert hosts and hosts[0]["health_status"].get("eds_health_status") == "HEALTHY", f"unrouted before any ejection: {hosts}"
+        assert hosts and hosts[0]["health_status"].get("eds_health_status") == "HEALTHY", (
+            f"unrouted before any ejection: {hosts}"
+        )
         await gw.post(name)
         return False
 
@@ -97,7 +106,9 @@ async def assert_routed_promptly(gw: Gateway, name: str) -> float:
     return took
 
 
-async def test_backend_ejected_as_it_died_is_routed_within_one_push_of_its_recovery(backends: Backends, tmp_path: Path) -> None:
+async def test_backend_ejected_as_it_died_is_routed_within_one_push_of_its_recovery(
+    backends: Backends, tmp_path: Path
+) -> None:
     port = free_port()
     proc = await backends.astart("weather", port)
     config = e2e_config([{"name": "weather", "url": url(port)}], health=HEALTH, outlier_detection=OUTLIER)
@@ -115,7 +126,9 @@ async def test_backend_ejected_as_it_died_is_routed_within_one_push_of_its_recov
         assert took < RECOVERY_DEADLINE < BASE_EJECTION
 
 
-async def test_backend_ejected_for_5xx_is_routed_on_recovery_and_stays_ejectable(backends: Backends, tmp_path: Path) -> None:
+async def test_backend_ejected_for_5xx_is_routed_on_recovery_and_stays_ejectable(
+    backends: Backends, tmp_path: Path
+) -> None:
     fault = tmp_path / "fault"
     set_file(fault, "none")
     port = free_port()
@@ -135,7 +148,9 @@ async def test_backend_ejected_for_5xx_is_routed_on_recovery_and_stays_ejectable
             await assert_routed_promptly(gw, "flaky")
 
 
-async def test_ejection_outlives_good_probes_while_the_verdict_never_left_routable(backends: Backends, tmp_path: Path) -> None:
+async def test_ejection_outlives_good_probes_while_the_verdict_never_left_routable(
+    backends: Backends, tmp_path: Path
+) -> None:
     """Outlier detection stays the backup: the data path failed while the verdict stayed healthy (the failures never
     reached the threshold), so nothing tells Envoy to forget the ejection."""
     fault = tmp_path / "fault"
@@ -143,7 +158,9 @@ async def test_ejection_outlives_good_probes_while_the_verdict_never_left_routab
     port = free_port()
     await backends.astart("flaky", port, "--fault-file", str(fault))
     config = e2e_config(
-        [{"name": "flaky", "url": url(port)}], health={**HEALTH, "interval": 0.25, "unhealthy_threshold": 1000}, outlier_detection=OUTLIER
+        [{"name": "flaky", "url": url(port)}],
+        health={**HEALTH, "interval": 0.25, "unhealthy_threshold": 1000},
+        outlier_detection=OUTLIER,
     )
     async with in_process_gateway(config, tmp_path) as gw:
         await gw.wait_state("flaky", HEALTHY)

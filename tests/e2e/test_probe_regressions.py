@@ -29,7 +29,13 @@ async def test_probing_dead_backends_does_not_load_the_ca_bundle_per_probe(monke
         original(self, *args, **kwargs)
 
     monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", counting)
-    config = parse_config({"backends": [{"name": f"dead{i}", "url": f"http://127.0.0.1:{port}/mcp"} for i, port in enumerate(free_ports(3))]})
+    config = parse_config(
+        {
+            "backends": [
+                {"name": f"dead{i}", "url": f"http://127.0.0.1:{port}/mcp"} for i, port in enumerate(free_ports(3))
+            ]
+        }
+    )
     probers = [EndpointProber(b, b.endpoint_urls[0], config.health) for b in config.backends]
     try:
         for _ in range(3):

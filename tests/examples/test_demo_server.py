@@ -26,9 +26,24 @@ pytestmark = pytest.mark.integration
 MODERN = "2026-07-28"
 ACCEPT = "application/json, text/event-stream"
 CALLS = {  # catalog -> (tool call, expected text fragment, resource uri, prompt)
-    "weather": (("get_forecast", {"city": "Oslo", "days": 2}), "Oslo day 2", "weather://stations", ("weather_briefing", {"city": "Oslo"})),
-    "calendar": (("list_events", {"date": "2026-01-05"}), "Standup", "calendar://today", ("plan_day", {"date": "2026-01-05"})),
-    "notes": (("search_notes", {"query": "memory"}), "1: Welcome", "notes://index", ("summarize_notes", {"topic": "x"})),
+    "weather": (
+        ("get_forecast", {"city": "Oslo", "days": 2}),
+        "Oslo day 2",
+        "weather://stations",
+        ("weather_briefing", {"city": "Oslo"}),
+    ),
+    "calendar": (
+        ("list_events", {"date": "2026-01-05"}),
+        "Standup",
+        "calendar://today",
+        ("plan_day", {"date": "2026-01-05"}),
+    ),
+    "notes": (
+        ("search_notes", {"query": "memory"}),
+        "1: Welcome",
+        "notes://index",
+        ("summarize_notes", {"topic": "x"}),
+    ),
     "scratch": (("add", {"a": 2, "b": 3}), "5", "demo://scratch/info", ("greet", {"name": "Ada"})),
 }
 
@@ -94,7 +109,12 @@ async def http(**kwargs: object) -> AsyncIterator[httpx2.AsyncClient]:
 
 def discover_request(version: str = MODERN) -> tuple[dict[str, str], dict[str, object]]:
     meta = {"io.modelcontextprotocol/protocolVersion": version, "io.modelcontextprotocol/clientCapabilities": {}}
-    headers = {"accept": ACCEPT, "content-type": "application/json", "mcp-protocol-version": version, "mcp-method": "server/discover"}
+    headers = {
+        "accept": ACCEPT,
+        "content-type": "application/json",
+        "mcp-protocol-version": version,
+        "mcp-method": "server/discover",
+    }
     return headers, {"jsonrpc": "2.0", "id": 1, "method": "server/discover", "params": {"_meta": meta}}
 
 
@@ -113,7 +133,9 @@ def sse_data(text: str) -> dict[str, object]:
 
 @pytest.mark.parametrize("mode", ["legacy", MODERN, "auto"])
 @pytest.mark.parametrize("name", list(CALLS))
-async def test_each_catalog_serves_tools_resource_and_prompt_to_both_families(catalogs: dict[str, str], name: str, mode: str) -> None:
+async def test_each_catalog_serves_tools_resource_and_prompt_to_both_families(
+    catalogs: dict[str, str], name: str, mode: str
+) -> None:
     (tool, arguments), expected, uri, (prompt, prompt_args) = CALLS[name]
     async with Client(catalogs[name], mode=mode) as client:
         assert client.protocol_version == ("2025-11-25" if mode == "legacy" else MODERN)
@@ -142,12 +164,22 @@ async def test_legacy_initialize_ping_and_unknown_session_on_the_wire(catalogs: 
         init = await client.post(catalogs["notes"], json=INITIALIZE, headers={"accept": ACCEPT})
         assert init.status_code == 200 and init.headers["content-type"].startswith("text/event-stream")
         assert sse_data(init.text)["result"]["capabilities"]["tools"] == {"listChanged": True}
-        session = {"accept": ACCEPT, "mcp-session-id": init.headers["mcp-session-id"], "mcp-protocol-version": "2025-11-25"}
-        done = await client.post(catalogs["notes"], json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=session)
+        session = {
+            "accept": ACCEPT,
+            "mcp-session-id": init.headers["mcp-session-id"],
+            "mcp-protocol-version": "2025-11-25",
+        }
+        done = await client.post(
+            catalogs["notes"], json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=session
+        )
         assert done.status_code == 202
         ping = await client.post(catalogs["notes"], json={"jsonrpc": "2.0", "id": 2, "method": "ping"}, headers=session)
         assert sse_data(ping.text) == {"jsonrpc": "2.0", "id": 2, "result": {}}
-        stale = await client.post(catalogs["notes"], json={"jsonrpc": "2.0", "id": 3, "method": "ping"}, headers={**session, "mcp-session-id": "0" * 32})
+        stale = await client.post(
+            catalogs["notes"],
+            json={"jsonrpc": "2.0", "id": 3, "method": "ping"},
+            headers={**session, "mcp-session-id": "0" * 32},
+        )
         assert stale.status_code == 404 and stale.json()["error"]["message"] == "Session not found"
 
 
@@ -216,7 +248,9 @@ async def test_token_file_is_reread_on_every_request(backend: Callable[..., Proc
 
     async def status(token: str) -> int:
         async with http() as client:
-            return (await client.post(url, json=body, headers={**headers, "authorization": f"Bearer {token}"})).status_code
+            return (
+                await client.post(url, json=body, headers={**headers, "authorization": f"Bearer {token}"})
+            ).status_code
 
     assert (await status("first"), await status("second")) == (200, 401)
     token_file.write_text("second")
@@ -225,9 +259,15 @@ async def test_token_file_is_reread_on_every_request(backend: Callable[..., Proc
 
 @pytest.mark.parametrize(
     ("fault", "status", "header"),
-    [("http429", 429, ("retry-after", "2")), ("http500", 500, None), ("http401", 401, ("www-authenticate", 'Bearer error="invalid_token"'))],
+    [
+        ("http429", 429, ("retry-after", "2")),
+        ("http500", 500, None),
+        ("http401", 401, ("www-authenticate", 'Bearer error="invalid_token"')),
+    ],
 )
-async def test_http_error_faults(backend: Callable[..., Proc], fault: str, status: int, header: tuple[str, str] | None) -> None:
+async def test_http_error_faults(
+    backend: Callable[..., Proc], fault: str, status: int, header: tuple[str, str] | None
+) -> None:
     url = url_of(backend("scratch", "--fault", fault))
     headers, body = discover_request()
     async with http() as client:
@@ -374,7 +414,9 @@ async def test_stateless_and_json_response_variants(backend: Callable[..., Proc]
     async with http() as client:
         init = await client.post(url, json=INITIALIZE, headers={"accept": ACCEPT})
         assert init.headers["content-type"] == "application/json" and "mcp-session-id" not in init.headers
-        listing = await client.post(url, json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, headers={"accept": ACCEPT})
+        listing = await client.post(
+            url, json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, headers={"accept": ACCEPT}
+        )
         assert [t["name"] for t in listing.json()["result"]["tools"]] == ["echo", "add", "slow"]
 
 

@@ -86,7 +86,9 @@ async def stack(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
             replicas.append(demo_backend("weather", port, *replica_args))
         up = Proc([sys.executable, "-m", "xds_control.cli", "up", "-c", str(path), "--quiet"], name="xds-control-up")
         line = up.wait_for_line("MCP endpoint:", timeout=START)
-        yield Stack(config, path, line.split("MCP endpoint:")[1].strip(), backend["endpoints"], replica_ports, replicas, up)
+        yield Stack(
+            config, path, line.split("MCP endpoint:")[1].strip(), backend["endpoints"], replica_ports, replicas, up
+        )
     finally:
         if up is not None:
             up.stop()
@@ -116,7 +118,9 @@ def host_counters(stack: Stack) -> dict[int, dict[str, int]]:
 def health_flags(stack: Stack) -> dict[int, str]:
     """Envoy's health flags per host of the backend's cluster (`healthy`, `/failed_eds_health`, `/failed_outlier_check`, ...)."""
     _, body = envoy_get(stack.config, "/clusters")
-    return {int(m[1]): m[2] for m in re.finditer(r"^weather::127\.0\.0\.1:(\d+)::health_flags::(\S+)$", body, re.MULTILINE)}
+    return {
+        int(m[1]): m[2] for m in re.finditer(r"^weather::127\.0\.0\.1:(\d+)::health_flags::(\S+)$", body, re.MULTILINE)
+    }
 
 
 @dataclass
@@ -159,19 +163,26 @@ async def test_calls_survive_a_killed_replica_and_the_restarted_one_takes_traffi
     try:
         await async_wait_until(lambda: both_healthy(admin), timeout=DETECT, interval=0.05, what="both replicas healthy")
         loop = asyncio.create_task(caller.run())
-        await async_wait_until(lambda: asyncio.to_thread(_both_served, stack), timeout=30, what="calls to reach both replicas")
+        await async_wait_until(
+            lambda: asyncio.to_thread(_both_served, stack), timeout=30, what="calls to reach both replicas"
+        )
         assert failed(caller.calls) == []
 
         at_kill = len(caller.calls)  # calls[at_kill] is the one in flight when the replica dies
         killed_at = time.monotonic()
         stack.replicas[0].kill()  # SIGKILL: a crash, no goodbye
         await async_wait_until(
-            lambda: _unhealthy(admin, dead_url), timeout=DETECT, interval=0.02, what="the dead replica to be unhealthy in the view"
+            lambda: _unhealthy(admin, dead_url),
+            timeout=DETECT,
+            interval=0.02,
+            what="the dead replica to be unhealthy in the view",
         )
         detected_at = time.monotonic()
         window = caller.between(at_kill, detected_at)
         await async_wait_until(
-            lambda: loop.done() or len(caller.after(detected_at)) >= AFTER_DETECTION_CALLS, timeout=60, what="calls after detection"
+            lambda: loop.done() or len(caller.after(detected_at)) >= AFTER_DETECTION_CALLS,
+            timeout=60,
+            what="calls after detection",
         )
         flags = await asyncio.to_thread(health_flags, stack)
         counters = await asyncio.to_thread(host_counters, stack)
@@ -191,7 +202,9 @@ async def test_calls_survive_a_killed_replica_and_the_restarted_one_takes_traffi
 
         stack.replicas[0] = demo_backend("weather", dead_port)
         restarted_at = time.monotonic()
-        await async_wait_until(lambda: both_healthy(admin), timeout=DETECT, interval=0.05, what="both replicas healthy again")
+        await async_wait_until(
+            lambda: both_healthy(admin), timeout=DETECT, interval=0.05, what="both replicas healthy again"
+        )
         healthy_again = await asyncio.to_thread(host_counters, stack)
         # Envoy may still hold it ejected (outlier detection); it takes calls once the ejection runs out
         await async_wait_until(
@@ -227,7 +240,9 @@ def _served_more(stack: Stack, port: int, before: dict[int, dict[str, int]]) -> 
 
 
 def _admin_backends_json(stack: Stack) -> list[dict]:
-    proc = Proc([sys.executable, "-m", "xds_control.cli", "admin", "backends", "--json", "-c", str(stack.path)], name="admin")
+    proc = Proc(
+        [sys.executable, "-m", "xds_control.cli", "admin", "backends", "--json", "-c", str(stack.path)], name="admin"
+    )
     try:
         assert proc.popen.wait(timeout=30) == 0, proc.output
     finally:
@@ -248,7 +263,9 @@ async def test_a_legacy_session_sticks_to_its_replica_and_moves_when_that_replic
         await asyncio.wait_for(caller.run(limit=20), 120)
         assert len(caller.calls) == 20 and failed(caller.calls) == [], failed(caller.calls)[:3]
         after = await asyncio.to_thread(host_counters, stack)
-        served = {port: after[port].get("rq_success", 0) - before.get(port, {}).get("rq_success", 0) for port in stack.ports}
+        served = {
+            port: after[port].get("rq_success", 0) - before.get(port, {}).get("rq_success", 0) for port in stack.ports
+        }
         holder = max(served, key=served.__getitem__)
         other = next(port for port in stack.ports if port != holder)
         assert served[holder] >= 20 and served[other] <= 2, f"one session's calls all go to one replica: {served}"
@@ -256,11 +273,16 @@ async def test_a_legacy_session_sticks_to_its_replica_and_moves_when_that_replic
         index = stack.ports.index(holder)
         stack.replicas[index].kill()
         await async_wait_until(
-            lambda: _unhealthy(admin, stack.urls[index]), timeout=DETECT, interval=0.02, what="the session's replica to be unhealthy"
+            lambda: _unhealthy(admin, stack.urls[index]),
+            timeout=DETECT,
+            interval=0.02,
+            what="the session's replica to be unhealthy",
         )
         caller.calls.clear()
         await asyncio.wait_for(caller.run(limit=20), 120)
         assert len(caller.calls) == 20 and failed(caller.calls) == [], failed(caller.calls)[:3]
-        assert (await asyncio.to_thread(host_counters, stack))[other].get("rq_success", 0) >= after[other].get("rq_success", 0) + 20
+        assert (await asyncio.to_thread(host_counters, stack))[other].get("rq_success", 0) >= after[other].get(
+            "rq_success", 0
+        ) + 20
     finally:
         await admin.close()

@@ -67,7 +67,17 @@ def start_everything(port: int) -> Proc:
 
 def start_playwright(port: int) -> Proc:
     assert NODE is not None
-    argv = [NODE, str(PLAYWRIGHT), "--headless", "--host", "127.0.0.1", "--port", str(port), "--allowed-hosts", f"127.0.0.1:{port}"]
+    argv = [
+        NODE,
+        str(PLAYWRIGHT),
+        "--headless",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--allowed-hosts",
+        f"127.0.0.1:{port}",
+    ]
     proc = Proc(argv, name="playwright-mcp")
     try:
         proc.wait_for_line(f"Listening on http://localhost:{port}", timeout=30)
@@ -149,11 +159,18 @@ async def everything_listed(endpoint: str, present: bool) -> list[str] | None:
 
 @needs_servers
 @pytest.mark.parametrize("mode", ["legacy", "auto"])
-async def test_a_client_of_either_family_sees_the_prefixed_filtered_tools_and_calls_echo(stack: Stack, mode: str) -> None:
+async def test_a_client_of_either_family_sees_the_prefixed_filtered_tools_and_calls_echo(
+    stack: Stack, mode: str
+) -> None:
     names = await async_wait_until(
         lambda: both_listed(stack.endpoint, mode), timeout=CHANGE, interval=0.1, what="both servers' tools on /mcp"
     )
-    assert {"everything_echo", "everything_get-sum", "playwright_browser_navigate", "playwright_browser_snapshot"} <= set(names)
+    assert {
+        "everything_echo",
+        "everything_get-sum",
+        "playwright_browser_navigate",
+        "playwright_browser_snapshot",
+    } <= set(names)
     # tools.exclude in the example config: no route at all, so not listed and not callable
     hidden = {
         "everything_get-env",
@@ -211,7 +228,9 @@ async def test_protocol_auto_detects_a_typescript_sdk_server_as_legacy() -> None
     (port,) = free_ports(1)
     server = start_everything(port)
     try:
-        config = parse_config({"backends": [{"name": "everything", "url": f"http://127.0.0.1:{port}/mcp", "protocol": "auto"}]})
+        config = parse_config(
+            {"backends": [{"name": "everything", "url": f"http://127.0.0.1:{port}/mcp", "protocol": "auto"}]}
+        )
         backend = config.backends[0]
         prober = EndpointProber(backend, backend.endpoint_urls[0], config.health)
         try:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.support.procs import Proc, demo_backend, python_module
-from tests.support.waiting import async_wait_until, free_port, free_ports
+from tests.support.waiting import free_port, free_ports
 from xds_control.config import Config, parse_config
 from xds_control.health.monitor import HealthMonitor
 from xds_control.view import BackendState, BackendStatus, View, ViewStore
@@ -39,19 +39,25 @@ class Backends:
     def __init__(self) -> None:
         self.procs: list[Proc] = []
 
-    def start(self, name: str = "demo", *args: str, port: int | None = None, env: dict[str, str] | None = None) -> tuple[Proc, int]:
+    def start(
+        self, name: str = "demo", *args: str, port: int | None = None, env: dict[str, str] | None = None
+    ) -> tuple[Proc, int]:
         port = port or free_port()
         proc = demo_backend(name, port, *args, env=env)
         self.procs.append(proc)
         return proc, port
 
-    def start_many(self, specs: dict[str, tuple[str, ...]], ports: dict[str, int] | None = None) -> dict[str, tuple[Proc, int]]:
+    def start_many(
+        self, specs: dict[str, tuple[str, ...]], ports: dict[str, int] | None = None
+    ) -> dict[str, tuple[Proc, int]]:
         """Start several backends at once (`key: (name, *args)`, on `ports[key]` if given) and wait for all of them."""
         fresh = iter(free_ports(len(specs)))
         started: dict[str, tuple[Proc, int]] = {}
         for key, (name, *args) in specs.items():
             port = (ports or {}).get(key) or next(fresh)
-            proc = python_module("examples.backends.demo_server", "--name", name, "--port", str(port), *args, name=f"backend-{key}")
+            proc = python_module(
+                "examples.backends.demo_server", "--name", name, "--port", str(port), *args, name=f"backend-{key}"
+            )
             self.procs.append(proc)
             started[key] = (proc, port)
         for proc, _ in started.values():
@@ -207,8 +213,12 @@ async def wait_status(
                 finally:
                     waiter.cancel()
     except TimeoutError:
-        raise AssertionError(f"timed out after {timeout}s waiting for {what or name}; last status: {store.current.backend(name)}") from None
+        raise AssertionError(
+            f"timed out after {timeout}s waiting for {what or name}; last status: {store.current.backend(name)}"
+        ) from None
 
 
 async def wait_state(store: ViewStore, name: str, state: BackendState, *, timeout: float = 10.0) -> BackendStatus:
-    return await wait_status(store, name, lambda s: s.state is state, timeout=timeout, what=f"{name} to be {state.value}")
+    return await wait_status(
+        store, name, lambda s: s.state is state, timeout=timeout, what=f"{name} to be {state.value}"
+    )

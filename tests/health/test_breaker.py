@@ -23,7 +23,12 @@ class FakeClock:
 
 
 def make(**overrides: object) -> tuple[CircuitBreaker, FakeClock]:
-    settings = {"failure_threshold": 3, "open_timeout": 10.0, "max_open_timeout": 35.0, "half_open_successes": 2} | overrides
+    settings = {
+        "failure_threshold": 3,
+        "open_timeout": 10.0,
+        "max_open_timeout": 35.0,
+        "half_open_successes": 2,
+    } | overrides
     clock = FakeClock()
     return CircuitBreaker(CircuitBreakerConfig(**settings), clock), clock
 
@@ -37,7 +42,12 @@ def trip(breaker: CircuitBreaker, times: int = 3) -> list[BreakerTransition]:
 
 def test_starts_closed_and_admits_probes() -> None:
     breaker, _ = make()
-    assert breaker.state is CLOSED and breaker.allows_probe() and breaker.half_open_at() is None and breaker.retry_after() is None
+    assert (
+        breaker.state is CLOSED
+        and breaker.allows_probe()
+        and breaker.half_open_at() is None
+        and breaker.retry_after() is None
+    )
 
 
 def test_closed_to_open_at_failure_threshold() -> None:

@@ -6,8 +6,8 @@ import inspect
 import socket
 import ssl
 import types
-from email.utils import format_datetime
 from datetime import UTC, datetime
+from email.utils import format_datetime
 
 import anyio
 import httpcore2
@@ -46,13 +46,32 @@ def status_error(status: int, headers: dict[str, str] | None = None) -> httpx2.H
 
 # One row per category at least: (what happened, the exception, expected category).
 EXCEPTION_CASES: list[tuple[str, BaseException, Category]] = [
-    ("refused via httpx2", chained(httpx2.ConnectError("All connection attempts failed"), ConnectionRefusedError(111, "refused")), Category.CONNECTION_REFUSED),
+    (
+        "refused via httpx2",
+        chained(httpx2.ConnectError("All connection attempts failed"), ConnectionRefusedError(111, "refused")),
+        Category.CONNECTION_REFUSED,
+    ),
     ("refused, bare OSError errno", OSError(111, "Connection refused"), Category.CONNECTION_REFUSED),
     ("reset while reading", httpx2.ReadError("connection reset"), Category.CONNECTION_RESET),
-    ("server closed keep-alive", httpx2.RemoteProtocolError("Server disconnected without sending a response."), Category.CONNECTION_RESET),
+    (
+        "server closed keep-alive",
+        httpx2.RemoteProtocolError("Server disconnected without sending a response."),
+        Category.CONNECTION_RESET,
+    ),
     ("reset OSError", ConnectionResetError(104, "reset"), Category.CONNECTION_RESET),
-    ("dns via httpx2", chained(httpx2.ConnectError("[Errno -2] Name or service not known"), socket.gaierror(-2, "Name or service not known")), Category.DNS),
-    ("tls via httpx2", chained(httpx2.ConnectError("wrong version number"), ssl.SSLError(1, "WRONG_VERSION_NUMBER")), Category.TLS),
+    (
+        "dns via httpx2",
+        chained(
+            httpx2.ConnectError("[Errno -2] Name or service not known"),
+            socket.gaierror(-2, "Name or service not known"),
+        ),
+        Category.DNS,
+    ),
+    (
+        "tls via httpx2",
+        chained(httpx2.ConnectError("wrong version number"), ssl.SSLError(1, "WRONG_VERSION_NUMBER")),
+        Category.TLS,
+    ),
     ("certificate", ssl.SSLCertVerificationError(1, "certificate verify failed"), Category.TLS),
     ("read timeout", httpx2.ReadTimeout("timed out"), Category.TIMEOUT),
     ("asyncio.timeout", TimeoutError(), Category.TIMEOUT),
@@ -120,7 +139,11 @@ def _library_exceptions() -> list[type[BaseException]]:
     for module in modules:
         root = module.__name__.split(".")[0]
         for _, obj in inspect.getmembers(module, inspect.isclass):
-            if issubclass(obj, BaseException) and obj.__module__.split(".")[0] in (root, "_ssl") and not issubclass(obj, Warning):
+            if (
+                issubclass(obj, BaseException)
+                and obj.__module__.split(".")[0] in (root, "_ssl")
+                and not issubclass(obj, Warning)
+            ):
                 found.append(obj)
     return sorted(set(found), key=lambda c: f"{c.__module__}.{c.__qualname__}")
 
@@ -128,17 +151,24 @@ def _library_exceptions() -> list[type[BaseException]]:
 @pytest.mark.parametrize("exc_type", _library_exceptions(), ids=lambda c: f"{c.__module__}.{c.__qualname__}")
 def test_no_library_exception_is_left_unmapped(exc_type: type[BaseException]) -> None:
     """Adding a new exception class to httpx2, httpcore2, anyio, ssl or the SDK fails here until it is mapped."""
-    assert exc_type in EXCEPTION_CATEGORIES, f"map {exc_type.__module__}.{exc_type.__qualname__} in EXCEPTION_CATEGORIES"
+    assert exc_type in EXCEPTION_CATEGORIES, (
+        f"map {exc_type.__module__}.{exc_type.__qualname__} in EXCEPTION_CATEGORIES"
+    )
 
 
 def test_exception_group_most_specific_wins() -> None:
-    inner = ExceptionGroup("inner", [ValueError("x"), chained(httpx2.ConnectError("failed"), ConnectionRefusedError(111, "refused"))])
+    inner = ExceptionGroup(
+        "inner", [ValueError("x"), chained(httpx2.ConnectError("failed"), ConnectionRefusedError(111, "refused"))]
+    )
     outer = BaseExceptionGroup("outer", [RuntimeError("boom"), inner, httpx2.ReadTimeout("slow")])
     assert classify_exception(outer).category == Category.CONNECTION_REFUSED
 
 
 def test_exception_group_of_sdk_error_around_status() -> None:
-    group = ExceptionGroup("unhandled errors in a TaskGroup", [ExceptionGroup("nested", [status_error(401)]), MCPError(-32603, "Server returned an error response")])
+    group = ExceptionGroup(
+        "unhandled errors in a TaskGroup",
+        [ExceptionGroup("nested", [status_error(401)]), MCPError(-32603, "Server returned an error response")],
+    )
     assert classify_exception(group).category == Category.AUTHENTICATION_FAILED
 
 
@@ -157,7 +187,9 @@ def test_most_specific_order() -> None:
     assert most_specific() == Category.UNKNOWN
 
 
-@pytest.mark.parametrize("exc", [status_error(401), KeyError(SECRET), httpx2.ReadTimeout(SECRET), MCPError(-1, SECRET), OSError(111, SECRET)])
+@pytest.mark.parametrize(
+    "exc", [status_error(401), KeyError(SECRET), httpx2.ReadTimeout(SECRET), MCPError(-1, SECRET), OSError(111, SECRET)]
+)
 def test_classification_never_carries_exception_text(exc: BaseException) -> None:
     error = classify_exception(exc)
     assert SECRET not in str(error) and SECRET not in error.detail and SECRET not in error.category
@@ -166,7 +198,10 @@ def test_classification_never_carries_exception_text(exc: BaseException) -> None
 def test_jsonrpc_error_objects() -> None:
     assert classify_jsonrpc_error({"code": -32601, "message": "Method not found"}).category == Category.JSONRPC_ERROR
     assert classify_jsonrpc_error({"code": -32600, "message": "Session not found"}).category == Category.SESSION_EXPIRED
-    assert classify_jsonrpc_error({"code": -32600, "message": "Bad Request: Missing session ID"}).category == Category.JSONRPC_ERROR
+    assert (
+        classify_jsonrpc_error({"code": -32600, "message": "Bad Request: Missing session ID"}).category
+        == Category.JSONRPC_ERROR
+    )
     assert classify_jsonrpc_error({"message": "no code"}).category == Category.PROTOCOL_ERROR
     assert classify_jsonrpc_error("not an object").category == Category.PROTOCOL_ERROR
 
@@ -202,4 +237,7 @@ def test_server_error_minus_32000_on_the_wire_is_a_jsonrpc_error_not_a_reset():
     """TypeScript-SDK servers answer server/discover with -32000; `protocol: auto` must fall back to legacy."""
     from xds_control.health.classify import classify_jsonrpc_error
 
-    assert classify_jsonrpc_error({"code": -32000, "message": "Bad Request: no session"}).category == Category.JSONRPC_ERROR
+    assert (
+        classify_jsonrpc_error({"code": -32000, "message": "Bad Request: no session"}).category
+        == Category.JSONRPC_ERROR
+    )

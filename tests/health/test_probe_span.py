@@ -11,9 +11,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
+from tests.support.canned_http import Answer, CannedServer, Handler, Request
 from xds_control.config import parse_config
 from xds_control.health import probe
-from tests.support.canned_http import Answer, CannedServer, Handler, Request
 from xds_control.health.probe import PROBE_SPAN, EndpointProber
 
 
@@ -34,7 +34,9 @@ def spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
 
 
 def prober(url: str) -> EndpointProber:
-    config = parse_config({"backends": [{"name": "weather", "url": url, "protocol": "modern", "auth": {"token_env": "PROBE_SPAN_TOKEN"}}]})
+    config = parse_config(
+        {"backends": [{"name": "weather", "url": url, "protocol": "modern", "auth": {"token_env": "PROBE_SPAN_TOKEN"}}]}
+    )
     backend = config.backends[0]
     return EndpointProber(backend, backend.endpoint_urls[0], config.health)
 
@@ -61,7 +63,13 @@ async def test_a_good_probe_is_one_ok_span_without_credentials(spans: InMemorySp
     assert span.name == PROBE_SPAN and span.kind is SpanKind.CLIENT and span.parent is None
     attributes = dict(span.attributes)
     assert attributes.pop("latency_ms") == pytest.approx(result.latency * 1000, abs=0.01)
-    assert attributes == {"backend": "weather", "endpoint": url, "catalog.fetch": False, "outcome": "ok", "protocol": "modern"}
+    assert attributes == {
+        "backend": "weather",
+        "endpoint": url,
+        "catalog.fetch": False,
+        "outcome": "ok",
+        "protocol": "modern",
+    }
     assert span.status.status_code is StatusCode.UNSET
     assert "s3cret" not in span.to_json()
 
@@ -82,7 +90,12 @@ async def test_a_catalog_fetch_is_counted_on_the_span(spans: InMemorySpanExporte
         if body["method"] == "server/discover":
             result = {"supportedVersions": ["2026-07-28"], "capabilities": {"tools": {}}}
         else:
-            result = {"tools": [{"name": "a", "inputSchema": {"type": "object"}}, {"name": "b", "inputSchema": {"type": "object"}}]}
+            result = {
+                "tools": [
+                    {"name": "a", "inputSchema": {"type": "object"}},
+                    {"name": "b", "inputSchema": {"type": "object"}},
+                ]
+            }
         return Answer.json({"jsonrpc": "2.0", "id": body["id"], "result": result})
 
     (result,), _ = await probed(handler, fetch_catalog=True)
@@ -91,7 +104,9 @@ async def test_a_catalog_fetch_is_counted_on_the_span(spans: InMemorySpanExporte
     assert span.attributes["catalog.fetch"] is True and span.attributes["catalog.tools"] == 2
 
 
-async def test_no_span_is_made_while_the_process_records_none(spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_no_span_is_made_while_the_process_records_none(
+    spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(probe, "exporting", lambda: False)  # no provider installed: no OTLP endpoint configured
     (result,), _ = await probed(discover_ok)
     assert result.ok and result.protocol == "modern"

@@ -55,7 +55,9 @@ async def test_a_valid_change_is_applied(tmp_path: Path) -> None:
         assert (await next_config(applied)).health.interval == 7.0
 
 
-async def test_an_invalid_file_is_logged_by_field_and_the_running_config_kept(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+async def test_an_invalid_file_is_logged_by_field_and_the_running_config_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.ERROR, logger="xds_control.health.reload")
     path = tmp_path / "config.yaml"
     path.write_text(BASE)

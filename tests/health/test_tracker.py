@@ -144,7 +144,9 @@ def backend(*urls: str, health: HealthConfig = HEALTH) -> BackendTracker:
 def test_backend_aggregates_and_reports_transitions_once() -> None:
     tracker = backend("a", "b", health=HealthConfig(unhealthy_threshold=1))
     first = tracker.observe("a", GOOD)
-    assert first.endpoint == Transition(UNKNOWN, HEALTHY, "probe_ok") and first.backend == Transition(UNKNOWN, HEALTHY, "probe_ok")
+    assert first.endpoint == Transition(UNKNOWN, HEALTHY, "probe_ok") and first.backend == Transition(
+        UNKNOWN, HEALTHY, "probe_ok"
+    )
     second = tracker.observe("b", FAIL)
     assert second.endpoint == Transition(UNKNOWN, UNHEALTHY, "connection_refused") and second.backend is None
     third = tracker.observe("a", FAIL)

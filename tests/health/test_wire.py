@@ -56,7 +56,11 @@ def test_response_for_matches_id_and_validates() -> None:
     assert response_for({"jsonrpc": "2.0", "id": 3, "result": {}}, 3) == {"jsonrpc": "2.0", "id": 3, "result": {}}
     assert response_for({"jsonrpc": "2.0", "id": 4, "result": {}}, 3) is None
     assert response_for({"jsonrpc": "2.0", "method": "notifications/progress", "params": {}}, 3) is None
-    for bad in ({"jsonrpc": "1.0", "id": 3, "result": {}}, {"jsonrpc": "2.0", "id": 3}, {"jsonrpc": "2.0", "id": 3, "result": {}, "error": {}}):
+    for bad in (
+        {"jsonrpc": "1.0", "id": 3, "result": {}},
+        {"jsonrpc": "2.0", "id": 3},
+        {"jsonrpc": "2.0", "id": 3, "result": {}, "error": {}},
+    ):
         with pytest.raises(ProbeError) as info:
             response_for(bad, 3)
         assert info.value.category == "protocol_error"

@@ -126,7 +126,9 @@ def test_demo_port_keys_cover_every_port_the_demo_config_needs():
     assert set(plan.DEMO_PORT_KEYS) | {"listener"} == set(PORTS)
 
 
-@pytest.mark.parametrize(("env", "port"), [({}, 10000), ({"XDS_CONTROL_DEMO_PORT": "0"}, 0), ({"XDS_CONTROL_DEMO_PORT": " 12345 "}, 12345)])
+@pytest.mark.parametrize(
+    ("env", "port"), [({}, 10000), ({"XDS_CONTROL_DEMO_PORT": "0"}, 0), ({"XDS_CONTROL_DEMO_PORT": " 12345 "}, 12345)]
+)
 def test_demo_listener_port(env, port):
     assert plan.demo_listener_port(env) == port
 
@@ -148,12 +150,17 @@ def test_endpoint_lines_name_the_mcp_endpoint_and_each_exposed_backend():
 
 
 def test_endpoint_lines_without_exposed_backends_and_on_a_wildcard_listener():
-    config = parse_config({"listener": {"address": "0.0.0.0", "port": 8000}, "backends": [{"name": "a", "url": "http://h:1/mcp"}]})
+    config = parse_config(
+        {"listener": {"address": "0.0.0.0", "port": 8000}, "backends": [{"name": "a", "url": "http://h:1/mcp"}]}
+    )
     assert plan.endpoint_lines(config) == ["MCP endpoint: http://127.0.0.1:8000/mcp"]
 
 
 def test_envoy_ports_are_the_two_listeners():
-    assert plan.envoy_ports(parse_config({})) == {"listener.port": ("127.0.0.1", 10000), "egress.port": ("127.0.0.1", 10001)}
+    assert plan.envoy_ports(parse_config({})) == {
+        "listener.port": ("127.0.0.1", 10000),
+        "egress.port": ("127.0.0.1", 10001),
+    }
 
 
 # -- exit decisions -----------------------------------------------------------------------------

@@ -111,11 +111,11 @@ def registered_metrics() -> dict[str, tuple[str, tuple[str, ...]]]:
                    "xds_control.aggregator.service"):  # fmt: skip
         importlib.import_module(module)
     found = {}
-    for collector in list(REGISTRY._collector_to_names):  # noqa: SLF001 - the only way to read label names of an unused metric
+    for collector in list(REGISTRY._collector_to_names):
         name, kind = getattr(collector, "_name", ""), getattr(collector, "_type", "")
         if name.startswith("xds_control"):
             exposed = f"{name}_total" if kind == "counter" else name
-            found[exposed] = (kind, tuple(collector._labelnames))  # noqa: SLF001
+            found[exposed] = (kind, tuple(collector._labelnames))
     return found
 
 

@@ -66,6 +66,12 @@ def test_status_message_names_drain() -> None:
 def test_child_output_is_prefixed_in_text_mode_and_stays_json_in_json_mode() -> None:
     assert child_line("envoy", "hello", 13, as_json=False) == "envoy         | hello"
     own = json.dumps({"ts": "t", "level": "info", "logger": "x", "msg": "ready", "backends": 3})
-    assert json.loads(child_line("control-plane", own, 13, as_json=True)) == {"child": "control-plane", **json.loads(own)}
-    assert json.loads(child_line("envoy", "[warning] plain text", 13, as_json=True)) == {"child": "envoy", "msg": "[warning] plain text"}
+    assert json.loads(child_line("control-plane", own, 13, as_json=True)) == {
+        "child": "control-plane",
+        **json.loads(own),
+    }
+    assert json.loads(child_line("envoy", "[warning] plain text", 13, as_json=True)) == {
+        "child": "envoy",
+        "msg": "[warning] plain text",
+    }
     assert json.loads(child_line("envoy", "[1, 2]", 13, as_json=True)) == {"child": "envoy", "msg": "[1, 2]"}

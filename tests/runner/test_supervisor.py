@@ -110,14 +110,18 @@ async def test_http_readiness_waits_for_the_expected_status(tmp_path):
     code = f"import http.server, functools\nh = functools.partial(http.server.SimpleHTTPRequestHandler, directory={str(tmp_path)!r})\nhttp.server.ThreadingHTTPServer(('127.0.0.1', {port}), h).serve_forever()"
     async with Supervisor(reporter) as sup:
         child = await sup.start(py("web", code, HttpReady(f"http://127.0.0.1:{port}/missing"), timeout=1.0))
-        with pytest.raises(ChildFailed, match=r"web was not ready within 1s \(waiting for GET http://127.0.0.1:\d+/missing -> 200\)"):
+        with pytest.raises(
+            ChildFailed, match=r"web was not ready within 1s \(waiting for GET http://127.0.0.1:\d+/missing -> 200\)"
+        ):
             await sup.wait_ready(child)
 
 
 async def test_a_child_exiting_before_ready_is_fatal_and_the_error_carries_its_last_output():
     reporter = RecordingReporter()
     async with Supervisor(reporter) as sup:
-        child = await sup.start(py("broken", "import sys; print('address already in use'); sys.exit(3)", LineReady("^READY")))
+        child = await sup.start(
+            py("broken", "import sys; print('address already in use'); sys.exit(3)", LineReady("^READY"))
+        )
         await asyncio.wait_for(sup.fatal.wait(), 10)
         assert not child.ready
     error = sup.fatal_error
@@ -129,7 +133,9 @@ async def test_a_child_exiting_before_ready_is_fatal_and_the_error_carries_its_l
 async def test_a_critical_child_dying_after_ready_is_fatal_a_noncritical_one_is_not():
     reporter = RecordingReporter()
     async with Supervisor(reporter) as sup:
-        backend = await sup.start(py("backend", f"print('READY', flush=True)\n{SERVE_FOREVER}", LineReady("READY"), critical=False))
+        backend = await sup.start(
+            py("backend", f"print('READY', flush=True)\n{SERVE_FOREVER}", LineReady("READY"), critical=False)
+        )
         core = await sup.start(py("core", f"print('READY', flush=True)\n{SERVE_FOREVER}", LineReady("READY")))
         await sup.wait_ready(backend)
         await sup.wait_ready(core)
@@ -146,7 +152,9 @@ async def test_a_child_that_never_gets_ready_times_out():
     reporter = RecordingReporter()
     async with Supervisor(reporter) as sup:
         child = await sup.start(py("mute", SERVE_FOREVER, LineReady("READY"), timeout=0.5))
-        with pytest.raises(ChildFailed, match=r"mute was not ready within 0.5s \(waiting for a line matching 'READY'\)"):
+        with pytest.raises(
+            ChildFailed, match=r"mute was not ready within 0.5s \(waiting for a line matching 'READY'\)"
+        ):
             await sup.wait_ready(child)
 
 

@@ -105,11 +105,17 @@ def test_the_demo_prints_the_endpoint_once_when_envoy_is_ready(shared_demo):
     assert port_open(demo.listener_port)
     for name in ("weather", "calendar", "notes"):  # the lines after "MCP endpoint:" may still be in the pipe
         assert f"backend {name}" in demo.proc.wait_for_line(demo.backend_url(name), timeout=5)
-    expected = {"weather", "calendar", "notes", "control-plane", "envoy"} | ({"aggregator"} if AGGREGATOR_BUILT else set())
+    expected = {"weather", "calendar", "notes", "control-plane", "envoy"} | (
+        {"aggregator"} if AGGREGATOR_BUILT else set()
+    )
     assert set(demo.pids) == expected
     assert demo.proc.output.count("MCP endpoint:") == 1
     # the generated config is a real config file: the admin CLI and `check` can use it
-    assert demo.config.listener.expose_backends and [b.name for b in demo.config.backends] == ["weather", "calendar", "notes"]
+    assert demo.config.listener.expose_backends and [b.name for b in demo.config.backends] == [
+        "weather",
+        "calendar",
+        "notes",
+    ]
 
 
 def test_an_mcp_client_lists_and_calls_a_demo_tool_through_envoy(shared_demo):
@@ -236,7 +242,9 @@ def test_a_listener_port_in_use_exits_1_before_anything_starts(tmp_path):
         proc = up("-c", str(path))
         assert proc.popen.wait(timeout=30) == 1
         proc.stop()
-    assert f"error: listener.port: cannot bind 127.0.0.1:{data['listener']['port']}: Address already in use" in proc.output
+    assert (
+        f"error: listener.port: cannot bind 127.0.0.1:{data['listener']['port']}: Address already in use" in proc.output
+    )
     assert "started " not in proc.output
 
 

@@ -41,7 +41,10 @@ def weather() -> Iterator[list[Proc]]:
 @pytest.fixture
 def config(tmp_path: Path, weather: list[Proc]) -> Path:
     port = int(weather[0].wait_for_line("READY").rsplit(":", 1)[1].split("/")[0])
-    cfg = stack_config([{"name": "weather", "url": f"http://127.0.0.1:{port}/mcp"}], health={"interval": "200ms", "unhealthy_threshold": 1})
+    cfg = stack_config(
+        [{"name": "weather", "url": f"http://127.0.0.1:{port}/mcp"}],
+        health={"interval": "200ms", "unhealthy_threshold": 1},
+    )
     path = tmp_path / "config.yaml"
     path.write_text(dump_config(cfg))
     return path
@@ -55,7 +58,9 @@ def test_quiet_up_logs_a_plain_line_for_each_backend_change(config: Path, weathe
         weather[0].kill()
         line = proc.wait_for_line("backend weather: unhealthy (", timeout=20)
         assert "not routable" in line
-        assert "last error connection_refused" in line or "last error connection_reset" in line  # (reset: killed mid-probe)
+        assert (
+            "last error connection_refused" in line or "last error connection_reset" in line
+        )  # (reset: killed mid-probe)
         proc.signal(signal.SIGTERM)
         assert proc.popen.wait(timeout=30) == 0
     finally:
@@ -71,7 +76,9 @@ class Terminal:
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 160, 0, 0))
         env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "160", "LINES": "50", "PYTHONUNBUFFERED": "1"}
         env.pop("NO_COLOR", None)
-        self.popen = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env, cwd=ROOT, start_new_session=True)
+        self.popen = subprocess.Popen(
+            argv, stdin=slave, stdout=slave, stderr=slave, env=env, cwd=ROOT, start_new_session=True
+        )
         os.close(slave)
         self.master = master
         self.raw = bytearray()
@@ -126,16 +133,29 @@ def test_up_on_a_terminal_draws_a_live_table_that_follows_the_view(config: Path,
     term = Terminal([sys.executable, "-m", "xds_control.cli", "up", "-c", str(config)])
     try:
         wait_until(lambda: "MCP endpoint:" in term.text, timeout=START, what="the endpoint line")
-        wait_until(lambda: (table_row(term.text, "weather") or [""])[1:2] == ["healthy"], timeout=20, what="weather healthy in the table")
+        wait_until(
+            lambda: (table_row(term.text, "weather") or [""])[1:2] == ["healthy"],
+            timeout=20,
+            what="weather healthy in the table",
+        )
         text = term.text
         assert "xds-control · 1 backend · view" in text
-        assert re.search(r"NAME\s*┃\s*STATE\s*┃\s*BREAKER\s*┃\s*ROUTABLE\s*┃\s*LAST PROBE\s*┃\s*TOOLS\s*┃\s*LAST ERROR\s*┃\s*ENDPOINTS", text)
+        assert re.search(
+            r"NAME\s*┃\s*STATE\s*┃\s*BREAKER\s*┃\s*ROUTABLE\s*┃\s*LAST PROBE\s*┃\s*TOOLS\s*┃\s*LAST ERROR\s*┃\s*ENDPOINTS",
+            text,
+        )
         row = table_row(text, "weather")
-        assert row is not None and row[:4] == ["weather", "healthy", "closed", "yes"] and row[5:] == ["3", "-", "1/1 up"]
+        assert (
+            row is not None and row[:4] == ["weather", "healthy", "closed", "yes"] and row[5:] == ["3", "-", "1/1 up"]
+        )
         assert re.fullmatch(r"\d+ms", row[4])
 
         weather[0].kill()
-        wait_until(lambda: (table_row(term.text, "weather") or [""])[1:2] == ["unhealthy"], timeout=20, what="the table to show weather unhealthy")
+        wait_until(
+            lambda: (table_row(term.text, "weather") or [""])[1:2] == ["unhealthy"],
+            timeout=20,
+            what="the table to show weather unhealthy",
+        )
         row = table_row(term.text, "weather")
         assert row is not None and row[3] == "no" and row[7] == "0/1 up"
         assert row[6] in ("connection_refused", "connection_reset")  # (reset: killed mid-probe)

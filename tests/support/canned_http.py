@@ -40,7 +40,12 @@ class Answer:
 
     @classmethod
     def json(cls, payload: Any, status: int = 200, **kwargs: Any) -> Answer:
-        return cls(status, json.dumps(payload).encode(), {"content-type": "application/json", **kwargs.pop("headers", {})}, **kwargs)
+        return cls(
+            status,
+            json.dumps(payload).encode(),
+            {"content-type": "application/json", **kwargs.pop("headers", {})},
+            **kwargs,
+        )
 
     def encode(self) -> bytes:
         head = [f"HTTP/1.1 {self.status} X"] + [f"{k}: {v}" for k, v in self.headers.items()]

@@ -17,7 +17,9 @@ ROOT = Path(__file__).resolve().parents[2]
 class Proc:
     """A child process whose output is collected in a background thread, so tests can wait for lines."""
 
-    def __init__(self, argv: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None, name: str = "") -> None:
+    def __init__(
+        self, argv: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None, name: str = ""
+    ) -> None:
         self.argv = argv
         self.name = name or Path(argv[0]).name
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1", **(env or {})}
@@ -61,10 +63,14 @@ class Proc:
                         return line
                 seen = len(lines)
                 if self.popen.poll() is not None and not self._reader.is_alive():
-                    raise AssertionError(f"{self.name} exited with {self.popen.returncode} before printing {needle!r}:\n{self.output[-3000:]}")
+                    raise AssertionError(
+                        f"{self.name} exited with {self.popen.returncode} before printing {needle!r}:\n{self.output[-3000:]}"
+                    )
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise AssertionError(f"{self.name} did not print {needle!r} within {timeout}s:\n{self.output[-3000:]}")
+                    raise AssertionError(
+                        f"{self.name} did not print {needle!r} within {timeout}s:\n{self.output[-3000:]}"
+                    )
                 self._cond.wait(min(remaining, 0.2))
 
     def alive(self) -> bool:
@@ -124,7 +130,9 @@ def python_module(module: str, *args: str, env: dict[str, str] | None = None, na
 
 def demo_backend(name: str, port: int, *args: str, env: dict[str, str] | None = None) -> Proc:
     """Start `examples/backends/demo_server.py` and wait for its READY line."""
-    proc = python_module("examples.backends.demo_server", "--name", name, "--port", str(port), *args, env=env, name=f"backend-{name}")
+    proc = python_module(
+        "examples.backends.demo_server", "--name", name, "--port", str(port), *args, env=env, name=f"backend-{name}"
+    )
     try:
         proc.wait_for_line("READY", timeout=20)
     except BaseException:

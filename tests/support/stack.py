@@ -62,8 +62,19 @@ def start_envoy(config: Config, workdir: Path, *, wait_ready: bool = True, node_
     bootstrap = workdir / f"envoy-{config.envoy.admin_port}.yaml"
     bootstrap.write_text(render_bootstrap(config))
     proc = Proc(
-        [envoy_binary(), "-c", str(bootstrap), "--disable-hot-restart", "--concurrency", "1", "--log-level", "warning",
-         "--use-dynamic-base-id", "--file-flush-interval-msec", "100"],  # access log lines promptly
+        [
+            envoy_binary(),
+            "-c",
+            str(bootstrap),
+            "--disable-hot-restart",
+            "--concurrency",
+            "1",
+            "--log-level",
+            "warning",
+            "--use-dynamic-base-id",
+            "--file-flush-interval-msec",
+            "100",
+        ],  # access log lines promptly
         name=f"envoy-{config.envoy.admin_port}",
     )
     if wait_ready:

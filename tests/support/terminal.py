@@ -29,13 +29,24 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][AB0-2]|\r")
 class Terminal:
     """A process on a pseudo-terminal (`columns` x `rows`) in its own session, its output collected by a thread."""
 
-    def __init__(self, argv: list[str], *, columns: int = 160, rows: int = 50, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, argv: list[str], *, columns: int = 160, rows: int = 50, env: dict[str, str] | None = None
+    ) -> None:
         master, slave = pty.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
-        full_env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": str(columns), "LINES": str(rows), "PYTHONUNBUFFERED": "1", **(env or {})}
+        full_env = {
+            **os.environ,
+            "TERM": "xterm-256color",
+            "COLUMNS": str(columns),
+            "LINES": str(rows),
+            "PYTHONUNBUFFERED": "1",
+            **(env or {}),
+        }
         full_env.pop("NO_COLOR", None)
         try:
-            self.popen = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=full_env, cwd=ROOT, start_new_session=True)
+            self.popen = subprocess.Popen(
+                argv, stdin=slave, stdout=slave, stderr=slave, env=full_env, cwd=ROOT, start_new_session=True
+            )
         except BaseException:
             os.close(master)
             raise
@@ -96,5 +107,7 @@ def table_row(text: str, name: str) -> list[str] | None:
 
 def last_title(text: str) -> str | None:
     """The last drawn title line of a live status table (`xds-control · N backends · view V`)."""
-    start = text.rfind("xds-control · ")  # (with the escapes gone, a redraw's title may share a line with the last caption)
+    start = text.rfind(
+        "xds-control · "
+    )  # (with the escapes gone, a redraw's title may share a line with the last caption)
     return text[start:].split("\n", 1)[0].strip() if start >= 0 else None

@@ -96,10 +96,13 @@ def wait_until(condition: Callable[[], T], timeout: float = 10.0, interval: floa
             value = condition()
             if value:
                 return value
-        except Exception as exc:  # noqa: BLE001 - the condition may fail until it holds
+        except Exception as exc:
             last_error = exc
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_error!r})" if last_error else ""))
+            raise AssertionError(
+                f"timed out after {timeout}s waiting for {what}"
+                + (f" (last error: {last_error!r})" if last_error else "")
+            )
         time.sleep(interval)
 
 
@@ -116,10 +119,13 @@ async def async_wait_until(
                 value = await value  # type: ignore[misc]
             if value:
                 return value  # type: ignore[return-value]
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             last_error = exc
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_error!r})" if last_error else ""))
+            raise AssertionError(
+                f"timed out after {timeout}s waiting for {what}"
+                + (f" (last error: {last_error!r})" if last_error else "")
+            )
         await asyncio.sleep(interval)
 
 

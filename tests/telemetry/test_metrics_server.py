@@ -24,7 +24,9 @@ def get(url: str) -> tuple[int, str, str]:
 @pytest.fixture
 def registry() -> CollectorRegistry:
     registry = CollectorRegistry()
-    Counter("xds_control_test_events", "Events seen by the test.", ["kind"], registry=registry).labels(kind="probe").inc(3)
+    Counter("xds_control_test_events", "Events seen by the test.", ["kind"], registry=registry).labels(
+        kind="probe"
+    ).inc(3)
     return registry
 
 

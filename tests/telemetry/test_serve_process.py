@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from tests.support.procs import ROOT, Proc, demo_backend
-from tests.telemetry.test_tracing import Collector
 from tests.support.waiting import free_ports, wait_until
+from tests.telemetry.test_tracing import Collector
 
 pytestmark = pytest.mark.integration
 
@@ -81,7 +81,11 @@ def backend(ports: list[int]) -> Iterator[list[Proc]]:
 def config_text(ports: list[int], interval: str, **sections: Any) -> str:
     return yaml.safe_dump(
         {
-            "control_plane": {"xds": f"127.0.0.1:{ports[0]}", "admin": f"127.0.0.1:{ports[1]}", "metrics": f"127.0.0.1:{ports[2]}"},
+            "control_plane": {
+                "xds": f"127.0.0.1:{ports[0]}",
+                "admin": f"127.0.0.1:{ports[1]}",
+                "metrics": f"127.0.0.1:{ports[2]}",
+            },
             "health": {"interval": interval, "unhealthy_threshold": 1, "healthy_threshold": 1},
             "circuit_breaker": {"failure_threshold": 1000},  # this test is about health transitions, not the breaker
             "backends": [{"name": "weather", "url": f"http://127.0.0.1:{ports[3]}/mcp"}],
@@ -90,7 +94,9 @@ def config_text(ports: list[int], interval: str, **sections: Any) -> str:
     )
 
 
-def test_serve_logs_one_json_line_per_transition_and_per_reload(tmp_path: Path, ports: list[int], backend: list[Proc]) -> None:
+def test_serve_logs_one_json_line_per_transition_and_per_reload(
+    tmp_path: Path, ports: list[int], backend: list[Proc]
+) -> None:
     config = tmp_path / "config.yaml"
     config.write_text(config_text(ports, "200ms"))
     serve = Serve(config, tmp_path, "--log-format", "json", "--log-level", "info")
@@ -101,7 +107,9 @@ def test_serve_logs_one_json_line_per_transition_and_per_reload(tmp_path: Path, 
         backend[0].kill()
         down = serve.wait_for("weather unhealthy", event="backend_transition", backend="weather", to="unhealthy")
         backend.append(demo_backend("weather", ports[3]))  # the same port: it comes back
-        serve.wait_for("weather recovered", event="backend_transition", backend="weather", **{"from": "unhealthy", "to": "healthy"})
+        serve.wait_for(
+            "weather recovered", event="backend_transition", backend="weather", **{"from": "unhealthy", "to": "healthy"}
+        )
 
         write(config, config_text(ports, "300ms"))
         applied = serve.wait_for("an applied reload", event="config_reload", result="applied")
@@ -121,7 +129,9 @@ def test_serve_logs_one_json_line_per_transition_and_per_reload(tmp_path: Path, 
     entries = [json.loads(line) for line in lines]
 
     transitions = [(e["from"], e["to"]) for e in entries if e.get("event") == "backend_transition"]
-    assert transitions == [("unknown", "healthy"), ("healthy", "unhealthy"), ("unhealthy", "healthy")], "one line per transition, none twice"
+    assert transitions == [("unknown", "healthy"), ("healthy", "unhealthy"), ("unhealthy", "healthy")], (
+        "one line per transition, none twice"
+    )
     assert down["reason"] in ("connection_refused", "connection_reset")  # (reset: killed mid-probe)
     assert down["level"] == "warning" and down["logger"] == "xds_control.health"
     for entry in entries:
@@ -129,7 +139,9 @@ def test_serve_logs_one_json_line_per_transition_and_per_reload(tmp_path: Path, 
             assert {"backend", "from", "to", "reason"} <= entry.keys()
 
     reloads = [e for e in entries if e.get("event") == "config_reload"]
-    assert [(e["source"], e["result"]) for e in reloads] == [("file", "applied"), ("file", "rejected")], "one line per reload"
+    assert [(e["source"], e["result"]) for e in reloads] == [("file", "applied"), ("file", "rejected")], (
+        "one line per reload"
+    )
     assert applied["path"] == str(config) and applied["backends"] == 1 and applied["level"] == "info"
     assert rejected["fields"] == "health.interval" and rejected["level"] == "error"
     assert not [e for e in entries if e.get("event") == "nack"]
@@ -142,7 +154,9 @@ def collector() -> Iterator[Collector]:
     c.close()
 
 
-def test_serve_exports_its_probe_spans_over_otlp_http(tmp_path: Path, ports: list[int], backend: list[Proc], collector: Collector) -> None:
+def test_serve_exports_its_probe_spans_over_otlp_http(
+    tmp_path: Path, ports: list[int], backend: list[Proc], collector: Collector
+) -> None:
     pytest.importorskip("opentelemetry.exporter.otlp.proto.http.trace_exporter")
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 

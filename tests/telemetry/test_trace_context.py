@@ -7,7 +7,12 @@ import json
 import pytest
 from opentelemetry.trace import get_current_span
 
-from xds_control.telemetry.trace_context import context_from_carrier, has_trace_context, redact_url, trace_headers_of_body
+from xds_control.telemetry.trace_context import (
+    context_from_carrier,
+    has_trace_context,
+    redact_url,
+    trace_headers_of_body,
+)
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
@@ -35,18 +40,26 @@ def test_a_valid_traceparent_is_extracted_from_headers_or_meta() -> None:
     assert has_trace_context({"traceparent": PARENT, "other": 1})
 
 
-@pytest.mark.parametrize("carrier", [None, {}, {"traceparent": "garbage"}, {"traceparent": f"00-{'0' * 32}-00f067aa0ba902b7-01"}, {"other": "x"}])
+@pytest.mark.parametrize(
+    "carrier",
+    [None, {}, {"traceparent": "garbage"}, {"traceparent": f"00-{'0' * 32}-00f067aa0ba902b7-01"}, {"other": "x"}],
+)
 def test_no_valid_traceparent_means_none_not_an_orphan_context(carrier: dict[str, str] | None) -> None:
     assert context_from_carrier(carrier) is None
     assert not has_trace_context(carrier)
 
 
 def body(meta: object) -> bytes:
-    return json.dumps({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "x", "_meta": meta}}).encode()
+    return json.dumps(
+        {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "x", "_meta": meta}}
+    ).encode()
 
 
 def test_trace_headers_come_from_the_request_meta() -> None:
-    assert trace_headers_of_body(body({"traceparent": PARENT, "tracestate": "a=b", "progressToken": 3})) == {"traceparent": PARENT, "tracestate": "a=b"}
+    assert trace_headers_of_body(body({"traceparent": PARENT, "tracestate": "a=b", "progressToken": 3})) == {
+        "traceparent": PARENT,
+        "tracestate": "a=b",
+    }
     assert trace_headers_of_body(body({"traceparent": PARENT})) == {"traceparent": PARENT}
 
 

@@ -25,7 +25,9 @@ INIT = b'{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersio
 
 
 def post(url: str) -> int:
-    request = urllib.request.Request(url, data=INIT, headers={"content-type": "application/json", "accept": "application/json, text/event-stream"})
+    request = urllib.request.Request(
+        url, data=INIT, headers={"content-type": "application/json", "accept": "application/json, text/event-stream"}
+    )
     try:
         with urllib.request.urlopen(request, timeout=10) as resp:
             return resp.status
@@ -60,23 +62,34 @@ async def test_failed_requests_are_logged_with_their_response_flags(tmp_path: Pa
                 async def status(path: str, expected: int) -> bool:
                     return await asyncio.to_thread(post, f"{base}{path}") == expected
 
-                await async_wait_until(lambda: status("/backends/live/mcp", 200), timeout=10, what="the live backend through Envoy")
-                await async_wait_until(lambda: status("/backends/down/mcp", 503), timeout=10, what="503 for the unhealthy backend")
+                await async_wait_until(
+                    lambda: status("/backends/live/mcp", 200), timeout=10, what="the live backend through Envoy"
+                )
+                await async_wait_until(
+                    lambda: status("/backends/down/mcp", 503), timeout=10, what="503 for the unhealthy backend"
+                )
                 assert await status("/backends/gone/mcp", 503)
                 assert await status("/nowhere", 404)
 
                 def logged(flag: str, path: str) -> bool:
-                    return any("[access]" in line and f"flags={flag}" in line and f" {path} " in line for line in envoy.lines)
+                    return any(
+                        "[access]" in line and f"flags={flag}" in line and f" {path} " in line for line in envoy.lines
+                    )
 
                 await async_wait_until(lambda: logged("UH", "/backends/down/mcp"), timeout=5, what="a UH line")
                 await async_wait_until(lambda: logged("NR", "/nowhere"), timeout=5, what="an NR line")
                 await async_wait_until(
-                    lambda: any("[access]" in line and "/backends/gone/mcp" in line and ("UF" in line or "URX" in line) for line in envoy.lines),
+                    lambda: any(
+                        "[access]" in line and "/backends/gone/mcp" in line and ("UF" in line or "URX" in line)
+                        for line in envoy.lines
+                    ),
                     timeout=5,
                     what="a UF/URX line",
                 )
                 access = [line for line in envoy.lines if "[access]" in line]
-                assert not [line for line in access if "/backends/live/mcp" in line], "successful requests are not logged"
+                assert not [line for line in access if "/backends/live/mcp" in line], (
+                    "successful requests are not logged"
+                )
                 uh = next(line for line in access if "flags=UH" in line)
                 assert "status=503" in uh and "cluster=down" in uh and "listener=public" in uh
             except BaseException:

@@ -115,7 +115,9 @@ async def test_nack_keeps_last_good_config_and_causes_no_push_loop(weather, tmp_
             url = _egress(config, "weather")
             good_cds = plane.cache.current.version(t.CLUSTER)
             specs = build_resources(plane.store.current)
-            specs[t.CLUSTER]["weather"]["health_checks"] = [{"interval": "1s"}]  # no timeout, no checker: Envoy rejects it
+            specs[t.CLUSTER]["weather"]["health_checks"] = [
+                {"interval": "1s"}
+            ]  # no timeout, no checker: Envoy rejects it
             bad = Snapshot.from_specs(specs)
             pushes_before = metrics.PUSHES.labels("cds")._value.get()
             plane.cache.set(bad)
@@ -141,24 +143,34 @@ async def test_nack_keeps_last_good_config_and_causes_no_push_loop(weather, tmp_
 async def test_two_envoys_converge_on_one_control_plane(weather, tmp_path):
     config = stack_config([{"name": "weather", "url": f"http://127.0.0.1:{weather}/mcp"}])
     # The second Envoy gets its own admin port and node id; listeners come from xDS (shared ports, SO_REUSEPORT).
-    other = config.model_copy(update={"envoy": config.envoy.model_copy(update={"admin_port": free_port(), "node_id": "second"})})
+    other = config.model_copy(
+        update={"envoy": config.envoy.model_copy(update={"admin_port": free_port(), "node_id": "second"})}
+    )
     async with running_control_plane(config) as plane:
         first_envoy = await async_start_envoy(config, tmp_path / "a")
         second_envoy = await async_start_envoy(other, tmp_path / "b")
         try:
             await async_wait_until(
-                lambda: sorted(n.node_id for n in plane.nodes.nodes()) == sorted([config.envoy.node_id, "second"]), timeout=5, what="both nodes listed"
+                lambda: sorted(n.node_id for n in plane.nodes.nodes()) == sorted([config.envoy.node_id, "second"]),
+                timeout=5,
+                what="both nodes listed",
             )
             plane.store.set_state("weather", BackendState.UNHEALTHY)
             for cfg in (config, other):
-                await async_wait_until(lambda c=cfg: _eds_status(c, "weather", "UNHEALTHY"), timeout=5, what="both Envoys see UNHEALTHY")
+                await async_wait_until(
+                    lambda c=cfg: _eds_status(c, "weather", "UNHEALTHY"), timeout=5, what="both Envoys see UNHEALTHY"
+                )
             plane.store.set_state("weather", BackendState.HEALTHY)
             for cfg in (config, other):
-                await async_wait_until(lambda c=cfg: _eds_status(c, "weather", "HEALTHY"), timeout=5, what="both Envoys see HEALTHY")
+                await async_wait_until(
+                    lambda c=cfg: _eds_status(c, "weather", "HEALTHY"), timeout=5, what="both Envoys see HEALTHY"
+                )
             # Envoy applies an update before its ACK reaches us: wait for both ACKs of the current version.
             current = plane.cache.current.version(t.ENDPOINT)
             await async_wait_until(
-                lambda: [n.acked.get("eds") for n in plane.nodes.nodes()] == [current, current], timeout=5, what="both ACK the same EDS version"
+                lambda: [n.acked.get("eds") for n in plane.nodes.nodes()] == [current, current],
+                timeout=5,
+                what="both ACK the same EDS version",
             )
         finally:
             first_envoy.stop()
@@ -171,7 +183,9 @@ async def _eds_status(config: Config, cluster: str, wanted: str) -> bool:
         return False
     for entry in json.loads(body).get("cluster_statuses", []):
         if entry["name"] == cluster:
-            statuses = [h.get("health_status", {}).get("eds_health_status", "HEALTHY") for h in entry.get("host_statuses", [])]
+            statuses = [
+                h.get("health_status", {}).get("eds_health_status", "HEALTHY") for h in entry.get("host_statuses", [])
+            ]
             return statuses == [wanted]
     return False
 
@@ -188,13 +202,17 @@ async def test_backends_added_and_removed_at_runtime_reach_envoy(weather, tmp_pa
                 data = config.model_dump(mode="json")
                 data["backends"].append({"name": "calendar", "url": f"http://127.0.0.1:{calendar_port}/mcp"})
                 plane.apply_config(parse_config(data))
-                await async_wait_until(lambda: _is_status(_egress(config, "calendar"), 200), timeout=5, what="new backend routed")
+                await async_wait_until(
+                    lambda: _is_status(_egress(config, "calendar"), 200), timeout=5, what="new backend routed"
+                )
 
                 data["backends"] = [b for b in data["backends"] if b["name"] != "weather"]
                 plane.apply_config(parse_config(data))
-                await async_wait_until(lambda: _is_status(_egress(config, "weather"), 404), timeout=5, what="removed backend unrouted")
+                await async_wait_until(
+                    lambda: _is_status(_egress(config, "weather"), 404), timeout=5, what="removed backend unrouted"
+                )
                 assert await _status(_egress(config, "calendar")) == 200
-                status, body = await asyncio.to_thread(envoy_get, config, "/clusters")
+                _code, body = await asyncio.to_thread(envoy_get, config, "/clusters")
                 assert "weather::" not in body
             finally:
                 envoy.stop()
@@ -211,10 +229,14 @@ async def test_cluster_update_is_answered_with_endpoints_and_does_not_stay_warmi
             data["outlier_detection"]["consecutive_5xx"] = 9  # changes every backend cluster: Envoy re-warms them
             plane.apply_config(parse_config(data))
             new_cds = plane.cache.current.version(t.CLUSTER)
-            await async_wait_until(lambda: plane.nodes.nodes()[0].acked.get("cds") == new_cds, timeout=5, what="CDS ACK")
+            await async_wait_until(
+                lambda: plane.nodes.nodes()[0].acked.get("cds") == new_cds, timeout=5, what="CDS ACK"
+            )
 
             async def active() -> bool:
-                status, body = await asyncio.to_thread(envoy_get, config, "/config_dump?resource=dynamic_warming_clusters")
+                status, body = await asyncio.to_thread(
+                    envoy_get, config, "/config_dump?resource=dynamic_warming_clusters"
+                )
                 return status == 200 and "weather" not in body
 
             # Far below initial_fetch_timeout (15 s): the re-sent EDS request was answered.
@@ -240,7 +262,9 @@ async def test_control_plane_killed_and_restarted(weather, tmp_path):
         url = _egress(config, "weather")
         assert await _status(url) == 200
         plane.kill()
-        await async_wait_until(lambda: _connected(config, False), timeout=10, what="Envoy notices the control plane is gone")
+        await async_wait_until(
+            lambda: _connected(config, False), timeout=10, what="Envoy notices the control plane is gone"
+        )
         for _ in range(5):
             assert await _status(url) == 200, "Envoy keeps its last config while the control plane is down"
 
@@ -249,7 +273,9 @@ async def test_control_plane_killed_and_restarted(weather, tmp_path):
         data["backends"].append({"name": "again", "url": f"http://127.0.0.1:{weather}/mcp"})
         path.write_text(yaml.safe_dump(data))
         plane = serve()
-        await async_wait_until(lambda: _connected(config, True), timeout=45, what="Envoy reconnects")  # its retry backoff grows while we were down
+        await async_wait_until(
+            lambda: _connected(config, True), timeout=45, what="Envoy reconnects"
+        )  # its retry backoff grows while we were down
         await async_wait_until(lambda: _is_status(_egress(config, "again"), 200), timeout=20, what="Envoy resynced")
         assert await _status(url) == 200
     finally:
@@ -260,4 +286,3 @@ async def test_control_plane_killed_and_restarted(weather, tmp_path):
 async def _connected(config: Config, wanted: bool) -> bool:
     status, body = await asyncio.to_thread(envoy_get, config, "/stats?filter=control_plane.connected_state")
     return status == 200 and f"control_plane.connected_state: {int(wanted)}" in body
-

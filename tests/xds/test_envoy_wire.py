@@ -16,9 +16,6 @@ from envoy_data_plane.envoy.config.core.v3 import Node
 from envoy_data_plane.envoy.config.endpoint.v3 import ClusterLoadAssignment
 from envoy_data_plane.envoy.config.listener.v3 import Listener
 from envoy_data_plane.envoy.config.route.v3 import RouteConfiguration
-from envoy_data_plane.envoy.service.discovery.v3 import DiscoveryRequest
-from envoy_data_plane.google.rpc import Status
-from google.protobuf import json_format
 
 # Registers the typed_config types in betterproto2's pool, so envoy-data-plane's from_dict can parse `@type`.
 from envoy_data_plane.envoy.extensions.access_loggers.stream import v3 as _stream_logs  # noqa: F401
@@ -28,6 +25,9 @@ from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager i
 from envoy_data_plane.envoy.extensions.http.stateful_session.envelope import v3 as _envelope_session  # noqa: F401
 from envoy_data_plane.envoy.extensions.transport_sockets.tls import v3 as _tls  # noqa: F401
 from envoy_data_plane.envoy.extensions.upstreams.http import v3 as _http_options  # noqa: F401
+from envoy_data_plane.envoy.service.discovery.v3 import DiscoveryRequest
+from envoy_data_plane.google.rpc import Status
+from google.protobuf import json_format
 
 from xds_control.config import load_config, parse_config
 from xds_control.errors import XdsError
@@ -67,10 +67,18 @@ def _views() -> list[Any]:
                 {"name": "named", "url": "http://weather.internal:9004/mcp"},
             ],
             "listener": {"expose_backends": True, "idle_timeout": "45s"},
-            "outlier_detection": {"consecutive_5xx": 7, "consecutive_gateway_failure": 3, "interval": "2s", "base_ejection_time": "250ms"},
+            "outlier_detection": {
+                "consecutive_5xx": 7,
+                "consecutive_gateway_failure": 3,
+                "interval": "2s",
+                "base_ejection_time": "250ms",
+            },
         }
     )
-    configs = [*sorted((ROOT / "examples" / "configs").glob("*.yaml")), ROOT / "compose" / "config.yaml"]  # compose: host names
+    configs = [
+        *sorted((ROOT / "examples" / "configs").glob("*.yaml")),
+        ROOT / "compose" / "config.yaml",
+    ]  # compose: host names
     views = [ViewStore(load_config(path)).current for path in configs]
     store = ViewStore(config)
     views.append(store.current)
@@ -79,7 +87,11 @@ def _views() -> list[Any]:
     store.set_state("remote", BackendState.DEGRADED)
     store.update_backend("named", lambda s: replace(s, endpoints=(replace(s.endpoints[0], address="10.1.2.3"),)))
     views.append(store.current)
-    for state, breaker, drained in ((BackendState.HEALTHY, BreakerState.OPEN, False), (BackendState.HEALTHY, BreakerState.CLOSED, True), (BackendState.UNAUTHENTICATED, BreakerState.CLOSED, False)):
+    for state, breaker, drained in (
+        (BackendState.HEALTHY, BreakerState.OPEN, False),
+        (BackendState.HEALTHY, BreakerState.CLOSED, True),
+        (BackendState.UNAUTHENTICATED, BreakerState.CLOSED, False),
+    ):
         store.set_state("weather", state)
         store.update_backend("weather", lambda s, b=breaker, d=drained: replace(s, breaker=b, drained=d))
         views.append(store.current)
@@ -96,7 +108,9 @@ def _resources() -> list[tuple[str, str, dict[str, Any]]]:
 
 def test_the_committed_descriptors_are_what_the_generator_makes() -> None:
     committed = (ROOT / "xds_control" / "xds" / "envoy_wire_descriptors.py").read_text()
-    assert committed == envoy_wire_gen.render(envoy_wire_gen.build()), "stale: run `.venv/bin/python -m xds_control.xds.envoy_wire_gen`"
+    assert committed == envoy_wire_gen.render(envoy_wire_gen.build()), (
+        "stale: run `.venv/bin/python -m xds_control.xds.envoy_wire_gen`"
+    )
 
 
 def test_every_resource_encodes_to_envoy_data_planes_message() -> None:
@@ -106,15 +120,24 @@ def test_every_resource_encodes_to_envoy_data_planes_message() -> None:
         ours = encode_message(type_url, spec)
         theirs = _oracle_bytes(type_url, spec)
         cls = message_type(type_url)
+
         # Same fields and values, Any payloads unpacked (field order inside an Any's bytes may differ).
-        as_json = lambda data: json_format.MessageToDict(cls.FromString(data), descriptor_pool=envoy_wire._pool(), preserving_proto_field_name=True)  # noqa: E731
+        def as_json(data: bytes, cls=cls) -> dict:
+            return json_format.MessageToDict(
+                cls.FromString(data), descriptor_pool=envoy_wire._pool(), preserving_proto_field_name=True
+            )
+
         assert as_json(ours) == as_json(theirs), (type_url, name)
         assert len(ours) == len(theirs), (type_url, name)
-        assert as_json(ours) == json_format.MessageToDict(envoy_wire.from_json(cls, spec), descriptor_pool=envoy_wire._pool(), preserving_proto_field_name=True)
+        assert as_json(ours) == json_format.MessageToDict(
+            envoy_wire.from_json(cls, spec), descriptor_pool=envoy_wire._pool(), preserving_proto_field_name=True
+        )
 
 
 def test_a_field_or_value_the_schema_rejects_is_named_in_the_error() -> None:
-    cluster = build_resources(ViewStore(parse_config({"backends": [{"name": "a", "url": "http://127.0.0.1:9/mcp"}]})).current)[t.CLUSTER]["a"]
+    cluster = build_resources(
+        ViewStore(parse_config({"backends": [{"name": "a", "url": "http://127.0.0.1:9/mcp"}]})).current
+    )[t.CLUSTER]["a"]
     with pytest.raises(XdsError, match=r"cds resource 'a'.*no field named \"conect_timeout\""):
         encode_message(t.CLUSTER, {**cluster, "conect_timeout": "2s"})
     with pytest.raises(XdsError, match=r"cds resource 'a'.*connect_timeout"):
@@ -135,6 +158,11 @@ def test_a_discovery_request_reads_back_field_for_field() -> None:
         error_detail=Status(code=3, message="rejected: bad cluster"),
     )
     parsed = WireDiscoveryRequest.FromString(bytes(request))
-    assert (parsed.version_info, parsed.node.id, parsed.node.cluster, parsed.node.user_agent_name) == ("7", "edge-1", "edge", "envoy")
+    assert (parsed.version_info, parsed.node.id, parsed.node.cluster, parsed.node.user_agent_name) == (
+        "7",
+        "edge-1",
+        "edge",
+        "envoy",
+    )
     assert (list(parsed.resource_names), parsed.type_url, parsed.response_nonce) == (["a", "b"], t.ENDPOINT, "42")
     assert (parsed.error_detail.code, parsed.error_detail.message) == (3, "rejected: bad cluster")

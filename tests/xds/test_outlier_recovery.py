@@ -24,7 +24,12 @@ A, B = "http://127.0.0.1:9002/mcp", "http://127.0.0.1:9003/mcp"
 def _store() -> ViewStore:
     return ViewStore(
         parse_config(
-            {"backends": [{"name": "weather", "url": "http://127.0.0.1:9001/mcp"}, {"name": "replicas", "endpoints": [A, B]}]}
+            {
+                "backends": [
+                    {"name": "weather", "url": "http://127.0.0.1:9001/mcp"},
+                    {"name": "replicas", "endpoints": [A, B]},
+                ]
+            }
         )
     )
 
@@ -38,7 +43,10 @@ def _groups(cla: dict) -> list[tuple[dict | None, list[tuple[int, str]]]]:
     return [
         (
             group.get("locality"),
-            [(lb["endpoint"]["address"]["socket_address"]["port_value"], lb["health_status"]) for lb in group["lb_endpoints"]],
+            [
+                (lb["endpoint"]["address"]["socket_address"]["port_value"], lb["health_status"])
+                for lb in group["lb_endpoints"]
+            ],
         )
         for group in cla["endpoints"]
     ]
@@ -57,7 +65,9 @@ def _groups(cla: dict) -> list[tuple[dict | None, list[tuple[int, str]]]]:
         (BackendState.HEALTHY, BreakerState.CLOSED, True, "DRAINING", UNROUTABLE_LOCALITY),
     ],
 )
-def test_only_endpoints_envoy_must_not_route_to_are_in_the_unroutable_locality(state, breaker, drained, health, locality):
+def test_only_endpoints_envoy_must_not_route_to_are_in_the_unroutable_locality(
+    state, breaker, drained, health, locality
+):
     store = _store()
     store.set_state("weather", state)
     store.update_backend("weather", lambda s: replace(s, breaker=breaker, drained=drained))
@@ -78,7 +88,10 @@ def test_a_dead_replica_moves_to_the_unroutable_locality_and_back_on_recovery():
     before = _cla(store, "replicas")
 
     store.set_state("replicas", BackendState.UNHEALTHY, endpoint=A)
-    assert _groups(_cla(store, "replicas")) == [(None, [(9003, "HEALTHY")]), (UNROUTABLE_LOCALITY, [(9002, "UNHEALTHY")])]
+    assert _groups(_cla(store, "replicas")) == [
+        (None, [(9003, "HEALTHY")]),
+        (UNROUTABLE_LOCALITY, [(9002, "UNHEALTHY")]),
+    ]
     assert health_of(_cla(store, "replicas")) == ["HEALTHY", "UNHEALTHY"]
 
     store.set_state("replicas", BackendState.HEALTHY, endpoint=A)
@@ -96,7 +109,10 @@ def test_the_locality_survives_encoding():
     store.set_state("replicas", BackendState.HEALTHY)
     store.set_state("replicas", BackendState.UNHEALTHY, endpoint=B)
     decoded = ClusterLoadAssignment.parse(encode_message(t.ENDPOINT, _cla(store, "replicas")))
-    assert [g.locality.sub_zone if g.locality else "" for g in decoded.endpoints] == ["", UNROUTABLE_LOCALITY["sub_zone"]]
+    assert [g.locality.sub_zone if g.locality else "" for g in decoded.endpoints] == [
+        "",
+        UNROUTABLE_LOCALITY["sub_zone"],
+    ]
     assert [lb.health_status.name for g in decoded.endpoints for lb in g.lb_endpoints] == ["HEALTHY", "UNHEALTHY"]
 
 

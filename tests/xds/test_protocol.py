@@ -14,7 +14,9 @@ from xds_control.xds.snapshot import Snapshot, SnapshotBuilder
 
 
 def _store(n: int = 3) -> ViewStore:
-    return ViewStore(parse_config({"backends": [{"name": f"b{i}", "url": f"http://127.0.0.1:{9000 + i}/mcp"} for i in range(n)]}))
+    return ViewStore(
+        parse_config({"backends": [{"name": f"b{i}", "url": f"http://127.0.0.1:{9000 + i}/mcp"} for i in range(n)]})
+    )
 
 
 class Peer:
@@ -29,7 +31,9 @@ class Peer:
 
     def request(self, nonce: str = "", error: bool = False, names: list[str] | None = None) -> RequestKind:
         kind = classify_request(self.state, nonce, error)
-        on_request(self.state, self.type_url, kind, names if names is not None else self.names, nonce, "bad" if error else "")
+        on_request(
+            self.state, self.type_url, kind, names if names is not None else self.names, nonce, "bad" if error else ""
+        )
         return kind
 
     def push(self, snapshot: Snapshot) -> list[str] | None:
@@ -37,7 +41,9 @@ class Peer:
         if resources is None:
             return None
         self.nonce += 1
-        self.state.pending = Pending(str(self.nonce), snapshot.version(self.type_url), {r.name: r.hash for r in resources}, 0.0)
+        self.state.pending = Pending(
+            str(self.nonce), snapshot.version(self.type_url), {r.name: r.hash for r in resources}, 0.0
+        )
         self.state.force = False
         names = [r.name for r in resources]
         self.sent.append(names)
@@ -158,7 +164,10 @@ def test_builder_reuses_unchanged_encodings():
 
 
 def test_versions_are_stable_for_equal_views():
-    assert SnapshotBuilder().build(_store().current).types[t.ENDPOINT].version == SnapshotBuilder().build(_store().current).types[t.ENDPOINT].version
+    assert (
+        SnapshotBuilder().build(_store().current).types[t.ENDPOINT].version
+        == SnapshotBuilder().build(_store().current).types[t.ENDPOINT].version
+    )
 
 
 def test_inconsistent_snapshot_is_refused():
@@ -174,5 +183,3 @@ def test_inconsistent_snapshot_is_refused():
 
 def replace_name(spec: dict, name: str) -> dict:
     return {**spec, "name": name}
-
-

@@ -55,7 +55,9 @@ class FakeEnvoy:
 
     def send(self, type_url: str, *, version: str = "", nonce: str = "", error: str = "") -> None:
         detail = Status(code=3, message=error) if error else None
-        request = DiscoveryRequest(node=NODE, type_url=type_url, version_info=version, response_nonce=nonce, error_detail=detail)
+        request = DiscoveryRequest(
+            node=NODE, type_url=type_url, version_info=version, response_nonce=nonce, error_detail=detail
+        )
         # What the gRPC server hands the service: envoy-data-plane's encoding, parsed by the server's own class.
         self.requests.put_nowait(server.DiscoveryRequest.FromString(bytes(request)))
 
@@ -113,13 +115,20 @@ async def test_a_push_is_one_span_settled_by_its_ack_or_nack_or_the_stream_end(s
     assert nacked.attributes["xds.response"] == "nack"
     assert nacked.status.status_code is StatusCode.ERROR and nacked.status.description == "cluster b9002: bad thing"
     (event,) = nacked.events
-    assert event.name == "nack" and dict(event.attributes) == {"xds.kept_version": first.version_info, "xds.error_detail": "cluster b9002: bad thing"}
+    assert event.name == "nack" and dict(event.attributes) == {
+        "xds.kept_version": first.version_info,
+        "xds.error_detail": "cluster b9002: bad thing",
+    }
 
-    assert unanswered.attributes["xds.version"] == third.version_info and unanswered.attributes["xds.response"] == "none"
+    assert (
+        unanswered.attributes["xds.version"] == third.version_info and unanswered.attributes["xds.response"] == "none"
+    )
     assert len({s.context.trace_id for s in (acked, nacked, unanswered)}) == 3, "each push is its own trace"
 
 
-async def test_each_nack_is_one_warning_line_with_node_type_versions_and_detail(caplog: pytest.LogCaptureFixture) -> None:
+async def test_each_nack_is_one_warning_line_with_node_type_versions_and_detail(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     store, builder, cache = ViewStore(config(9001)), SnapshotBuilder(), SnapshotCache()
     cache.set(builder.build(store.current))
     with caplog.at_level(logging.INFO, logger="xds_control.xds.server"):
@@ -131,10 +140,18 @@ async def test_each_nack_is_one_warning_line_with_node_type_versions_and_detail(
             cache.set(builder.build(store.current))
             second = await envoy.response()
             envoy.send(t.CLUSTER, version=first.version_info, nonce=second.nonce, error="no such cluster")
-            envoy.send(t.CLUSTER, version=first.version_info, nonce=second.nonce, error="no such cluster")  # stale repeat
+            envoy.send(
+                t.CLUSTER, version=first.version_info, nonce=second.nonce, error="no such cluster"
+            )  # stale repeat
     nacks = [r for r in caplog.records if getattr(r, "event", None) == "nack"]
     assert len(nacks) == 1
     (record,) = nacks
     assert record.levelno == logging.WARNING
     fields = {k: getattr(record, k) for k in ("node", "type", "version", "kept_version", "detail")}
-    assert fields == {"node": "edge-1", "type": "cds", "version": second.version_info, "kept_version": first.version_info, "detail": "no such cluster"}
+    assert fields == {
+        "node": "edge-1",
+        "type": "cds",
+        "version": second.version_info,
+        "kept_version": first.version_info,
+        "detail": "no such cluster",
+    }

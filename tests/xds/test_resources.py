@@ -33,7 +33,14 @@ def _routes(resources, name):
 
 
 def test_backend_cluster_has_panic_threshold_zero_and_ejectable_outlier_detection():
-    config = _config(outlier_detection={"consecutive_5xx": 7, "consecutive_gateway_failure": 3, "interval": "2s", "base_ejection_time": "250ms"})
+    config = _config(
+        outlier_detection={
+            "consecutive_5xx": 7,
+            "consecutive_gateway_failure": 3,
+            "interval": "2s",
+            "base_ejection_time": "250ms",
+        }
+    )
     cluster = build_resources(ViewStore(config).current)[t.CLUSTER]["weather"]
     assert cluster["type"] == "EDS"
     assert cluster["eds_cluster_config"]["eds_config"]["ads"] == {}
@@ -102,7 +109,9 @@ def test_egress_pins_mcp_sessions_to_their_replica_and_encodes():
     assert state["name"] == "envoy.http.stateful_session.envelope"
     assert state["typed_config"]["header"] == {"name": "mcp-session-id"}
     public = listeners[t.PUBLIC_LISTENER]["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
-    assert [f["name"] for f in public] == ["envoy.filters.http.router"]  # the aggregator's own sessions are its business
+    assert [f["name"] for f in public] == [
+        "envoy.filters.http.router"
+    ]  # the aggregator's own sessions are its business
     assert encode_message(t.LISTENER, listeners[t.EGRESS_LISTENER])
 
 

@@ -79,11 +79,15 @@ def _options(func: Callable[..., Any]) -> Callable[..., Any]:
 
     @config_option
     @click.option("--address", metavar="HOST:PORT", help="Admin API address (overrides the config).")
-    @click.option("--token-env", metavar="NAME", help="Environment variable holding the admin token (overrides admin_token_env).")
+    @click.option(
+        "--token-env", metavar="NAME", help="Environment variable holding the admin token (overrides admin_token_env)."
+    )
     @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
     @common_options
     @click.pass_context
-    def wrapper(ctx: click.Context, config_path: Path | None, address: str | None, token_env: str | None, **kwargs: Any) -> Any:
+    def wrapper(
+        ctx: click.Context, config_path: Path | None, address: str | None, token_env: str | None, **kwargs: Any
+    ) -> Any:
         ctx.obj = _connection(config_path, address, token_env)
         return ctx.invoke(func, ctx, **kwargs)
 
@@ -112,7 +116,13 @@ def backend_json(status: BackendStatus) -> dict[str, Any]:
         "tools": len(status.catalog.tools) if status.catalog else 0,
         "catalog_hash": status.catalog_hash,
         "endpoints": [
-            {"url": e.url, "state": str(e.state), "last_probe_ms": e.last_probe_ms, "last_error": e.last_error, "address": e.address}
+            {
+                "url": e.url,
+                "state": str(e.state),
+                "last_probe_ms": e.last_probe_ms,
+                "last_error": e.last_error,
+                "address": e.address,
+            }
             for e in status.endpoints
         ],
     }
@@ -159,7 +169,9 @@ def backends(ctx: click.Context, as_json: bool) -> None:
 
 @admin.command()
 @click.option("--count", type=click.IntRange(min=1), help="Exit after this many updates (the first is the full view).")
-@click.option("--lines", "plain", is_flag=True, help="One line per update even on a terminal (default there: a live table).")
+@click.option(
+    "--lines", "plain", is_flag=True, help="One line per update even on a terminal (default there: a live table)."
+)
 @_options
 def watch(ctx: click.Context, as_json: bool, count: int | None, plain: bool) -> None:
     """Show the view and every change until Ctrl-C: a live table on a terminal, else one line per update."""
@@ -177,7 +189,11 @@ def watch(ctx: click.Context, as_json: bool, count: int | None, plain: bool) -> 
                 if live is not None:
                     live.update(event.version, event.backends)
                 elif as_json:
-                    click.echo(json.dumps({"version": event.version, "backends": [backend_json(b) for b in event.backends.values()]}))
+                    click.echo(
+                        json.dumps(
+                            {"version": event.version, "backends": [backend_json(b) for b in event.backends.values()]}
+                        )
+                    )
                 else:
                     parts = "; ".join(backend_line(b) for b in event.backends.values()) or "no backends"
                     click.echo(f"{time.strftime('%H:%M:%S')} version {event.version}: {parts}")
@@ -230,7 +246,16 @@ def nodes(ctx: click.Context, as_json: bool) -> None:
             for url, t in sorted(n.types.items()) or [("-", None)]:
                 short = url.rsplit(".", 1)[-1]
                 nack = f"{t.nacked_version}: {t.nack_detail}" if t and t.nacked_version else "-"
-                rows.append([n.node_id, n.cluster or "-", ago(n.connected_since, now), short, (t.acked_version if t else "") or "-", nack])
+                rows.append(
+                    [
+                        n.node_id,
+                        n.cluster or "-",
+                        ago(n.connected_since, now),
+                        short,
+                        (t.acked_version if t else "") or "-",
+                        nack,
+                    ]
+                )
         click.echo(text_table(["NODE", "CLUSTER", "CONNECTED", "TYPE", "ACKED", "NACKED"], rows))
 
     _run(ctx, action)

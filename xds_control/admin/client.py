@@ -126,7 +126,9 @@ class Outcome:
 
 def _reason(details: str) -> str:
     text = details.lower()
-    if "errno -2" in text or "errno -3" in text or "errno -5" in text:  # socket.gaierror: EAI_NONAME, EAI_AGAIN, EAI_NODATA
+    if (
+        "errno -2" in text or "errno -3" in text or "errno -5" in text
+    ):  # socket.gaierror: EAI_NONAME, EAI_AGAIN, EAI_NODATA
         return "cannot resolve the host"
     if "refused" in text:
         return "connection refused"
@@ -168,14 +170,20 @@ class AdminClient:
 
     def _error(self, exc: BaseException, method: str, timeout: float | None = None) -> AdminError:
         if isinstance(exc, TimeoutError):
-            return AdminUnavailable(f"the control plane admin API at {self.target} did not answer {method} within {timeout}s")
+            return AdminUnavailable(
+                f"the control plane admin API at {self.target} did not answer {method} within {timeout}s"
+            )
         if not isinstance(exc, GRPCError):
-            return AdminUnavailable(f"cannot reach the control plane admin API at {self.target}: {_reason(f'{type(exc).__name__} {exc}')}")
+            return AdminUnavailable(
+                f"cannot reach the control plane admin API at {self.target}: {_reason(f'{type(exc).__name__} {exc}')}"
+            )
         status, details = exc.status, exc.message or ""
         if status is Status.UNAVAILABLE:
             return AdminUnavailable(f"cannot reach the control plane admin API at {self.target}: {_reason(details)}")
         if status is Status.DEADLINE_EXCEEDED:
-            return AdminUnavailable(f"the control plane admin API at {self.target} did not answer {method} within {timeout}s")
+            return AdminUnavailable(
+                f"the control plane admin API at {self.target} did not answer {method} within {timeout}s"
+            )
         if status is Status.NOT_FOUND:
             return BackendNotFound(details)
         if status is Status.UNAUTHENTICATED:
@@ -233,7 +241,9 @@ class AdminClient:
                             down_since_logged = False
                         delay = WATCH_BACKOFF[0]
                         yield _event(message)
-                error: AdminError = AdminUnavailable(f"the control plane at {self.target} closed the watch stream (shutting down)")
+                error: AdminError = AdminUnavailable(
+                    f"the control plane at {self.target} closed the watch stream (shutting down)"
+                )
             except GRPCError as exc:
                 error = self._error(exc, "Watch")
                 if not reconnect or exc.status not in RETRYABLE:

@@ -131,7 +131,9 @@ def node_to_pb(node: NodeInfo) -> pb.Node:
         cluster=node.cluster,
         connected_since=node.connected_since,
         types=[
-            pb.TypeStatus(type_url=url, acked_version=t.acked_version, nacked_version=t.nacked_version, nack_detail=t.nack_detail)
+            pb.TypeStatus(
+                type_url=url, acked_version=t.acked_version, nacked_version=t.nacked_version, nack_detail=t.nack_detail
+            )
             for url, t in sorted(node.types.items())
         ],
     )
@@ -143,7 +145,9 @@ def node_from_pb(msg: pb.Node) -> NodeInfo:
         cluster=msg.cluster,
         connected_since=msg.connected_since,
         types={
-            t.type_url: TypeStatus(acked_version=t.acked_version, nacked_version=t.nacked_version, nack_detail=t.nack_detail)
+            t.type_url: TypeStatus(
+                acked_version=t.acked_version, nacked_version=t.nacked_version, nack_detail=t.nack_detail
+            )
             for t in msg.types
         },
     )

@@ -46,12 +46,27 @@ BREAKER_STYLES = {"closed": "", "open": "bold red", "half_open": "yellow"}
 
 
 def status_table(
-    backends: Iterable[BackendStatus], now: float, *, version: int | None = None, endpoint: str | None = None, note: str | None = None
+    backends: Iterable[BackendStatus],
+    now: float,
+    *,
+    version: int | None = None,
+    endpoint: str | None = None,
+    note: str | None = None,
 ) -> Table:
     """The backends as a rich table (the columns of `render.LIVE_COLUMNS`)."""
     backends = list(backends)
-    title = f"xds-control · {len(backends)} backend{'' if len(backends) == 1 else 's'}" + (f" · view {version}" if version is not None else "")
-    caption = " · ".join(part for part in (f"MCP endpoint {endpoint}" if endpoint else "", note or "", time.strftime("%H:%M:%S", time.localtime(now))) if part)
+    title = f"xds-control · {len(backends)} backend{'' if len(backends) == 1 else 's'}" + (
+        f" · view {version}" if version is not None else ""
+    )
+    caption = " · ".join(
+        part
+        for part in (
+            f"MCP endpoint {endpoint}" if endpoint else "",
+            note or "",
+            time.strftime("%H:%M:%S", time.localtime(now)),
+        )
+        if part
+    )
     table = Table(title=title, caption=caption, title_justify="left", caption_justify="left", expand=False)
     headers = [c.header for c in LIVE_COLUMNS]
     for header in headers:
@@ -96,13 +111,20 @@ class LiveStatus:
         self._backends: Mapping[str, BackendStatus] = {}
         redirect_stderr = _same_terminal(self.console.file, sys.stderr)
         self._live = Live(
-            self._table(), console=self.console, auto_refresh=False, transient=False, redirect_stdout=True, redirect_stderr=redirect_stderr
+            self._table(),
+            console=self.console,
+            auto_refresh=False,
+            transient=False,
+            redirect_stdout=True,
+            redirect_stderr=redirect_stderr,
         )
         self._handlers: list[tuple[logging.StreamHandler[Any], IO[str]]] = []
         self.started = False
 
     def _table(self) -> Table:
-        return status_table(self._backends.values(), time.time(), version=self._version, endpoint=self.endpoint, note=self.note)
+        return status_table(
+            self._backends.values(), time.time(), version=self._version, endpoint=self.endpoint, note=self.note
+        )
 
     def start(self) -> None:
         if self.started:

@@ -63,14 +63,28 @@ LAST_ERROR = Column("LAST ERROR", lambda b, now: b.last_error or "-")
 TOOLS = Column("TOOLS", lambda b, now: tools(b))
 ENDPOINTS = Column("ENDPOINTS", lambda b, now: endpoints(b))
 
-ADMIN_COLUMNS = (NAME, STATE, BREAKER, ROUTABLE, DRAINED, FAILURES, LAST_PROBE, LAST_SUCCESS, LAST_ERROR, TOOLS, ENDPOINTS)
+ADMIN_COLUMNS = (
+    NAME,
+    STATE,
+    BREAKER,
+    ROUTABLE,
+    DRAINED,
+    FAILURES,
+    LAST_PROBE,
+    LAST_SUCCESS,
+    LAST_ERROR,
+    TOOLS,
+    ENDPOINTS,
+)
 """`xds-control admin backends`: everything."""
 LIVE_COLUMNS = (NAME, STATE, BREAKER, ROUTABLE_OR_DRAINED, LAST_PROBE, TOOLS, LAST_ERROR, ENDPOINTS)
 """The live status (`up`, `admin watch` on a terminal): what fits one line of a terminal (a drained backend's
 ROUTABLE cell says `drained`: it is not routable, and that is why)."""
 
 
-def backend_rows(backends: Iterable[BackendStatus], now: float, columns: Sequence[Column] = ADMIN_COLUMNS) -> list[list[str]]:
+def backend_rows(
+    backends: Iterable[BackendStatus], now: float, columns: Sequence[Column] = ADMIN_COLUMNS
+) -> list[list[str]]:
     return [[column.cell(b, now) for column in columns] for b in backends]
 
 
@@ -102,7 +116,9 @@ def change_line(b: BackendStatus) -> str:
     return f"{backend_line(b)}, {tools(b)} tools, endpoints {endpoints(b)}"
 
 
-def changed(before: Mapping[str, BackendStatus] | None, after: Mapping[str, BackendStatus]) -> tuple[list[BackendStatus], list[str]]:
+def changed(
+    before: Mapping[str, BackendStatus] | None, after: Mapping[str, BackendStatus]
+) -> tuple[list[BackendStatus], list[str]]:
     """Backends that are new or whose `change_line` differs (latency alone is no change), and names gone."""
     before = before or {}
     now = [b for name, b in after.items() if name not in before or change_line(before[name]) != change_line(b)]

@@ -86,7 +86,9 @@ def _rpc(method: str, *, mutating: bool = False, stream: bool = False) -> Callab
         if stream:
 
             @functools.wraps(fn)
-            async def stream_handler(self: AdminService, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            async def stream_handler(
+                self: AdminService, request: Any, context: grpc.aio.ServicerContext
+            ) -> AsyncIterator[Any]:
                 code: grpc.StatusCode | None = grpc.StatusCode.OK
                 try:
                     async with contextlib.aclosing(fn(self, request, context)) as items:
@@ -95,7 +97,7 @@ def _rpc(method: str, *, mutating: bool = False, stream: bool = False) -> Callab
                 except asyncio.CancelledError:
                     code = grpc.StatusCode.CANCELLED
                     raise
-                except Exception as exc:  # noqa: BLE001 - mapped to a status, never leaked
+                except Exception as exc:
                     code = None  # counted by fail()
                     await fail(context, exc)
                 finally:
@@ -114,7 +116,7 @@ def _rpc(method: str, *, mutating: bool = False, stream: bool = False) -> Callab
             except asyncio.CancelledError:
                 code = grpc.StatusCode.CANCELLED
                 raise
-            except Exception as exc:  # noqa: BLE001 - mapped to a status, never leaked
+            except Exception as exc:
                 code = None  # counted by fail()
                 await fail(context, exc)
             finally:
@@ -153,7 +155,9 @@ class AdminService(pb_grpc.AdminServicer):
 
     def _health(self, what: str) -> HealthControl:
         if self.health is None:
-            raise _Failure(grpc.StatusCode.UNIMPLEMENTED, f"{what} needs the health monitor, which this server does not run")
+            raise _Failure(
+                grpc.StatusCode.UNIMPLEMENTED, f"{what} needs the health monitor, which this server does not run"
+            )
         return self.health
 
     async def _next_view(self, after: int) -> View | None:
@@ -179,17 +183,23 @@ class AdminService(pb_grpc.AdminServicer):
     # -- read-only --------------------------------------------------------------------------
 
     @_rpc("ListBackends")
-    async def ListBackends(self, request: pb.ListBackendsRequest, context: grpc.aio.ServicerContext) -> pb.ListBackendsResponse:
+    async def ListBackends(
+        self, request: pb.ListBackendsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListBackendsResponse:
         view = self.store.current
         return pb.ListBackendsResponse(version=view.version, backends=self._backends(view, request.omit_catalogs))
 
     @_rpc("GetBackend")
-    async def GetBackend(self, request: pb.GetBackendRequest, context: grpc.aio.ServicerContext) -> pb.GetBackendResponse:
+    async def GetBackend(
+        self, request: pb.GetBackendRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetBackendResponse:
         view = self.store.current
         return pb.GetBackendResponse(version=view.version, backend=backend_to_pb(self._backend(request.name)))
 
     @_rpc("Watch", stream=True)
-    async def Watch(self, request: pb.WatchRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.WatchResponse]:
+    async def Watch(
+        self, request: pb.WatchRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.WatchResponse]:
         self.active_watches += 1
         WATCH_STREAMS.inc()
         try:
@@ -220,7 +230,9 @@ class AdminService(pb_grpc.AdminServicer):
         return pb.ProbeNowResponse(backend=backend_to_pb(status))
 
     @_rpc("ResetBreaker", mutating=True)
-    async def ResetBreaker(self, request: pb.ResetBreakerRequest, context: grpc.aio.ServicerContext) -> pb.ResetBreakerResponse:
+    async def ResetBreaker(
+        self, request: pb.ResetBreakerRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ResetBreakerResponse:
         self._backend(request.name)
         health = self._health("ResetBreaker")
         log.info("admin: breaker reset", extra={"backend": request.name})
@@ -273,7 +285,14 @@ class AdminService(pb_grpc.AdminServicer):
 class AdminServer:
     """A running admin server. `port` is the bound port; `stop()` is idempotent."""
 
-    def __init__(self, server: grpc.aio.Server, service: AdminService, health_servicer: grpc_health.aio.HealthServicer, host: str, port: int) -> None:
+    def __init__(
+        self,
+        server: grpc.aio.Server,
+        service: AdminService,
+        health_servicer: grpc_health.aio.HealthServicer,
+        host: str,
+        port: int,
+    ) -> None:
         self.server = server
         self.service = service
         self.host = host

@@ -139,7 +139,9 @@ async def with_auth_retry(
         metrics.AUTH_RETRIES.labels(backend=backend, result="breaker_open").inc()
         data = {**(failure.data or {}), "auth_breaker": "open", "retry_after": breaker.retry_after}
         raise GatewayError(failure.code, failure.message, data, AUTH) from None
-    with tracer.start_as_current_span("xds_control.aggregator.auth_retry", attributes={"backend": backend, "retries.max": retries}) as span:
+    with tracer.start_as_current_span(
+        "xds_control.aggregator.auth_retry", attributes={"backend": backend, "retries.max": retries}
+    ) as span:
         tries = 0
         try:
             retrying = AsyncRetrying(

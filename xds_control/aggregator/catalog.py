@@ -372,7 +372,9 @@ def merge_key(config: Config, statuses: Mapping[str, BackendStatus]) -> MergeKey
         catalog = status.catalog if status is not None else None
         if catalog is not None and not catalog.hash:
             return None
-        key.append((backend.name, status is not None and status.routable, catalog.hash if catalog is not None else None))
+        key.append(
+            (backend.name, status is not None and status.routable, catalog.hash if catalog is not None else None)
+        )
     return tuple(key)
 
 

@@ -87,8 +87,23 @@ class _Call:
 
     __slots__ = ("body", "id", "method", "name", "params", "request", "version")
 
-    def __init__(self, request: Request, request_id: int | str, method: str, params: dict[str, Any], version: str, body: dict[str, Any]) -> None:
-        self.request, self.id, self.method, self.params, self.version, self.body = request, request_id, method, params, version, body
+    def __init__(
+        self,
+        request: Request,
+        request_id: int | str,
+        method: str,
+        params: dict[str, Any],
+        version: str,
+        body: dict[str, Any],
+    ) -> None:
+        self.request, self.id, self.method, self.params, self.version, self.body = (
+            request,
+            request_id,
+            method,
+            params,
+            version,
+            body,
+        )
         self.name = params.get("name", "")
 
 
@@ -123,11 +138,17 @@ class FastPath:
             await self.app(scope, receive, send)
             return
         first = await receive()
-        call = await self._plain_call(scope, first, version) if first["type"] == "http.request" and not first.get("more_body") else None
+        call = (
+            await self._plain_call(scope, first, version)
+            if first["type"] == "http.request" and not first.get("more_body")
+            else None
+        )
         if call is None:
             await self.app(scope, replaying(first, receive), send)
         elif call.method != "tools/call":
-            await self.lists.serve(call.id, call.method, call.version, call.params, scope, replaying(first, receive), send)
+            await self.lists.serve(
+                call.id, call.method, call.version, call.params, scope, replaying(first, receive), send
+            )
         else:
             self.taken += 1
             await self._serve(call, scope, receive, send)
@@ -135,7 +156,12 @@ class FastPath:
     async def _legacy(self, scope: Scope, receive: Receive, send: Send, session_id: str, version: str) -> None:
         """A legacy session's plain call of a known tool, answered here (legacy_calls.py); all else to the SDK."""
         session = self.sessions.session(session_id) if self.sessions is not None else None
-        plain = session is not None and session.client_params is not None and not (version and version not in HANDSHAKE_PROTOCOL_VERSIONS) and "user" not in scope
+        plain = (
+            session is not None
+            and session.client_params is not None
+            and not (version and version not in HANDSHAKE_PROTOCOL_VERSIONS)
+            and "user" not in scope
+        )
         transport = self.transports.of(session_id) if plain else None
         if session is None or transport is None:
             await self.app(scope, receive, send)
@@ -147,21 +173,37 @@ class FastPath:
                 self.in_flight.cancel_from(session_id, json.loads(first.get("body", b"")))
         call = await self._request(scope, first, version, meta_required=False) if whole else None
         catalog = self.gateway.catalog
-        if call is None or call.method != "tools/call" or (catalog.route("tools", call.name) is None and catalog.unavailable_owner("tools", call.name) is None):
+        if (
+            call is None
+            or call.method != "tools/call"
+            or (catalog.route("tools", call.name) is None and catalog.unavailable_owner("tools", call.name) is None)
+        ):
             await self.app(scope, replaying(first, receive), send)
             return
         self.taken += 1
         assert self.sessions is not None
         routed = self._route(call, scope, session_id)
-        with legacy_calls.activity(transport, self.sessions, session_id), self.in_flight.tracking(session_id, call.id, routed):
+        with (
+            legacy_calls.activity(transport, self.sessions, session_id),
+            self.in_flight.tracking(session_id, call.id, routed),
+        ):
             went = await _until_done_or_gone(routed, receive)
             cancelled = routed in self.in_flight.cancelled
         if not went:  # else the client went away: nobody to answer
-            await _send_json(send, 200, legacy_calls.answer(call.id, session, routed, cancelled), [(b"mcp-session-id", session_id.encode("latin-1"))])
+            await _send_json(
+                send,
+                200,
+                legacy_calls.answer(call.id, session, routed, cancelled),
+                [(b"mcp-session-id", session_id.encode("latin-1"))],
+            )
 
     def _route(self, call: _Call, scope: Scope, client_key: str | None) -> asyncio.Future[Any]:
         """`Gateway.call` for a plain tools/call, as a future; the client's trace context passed through."""
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"] if k in (b"traceparent", b"tracestate")}
+        headers = {
+            k.decode("latin-1"): v.decode("latin-1")
+            for k, v in scope["headers"]
+            if k in (b"traceparent", b"tracestate")
+        }
         return asyncio.ensure_future(
             self.gateway.call(
                 "tools/call", "tools", call.name, call.params, client_key=client_key, arguments=call.params.get("arguments"),
@@ -180,13 +222,20 @@ class FastPath:
         request = Request(scope)
         if await self.security.validate_request(request, is_post=True) is not None:
             return None
-        if check_accept_headers(request) != (True, True) or find_duplicated_routing_header(request.headers.items()) is not None:
+        if (
+            check_accept_headers(request) != (True, True)
+            or find_duplicated_routing_header(request.headers.items()) is not None
+        ):
             return None
         try:
             body = json.loads(message.get("body", b""))
         except (ValueError, RecursionError):
             return None
-        if not isinstance(body, dict) or body.get("jsonrpc") != "2.0" or body.keys() - {"jsonrpc", "id", "method", "params"}:
+        if (
+            not isinstance(body, dict)
+            or body.get("jsonrpc") != "2.0"
+            or body.keys() - {"jsonrpc", "id", "method", "params"}
+        ):
             return None
         request_id, method, params = body.get("id"), body.get("method"), body.get("params")
         if isinstance(request_id, bool) or not isinstance(request_id, int | str) or not isinstance(params, dict):
@@ -196,10 +245,16 @@ class FastPath:
             return None
         if method == "tools/call":
             name, arguments = params.get("name"), params.get("arguments")
-            if params.keys() - _CALL_KEYS or not isinstance(name, str) or not (arguments is None or isinstance(arguments, dict)):
+            if (
+                params.keys() - _CALL_KEYS
+                or not isinstance(name, str)
+                or not (arguments is None or isinstance(arguments, dict))
+            ):
                 return None
         elif method in LIST_METHODS:
-            if params.keys() - _LIST_KEYS or not (params.get("cursor") is None or isinstance(params.get("cursor"), str)):
+            if params.keys() - _LIST_KEYS or not (
+                params.get("cursor") is None or isinstance(params.get("cursor"), str)
+            ):
                 return None
         else:
             return None
@@ -216,7 +271,10 @@ class FastPath:
         if call.method != "tools/call":
             return call if self.lists.valid(call.method, version, call.params) else None
         schema = self.gateway.tool_schema(call.name)
-        if schema is not None and validate_mcp_param_headers(schema, call.params.get("arguments") or {}, request.headers) is not None:
+        if (
+            schema is not None
+            and validate_mcp_param_headers(schema, call.params.get("arguments") or {}, request.headers) is not None
+        ):
             return None
         return call
 
@@ -230,7 +288,11 @@ class FastPath:
         exc = routed.exception()
         if exc is None:
             try:
-                return 200, {"jsonrpc": "2.0", "id": call.id, "result": self._wire_result(call.version, routed.result())}
+                return 200, {
+                    "jsonrpc": "2.0",
+                    "id": call.id,
+                    "result": self._wire_result(call.version, routed.result()),
+                }
             except MCPError as invalid:
                 exc = invalid
         error = modern_error_data(exc) if isinstance(exc, Exception) else modern_error_data(RuntimeError())
@@ -254,7 +316,9 @@ class FastPath:
         return dumped
 
 
-async def _send_json(send: Send, status: int, message: dict[str, Any], headers: list[tuple[bytes, bytes]] | None = None) -> None:
+async def _send_json(
+    send: Send, status: int, message: dict[str, Any], headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
     data = json.dumps(message, separators=(",", ":")).encode()
     start = [(b"content-type", b"application/json"), *(headers or []), (b"content-length", str(len(data)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": start})

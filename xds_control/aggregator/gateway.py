@@ -38,8 +38,8 @@ from xds_control.aggregator import metrics
 from xds_control.aggregator.catalog import (
     KINDS,
     Kind,
-    MergeKey,
     MergedCatalog,
+    MergeKey,
     empty_catalog,
     manual_conflict_issues,
     merge_catalog,
@@ -58,8 +58,18 @@ log = logging.getLogger(__name__)
 
 UNAVAILABLE_META = "xds-control/unavailable"
 RESOURCE_NOT_FOUND = -32002
-RESULT_KEY: Mapping[Kind, str] = {"tools": "tools", "resources": "resources", "resource_templates": "resourceTemplates", "prompts": "prompts"}
-_WHAT: Mapping[Kind, str] = {"tools": "tool", "prompts": "prompt", "resources": "resource", "resource_templates": "resource template"}
+RESULT_KEY: Mapping[Kind, str] = {
+    "tools": "tools",
+    "resources": "resources",
+    "resource_templates": "resourceTemplates",
+    "prompts": "prompts",
+}
+_WHAT: Mapping[Kind, str] = {
+    "tools": "tool",
+    "prompts": "prompt",
+    "resources": "resource",
+    "resource_templates": "resource template",
+}
 
 
 class _CallerError(MCPError):
@@ -139,7 +149,12 @@ class Gateway:
         for conflict in current - self._reported_conflicts:
             log.error(
                 "name conflict in the merged catalog",
-                extra={"kind": conflict.kind, "exposed_name": conflict.name, "backends": ",".join(conflict.backends), "left_out": ",".join(conflict.rejected)},
+                extra={
+                    "kind": conflict.kind,
+                    "exposed_name": conflict.name,
+                    "backends": ",".join(conflict.backends),
+                    "left_out": ",".join(conflict.rejected),
+                },
             )
         self._reported_conflicts = current
 
@@ -190,7 +205,9 @@ class Gateway:
         with call_span(method, kind, key) as span:
             outcome, category = "cancelled", None
             try:
-                result = await self._route(method, kind, key, params, span, client_key, progress, arguments, backend_params, trace_context)
+                result = await self._route(
+                    method, kind, key, params, span, client_key, progress, arguments, backend_params, trace_context
+                )
                 outcome = "tool_error" if result.get("isError") is True else OK
                 return result
             except GatewayError as exc:
@@ -230,7 +247,9 @@ class Gateway:
                 raise from_unavailable(owner)
             if kind == "resources":
                 raise _CallerError("not_found", RESOURCE_NOT_FOUND, "Resource not found", {"uri": key})
-            raise _CallerError("unknown_name", types.INVALID_PARAMS, f"Unknown {_WHAT[kind]}: {key}", {_WHAT[kind]: key})
+            raise _CallerError(
+                "unknown_name", types.INVALID_PARAMS, f"Unknown {_WHAT[kind]}: {key}", {_WHAT[kind]: key}
+            )
         span.set_attributes({"backend": route.backend, "original": route.original})
         if kind == "tools":
             self._check_arguments(key, arguments)
@@ -241,8 +260,12 @@ class Gateway:
         try:
             result = await upstream.request(
                 method,
-                backend_params(route.original) if backend_params else clean_params(params, route.original, trace_context=trace_context),
-                client_key=client_key, progress=progress, param_headers=self._param_headers(key, arguments) if kind == "tools" else None,
+                backend_params(route.original)
+                if backend_params
+                else clean_params(params, route.original, trace_context=trace_context),
+                client_key=client_key,
+                progress=progress,
+                param_headers=self._param_headers(key, arguments) if kind == "tools" else None,
             )
             outcome = "tool_error" if result.get("isError") is True else OK
             return result
@@ -314,4 +337,3 @@ class Gateway:
 
     async def aclose(self) -> None:
         await asyncio.gather(*(u.aclose() for u in self.upstreams.values()), return_exceptions=True)
-

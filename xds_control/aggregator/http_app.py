@@ -59,7 +59,10 @@ def _is_wildcard(host: str) -> bool:
 def allowed_hosts(config: Config) -> list[str]:
     """The `Host` header values `/mcp` accepts (see the module docstring)."""
     hosts: list[str] = []
-    for host, port in ((config.listener.address, config.listener.port), (config.aggregator.address, config.aggregator.port)):
+    for host, port in (
+        (config.listener.address, config.listener.port),
+        (config.aggregator.address, config.aggregator.port),
+    ):
         if not _is_wildcard(host):
             hosts.append(f"{_bracketed(host)}:{port}")
         hosts += [f"{name}:{port}" for name in _LOCAL_NAMES]
@@ -79,7 +82,9 @@ def _jsonrpc_error(status: int, code: int, message: str, data: Any = None) -> Re
     error: dict[str, Any] = {"code": code, "message": message}
     if data is not None:
         error["data"] = data
-    return Response(json.dumps({"jsonrpc": "2.0", "id": None, "error": error}), status_code=status, media_type="application/json")
+    return Response(
+        json.dumps({"jsonrpc": "2.0", "id": None, "error": error}), status_code=status, media_type="application/json"
+    )
 
 
 class JsonBodyLimit:
@@ -88,7 +93,9 @@ class JsonBodyLimit:
         self.max_bytes = max_bytes
 
     def _too_large(self) -> Response:
-        return _jsonrpc_error(413, -32600, f"request body too large: the limit is {self.max_bytes} bytes", {"limit": self.max_bytes})
+        return _jsonrpc_error(
+            413, -32600, f"request body too large: the limit is {self.max_bytes} bytes", {"limit": self.max_bytes}
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -109,7 +116,9 @@ class JsonBodyLimit:
                 return
             if not message.get("more_body", False):
                 break
-        await self.app(scope, replaying({"type": "http.request", "body": bytes(body), "more_body": False}, receive), send)
+        await self.app(
+            scope, replaying({"type": "http.request", "body": bytes(body), "more_body": False}, receive), send
+        )
 
 
 def replaying(first: Message, receive: Receive) -> Receive:
@@ -155,11 +164,17 @@ class JsonAnswers:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        if "mcp-session-id" not in headers or headers.get("mcp-protocol-version") in MODERN_PROTOCOL_VERSIONS or "application/json" not in headers.get("accept", ""):
+        if (
+            "mcp-session-id" not in headers
+            or headers.get("mcp-protocol-version") in MODERN_PROTOCOL_VERSIONS
+            or "application/json" not in headers.get("accept", "")
+        ):
             await self.app(scope, receive, send)
             return
         first = await receive()
-        alone = first["type"] == "http.request" and not first.get("more_body") and _answers_alone(first.get("body", b""))
+        alone = (
+            first["type"] == "http.request" and not first.get("more_body") and _answers_alone(first.get("body", b""))
+        )
         token = _JSON_ANSWER.set(alone)
         try:
             await self.app(scope, replaying(first, receive), send)

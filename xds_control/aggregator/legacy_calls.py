@@ -68,8 +68,16 @@ class SdkTransports:
         transport = instances.get(session_id) if isinstance(instances, dict) else None
         if not isinstance(transport, StreamableHTTPServerTransport) or transport.is_terminated:
             return None
-        scope, timeout, in_flight = getattr(transport, "idle_scope", None), getattr(transport, "_idle_timeout", None), getattr(transport, "_requests_in_flight", None)
-        if not isinstance(in_flight, int) or (scope is None) != (timeout is None) or (scope is not None and not isinstance(scope, anyio.CancelScope)):
+        scope, timeout, in_flight = (
+            getattr(transport, "idle_scope", None),
+            getattr(transport, "_idle_timeout", None),
+            getattr(transport, "_requests_in_flight", None),
+        )
+        if (
+            not isinstance(in_flight, int)
+            or (scope is None) != (timeout is None)
+            or (scope is not None and not isinstance(scope, anyio.CancelScope))
+        ):
             return None
         if scope is not None and scope.cancel_called:  # idle already: the SDK is ending this session
             return None
@@ -82,15 +90,15 @@ def activity(transport: StreamableHTTPServerTransport, sessions: ClientSessions,
     scope = transport.idle_scope
     sessions.request_started(session_id)
     if scope is not None:
-        transport._requests_in_flight += 1  # noqa: SLF001 - see the module docstring
+        transport._requests_in_flight += 1
         scope.deadline = math.inf
     try:
         yield
     finally:
         if scope is not None:
-            transport._requests_in_flight -= 1  # noqa: SLF001
-            if not transport._requests_in_flight:  # noqa: SLF001
-                scope.deadline = anyio.current_time() + transport._idle_timeout  # noqa: SLF001
+            transport._requests_in_flight -= 1
+            if not transport._requests_in_flight:
+                scope.deadline = anyio.current_time() + transport._idle_timeout
         sessions.request_ended(session_id)
 
 
@@ -139,7 +147,9 @@ class InFlight:
             routed.cancel()
 
 
-def answer(request_id: RequestId, session: ServerSession, routed: asyncio.Future[Any], cancelled: bool) -> dict[str, Any]:
+def answer(
+    request_id: RequestId, session: ServerSession, routed: asyncio.Future[Any], cancelled: bool
+) -> dict[str, Any]:
     """The JSON-RPC message the SDK's legacy path answers with (see the module docstring)."""
     if cancelled:
         error = ErrorData(code=REQUEST_CANCELLED, message="Request cancelled")
@@ -147,9 +157,18 @@ def answer(request_id: RequestId, session: ServerSession, routed: asyncio.Future
         exc = routed.exception()
         if exc is None:
             try:
-                return {"jsonrpc": "2.0", "id": request_id, "result": mcp_methods.serialize_server_result("tools/call", session.protocol_version, dict(routed.result()))}
+                return {
+                    "jsonrpc": "2.0",
+                    "id": request_id,
+                    "result": mcp_methods.serialize_server_result(
+                        "tools/call", session.protocol_version, dict(routed.result())
+                    ),
+                }
             except ValidationError:
-                log.error("a tools/call result does not match the client's protocol version", extra={"version": session.protocol_version})
+                log.error(
+                    "a tools/call result does not match the client's protocol version",
+                    extra={"version": session.protocol_version},
+                )
                 error = ErrorData(code=INTERNAL_ERROR, message="Handler returned an invalid result")
         else:
             mapped = handler_exception_to_error_data(exc)
@@ -157,4 +176,8 @@ def answer(request_id: RequestId, session: ServerSession, routed: asyncio.Future
                 log.error("tools/call handler raised", exc_info=exc)
                 mapped = ErrorData(code=0, message=str(exc))
             error = mapped
-    return {"jsonrpc": "2.0", "id": request_id, "error": error.model_dump(mode="json", by_alias=True, exclude_none=True)}
+    return {
+        "jsonrpc": "2.0",
+        "id": request_id,
+        "error": error.model_dump(mode="json", by_alias=True, exclude_none=True),
+    }

@@ -46,7 +46,10 @@ class _Capture:
     async def __call__(self, message: Message) -> None:
         if message["type"] == "http.response.start":
             self.status = message["status"]
-            self.json = any(k.lower() == b"content-type" and v.startswith(b"application/json") for k, v in message.get("headers", ()))
+            self.json = any(
+                k.lower() == b"content-type" and v.startswith(b"application/json")
+                for k, v in message.get("headers", ())
+            )
         elif message["type"] == "http.response.body" and self.chunks is not None:
             body = message.get("body", b"")
             self._size += len(body)
@@ -64,7 +67,12 @@ class _Capture:
             answer = json.loads(b"".join(self.chunks))
         except (ValueError, RecursionError):
             return None
-        if not isinstance(answer, dict) or answer.get("id") != request_id or "error" in answer or not isinstance(answer.get("result"), dict):
+        if (
+            not isinstance(answer, dict)
+            or answer.get("id") != request_id
+            or "error" in answer
+            or not isinstance(answer.get("result"), dict)
+        ):
             return None
         return json.dumps(answer["result"], separators=(",", ":"), ensure_ascii=False).encode()
 
@@ -84,7 +92,16 @@ class KeptListAnswers:
             return False
         return True
 
-    async def serve(self, request_id: int | str, method: str, version: str, params: Mapping[str, Any], scope: Scope, receive: Receive, send: Send) -> None:
+    async def serve(
+        self,
+        request_id: int | str,
+        method: str,
+        version: str,
+        params: Mapping[str, Any],
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+    ) -> None:
         catalog = self._catalog()
         key = (method, version, params.get("cursor"))
         result = self.pages.get(catalog, key)

@@ -46,8 +46,12 @@ _LIST_HINT = CacheHint(ttl_ms=0, scope="public")  # the same for every caller; c
 
 
 class _AggregatorServer(Server[Any]):
-    def create_initialization_options(self, notification_options: NotificationOptions | None = None, *args: Any, **kwargs: Any) -> Any:
-        options = notification_options or NotificationOptions(prompts_changed=True, resources_changed=True, tools_changed=True)
+    def create_initialization_options(
+        self, notification_options: NotificationOptions | None = None, *args: Any, **kwargs: Any
+    ) -> Any:
+        options = notification_options or NotificationOptions(
+            prompts_changed=True, resources_changed=True, tools_changed=True
+        )
         return super().create_initialization_options(options, *args, **kwargs)
 
     def get_capabilities(self, *args: Any, **kwargs: Any) -> types.ServerCapabilities:
@@ -59,7 +63,9 @@ class _AggregatorServer(Server[Any]):
         """
         capabilities = super().get_capabilities(*args, **kwargs)
         if capabilities.resources is not None and capabilities.resources.subscribe:
-            capabilities = capabilities.model_copy(update={"resources": capabilities.resources.model_copy(update={"subscribe": False})})
+            capabilities = capabilities.model_copy(
+                update={"resources": capabilities.resources.model_copy(update={"subscribe": False})}
+            )
         return capabilities
 
 
@@ -70,7 +76,9 @@ class _CountingListenHandler(ListenHandler):
     claim them (see `_AggregatorServer.get_capabilities`); list-change kinds are honored.
     """
 
-    async def __call__(self, ctx: ServerRequestContext[Any, Any], params: types.SubscriptionsListenRequestParams) -> types.SubscriptionsListenResult:
+    async def __call__(
+        self, ctx: ServerRequestContext[Any, Any], params: types.SubscriptionsListenRequestParams
+    ) -> types.SubscriptionsListenResult:
         if params.notifications.resource_subscriptions:
             notifications = params.notifications.model_copy(update={"resource_subscriptions": None})
             params = params.model_copy(update={"notifications": notifications})
@@ -155,7 +163,12 @@ def build_server(gateway: Gateway, sessions: ClientSessions, bus: InMemorySubscr
         ref = params.ref
         kind, key = ("prompts", ref.name) if isinstance(ref, types.PromptReference) else ("resource_templates", ref.uri)
         return await gateway.call(
-            "completion/complete", kind, key, wire(params), client_key=client_key(ctx), backend_params=_complete_params(params)
+            "completion/complete",
+            kind,
+            key,
+            wire(params),
+            client_key=client_key(ctx),
+            backend_params=_complete_params(params),
         )
 
     async def track_sessions(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
@@ -188,5 +201,7 @@ def build_server(gateway: Gateway, sessions: ClientSessions, bus: InMemorySubscr
     )
     server.middleware.insert(0, TraceHeaderMiddleware())  # outermost: before the SDK's span middleware reads `_meta`
     server.middleware.append(track_sessions)
-    server.middleware.append(ListPageCache(lambda: gateway.catalog))  # innermost: sessions are tracked and spans made first
+    server.middleware.append(
+        ListPageCache(lambda: gateway.catalog)
+    )  # innermost: sessions are tracked and spans made first
     return server

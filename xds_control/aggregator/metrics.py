@@ -30,23 +30,37 @@ UPSTREAM_REQUESTS = Counter(
     f"{_NS}_upstream_http_requests_total", "HTTP requests sent towards a backend (via Envoy's egress).", ["backend"]
 )
 CATALOG_ITEMS = Gauge(f"{_NS}_catalog_items", "Items in the merged catalog, by kind.", ["kind"])
-CATALOG_CONFLICTS = Gauge(f"{_NS}_catalog_conflicts", "Names or URIs left out of the merged catalog for a conflict, by kind.", ["kind"])
+CATALOG_CONFLICTS = Gauge(
+    f"{_NS}_catalog_conflicts", "Names or URIs left out of the merged catalog for a conflict, by kind.", ["kind"]
+)
 LIST_CHANGED_SENT = Counter(
     f"{_NS}_list_changed_sent_total",
     "list_changed notifications sent, by kind and family (legacy: one per session; modern: one per publish).",
     ["kind", "family"],
 )
-VIEW_STALE = Gauge(f"{_NS}_view_stale", "1 while the control plane's view stream is disconnected (serving the last view).")
-VIEW_STALENESS = Gauge(f"{_NS}_view_staleness_seconds", "Seconds since the view was last known to be current (0 while connected).")
+VIEW_STALE = Gauge(
+    f"{_NS}_view_stale", "1 while the control plane's view stream is disconnected (serving the last view)."
+)
+VIEW_STALENESS = Gauge(
+    f"{_NS}_view_staleness_seconds", "Seconds since the view was last known to be current (0 while connected)."
+)
 VIEW_VERSION = Gauge(f"{_NS}_view_version", "Version of the last view applied.")
 VIEW_RECONNECTS = Counter(f"{_NS}_view_reconnects_total", "Attempts to reconnect to the control plane's view stream.")
-SESSIONS = Gauge(f"{_NS}_client_sessions", "Client sessions open: legacy MCP sessions, modern subscriptions/listen streams.", ["family"])
-UPSTREAM_SESSIONS = Gauge(f"{_NS}_upstream_sessions", "Open MCP sessions to legacy backends (one per client session).", ["backend"])
+SESSIONS = Gauge(
+    f"{_NS}_client_sessions",
+    "Client sessions open: legacy MCP sessions, modern subscriptions/listen streams.",
+    ["family"],
+)
+UPSTREAM_SESSIONS = Gauge(
+    f"{_NS}_upstream_sessions", "Open MCP sessions to legacy backends (one per client session).", ["backend"]
+)
 AUTH_RETRIES = Counter(
     f"{_NS}_auth_retry_sequences_total",
     "Retry sequences after a 401/403 from a backend, by result (recovered, exhausted, breaker_open).",
     ["backend", "result"],
 )
 OUTCOME_REPORTS = Counter(
-    f"{_NS}_outcome_reports_total", "Data-path outcome batches sent to the control plane, by result (sent, dropped).", ["result"]
+    f"{_NS}_outcome_reports_total",
+    "Data-path outcome batches sent to the control plane, by result (sent, dropped).",
+    ["result"],
 )

@@ -31,8 +31,17 @@ from xds_control.aggregator.coalesce import ChangeCoalescer
 log = logging.getLogger(__name__)
 
 SEND_TIMEOUT = 5.0
-_NOTIFICATION: Mapping[Kind, str] = {"tools": "tools", "prompts": "prompts", "resources": "resources", "resource_templates": "resources"}
-_EVENTS: Mapping[str, ServerEvent] = {"tools": ToolsListChanged(), "prompts": PromptsListChanged(), "resources": ResourcesListChanged()}
+_NOTIFICATION: Mapping[Kind, str] = {
+    "tools": "tools",
+    "prompts": "prompts",
+    "resources": "resources",
+    "resource_templates": "resources",
+}
+_EVENTS: Mapping[str, ServerEvent] = {
+    "tools": ToolsListChanged(),
+    "prompts": PromptsListChanged(),
+    "resources": ResourcesListChanged(),
+}
 
 
 async def _notify_legacy(session: ServerSession, kind: str) -> bool:
@@ -44,7 +53,7 @@ async def _notify_legacy(session: ServerSession, kind: str) -> bool:
     try:
         async with asyncio.timeout(SEND_TIMEOUT):
             await send()
-    except Exception:  # noqa: BLE001 - a gone or stuck client must not stop the others
+    except Exception:
         return False
     return True
 

@@ -72,7 +72,7 @@ async def report_outcomes_forever(
         try:
             async with asyncio.timeout(interval):
                 await send(reports)
-        except Exception as exc:  # noqa: BLE001 - best-effort: drop the batch
+        except Exception as exc:
             metrics.OUTCOME_REPORTS.labels(result="dropped").inc()
             log.debug("outcome report dropped", extra={"error": type(exc).__name__})
         else:

@@ -42,7 +42,9 @@ def decode_cursor(cursor: str) -> tuple[str, str, int]:
     return kind, list_hash, value
 
 
-def page(merged: MergedList, cursor: str | None, size: int = PAGE_SIZE) -> tuple[tuple[Mapping[str, Any], ...], str | None]:
+def page(
+    merged: MergedList, cursor: str | None, size: int = PAGE_SIZE
+) -> tuple[tuple[Mapping[str, Any], ...], str | None]:
     """One page of `merged` starting at `cursor` (None: the first page) and the cursor of the next one."""
     offset = 0
     if cursor is not None:
@@ -50,7 +52,9 @@ def page(merged: MergedList, cursor: str | None, size: int = PAGE_SIZE) -> tuple
         if kind != merged.kind:
             raise CursorError("invalid", f"invalid cursor: it belongs to the {kind} list, not {merged.kind}")
         if list_hash != merged.hash:
-            raise CursorError("stale", f"stale cursor: the {merged.kind} list changed since it was issued; list again from the start")
+            raise CursorError(
+                "stale", f"stale cursor: the {merged.kind} list changed since it was issued; list again from the start"
+            )
         if offset > len(merged.items):
             raise CursorError("invalid", "invalid cursor: pass back a nextCursor exactly as received")
     end = offset + size

@@ -99,10 +99,17 @@ def backend_failed(backend: str, category: str, *, status: int | None = None, de
     if category == "no_healthy_upstream":
         return backend_unavailable(backend, "no_healthy_upstream", category=category, status=status)
     if category == "timeout":
-        return GatewayError(BACKEND_TIMEOUT, f"backend {backend!r} did not answer in time", {"backend": backend, "category": category}, TIMEOUT)
+        return GatewayError(
+            BACKEND_TIMEOUT,
+            f"backend {backend!r} did not answer in time",
+            {"backend": backend, "category": category},
+            TIMEOUT,
+        )
     if category == "authentication_failed":
         data = {"backend": backend, "category": category, "status": status}
-        return GatewayError(BACKEND_AUTH_FAILED, f"backend {backend!r} rejected the gateway's credentials (HTTP {status})", data, AUTH)
+        return GatewayError(
+            BACKEND_AUTH_FAILED, f"backend {backend!r} rejected the gateway's credentials (HTTP {status})", data, AUTH
+        )
     data: dict[str, Any] = {"backend": backend, "category": category}
     if status is not None:
         data["status"] = status

@@ -28,13 +28,11 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import uvicorn
-
-from xds_control.telemetry.metrics_server import start_metrics_server
 from mcp.server.subscriptions import InMemorySubscriptionBus
 
 from xds_control.aggregator.coalesce import DEFAULT_WINDOW, ChangeCoalescer
-from xds_control.aggregator.gateway import Gateway
 from xds_control.aggregator.fastpath import FastPath
+from xds_control.aggregator.gateway import Gateway
 from xds_control.aggregator.http_app import DEFAULT_MAX_REQUEST_BYTES, MCP_PATH, build_asgi_app, transport_security
 from xds_control.aggregator.mcp_server import build_server
 from xds_control.aggregator.notify import ChangeNotifier
@@ -45,6 +43,7 @@ from xds_control.aggregator.upstream import UpstreamUrl, egress_upstream_url
 from xds_control.aggregator.view_source import AdminViewSource, Backoff, ViewFollower, ViewSource, ViewUpdate
 from xds_control.config import Config
 from xds_control.errors import XdsControlError
+from xds_control.telemetry.metrics_server import start_metrics_server
 
 log = logging.getLogger(__name__)
 
@@ -72,17 +71,34 @@ class Aggregator:
         self.report_interval = report_interval
         self._tg: asyncio.TaskGroup | None = None
         self.outcomes = OutcomeBatcher()
-        self.gateway = Gateway(config, upstream_url or egress_upstream_url(config), self._spawn, page_size=page_size, outcomes=self.outcomes)
+        self.gateway = Gateway(
+            config,
+            upstream_url or egress_upstream_url(config),
+            self._spawn,
+            page_size=page_size,
+            outcomes=self.outcomes,
+        )
         self.sessions = ClientSessions(self.gateway.client_session_closed, idle_timeout=session_idle_timeout)
         self.bus = InMemorySubscriptionBus()
-        self.notifier = ChangeNotifier(ChangeCoalescer(self.gateway.catalog.hashes, coalesce_window), self.sessions.notifiable, self.bus)
+        self.notifier = ChangeNotifier(
+            ChangeCoalescer(self.gateway.catalog.hashes, coalesce_window), self.sessions.notifiable, self.bus
+        )
         self.follower = ViewFollower(source, self._apply, backoff=backoff)
         self.server = build_server(self.gateway, self.sessions, self.bus)
         self.fast_calls: FastPath | None = None
-        self.app = build_asgi_app(config, self.server, self.sessions, health=self.health, max_request_bytes=max_request_bytes, front=self._fast_calls)
+        self.app = build_asgi_app(
+            config,
+            self.server,
+            self.sessions,
+            health=self.health,
+            max_request_bytes=max_request_bytes,
+            front=self._fast_calls,
+        )
 
     def _fast_calls(self, app: Any) -> FastPath:
-        self.fast_calls = FastPath(app, self.gateway, self.server, transport_security(self.config), MCP_PATH, sessions=self.sessions)
+        self.fast_calls = FastPath(
+            app, self.gateway, self.server, transport_security(self.config), MCP_PATH, sessions=self.sessions
+        )
         return self.fast_calls
 
     def _spawn(self, coro: Any) -> asyncio.Task[None]:
@@ -123,7 +139,10 @@ class Aggregator:
             tasks = [
                 tg.create_task(self.follower.run(), name="aggregator-view"),
                 tg.create_task(self.notifier.run(), name="aggregator-notify"),
-                tg.create_task(report_outcomes_forever(self.outcomes, self.source.report_outcomes, self.report_interval), name="aggregator-report"),
+                tg.create_task(
+                    report_outcomes_forever(self.outcomes, self.source.report_outcomes, self.report_interval),
+                    name="aggregator-report",
+                ),
                 tg.create_task(self._upkeep(), name="aggregator-upkeep"),
             ]
             try:
@@ -178,7 +197,9 @@ def listening_socket(host: str, port: int) -> socket.socket:
         sock.listen(2048)
     except OSError as exc:
         sock.close()
-        raise XdsControlError(f"cannot listen on aggregator.address/port {host}:{port}: {exc.strerror or exc}") from None
+        raise XdsControlError(
+            f"cannot listen on aggregator.address/port {host}:{port}: {exc.strerror or exc}"
+        ) from None
     sock.setblocking(False)
     return sock
 
@@ -237,10 +258,14 @@ async def serve_forever(config: Config) -> int:
     metrics_host, _, metrics_port = config.aggregator.metrics.rpartition(":")
     metrics = start_metrics_server(metrics_host, int(metrics_port))
     tracer_provider = None
-    if config.telemetry.otlp_endpoint:  # else no spans at all: the client's trace context passes through (tracing.exporting)
+    if (
+        config.telemetry.otlp_endpoint
+    ):  # else no spans at all: the client's trace context passes through (tracing.exporting)
         from xds_control.telemetry.tracing import setup_tracing
 
-        tracer_provider = setup_tracing(f"{config.telemetry.service_name_prefix}-aggregator", config.telemetry.otlp_endpoint)
+        tracer_provider = setup_tracing(
+            f"{config.telemetry.service_name_prefix}-aggregator", config.telemetry.otlp_endpoint
+        )
     gc.freeze()  # start-up objects (SDK, pydantic schemas) leave the collector's scans: no multi-ms gen-2 pauses
 
     def announce(url: str) -> None:

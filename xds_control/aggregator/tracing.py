@@ -34,7 +34,13 @@ from mcp.server.context import CallNext, HandlerResult
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from xds_control.telemetry.trace_context import CARRIER_KEYS, TRACEPARENT, context_from_carrier, exporting, has_trace_context
+from xds_control.telemetry.trace_context import (
+    CARRIER_KEYS,
+    TRACEPARENT,
+    context_from_carrier,
+    exporting,
+    has_trace_context,
+)
 
 CALL_SPAN = "xds_control.aggregator.call"
 OK_OUTCOMES = frozenset({"ok"})
@@ -80,7 +86,9 @@ def call_span(method: str, kind: str, key: str) -> Iterator[trace.Span]:
         yield trace.INVALID_SPAN
         return
     attributes = {"mcp.method.name": method, KEY_ATTRIBUTE.get(kind, "name"): key}
-    with tracer.start_as_current_span(CALL_SPAN, attributes=attributes, record_exception=False, set_status_on_exception=False) as span:
+    with tracer.start_as_current_span(
+        CALL_SPAN, attributes=attributes, record_exception=False, set_status_on_exception=False
+    ) as span:
         yield span
 
 

@@ -149,14 +149,20 @@ def map_post_error(backend: str, exc: BaseException, timeout: float | None) -> B
     return map_error(backend, exc, timeout)
 
 
-def clean_params(params: Mapping[str, Any], original: str | None, *, trace_context: Mapping[str, str] | None = None) -> dict[str, Any]:
+def clean_params(
+    params: Mapping[str, Any], original: str | None, *, trace_context: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """The client's params (wire JSON) for the backend: its own name/URI, `_meta` without reserved and progress
     keys and without the client's trace context; `trace_context`, when given, is forwarded in its place (when
     spans are exported the aggregator's own context is injected further down instead, a child in the same trace)."""
     data = dict(params)
     if original is not None:
         data["uri" if "uri" in data else "name"] = original
-    meta = {k: v for k, v in (data.pop("_meta", None) or {}).items() if k not in _NOT_FORWARDED_META and not k.startswith(_RESERVED_META_PREFIX)}
+    meta = {
+        k: v
+        for k, v in (data.pop("_meta", None) or {}).items()
+        if k not in _NOT_FORWARDED_META and not k.startswith(_RESERVED_META_PREFIX)
+    }
     if trace_context:
         meta.update(trace_context)
     if meta:
@@ -213,7 +219,7 @@ class _Session:
                     await self._closing.wait()
                     if self._abandoned:
                         abandon_session_in_this_task()
-        except Exception as exc:  # noqa: BLE001 - handed to the waiting callers; the session just ends
+        except Exception as exc:
             if not self.ready.done():
                 self.ready.set_exception(map_error(owner.name, exc, owner.open_timeout))
         finally:
@@ -255,7 +261,9 @@ class BackendUpstream:
         self._clock = clock
         self.credential = Credential(backend.auth)
         self.breaker = AuthBreaker()
-        self.http = make_http_client(backend.name, headers=self.credential.header, max_response_bytes=max_response_bytes)
+        self.http = make_http_client(
+            backend.name, headers=self.credential.header, max_response_bytes=max_response_bytes
+        )
         self.family: Family = family_of(backend, None)
         self.modern_version = sorted(MODERN_PROTOCOL_VERSIONS)[-1]
         self._status: BackendStatus | None = None
@@ -277,40 +285,66 @@ class BackendUpstream:
 
     def discover_result(self) -> types.DiscoverResult:
         catalog = self._status.catalog if self._status is not None else None
-        version = catalog.protocol_version if catalog is not None and catalog.protocol_version in MODERN_PROTOCOL_VERSIONS else None
+        version = (
+            catalog.protocol_version
+            if catalog is not None and catalog.protocol_version in MODERN_PROTOCOL_VERSIONS
+            else None
+        )
         try:
             capabilities = types.ServerCapabilities.model_validate(dict(catalog.capabilities) if catalog else {})
         except ValidationError:
             capabilities = types.ServerCapabilities()
         return types.DiscoverResult(
-            supported_versions=[version or sorted(MODERN_PROTOCOL_VERSIONS)[-1]], capabilities=capabilities, ttl_ms=0, cache_scope="private"
+            supported_versions=[version or sorted(MODERN_PROTOCOL_VERSIONS)[-1]],
+            capabilities=capabilities,
+            ttl_ms=0,
+            cache_scope="private",
         )
 
     # -- calls --------------------------------------------------------------------------------
 
     async def request(
-        self, method: str, params: Mapping[str, Any], *, client_key: str | None, progress: ProgressFn | None = None,
+        self,
+        method: str,
+        params: Mapping[str, Any],
+        *,
+        client_key: str | None,
+        progress: ProgressFn | None = None,
         param_headers: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         """Send `method` with the client's (already renamed) params, as wire JSON; returns the raw result dict.
         `param_headers` (the `Mcp-Param-*` of a tools/call) go to modern backends only: the legacy protocol has none."""
         if self.family == "modern":
-            return await with_auth_retry(self.name, self.credential, self.breaker, lambda: self._post(method, params, progress, param_headers))
+            return await with_auth_retry(
+                self.name, self.credential, self.breaker, lambda: self._post(method, params, progress, param_headers)
+            )
         request = _REQUESTS[method].model_validate({"method": method, "params": params}, by_name=False)
         key = client_key or SHARED
-        return await with_auth_retry(self.name, self.credential, self.breaker, lambda: self._attempt(request, key, progress))
+        return await with_auth_retry(
+            self.name, self.credential, self.breaker, lambda: self._attempt(request, key, progress)
+        )
 
     async def _post(
-        self, method: str, params: Mapping[str, Any], progress: ProgressFn | None, param_headers: Mapping[str, str] | None
+        self,
+        method: str,
+        params: Mapping[str, Any],
+        progress: ProgressFn | None,
+        param_headers: Mapping[str, str] | None,
     ) -> dict[str, Any]:
         """One request to a modern backend (upstream_modern), within the call deadline."""
         try:
             async with asyncio.timeout(self.call_timeout):
                 raw = await upstream_modern.request(
-                    self.http, self.url, self.modern_version, method, params, progress=progress, max_event_bytes=self.max_response_bytes,
+                    self.http,
+                    self.url,
+                    self.modern_version,
+                    method,
+                    params,
+                    progress=progress,
+                    max_event_bytes=self.max_response_bytes,
                     param_headers=param_headers,
                 )
-        except Exception as exc:  # noqa: BLE001 - every failure is mapped at this edge
+        except Exception as exc:
             raise map_post_error(self.name, exc, self.call_timeout) from None
         return clean_result(raw)
 
@@ -325,7 +359,7 @@ class BackendUpstream:
                     progress_callback=progress,
                 )
                 return clean_result(raw)
-            except Exception as exc:  # noqa: BLE001 - every failure is mapped at this edge
+            except Exception as exc:
                 mapped = map_error(self.name, exc, self.call_timeout)
             if isinstance(mapped, _SessionExpired):
                 self._drop(key, abandon=True)

@@ -59,7 +59,9 @@ _DROPPED_HEADERS = {"content-length", "transfer-encoding"}
 
 HeaderSource = Callable[[], tuple[str, str] | None]
 
-_ABANDONED: contextvars.ContextVar[bool] = contextvars.ContextVar("xds_control_backend_session_abandoned", default=False)
+_ABANDONED: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "xds_control_backend_session_abandoned", default=False
+)
 
 
 def abandon_session_in_this_task() -> None:
@@ -77,7 +79,9 @@ def classify_exception(exc: httpx2.TransportError) -> str:
         return "timeout"
     if isinstance(exc, httpx2.ConnectError):
         text = str(exc).lower()
-        return "connection_refused" if "refused" in text or "all connection attempts failed" in text else "connect_error"
+        return (
+            "connection_refused" if "refused" in text or "all connection attempts failed" in text else "connect_error"
+        )
     if isinstance(exc, httpx2.RemoteProtocolError):
         return "protocol_error"
     if isinstance(exc, httpx2.ReadError | httpx2.WriteError):
@@ -95,7 +99,9 @@ def classify_status(status: int, body: bytes) -> str:
     if status == 503 and b"no healthy upstream" in text:
         return "no_healthy_upstream"
     if status == 503 and b"upstream connect error" in text:
-        return "connection_refused" if b"connection refused" in text or b"connection failure" in text else "connect_error"
+        return (
+            "connection_refused" if b"connection refused" in text or b"connection failure" in text else "connect_error"
+        )
     if status == 504 and b"upstream request timeout" in text:
         return "timeout"
     return "http_5xx" if status >= 500 else "http_4xx"
@@ -109,7 +115,9 @@ def _is_jsonrpc_error(body: bytes) -> bool:
     return isinstance(decoded, dict) and decoded.get("jsonrpc") == "2.0" and isinstance(decoded.get("error"), dict)
 
 
-def _error_message(backend: str, category: str, status: int | None = None, retry_after: str | None = None) -> dict[str, Any]:
+def _error_message(
+    backend: str, category: str, status: int | None = None, retry_after: str | None = None
+) -> dict[str, Any]:
     """The marked JSON-RPC error the edge synthesizes for `category`."""
     data: dict[str, object] = {"backend": backend, "category": category, EDGE_MARKER: True}
     if status is not None:
@@ -119,13 +127,19 @@ def _error_message(backend: str, category: str, status: int | None = None, retry
     return {"jsonrpc": "2.0", "id": None, "error": {"code": -32603, "message": f"backend {category}", "data": data}}
 
 
-def _synthesized(request: httpx2.Request, backend: str, category: str, status: int | None = None, retry_after: str | None = None) -> httpx2.Response:
+def _synthesized(
+    request: httpx2.Request, backend: str, category: str, status: int | None = None, retry_after: str | None = None
+) -> httpx2.Response:
     return httpx2.Response(502, json=_error_message(backend, category, status, retry_after), request=request)
 
 
 def _plain_json(status: int, headers: Mapping[str, str]) -> bool:
     """A success whose body is JSON as sent (no content encoding): read whole, bounded, and checked here."""
-    return status < 400 and headers.get("content-type", "").lower().startswith("application/json") and headers.get("content-encoding", "identity") == "identity"
+    return (
+        status < 400
+        and headers.get("content-type", "").lower().startswith("application/json")
+        and headers.get("content-encoding", "identity") == "identity"
+    )
 
 
 class EdgeTransport(httpx2.AsyncBaseTransport):
@@ -164,7 +178,9 @@ class EdgeTransport(httpx2.AsyncBaseTransport):
         except httpx2.TransportError as exc:
             return _synthesized(request, self.backend, classify_exception(exc))
 
-    async def post_json(self, url: str, headers: dict[str, str], content: bytes, *, connect_timeout: float | None) -> Any:
+    async def post_json(
+        self, url: str, headers: dict[str, str], content: bytes, *, connect_timeout: float | None
+    ) -> Any:
         """A POST of `upstream_modern`, mapped exactly as `handle_async_request` maps it, but over
         `Http11Transport` without httpx2's request and response objects for a plain JSON answer (about a sixth of
         the aggregator's CPU per call, bench/aggregator/relay_floor.py): that answer, or a synthesized error,
@@ -174,7 +190,9 @@ class EdgeTransport(httpx2.AsyncBaseTransport):
         inner = self.inner
         if not isinstance(inner, Http11Transport):  # a test's mock transport
             timeout = {"connect": connect_timeout}
-            return await self.handle_async_request(httpx2.Request("POST", url, content=content, headers=headers, extensions={"timeout": timeout}))
+            return await self.handle_async_request(
+                httpx2.Request("POST", url, content=content, headers=headers, extensions={"timeout": timeout})
+            )
         credential = self.headers() if self.headers is not None else None
         if credential is not None:
             headers = {**headers, credential[0].lower(): credential[1]}
@@ -207,9 +225,16 @@ class EdgeTransport(httpx2.AsyncBaseTransport):
                 body = b""
             if status == 404 and "mcp-session-id" in request.headers:
                 return _synthesized(request, self.backend, SESSION_EXPIRED, status)
-            if status not in (401, 403) and body is not None and content_type.startswith("application/json") and _is_jsonrpc_error(body):
+            if (
+                status not in (401, 403)
+                and body is not None
+                and content_type.startswith("application/json")
+                and _is_jsonrpc_error(body)
+            ):
                 return self._rebuilt(request, response, body)
-            return _synthesized(request, self.backend, classify_status(status, body or b""), status, response.headers.get("retry-after"))
+            return _synthesized(
+                request, self.backend, classify_status(status, body or b""), status, response.headers.get("retry-after")
+            )
         if _plain_json(status, response.headers):
             body = await self._read(response, self.max_response_bytes)
             if body is None:
@@ -231,7 +256,9 @@ class EdgeTransport(httpx2.AsyncBaseTransport):
     @staticmethod
     def _rebuilt(request: httpx2.Request, response: httpx2.Response, body: bytes) -> httpx2.Response:
         headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in _DROPPED_HEADERS]
-        return httpx2.Response(response.status_code, headers=headers, content=body, request=request, extensions=response.extensions)
+        return httpx2.Response(
+            response.status_code, headers=headers, content=body, request=request, extensions=response.extensions
+        )
 
     async def aclose(self) -> None:
         await self.inner.aclose()
@@ -270,6 +297,6 @@ def client_timeout(connect_timeout: float = 10.0) -> httpx2.Timeout:
 def edge_of(client: httpx2.AsyncClient) -> EdgeTransport:
     """The `EdgeTransport` of a client made by `make_http_client`: requests sent to it directly skip the client's
     auth, redirect and cookie layers (about 0.4 ms of CPU per request), not the edge's error mapping."""
-    transport = client._transport  # noqa: SLF001 - ours: make_http_client put it there
+    transport = client._transport
     assert isinstance(transport, EdgeTransport)
     return transport

@@ -79,7 +79,13 @@ async def request(
     if progress is not None:
         meta["progressToken"] = request_id
     body = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": {**params, "_meta": meta}}
-    headers = {**(param_headers or {}), "content-type": "application/json", "accept": _ACCEPT, "mcp-protocol-version": version, "mcp-method": method}
+    headers = {
+        **(param_headers or {}),
+        "content-type": "application/json",
+        "accept": _ACCEPT,
+        "mcp-protocol-version": version,
+        "mcp-method": method,
+    }
     name_key = NAME_BEARING_METHODS.get(method)
     name = params.get(name_key) if name_key is not None else None
     if isinstance(name, str):
@@ -88,7 +94,9 @@ async def request(
         return await _exchange(http, url, version, method, request_id, body, headers, progress, max_event_bytes)
     span_name = f"MCP send {method}{f' {name}' if isinstance(name, str) else ''}"
     attributes = {"mcp.method.name": method, "jsonrpc.request.id": str(request_id)}
-    with tracer.start_as_current_span(span_name, kind=trace.SpanKind.CLIENT, attributes=attributes, record_exception=False) as span:
+    with tracer.start_as_current_span(
+        span_name, kind=trace.SpanKind.CLIENT, attributes=attributes, record_exception=False
+    ) as span:
         for key in CARRIER_KEYS:
             meta.pop(key, None)
         inject(meta)
@@ -142,7 +150,9 @@ def _result(message: Any, method: str, version: str) -> dict[str, Any]:
     if not isinstance(result, dict):
         raise NotMcp
     try:
-        sieved = mcp_methods.serialize_server_result(method, version, result)  # a mismatch raises pydantic's ValidationError
+        sieved = mcp_methods.serialize_server_result(
+            method, version, result
+        )  # a mismatch raises pydantic's ValidationError
     except KeyError:  # no schema for this method and version: passed on as it is
         return result
     return Sieved(version, sieved)

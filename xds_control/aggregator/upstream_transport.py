@@ -111,11 +111,15 @@ class Http11Transport(httpx2.AsyncBaseTransport):
             )
         return self.wrapped(response, request)
 
-    async def post(self, url: str, headers: dict[str, str], content: bytes, *, connect_timeout: float | None) -> Response:
+    async def post(
+        self, url: str, headers: dict[str, str], content: bytes, *, connect_timeout: float | None
+    ) -> Response:
         """A POST without httpx2's request and response objects (`EdgeTransport.post_json`): `headers` go out as
         given (lower-case names, none hop-by-hop); the response's body is still to be read (`read`, or `wrapped`)."""
         with _mapped():
-            return await self._client.send("POST", url, headers=headers, content=content, connect_timeout=connect_timeout)
+            return await self._client.send(
+                "POST", url, headers=headers, content=content, connect_timeout=connect_timeout
+            )
 
     @staticmethod
     async def read(response: Response, limit: int) -> bytes | None:
@@ -127,7 +131,9 @@ class Http11Transport(httpx2.AsyncBaseTransport):
     @staticmethod
     def wrapped(response: Response, request: httpx2.Request) -> httpx2.Response:
         """A response as httpx2's, its body streamed as it arrives."""
-        return httpx2.Response(response.status_code, headers=list(response.headers.items()), stream=_Body(response), request=request)
+        return httpx2.Response(
+            response.status_code, headers=list(response.headers.items()), stream=_Body(response), request=request
+        )
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -86,7 +86,9 @@ class AdminViewSource:
 
     def _admin(self) -> Any:
         if self._client is None:
-            from xds_control.admin.client import AdminClient  # grpclib and the admin protos are imported only when this source is used
+            from xds_control.admin.client import (
+                AdminClient,  # grpclib and the admin protos are imported only when this source is used
+            )
 
             self._client = AdminClient(self.target, token=self.token)
         return self._client
@@ -114,7 +116,7 @@ async def _close(stream: AsyncIterator[ViewUpdate]) -> None:
     if aclose is not None:
         try:
             await aclose()
-        except Exception:  # noqa: BLE001 - closing a broken stream
+        except Exception:
             pass
 
 
@@ -184,7 +186,7 @@ class ViewFollower:
                 update = await anext(stream)
             except StopAsyncIteration:
                 return ConnectionError("the view stream ended")
-            except Exception as exc:  # noqa: BLE001 - any stream failure: keep the last view, reconnect
+            except Exception as exc:
                 return exc
             self._fresh()
             try:
@@ -213,7 +215,9 @@ class ViewFollower:
             self.connected = False
             self.stale_since = self._clock()
             metrics.VIEW_STALE.set(1)
-            log.warning("view stream lost; serving the last view until it reconnects", extra={"error": type(exc).__name__})
+            log.warning(
+                "view stream lost; serving the last view until it reconnects", extra={"error": type(exc).__name__}
+            )
         elif not self._warned:
             self._warned = True
             log.warning("cannot reach the control plane's view stream; retrying", extra={"error": type(exc).__name__})

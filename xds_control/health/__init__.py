@@ -7,7 +7,13 @@ change streams), `monitor` (the asyncio loop) and `reload` (config watch).
 """
 
 from xds_control.health.breaker import BreakerTransition, CircuitBreaker
-from xds_control.health.classify import Category, classify_exception, classify_jsonrpc_error, classify_status, parse_retry_after
+from xds_control.health.classify import (
+    Category,
+    classify_exception,
+    classify_jsonrpc_error,
+    classify_status,
+    parse_retry_after,
+)
 from xds_control.health.monitor import HealthMonitor
 from xds_control.health.probe import EndpointProber, ProbeResult
 from xds_control.health.reload import watch_config

@@ -61,7 +61,11 @@ class CircuitBreaker:
 
     def poll(self) -> BreakerTransition | None:
         """Apply the open → half_open step if its time has come."""
-        if self._state is BreakerState.OPEN and self._opened_at is not None and self._clock() >= self._opened_at + self._open_timeout:
+        if (
+            self._state is BreakerState.OPEN
+            and self._opened_at is not None
+            and self._clock() >= self._opened_at + self._open_timeout
+        ):
             return self._move(BreakerState.HALF_OPEN, "open_timeout")
         return None
 

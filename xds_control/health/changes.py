@@ -24,7 +24,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from enum import StrEnum
 
-
 from xds_control.health.catalog import advertised_list_changes
 from xds_control.health.probe import JSON_TYPE, SESSION_HEADER, EndpointProber, encode_message
 from xds_control.health.wire import sse_messages
@@ -46,14 +45,21 @@ def can_listen(prober: EndpointProber) -> bool:
     return prober.protocol == "modern" or (prober.protocol == "legacy" and prober.session_id is not None)
 
 
-async def listen(prober: EndpointProber, on_change: Callable[[], None], *, on_open: Callable[[], None] | None = None) -> ListenEnd:
+async def listen(
+    prober: EndpointProber, on_change: Callable[[], None], *, on_open: Callable[[], None] | None = None
+) -> ListenEnd:
     """Follow the backend's change stream, calling `on_change()` per list change, until it ends."""
     if not can_listen(prober):
         return ListenEnd.UNSUPPORTED
     auth = prober.backend.auth.header_value() if prober.backend.auth is not None else None
     if prober.protocol == "modern":
         kinds = {_FILTER_KEYS[k]: True for k in advertised_list_changes(prober.capabilities)}
-        body = {"jsonrpc": "2.0", "id": "xds-control-listen", "method": "subscriptions/listen", "params": prober.params({"notifications": kinds})}
+        body = {
+            "jsonrpc": "2.0",
+            "id": "xds-control-listen",
+            "method": "subscriptions/listen",
+            "params": prober.params({"notifications": kinds}),
+        }
         method, content = "POST", encode_message(body)
         headers = {**prober.headers("subscriptions/listen"), "content-type": JSON_TYPE}
     else:
@@ -62,9 +68,12 @@ async def listen(prober: EndpointProber, on_change: Callable[[], None], *, on_op
         if SESSION_HEADER not in headers:
             return ListenEnd.UNSUPPORTED
     try:
-        async with prober.client.stream(method, prober.url, headers=_with_auth(headers, auth), content=content) as response:
+        async with prober.client.stream(
+            method, prober.url, headers=_with_auth(headers, auth), content=content
+        ) as response:
             if response.status_code in (400, 404, 405, 406, 501) or (
-                200 <= response.status_code < 300 and not response.headers.get("content-type", "").startswith("text/event-stream")
+                200 <= response.status_code < 300
+                and not response.headers.get("content-type", "").startswith("text/event-stream")
             ):
                 return ListenEnd.UNSUPPORTED
             if response.status_code != 200:
@@ -77,7 +86,7 @@ async def listen(prober: EndpointProber, on_change: Callable[[], None], *, on_op
                 elif "id" in message and "method" not in message:
                     break  # the listen request's final result: the server closed the subscription
             return ListenEnd.ENDED
-    except Exception:  # noqa: BLE001 - any failure just ends this attempt
+    except Exception:
         return ListenEnd.ENDED
 
 

@@ -33,9 +33,9 @@ import json
 import socket
 import ssl
 from collections.abc import Iterator, Mapping
+from enum import StrEnum
 from functools import cache
 from types import ModuleType
-from enum import StrEnum
 from typing import Any
 
 import httptools
@@ -84,7 +84,14 @@ _RANK = {c: i for i, c in enumerate(SPECIFICITY)}
 # Categories after which the HTTP client is thrown away (a replaced backend
 # process must not be reached over a stale keep-alive connection).
 CONNECTION_CATEGORIES = frozenset(
-    {Category.CONNECTION_REFUSED, Category.CONNECTION_RESET, Category.DNS, Category.TLS, Category.TIMEOUT, Category.RESPONSE_TOO_LARGE}
+    {
+        Category.CONNECTION_REFUSED,
+        Category.CONNECTION_RESET,
+        Category.DNS,
+        Category.TLS,
+        Category.TIMEOUT,
+        Category.RESPONSE_TOO_LARGE,
+    }
 )
 
 C = Category
@@ -171,7 +178,12 @@ def classify_status(status: int, headers: Mapping[str, str] | None = None, *, no
         return ProbeError(Category.AUTHENTICATION_FAILED, detail, status=status)
     if status == 429:
         lowered = {k.lower(): v for k, v in (headers or {}).items()}
-        return ProbeError(Category.RATE_LIMITED, detail, status=status, retry_after=parse_retry_after(lowered.get("retry-after"), now=now))
+        return ProbeError(
+            Category.RATE_LIMITED,
+            detail,
+            status=status,
+            retry_after=parse_retry_after(lowered.get("retry-after"), now=now),
+        )
     if status == 413:
         return ProbeError(Category.RESPONSE_TOO_LARGE, detail, status=status)
     if 400 <= status < 500:
@@ -222,7 +234,7 @@ def _walk(exc: BaseException) -> Iterator[BaseException]:
 
 @cache
 def _library() -> ModuleType:
-    from xds_control.health import library_errors  # noqa: PLC0415 - deliberately lazy: see library_errors
+    from xds_control.health import library_errors
 
     return library_errors
 

@@ -19,7 +19,9 @@ from xds_control.health.classify import Category
 from xds_control.view import BackendState, BreakerState
 
 BACKEND_STATE = Gauge("xds_control_backend_state", "Backend health state (one-hot).", ["backend", "state"])
-BREAKER_STATE = Gauge("xds_control_backend_breaker_state", "Backend circuit breaker state (one-hot).", ["backend", "state"])
+BREAKER_STATE = Gauge(
+    "xds_control_backend_breaker_state", "Backend circuit breaker state (one-hot).", ["backend", "state"]
+)
 TRANSITIONS = Counter("xds_control_backend_transitions", "Backend health state transitions.", ["backend", "from", "to"])
 PROBE_DURATION = Histogram(
     "xds_control_probe_duration_seconds",
@@ -27,7 +29,9 @@ PROBE_DURATION = Histogram(
     ["backend"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
-PROBE_FAILURES = Counter("xds_control_probe_failures", "Failed MCP probes by sanitized category.", ["backend", "category"])
+PROBE_FAILURES = Counter(
+    "xds_control_probe_failures", "Failed MCP probes by sanitized category.", ["backend", "category"]
+)
 
 _CATEGORIES = frozenset(c.value for c in Category)
 
@@ -37,7 +41,16 @@ def safe_category(category: str | None) -> str:
     return category if category in _CATEGORIES else Category.UNKNOWN.value
 
 
-_REASONS = _CATEGORIES | {"open_timeout", "half_open_successes", "reset", "data_path", "failure", "probe_ok", "recovering", "slow"}
+_REASONS = _CATEGORIES | {
+    "open_timeout",
+    "half_open_successes",
+    "reset",
+    "data_path",
+    "failure",
+    "probe_ok",
+    "recovering",
+    "slow",
+}
 
 
 def safe_reason(reason: str) -> str:

@@ -115,7 +115,9 @@ class HealthMonitor:
         if self._group is None:
             return
         for endpoint in backend.endpoints:
-            endpoint.task = self._group.create_task(self._run_endpoint(backend, endpoint), name=f"probe {backend.config.name} {endpoint.url}")
+            endpoint.task = self._group.create_task(
+                self._run_endpoint(backend, endpoint), name=f"probe {backend.config.name} {endpoint.url}"
+            )
 
     def _stop(self, backend: _Backend) -> None:
         for endpoint in backend.endpoints:
@@ -134,7 +136,9 @@ class HealthMonitor:
 
     def _new_endpoints(self, config: BackendConfig) -> list[_Endpoint]:
         return [
-            _Endpoint(e.url, EndpointProber(config, e, self._config.health, clock=self._clock, wall_clock=self._wall_clock))
+            _Endpoint(
+                e.url, EndpointProber(config, e, self._config.health, clock=self._clock, wall_clock=self._wall_clock)
+            )
             for e in config.endpoint_urls
         ]
 
@@ -189,7 +193,9 @@ class HealthMonitor:
                     health = self._config.health
                     if tracker is None:
                         return
-                    delay = next_delay(tracker, health, jitter_sample=self._rng.uniform(-1.0, 1.0), max_backoff=self._max_backoff())
+                    delay = next_delay(
+                        tracker, health, jitter_sample=self._rng.uniform(-1.0, 1.0), max_backoff=self._max_backoff()
+                    )
                     await self._sleep(endpoint, delay)
         finally:
             endpoint.group = None
@@ -223,7 +229,12 @@ class HealthMonitor:
             if endpoint.closed:
                 return
             refresh = self._config.health.catalog_refresh
-            fetch = force_catalog or endpoint.catalog_stale or endpoint.catalog_at is None or self._clock() - endpoint.catalog_at >= refresh
+            fetch = (
+                force_catalog
+                or endpoint.catalog_stale
+                or endpoint.catalog_at is None
+                or self._clock() - endpoint.catalog_at >= refresh
+            )
             result = await endpoint.prober.probe(fetch_catalog=fetch)
             if not endpoint.closed:
                 self._record(backend, endpoint, result)
@@ -244,7 +255,9 @@ class HealthMonitor:
             backend.last_error = category
             if category != Category.RATE_LIMITED:
                 endpoint.catalog_stale = True  # refetch on recovery
-        observation = backend.tracker.observe(endpoint.url, Outcome(result.ok, result.latency, category, result.retry_after))
+        observation = backend.tracker.observe(
+            endpoint.url, Outcome(result.ok, result.latency, category, result.retry_after)
+        )
         if observation.endpoint is not None and len(backend.endpoints) > 1:
             self._log_endpoint(name, endpoint.url, observation.endpoint)
         if observation.backend is not None:
@@ -263,9 +276,16 @@ class HealthMonitor:
     def _ensure_listener(self, backend: _Backend, endpoint: _Endpoint) -> None:
         prober = endpoint.prober
         running = endpoint.listener is not None and not endpoint.listener.done()
-        if running or endpoint.group is None or endpoint.listen_unsupported == prober.generation or not can_listen(prober):
+        if (
+            running
+            or endpoint.group is None
+            or endpoint.listen_unsupported == prober.generation
+            or not can_listen(prober)
+        ):
             return
-        endpoint.listener = endpoint.group.create_task(self._listen(endpoint), name=f"listen {backend.config.name} {endpoint.url}")
+        endpoint.listener = endpoint.group.create_task(
+            self._listen(endpoint), name=f"listen {backend.config.name} {endpoint.url}"
+        )
 
     async def _listen(self, endpoint: _Endpoint) -> None:
         generation = endpoint.prober.generation
@@ -294,7 +314,9 @@ class HealthMonitor:
         if breaker.state is BreakerState.OPEN:
             retry_after = breaker.retry_after()
         else:
-            hints = [e.last.retry_after for e in tracker.endpoints.values() if e.last is not None and e.last.retry_after]
+            hints = [
+                e.last.retry_after for e in tracker.endpoints.values() if e.last is not None and e.last.retry_after
+            ]
             retry_after = max(hints) if hints else None
 
         def endpoint_status(status: EndpointStatus) -> EndpointStatus:
@@ -326,12 +348,25 @@ class HealthMonitor:
         metrics.transition(name, transition.before, transition.after)
         level = logging.WARNING if transition.after in _BAD else logging.INFO
         before, after = transition.before.value, transition.after.value
-        extra = {"event": "backend_transition", "backend": name, "from": before, "to": after, "reason": transition.reason}
+        extra = {
+            "event": "backend_transition",
+            "backend": name,
+            "from": before,
+            "to": after,
+            "reason": transition.reason,
+        }
         logger.log(level, "backend %s: %s -> %s (%s)", name, before, after, transition.reason, extra=extra)
 
     def _log_endpoint(self, name: str, url: str, transition: Transition) -> None:
         before, after, endpoint = transition.before.value, transition.after.value, redact_url(url)
-        extra = {"event": "endpoint_transition", "backend": name, "endpoint": endpoint, "from": before, "to": after, "reason": transition.reason}
+        extra = {
+            "event": "endpoint_transition",
+            "backend": name,
+            "endpoint": endpoint,
+            "from": before,
+            "to": after,
+            "reason": transition.reason,
+        }
         logger.info("endpoint %s of %s: %s -> %s (%s)", endpoint, name, before, after, transition.reason, extra=extra)
 
     def _log_breaker(self, name: str, transition: BreakerTransition) -> None:
@@ -343,7 +378,15 @@ class HealthMonitor:
             "to": transition.after.value,
             "reason": metrics.safe_reason(transition.reason),
         }
-        logger.log(level, "breaker of %s: %s -> %s (%s)", name, transition.before.value, transition.after.value, extra["reason"], extra=extra)
+        logger.log(
+            level,
+            "breaker of %s: %s -> %s (%s)",
+            name,
+            transition.before.value,
+            transition.after.value,
+            extra["reason"],
+            extra=extra,
+        )
 
     # -- the admin API ---------------------------------------------------------------------
 

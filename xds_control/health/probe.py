@@ -45,10 +45,16 @@ from opentelemetry import trace
 from xds_control.config import BackendConfig, EndpointUrl, HealthConfig
 from xds_control.errors import ProbeError
 from xds_control.health.catalog import fetch_catalog
-from xds_control.health.classify import CONNECTION_CATEGORIES, Category, classify_exception, classify_jsonrpc_error, classify_status
-from xds_control.http11 import HttpClient, Response
+from xds_control.health.classify import (
+    CONNECTION_CATEGORIES,
+    Category,
+    classify_exception,
+    classify_jsonrpc_error,
+    classify_status,
+)
 from xds_control.health.versions import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION, LATEST_MODERN_VERSION
 from xds_control.health.wire import JSON_TYPE, content_type, parse_json, read_bounded, read_response, result_of
+from xds_control.http11 import HttpClient, Response
 from xds_control.telemetry.trace_context import exporting, redact_url
 from xds_control.view import Catalog
 
@@ -67,7 +73,9 @@ PROBE_SPAN = "xds_control.health.probe"
 tracer = trace.get_tracer("xds_control.health")
 
 # Answers to server/discover that are not evidence of a modern server: fall back to legacy.
-FALLBACK_CATEGORIES = frozenset({Category.HTTP_4XX, Category.JSONRPC_ERROR, Category.PROTOCOL_ERROR, Category.SESSION_EXPIRED})
+FALLBACK_CATEGORIES = frozenset(
+    {Category.HTTP_4XX, Category.JSONRPC_ERROR, Category.PROTOCOL_ERROR, Category.SESSION_EXPIRED}
+)
 
 
 @dataclass(frozen=True)
@@ -145,7 +153,9 @@ class EndpointProber:
                 self._auth = self.backend.auth.header_value() if self.backend.auth is not None else None
                 with contextlib.suppress(Exception):
                     async with asyncio.timeout(min(1.0, self.health.timeout)):
-                        async with self.client.stream("DELETE", self.url, headers=self.headers(session=True)) as response:
+                        async with self.client.stream(
+                            "DELETE", self.url, headers=self.headers(session=True)
+                        ) as response:
                             await read_bounded(response, ERROR_PEEK_BYTES)
         finally:
             self._auth = None
@@ -236,7 +246,11 @@ class EndpointProber:
         attributes = {"backend": self.backend.name, "endpoint": redact_url(self.url), "catalog.fetch": fetch_catalog}
         with tracer.start_as_current_span(PROBE_SPAN, kind=trace.SpanKind.CLIENT, attributes=attributes) as span:
             result = await self._probe(fetch_catalog)
-            outcome = {"outcome": result.category or "ok", "latency_ms": round(result.latency * 1000, 3), "protocol": result.protocol or "unknown"}
+            outcome = {
+                "outcome": result.category or "ok",
+                "latency_ms": round(result.latency * 1000, 3),
+                "protocol": result.protocol or "unknown",
+            }
             if result.catalog is not None:
                 outcome["catalog.tools"] = len(result.catalog.tools)
             span.set_attributes(outcome)
@@ -254,7 +268,7 @@ class EndpointProber:
             if fetch_catalog:
                 async with asyncio.timeout(self.health.timeout):
                     catalog = await self.fetch_catalog()
-        except Exception as exc:  # noqa: BLE001 - the boundary: every failure becomes a category
+        except Exception as exc:
             error = classify_exception(exc)
             if error.category in CONNECTION_CATEGORIES:
                 await self.reset()
@@ -284,7 +298,11 @@ class EndpointProber:
             latency = self._clock() - started
             versions = result.get("supportedVersions")
             capabilities = result.get("capabilities")
-            if not isinstance(versions, list) or LATEST_MODERN_VERSION not in versions or not isinstance(capabilities, dict):
+            if (
+                not isinstance(versions, list)
+                or LATEST_MODERN_VERSION not in versions
+                or not isinstance(capabilities, dict)
+            ):
                 raise ProbeError(Category.PROTOCOL_ERROR, "server/discover names no supported modern version")
         except ProbeError:
             if self.backend.protocol == "auto":

@@ -149,7 +149,10 @@ class EndpointTracker:
     def _next(self, signal: Signal, outcome: Outcome, health: HealthConfig) -> tuple[BackendState, str]:
         state = self.state
         if signal is Signal.GOOD:
-            if state in (BackendState.UNKNOWN, BackendState.HEALTHY) or self._consecutive_good >= health.healthy_threshold:
+            if (
+                state in (BackendState.UNKNOWN, BackendState.HEALTHY)
+                or self._consecutive_good >= health.healthy_threshold
+            ):
                 return BackendState.HEALTHY, "probe_ok"
             return BackendState.DEGRADED, "recovering"
         if signal is Signal.SLOW:
@@ -158,7 +161,11 @@ class EndpointTracker:
             return BackendState.DEGRADED, Category.RATE_LIMITED.value
         if signal is Signal.DENIED:
             return BackendState.UNAUTHENTICATED, Category.AUTHENTICATION_FAILED.value
-        if state is BackendState.UNHEALTHY or self._recovering or self.consecutive_failures >= health.unhealthy_threshold:
+        if (
+            state is BackendState.UNHEALTHY
+            or self._recovering
+            or self.consecutive_failures >= health.unhealthy_threshold
+        ):
             return BackendState.UNHEALTHY, outcome.category or Category.UNKNOWN.value
         return state, ""
 

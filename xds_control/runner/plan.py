@@ -139,9 +139,22 @@ def envoy_ports(config: Config) -> dict[str, tuple[str, int]]:
 # Command lines
 
 
-def cli_argv(python: str, subcommand: str, config_path: str, log_level: str, log_format: str = "text") -> tuple[str, ...]:
+def cli_argv(
+    python: str, subcommand: str, config_path: str, log_level: str, log_format: str = "text"
+) -> tuple[str, ...]:
     """`xds-control SUBCOMMAND -c CONFIG`, through the interpreter running us (no reliance on PATH)."""
-    return (python, "-m", "xds_control.cli", subcommand, "-c", config_path, "--log-level", log_level, "--log-format", log_format)
+    return (
+        python,
+        "-m",
+        "xds_control.cli",
+        subcommand,
+        "-c",
+        config_path,
+        "--log-level",
+        log_level,
+        "--log-format",
+        log_format,
+    )
 
 
 ACCESS_LOG_FLUSH_MS = 1000
@@ -229,13 +242,18 @@ def plan_stack(
                 name="aggregator",
                 role=Role.AGGREGATOR,
                 argv=cli_argv(python, "aggregator", config_path, log_level, log_format),
-                ready=(LineReady(AGGREGATOR_READY), TcpReady(dial_host(config.aggregator.address), config.aggregator.port)),
+                ready=(
+                    LineReady(AGGREGATOR_READY),
+                    TcpReady(dial_host(config.aggregator.address), config.aggregator.port),
+                ),
                 env=py_env,
                 start_timeout=START_TIMEOUT["aggregator"],
             )
         )
     else:
-        notes.append("aggregator not available in this build (no xds_control.aggregator.service): skipping it, /mcp will answer 503")
+        notes.append(
+            "aggregator not available in this build (no xds_control.aggregator.service): skipping it, /mcp will answer 503"
+        )
     return StackPlan(stages=((control_plane,), tuple(second)), notes=tuple(notes))
 
 
@@ -255,7 +273,11 @@ def demo_config(backend_urls: Mapping[str, str], ports: Mapping[str, int]) -> Co
             "admin": f"{loop}:{ports['admin']}",
             "metrics": f"{loop}:{ports['metrics']}",
         },
-        "aggregator": {"address": loop, "port": ports["aggregator"], "metrics": f"{loop}:{ports['aggregator_metrics']}"},
+        "aggregator": {
+            "address": loop,
+            "port": ports["aggregator"],
+            "metrics": f"{loop}:{ports['aggregator_metrics']}",
+        },
         "health": {"interval": "5s", "timeout": "2s", "unhealthy_threshold": 2},
         "circuit_breaker": {"failure_threshold": 3, "open_timeout": "10s", "max_open_timeout": "1m"},
         "backends": [{"name": name, "url": url} for name, url in backend_urls.items()],
@@ -314,4 +336,6 @@ def on_child_exit(spec: ChildSpec, returncode: int, phase: Phase) -> ExitDecisio
         return ExitDecision(True, 1, f"{what} before it was ready", "error")
     if spec.critical:
         return ExitDecision(True, 1, f"{what}; stopping the stack", "error")
-    return ExitDecision(False, 0, f"{what}; the control plane will mark it unhealthy and Envoy will stop routing to it", "warning")
+    return ExitDecision(
+        False, 0, f"{what}; the control plane will mark it unhealthy and Envoy will stop routing to it", "warning"
+    )

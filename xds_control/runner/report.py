@@ -97,7 +97,11 @@ class PlainReporter:
             }
             log.info(status_message(b), extra=fields)
         for name in removed:
-            log.info("backend %s: removed", name, extra={"event": "backend_status", "backend": name, "state": "removed", "view_version": version})
+            log.info(
+                "backend %s: removed",
+                name,
+                extra={"event": "backend_status", "backend": name, "state": "removed", "view_version": version},
+            )
 
     def close(self) -> None:
         pass

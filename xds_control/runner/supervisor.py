@@ -23,7 +23,16 @@ from collections import deque
 from urllib.parse import urlsplit
 
 from xds_control.errors import SupervisorError
-from xds_control.runner.plan import STOP_GRACE, ChildSpec, ExitDecision, HttpReady, LineReady, Phase, Readiness, TcpReady, on_child_exit
+from xds_control.runner.plan import (
+    STOP_GRACE,
+    ChildSpec,
+    HttpReady,
+    LineReady,
+    Phase,
+    Readiness,
+    TcpReady,
+    on_child_exit,
+)
 from xds_control.runner.report import Reporter
 
 POLL_INTERVAL = 0.05  # between readiness attempts on a socket that does not accept yet
@@ -66,7 +75,9 @@ class Child:
         self.exited = asyncio.Event()
         self.waiting_for: Readiness | None = None
         # LineReady rules are matched as output arrives, so a line printed before anyone waits is not lost.
-        self._line_rules = {rule.pattern: re.compile(rule.pattern) for rule in spec.ready if isinstance(rule, LineReady)}
+        self._line_rules = {
+            rule.pattern: re.compile(rule.pattern) for rule in spec.ready if isinstance(rule, LineReady)
+        }
         self.matched: dict[str, str] = {}
         self._line_seen = asyncio.Event()
 
@@ -173,7 +184,9 @@ class Supervisor:
             rule = child.waiting_for
             waited = f" (waiting for {rule.describe()})" if rule else ""
             raise ChildFailed(
-                child.spec, f"{child.spec.name} was not ready within {child.spec.start_timeout:g}s{waited}", child.last_lines()
+                child.spec,
+                f"{child.spec.name} was not ready within {child.spec.start_timeout:g}s{waited}",
+                child.last_lines(),
             ) from None
         child.waiting_for = None
         child.ready = True
@@ -248,7 +261,9 @@ async def http_status_is(rule: HttpReady, timeout: float = 1.0) -> bool:
         async with asyncio.timeout(timeout):
             reader, writer = await asyncio.open_connection(host, port)
             try:
-                writer.write(f"GET {parts.path or '/'} HTTP/1.1\r\nHost: {parts.netloc}\r\nConnection: close\r\n\r\n".encode())
+                writer.write(
+                    f"GET {parts.path or '/'} HTTP/1.1\r\nHost: {parts.netloc}\r\nConnection: close\r\n\r\n".encode()
+                )
                 await writer.drain()
                 status_line = await reader.readline()
             finally:

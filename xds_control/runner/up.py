@@ -71,7 +71,12 @@ async def run_up(
 
 
 async def _run(
-    config: Config | None, config_path: str | os.PathLike[str] | None, sup: Supervisor, reporter: Reporter, stop: asyncio.Event, run_dir: Path
+    config: Config | None,
+    config_path: str | os.PathLike[str] | None,
+    sup: Supervisor,
+    reporter: Reporter,
+    stop: asyncio.Event,
+    run_dir: Path,
 ) -> int:
     async def until(awaitable: Awaitable[T]) -> T:
         return await _race(awaitable, stop, sup)
@@ -266,7 +271,9 @@ def _check_envoy_ports_free(config: Config, *, demo: bool) -> None:
         problem = _bind_problem(host, port)
         if problem:
             hint = f"; set {plan.DEMO_PORT_ENV}=0 for any free port" if demo else ""
-            raise SupervisorError(f"{field_path}: cannot bind {plan.format_host(host)}:{port}: {problem} (is another gateway running?){hint}")
+            raise SupervisorError(
+                f"{field_path}: cannot bind {plan.format_host(host)}:{port}: {problem} (is another gateway running?){hint}"
+            )
 
 
 def _bind_problem(host: str, port: int) -> str | None:

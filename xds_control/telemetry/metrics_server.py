@@ -27,7 +27,7 @@ class _Server(ThreadingMixIn, WSGIServer):
 
 
 class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: Any) -> None:
         pass  # one line per scrape on stderr is noise
 
 
@@ -84,8 +84,15 @@ def start_metrics_server(host: str, port: int, registry: CollectorRegistry = REG
     """Bind host:port (port 0 picks a free one: read `.port`) and serve until `stop()`.
     A port already in use raises OSError here, not later."""
     bind_host = host.strip("[]")
-    server_class = type("_MetricsServer", (_Server,), {"address_family": socket.AF_INET6 if ":" in bind_host else socket.AF_INET})
+    server_class = type(
+        "_MetricsServer", (_Server,), {"address_family": socket.AF_INET6 if ":" in bind_host else socket.AF_INET}
+    )
     server = make_server(bind_host, port, _app(registry), server_class=server_class, handler_class=_QuietHandler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, name=f"metrics-{server.server_address[1]}", daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever,
+        kwargs={"poll_interval": 0.1},
+        name=f"metrics-{server.server_address[1]}",
+        daemon=True,
+    )
     thread.start()
     return MetricsServer(server, thread)

@@ -25,7 +25,11 @@ def traces_url(otlp_endpoint: str) -> str:
     """`http://collector:4318` -> `http://collector:4318/v1/traces`; a URL with a path is used as given."""
     parts = urlsplit(otlp_endpoint)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigError(ConfigIssue("telemetry.otlp_endpoint", "must be an http(s) URL such as http://collector:4318", otlp_endpoint))
+        raise ConfigError(
+            ConfigIssue(
+                "telemetry.otlp_endpoint", "must be an http(s) URL such as http://collector:4318", otlp_endpoint
+            )
+        )
     path = parts.path if parts.path not in ("", "/") else OTLP_TRACES_PATH
     return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
 
@@ -35,7 +39,9 @@ def otlp_exporter(otlp_endpoint: str, *, timeout: float = 10.0) -> SpanExporter:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     except ImportError:
         raise ConfigError(
-            ConfigIssue("telemetry.otlp_endpoint", "OTLP export needs the opentelemetry-exporter-otlp-proto-http package")
+            ConfigIssue(
+                "telemetry.otlp_endpoint", "OTLP export needs the opentelemetry-exporter-otlp-proto-http package"
+            )
         ) from None
     return OTLPSpanExporter(endpoint=traces_url(otlp_endpoint), timeout=timeout)
 

@@ -18,6 +18,7 @@ from xds_control.errors import XdsError
 from xds_control.xds import typeurls as t
 from xds_control.xds.envoy_wire import from_json, message_class
 
+
 def message_type(type_url: str) -> type[Message]:
     """The message class of one of the four resource type URLs."""
     if type_url not in t.PUSH_ORDER:
@@ -54,7 +55,9 @@ def encode_message(type_url: str, spec: dict[str, Any]) -> bytes:
         return from_json(cls, spec).SerializeToString(deterministic=True)
     except (json_format.ParseError, TypeError, ValueError) as exc:
         detail = str(exc).split("\n", 1)[0]  # protobuf appends every field name of the message on a second line
-        raise XdsError(f"cannot encode {t.SHORT[type_url]} resource {spec.get('name') or spec.get('cluster_name')!r}: {detail}") from None
+        raise XdsError(
+            f"cannot encode {t.SHORT[type_url]} resource {spec.get('name') or spec.get('cluster_name')!r}: {detail}"
+        ) from None
 
 
 def any_field(type_url: str, message: bytes) -> bytes:
@@ -62,7 +65,9 @@ def any_field(type_url: str, message: bytes) -> bytes:
     return _field_bytes(2, _field_str(1, type_url) + _field_bytes(2, message))
 
 
-def discovery_response(*, version: str, type_url: str, nonce: str, resources: list[bytes], control_plane: str = "xds-control") -> bytes:
+def discovery_response(
+    *, version: str, type_url: str, nonce: str, resources: list[bytes], control_plane: str = "xds-control"
+) -> bytes:
     """A serialized `envoy.service.discovery.v3.DiscoveryResponse` from pre-encoded `any_field`s."""
     return b"".join(
         [

@@ -25,7 +25,11 @@ from google.protobuf import any_pb2, descriptor_pb2, duration_pb2, empty_pb2, st
 
 OUTPUT = Path(__file__).with_name("envoy_wire_descriptors.py")
 PREFIX = "envoy_data_plane."
-WELL_KNOWN = {m.DESCRIPTOR.package + "." + name: m.DESCRIPTOR.name for m in (any_pb2, duration_pb2, empty_pb2, struct_pb2, timestamp_pb2, wrappers_pb2) for name in m.DESCRIPTOR.message_types_by_name}
+WELL_KNOWN = {
+    m.DESCRIPTOR.package + "." + name: m.DESCRIPTOR.name
+    for m in (any_pb2, duration_pb2, empty_pb2, struct_pb2, timestamp_pb2, wrappers_pb2)
+    for name in m.DESCRIPTOR.message_types_by_name
+}
 ROOTS = (
     ("envoy.config.cluster.v3", "Cluster"),
     ("envoy.config.endpoint.v3", "ClusterLoadAssignment"),
@@ -112,7 +116,10 @@ class _Schema:
         parents = [
             name
             for name, value in vars(module).items()
-            if isinstance(value, type) and value in self._url_of and cls.__name__.startswith(name) and name != cls.__name__
+            if isinstance(value, type)
+            and value in self._url_of
+            and cls.__name__.startswith(name)
+            and name != cls.__name__
         ]
         if parents:
             owner = getattr(module, max(parents, key=len))
@@ -153,7 +160,9 @@ class _Schema:
                 entry = proto.nested_type.add(name=entry_name)
                 entry.options.map_entry = True
                 key_meta, value_meta = fm.map_meta
-                entry.field.add(name="key", number=1, json_name="key", label=F.LABEL_OPTIONAL, type=SCALARS[key_meta.proto_type])
+                entry.field.add(
+                    name="key", number=1, json_name="key", label=F.LABEL_OPTIONAL, type=SCALARS[key_meta.proto_type]
+                )
                 value = entry.field.add(name="value", number=2, json_name="value", label=F.LABEL_OPTIONAL)
                 self._type(package, value, value_meta, meta.cls_by_field[f"{name}.value"])
                 field.type_name = f".{full}.{entry_name}"

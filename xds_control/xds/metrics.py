@@ -20,4 +20,6 @@ SNAPSHOT_BUILD = Histogram(
     "Time to translate a view into a snapshot",
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1, 5),
 )
-SNAPSHOT_ERRORS = Counter("xds_control_xds_snapshot_errors_total", "Views that could not be translated (the last good snapshot stays)")
+SNAPSHOT_ERRORS = Counter(
+    "xds_control_xds_snapshot_errors_total", "Views that could not be translated (the last good snapshot stays)"
+)

@@ -60,7 +60,9 @@ def classify_request(state: TypeState, nonce: str, error: bool) -> RequestKind:
     return RequestKind.STALE
 
 
-def on_request(state: TypeState, type_url: str, kind: RequestKind, names: list[str], nonce: str, detail: str) -> Pending | None:
+def on_request(
+    state: TypeState, type_url: str, kind: RequestKind, names: list[str], nonce: str, detail: str
+) -> Pending | None:
     """Apply a request to `state`. Returns the Pending it settled (ACK or NACK), if any."""
     if kind is RequestKind.STALE:
         return None

@@ -21,7 +21,9 @@ log = logging.getLogger(__name__)
 class Publisher:
     """Keeps `cache` in step with `store`. Synchronous: runs inside the ViewStore's change notification."""
 
-    def __init__(self, store: ViewStore, cache: SnapshotCache, *, clock: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(
+        self, store: ViewStore, cache: SnapshotCache, *, clock: Callable[[], float] = time.perf_counter
+    ) -> None:
         self._store = store
         self._cache = cache
         self._builder = SnapshotBuilder()
@@ -43,7 +45,9 @@ class Publisher:
             snapshot = self._builder.build(view)
         except XdsError as exc:
             metrics.SNAPSHOT_ERRORS.inc()
-            log.error("cannot translate view %d into Envoy resources; keeping the last good snapshot: %s", view.version, exc)
+            log.error(
+                "cannot translate view %d into Envoy resources; keeping the last good snapshot: %s", view.version, exc
+            )
             return
         metrics.SNAPSHOT_BUILD.observe(self._clock() - started)
         self._cache.set(snapshot)

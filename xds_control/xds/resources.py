@@ -179,10 +179,15 @@ def _session_affinity() -> Spec:
     (the 2026-07-28 family, stateless servers) send no such header and are balanced as before."""
     envelope = {"@type": ENVELOPE_SESSION_TYPE, "header": {"name": SESSION_HEADER}}
     session_state = {"name": "envoy.http.stateful_session.envelope", "typed_config": envelope}
-    return {"name": "envoy.filters.http.stateful_session", "typed_config": {"@type": STATEFUL_SESSION_TYPE, "session_state": session_state}}
+    return {
+        "name": "envoy.filters.http.stateful_session",
+        "typed_config": {"@type": STATEFUL_SESSION_TYPE, "session_state": session_state},
+    }
 
 
-def _listener(name: str, address: str, port: int, route_config: str, config: Config, *, sticky_sessions: bool = False) -> Spec:
+def _listener(
+    name: str, address: str, port: int, route_config: str, config: Config, *, sticky_sessions: bool = False
+) -> Spec:
     router = {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}}
     hcm = {
         "@type": HCM_TYPE,
@@ -199,7 +204,9 @@ def _listener(name: str, address: str, port: int, route_config: str, config: Con
     return {
         "name": name,
         "address": _socket(address, port),
-        "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}],
+        "filter_chains": [
+            {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
+        ],
     }
 
 
@@ -212,7 +219,14 @@ def _failure_access_log(listener: str) -> Spec:
         "flags=%RESPONSE_FLAGS% details=%RESPONSE_CODE_DETAILS% cluster=%UPSTREAM_CLUSTER% upstream=%UPSTREAM_HOST% "
         "duration_ms=%DURATION%\n"
     )
-    five_xx = {"status_code_filter": {"comparison": {"op": "GE", "value": {"default_value": 500, "runtime_key": "xds_control.access_log.min_status"}}}}
+    five_xx = {
+        "status_code_filter": {
+            "comparison": {
+                "op": "GE",
+                "value": {"default_value": 500, "runtime_key": "xds_control.access_log.min_status"},
+            }
+        }
+    }
     return {
         "name": "envoy.access_loggers.stderr",
         "filter": {"or_filter": {"filters": [{"response_flag_filter": {"flags": list(LOGGED_FLAGS)}}, five_xx]}},
@@ -271,11 +285,21 @@ def plan_resources(view: View) -> Plan:
     listeners = {
         t.PUBLIC_LISTENER: (
             listener_inputs,
-            partial(_listener, t.PUBLIC_LISTENER, config.listener.address, config.listener.port, t.PUBLIC_ROUTES, config),
+            partial(
+                _listener, t.PUBLIC_LISTENER, config.listener.address, config.listener.port, t.PUBLIC_ROUTES, config
+            ),
         ),
         t.EGRESS_LISTENER: (
             listener_inputs,
-            partial(_listener, t.EGRESS_LISTENER, config.egress.address, config.egress.port, t.EGRESS_ROUTES, config, sticky_sessions=True),
+            partial(
+                _listener,
+                t.EGRESS_LISTENER,
+                config.egress.address,
+                config.egress.port,
+                t.EGRESS_ROUTES,
+                config,
+                sticky_sessions=True,
+            ),
         ),
     }
     route_inputs = (config.listener, tuple(config.backends))
@@ -288,7 +312,10 @@ def plan_resources(view: View) -> Plan:
 
 def build_resources(view: View) -> dict[str, dict[str, Spec]]:
     """Every resource of every type, keyed by type URL then resource name."""
-    return {type_url: {name: build() for name, (_key, build) in items.items()} for type_url, items in plan_resources(view).items()}
+    return {
+        type_url: {name: build() for name, (_key, build) in items.items()}
+        for type_url, items in plan_resources(view).items()
+    }
 
 
 def health_of(spec: Mapping[str, Any]) -> list[str]:

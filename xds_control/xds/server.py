@@ -33,7 +33,15 @@ from xds_control.xds import metrics
 from xds_control.xds import typeurls as t
 from xds_control.xds.encode import discovery_response
 from xds_control.xds.envoy_wire import message_class
-from xds_control.xds.nodes import NodeDirectory, Pending, RequestKind, TypeState, classify_request, decide_push, on_request
+from xds_control.xds.nodes import (
+    NodeDirectory,
+    Pending,
+    RequestKind,
+    TypeState,
+    classify_request,
+    decide_push,
+    on_request,
+)
 from xds_control.xds.snapshot import SNAPSHOT_CHANGED, SnapshotCache
 
 log = logging.getLogger(__name__)
@@ -58,7 +66,9 @@ GRPC_OPTIONS = [
 class AdsService:
     """Serves the snapshot in `cache` to every Envoy that opens an ADS stream."""
 
-    def __init__(self, cache: SnapshotCache, nodes: NodeDirectory, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, cache: SnapshotCache, nodes: NodeDirectory, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._cache = cache
         self._nodes = nodes
         self._clock = clock
@@ -78,7 +88,10 @@ class AdsService:
         )
 
     async def delta(self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> None:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "delta xDS is not served; configure ADS with api_type GRPC (state of the world)")
+        await context.abort(
+            grpc.StatusCode.UNIMPLEMENTED,
+            "delta xDS is not served; configure ADS with api_type GRPC (state of the world)",
+        )
 
     async def stream(self, request_iterator: AsyncIterator[Message], context: grpc.aio.ServicerContext) -> None:
         queue: asyncio.Queue[Any] = asyncio.Queue()
@@ -119,7 +132,9 @@ class AdsService:
         finally:
             queue.put_nowait(_END)
 
-    def _on_request(self, node_id: str, types: dict[str, TypeState], request: Message, spans: dict[str, trace.Span]) -> None:
+    def _on_request(
+        self, node_id: str, types: dict[str, TypeState], request: Message, spans: dict[str, trace.Span]
+    ) -> None:
         state = types.get(request.type_url)
         if state is None:
             log.debug("ignoring request for unserved type", extra={"node": node_id, "type_url": request.type_url})
@@ -127,7 +142,9 @@ class AdsService:
         error = bool(request.error_detail.code or request.error_detail.message)
         kind = classify_request(state, request.response_nonce, error)
         detail = request.error_detail.message if error else ""
-        settled = on_request(state, request.type_url, kind, list(request.resource_names), request.response_nonce, detail)
+        settled = on_request(
+            state, request.type_url, kind, list(request.resource_names), request.response_nonce, detail
+        )
         if settled is None:
             return
         short = t.SHORT[request.type_url]
@@ -149,7 +166,14 @@ class AdsService:
                 settled.version,
                 kept,
                 detail,
-                extra={"event": "nack", "node": node_id, "type": short, "version": settled.version, "kept_version": kept, "detail": detail},
+                extra={
+                    "event": "nack",
+                    "node": node_id,
+                    "type": short,
+                    "version": settled.version,
+                    "kept_version": kept,
+                    "detail": detail,
+                },
             )
             if span is not None:
                 span.add_event("nack", {"xds.kept_version": kept, "xds.error_detail": detail})
@@ -158,7 +182,9 @@ class AdsService:
         if span is not None:
             span.end()
 
-    async def _push(self, context: grpc.aio.ServicerContext, types: dict[str, TypeState], node_id: str, spans: dict[str, trace.Span]) -> None:
+    async def _push(
+        self, context: grpc.aio.ServicerContext, types: dict[str, TypeState], node_id: str, spans: dict[str, trace.Span]
+    ) -> None:
         snapshot = self._cache.current
         if snapshot is None:
             return
@@ -173,12 +199,22 @@ class AdsService:
             state.force = False
             if type_url in t.DEPENDENT:
                 types[t.DEPENDENT[type_url]].force = True
-            body = discovery_response(version=version, type_url=type_url, nonce=nonce, resources=[r.field for r in resources])
+            body = discovery_response(
+                version=version, type_url=type_url, nonce=nonce, resources=[r.field for r in resources]
+            )
             short = t.SHORT[type_url]
             metrics.PUSHES.labels(short).inc()
             metrics.PUSHED_RESOURCES.labels(short).inc(len(resources))
-            attributes = {"xds.node": node_id, "xds.type": short, "xds.version": version, "xds.resources": len(resources), "xds.nonce": nonce}
-            if (superseded := spans.pop(type_url, None)) is not None:  # cannot happen while one is pending; never leak one
+            attributes = {
+                "xds.node": node_id,
+                "xds.type": short,
+                "xds.version": version,
+                "xds.resources": len(resources),
+                "xds.nonce": nonce,
+            }
+            if (
+                superseded := spans.pop(type_url, None)
+            ) is not None:  # cannot happen while one is pending; never leak one
                 superseded.set_attribute("xds.response", "none")
                 superseded.end()
             spans[type_url] = tracer.start_span(PUSH_SPAN, kind=trace.SpanKind.PRODUCER, attributes=attributes)

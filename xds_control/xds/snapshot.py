@@ -38,7 +38,13 @@ class Resource:
     @classmethod
     def encode(cls, type_url: str, name: str, spec: Spec) -> Resource:
         message = encode_message(type_url, spec)
-        return cls(name=name, hash=hashlib.sha256(message).hexdigest()[:16], message=message, field=any_field(type_url, message), refs=_refs(type_url, spec))
+        return cls(
+            name=name,
+            hash=hashlib.sha256(message).hexdigest()[:16],
+            message=message,
+            field=any_field(type_url, message),
+            refs=_refs(type_url, spec),
+        )
 
 
 def _refs(type_url: str, spec: Spec) -> tuple[str, ...]:
