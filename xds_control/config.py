@@ -21,6 +21,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from xds_control.errors import ConfigError, ConfigIssue
+from xds_control.sanitize import preview, value_preview
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -307,7 +308,7 @@ class BackendConfig(_Model):
                 parsed.append(parse_endpoint_url(url))
             except ValueError as exc:
                 where = "url" if self.url is not None else f"endpoints.{i}"
-                raise ValueError(f"{where}: {exc} (got {url!r})") from None
+                raise ValueError(f"{where}: {exc} (got {value_preview(url)})") from None
         if len({(p.scheme, p.path) for p in parsed}) > 1:
             raise ValueError("all endpoints of a backend must share one scheme and path")
         if len({(p.host, p.port) for p in parsed}) != len(parsed):
@@ -450,7 +451,7 @@ def _manual_conflicts(config: Config) -> list[ConfigIssue]:
 
 
 def _issue_from_pydantic(error: Mapping[str, Any]) -> ConfigIssue:
-    loc = [str(p) for p in error.get("loc", ())]
+    loc = [preview(p, 60) for p in error.get("loc", ())]  # an unknown key is the file's text: bounded
     message = str(error.get("msg", "invalid value"))
     message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
     if error.get("type") == "extra_forbidden":
@@ -485,26 +486,107 @@ def parse_config(data: Any, *, source: str | None = None) -> Config:
     return config
 
 
-def parse_config_text(text: str, *, source: str | None = None) -> Config:
+# A config is an operator's file, still bounded: its size, and its size once YAML aliases are expanded (a
+# few hundred bytes of nested aliases expand to billions of nodes, and every later step walks the expansion).
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
+MAX_YAML_NODES = 200_000
+MAX_FLOW_DEPTH = 64
+_BRACKETS = re.compile(r"[\[\]{}]")
+
+
+def _expanded_nodes(root: yaml.Node, limit: int) -> int:
+    """How many nodes `root` stands for once every alias is expanded (capped just above `limit`).
+
+    Iterative and memoized per node, so it costs O(distinct nodes) whatever the expansion; a node that
+    contains itself (a recursive alias) raises ValueError."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()  # the ancestors of the node being expanded (depth-first)
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        if done:
+            open_nodes.discard(key)
+            sizes[key] = min(limit + 1, 1 + sum(sizes[id(c)] for c in children))
+            continue
+        if key in sizes:
+            continue
+        if key in open_nodes:
+            raise ValueError("a YAML alias refers to a node that contains it (a recursive alias)")
+        open_nodes.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in children if id(child) not in sizes)
+    return sizes[id(root)]
+
+
+def _flow_depth(text: str) -> int:
+    """The deepest nesting of `[`/`{` in `text`, counting brackets inside quoted strings too (an upper bound)."""
+    if text.count("[") + text.count("{") <= MAX_FLOW_DEPTH:
+        return 0
+    depth = deepest = 0
+    for match in _BRACKETS.finditer(text):
+        depth = depth + 1 if match.group() in "[{" else max(0, depth - 1)
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def _load_yaml(text: str, source: str | None) -> Any:
+    """The YAML document, bounded in bytes, depth and expanded size; ConfigError (never a YAML error) else."""
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            ConfigIssue("", f"the config file is larger than {MAX_CONFIG_BYTES // (1024 * 1024)} MB"), source=source
+        )
+    if _flow_depth(text) > MAX_FLOW_DEPTH:  # PyYAML's scanner is quadratic in the depth of `[`/`{` nesting
+        raise ConfigError(
+            ConfigIssue("", f"not accepted as YAML: `[`/`{{` nested more than {MAX_FLOW_DEPTH} deep"), source=source
+        )
+    loader: yaml.SafeLoader | None = None
     try:
-        data = yaml.safe_load(text)
+        loader = yaml.SafeLoader(text)  # the reader checks the characters here already
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_nodes(node, MAX_YAML_NODES) > MAX_YAML_NODES:
+            raise ValueError(
+                f"the document expands to more than {MAX_YAML_NODES} nodes once its aliases are expanded "
+                "(an alias bomb?): refused"
+            )
+        return loader.construct_document(node)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(
-            ConfigIssue(where, f"not valid YAML: {getattr(exc, 'problem', exc)}"), source=source
-        ) from None
-    return parse_config(data, source=source)
+        problem = preview(getattr(exc, "problem", None) or exc, 120)
+        raise ConfigError(ConfigIssue(where, f"not valid YAML: {problem}"), source=source) from None
+    except ValueError as exc:
+        raise ConfigError(ConfigIssue("", f"not accepted as YAML: {preview(exc, 200)}"), source=source) from None
+    except RecursionError:
+        raise ConfigError(ConfigIssue("", "not accepted as YAML: nested too deeply"), source=source) from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def parse_config_text(text: str, *, source: str | None = None) -> Config:
+    return parse_config(_load_yaml(text, source), source=source)
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
     """Read and validate a YAML config file. Raises ConfigError (never a foreign exception)."""
     try:
-        text = Path(path).read_text()
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)  # no more than the bound is ever read
+        text = raw.decode("utf-8")
     except OSError as exc:
         raise ConfigError(
             ConfigIssue("", f"cannot read config file: {exc.strerror or exc}"), source=str(path)
         ) from None
+    except UnicodeDecodeError:
+        raise ConfigError(ConfigIssue("", "the config file is not UTF-8 text"), source=str(path)) from None
     return parse_config_text(text, source=str(path))
 
 
