@@ -99,6 +99,7 @@ class ControlPlaneConfig(_Model):
     admin: HostPort = "127.0.0.1:18001"
     metrics: HostPort = "127.0.0.1:9102"
     admin_token_env: str | None = None  # env var holding the bearer token for mutating admin calls
+    admin_cookie_file: str | None = None  # where the token made at start goes when admin_token_env is unset
 
     @field_validator("xds", "admin", "metrics")
     @classmethod

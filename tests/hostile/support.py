@@ -121,6 +121,7 @@ class HostileStack:
             backends += self.spec.before(self)
         sections = {key: dict(value) for key, value in self.spec.config.items()}
         sections["health"] = {**HEALTH, **sections.get("health", {})}
+        sections["control_plane"] = {"admin_cookie_file": str(self.cookie), **sections.get("control_plane", {})}
         self.config = stack_config(backends, **sections)
         self.write_config(dump_config(self.config))
         serve = Proc(
@@ -186,10 +187,13 @@ class HostileStack:
     def log(self, name: str = "control-plane") -> str:
         return self.procs[name].output
 
+    @property
+    def cookie(self) -> Path:
+        return self.workdir / "admin.cookie"
+
     def admin_token(self) -> str | None:
         """The admin token mutating calls need: the cookie file the control plane wrote, if any."""
-        cookie = self.workdir / "admin-token"
-        return cookie.read_text().strip() if cookie.exists() else None
+        return self.cookie.read_text().strip() if self.cookie.exists() else None
 
     # -- waits --
 

@@ -1,19 +1,19 @@
 """`xds-control admin ...`: the admin API from a shell.
 
 Every command takes `-c CONFIG` (address from `control_plane.admin`, token
-from the env var named by `control_plane.admin_token_env`) or `--address
-HOST:PORT` and `--token-env NAME`; with neither, the default address
-127.0.0.1:18001. Output is a table (or one line) by default and JSON with
-`--json`. Any admin error is one `error: ...` line on stderr and exit 1; the
-token is read from the environment only (never a flag, so it stays out of
-`ps`) and never printed.
+from the env var named by `control_plane.admin_token_env`, else from the
+control plane's admin cookie file) or `--address HOST:PORT` and `--token-env
+NAME`; with neither, the default address 127.0.0.1:18001. Output is a table
+(or one line) by default and JSON with `--json`. Any admin error is one
+`error: ...` line on stderr and exit 1; the token is read from the
+environment or the cookie file only (never a flag, so it stays out of `ps`)
+and never printed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -32,35 +32,35 @@ if TYPE_CHECKING:
     from xds_control.admin.client import AdminClient
 
 
-def _connection(config_path: Path | None, address: str | None, token_env: str | None) -> tuple[str, str | None]:
+def _connection(config_path: Path | None, address: str | None, token_env: str | None) -> tuple[str, Any, str]:
     # Lazy, as AdminClient in _run: xds_control.cli imports this module, so every process the CLI starts
     # would load the admin client (grpclib, h2: about 2 MB), which `xds-control serve` never uses.
     from xds_control.admin.client import dial_target
+    from xds_control.admin.cookie import token_source
     from xds_control.cli import load_or_exit
 
-    admin, env_name = ControlPlaneConfig().admin, None
-    if config_path is not None:
-        cp = load_or_exit(config_path).control_plane
-        admin, env_name = cp.admin, cp.admin_token_env
+    cp = load_or_exit(config_path).control_plane if config_path is not None else ControlPlaneConfig()
     if address is not None:
         try:
             target = dial_target(address)
         except ValueError:
             raise click.BadParameter("must be HOST:PORT", param_hint="--address") from None
+        if config_path is None:  # the cookie of the control plane on that port
+            cp = ControlPlaneConfig(admin=f"127.0.0.1:{target.rpartition(':')[2]}")
     else:
-        target = dial_target(admin)
-    env_name = token_env or env_name
-    return target, (os.environ.get(env_name) or None) if env_name else None
+        target = dial_target(cp.admin)
+    token, token_from = token_source(cp, token_env)
+    return target, token, token_from
 
 
 def _run(ctx: click.Context, action: Callable[[AdminClient], Awaitable[int | None]]) -> None:
     """Run `action` against the admin API; admin errors become one stderr line and exit 1."""
     from xds_control.admin.client import AdminClient
 
-    target, token = ctx.obj
+    target, token, token_from = ctx.obj
 
     async def main() -> int | None:
-        async with AdminClient(target, token) as client:
+        async with AdminClient(target, token, token_from=token_from) as client:
             return await action(client)
 
     try:

@@ -24,10 +24,11 @@ whole life and the CLI starts it for one call. The server side stays grpcio
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import random
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +37,9 @@ from grpclib.config import Configuration
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 
+from xds_control.admin.auth import is_loopback
 from xds_control.admin.convert import backend_from_pb, node_from_pb
+from xds_control.admin.cookie import cookie_path_for_port, read_cookie
 from xds_control.admin.ports import NodeInfo
 from xds_control.admin.v1 import admin_pb2 as pb
 from xds_control.config import ControlPlaneConfig
@@ -139,17 +142,41 @@ def _reason(details: str) -> str:
     return "unavailable"
 
 
-class AdminClient:
-    """An async client of one control plane's admin API. Create it anywhere; it connects on first use."""
+TokenSource = str | Callable[[], str | None] | None
 
-    def __init__(self, target: str, token: str | None = None, *, timeout: float = CALL_TIMEOUT) -> None:
+
+class AdminClient:
+    """An async client of one control plane's admin API. Create it anywhere; it connects on first use.
+
+    `token` is the admin token for mutating calls: a string, or a callable read at each mutating call (a
+    control plane that restarts writes a new cookie). None: the admin cookie file of a loopback `target`'s
+    port (`cookie.py`), read at each call. `token_from` names where the token came from, for refusals.
+    """
+
+    def __init__(
+        self, target: str, token: TokenSource = None, *, timeout: float = CALL_TIMEOUT, token_from: str | None = None
+    ) -> None:
         self.target = target
         self.timeout = timeout
-        self._auth = (("authorization", f"Bearer {token.strip()}"),) if token and token.strip() else None
+        self._token: Callable[[], str | None]
+        if token is None and _is_local(target):
+            cookie = cookie_path_for_port(_host_port(target)[1])
+            self._token = functools.partial(read_cookie, cookie)
+            token_from = token_from or f"the admin cookie file {cookie}"
+        elif callable(token):
+            self._token = token
+        else:
+            fixed = token.strip() if token and token.strip() else None
+            self._token = lambda: fixed
+        self.token_from = token_from or "the token given"
         self._channel: Channel | None = None
 
     def __repr__(self) -> str:
-        return f"AdminClient(target={self.target!r}, token={'set' if self._auth else None})"
+        return f"AdminClient(target={self.target!r}, token_from={self.token_from!r})"
+
+    def _metadata(self) -> tuple[tuple[str, str], ...] | None:
+        token = self._token()
+        return (("authorization", f"Bearer {token.strip()}"),) if token and token.strip() else None
 
     async def __aenter__(self) -> AdminClient:
         return self
@@ -187,7 +214,13 @@ class AdminClient:
         if status is Status.NOT_FOUND:
             return BackendNotFound(details)
         if status is Status.UNAUTHENTICATED:
-            hint = "" if self._auth else " (no token was given: set the environment variable named by admin_token_env)"
+            if self._metadata() is None:
+                hint = (
+                    f" (this client had no token: {self.token_from} holds none; the control plane writes its cookie "
+                    "at start when admin_token_env is unset, else set the variable admin_token_env names)"
+                )
+            else:
+                hint = f" (the token from {self.token_from} is not this control plane's)"
             return Unauthorized(f"{details}{hint}")
         return AdminError(f"{method} failed: {status.name}: {details}")
 
@@ -196,7 +229,7 @@ class AdminClient:
         request_type, reply_type = _UNARY[method]
         rpc = UnaryUnaryMethod(self._open(), SERVICE + method, request_type, reply_type)
         try:
-            return await rpc(request, timeout=timeout, metadata=self._auth if mutating else None)
+            return await rpc(request, timeout=timeout, metadata=self._metadata() if mutating else None)
         except (GRPCError, *_TRANSPORT_ERRORS) as exc:
             raise self._error(exc, method, timeout) from None
 
@@ -287,6 +320,14 @@ class AdminClient:
         request = pb.ReportOutcomesRequest(outcomes=[_outcome_to_pb(o) for o in outcomes])
         response = await self._call("ReportOutcomes", request, mutating=True)
         return list(response.unknown_backends)
+
+
+def _is_local(target: str) -> bool:
+    try:
+        host, _port = _host_port(target)
+    except AdminError:
+        return False
+    return is_loopback(host)
 
 
 def _host_port(target: str) -> tuple[str, int]:

@@ -22,6 +22,7 @@ import functools
 import logging
 import re
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -29,8 +30,9 @@ from grpc_health.v1 import health as grpc_health
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from xds_control.admin.auth import TokenGuard, guard_for
+from xds_control.admin.auth import TokenGuard, configured_guard, cookie_guard
 from xds_control.admin.convert import backend_to_pb, node_to_pb
+from xds_control.admin.cookie import cookie_path, remove_cookie
 from xds_control.admin.metrics import WATCH_STREAMS, record_call
 from xds_control.admin.ports import HealthControl, NodeDirectory
 from xds_control.admin.v1 import admin_pb2 as pb
@@ -306,11 +308,13 @@ class AdminServer:
         health_servicer: grpc_health.aio.HealthServicer,
         host: str,
         port: int,
+        cookie: Path | None = None,
     ) -> None:
         self.server = server
         self.service = service
         self.host = host
         self.port = port
+        self.cookie = cookie  # the admin cookie file this server wrote (removed at stop), if any
         self._health = health_servicer
         self._stopped = False
 
@@ -329,6 +333,8 @@ class AdminServer:
         self.service.close()
         await self._health.enter_graceful_shutdown()
         await self.server.stop(grace)
+        if self.cookie is not None:
+            remove_cookie(self.cookie, self.service.guard.accepts)
         log.info("admin API stopped", extra={"address": f"{self.host}:{self.port}"})
 
     async def __aenter__(self) -> AdminServer:
@@ -347,12 +353,13 @@ async def start_admin_server(
 ) -> AdminServer:
     """Bind `control_plane.admin` and serve the admin API, reflection and grpc.health.v1.
 
-    Raises AdminError if the address needs a token and none is configured, or
-    if the address cannot be bound.
+    Mutating calls need the configured admin token, or else one made now and written to the admin cookie
+    file once the port is bound (`cookie.py`; removed at `stop()`). Raises AdminError if the address is off
+    loopback and no token is configured, if the cookie cannot be written, or if the address cannot be bound.
     """
     host, port = config.control_plane.admin_host_port
-    guard = guard_for(host, config.control_plane.admin_token_env)  # decide before any I/O
-    service = AdminService(store, health, nodes, guard)
+    configured = configured_guard(host, config.control_plane.admin_token_env)  # decide before any I/O
+    service = AdminService(store, health, nodes, configured or TokenGuard(None))
     health_servicer = grpc_health.aio.HealthServicer()
     server = grpc.aio.server(options=SERVER_OPTIONS)
     pb_grpc.add_AdminServicer_to_server(service, server)
@@ -368,8 +375,24 @@ async def start_admin_server(
     if not bound:
         await server.stop(None)
         raise AdminError(f"cannot bind the admin API to control_plane.admin {target} (address in use or not local?)")
+    cookie_written: Path | None = None
+    if configured is None:  # only once the port is ours: never overwrite the cookie of a plane already on it
+        cookie_written = cookie_path(config.control_plane)
+        try:
+            service.guard = cookie_guard(cookie_written)
+        except AdminError:
+            await server.stop(None)
+            raise
+    guard = service.guard
     await server.start()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("admin API listening", extra={"address": target, "token_required": guard.required})
-    return AdminServer(server, service, health_servicer, host, bound)
+    if cookie_written is not None:
+        log.info(
+            "admin API listening; mutating calls need the admin token, written to %s",
+            cookie_written,
+            extra={"address": target, "token_required": guard.required, "cookie_file": str(cookie_written)},
+        )
+    else:
+        log.info("admin API listening", extra={"address": target, "token_required": guard.required})
+    return AdminServer(server, service, health_servicer, host, bound, cookie_written)

@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import gc
 import logging
-import os
 import signal
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -251,8 +250,10 @@ def _first_xds_error(group: BaseExceptionGroup) -> XdsControlError | None:
 
 async def serve_forever(config: Config) -> int:
     """`xds-control aggregator -c CFG`: follow the control plane, serve `/mcp`, until SIGTERM/SIGINT."""
-    token_env = config.control_plane.admin_token_env
-    source = AdminViewSource(config.admin_dial(), token=os.environ.get(token_env) if token_env else None)
+    from xds_control.admin.cookie import token_source  # the admin token: configured, else the cookie file
+
+    token, _where = token_source(config.control_plane)
+    source = AdminViewSource(config.admin_dial(), token=token)
     aggregator = Aggregator(config, source)
     host, port = config.aggregator.address, config.aggregator.port
     metrics_host, _, metrics_port = config.aggregator.metrics.rpartition(":")
