@@ -215,15 +215,30 @@ def test_check_command_exit_codes(tmp_path, capsys):
     assert main(["check", "-c", str(tmp_path / "missing.yaml")]) == 2
 
 
-def test_bootstrap_command_prints_ads_to_the_control_plane(tmp_path, capsys):
+def test_bootstrap_command_prints_ads_to_the_control_plane(tmp_path, capsys, monkeypatch):
     import yaml
 
+    monkeypatch.delenv("XDS_TEST_TOKEN", raising=False)
     path = tmp_path / "c.yaml"
     path.write_text(
-        dump_config(parse_config({"control_plane": {"xds": "0.0.0.0:18500"}, "envoy": {"node_id": "edge-1"}}))
+        dump_config(
+            parse_config(
+                {
+                    "control_plane": {"xds": "0.0.0.0:18500", "xds_token_env": "XDS_TEST_TOKEN"},
+                    "envoy": {"node_id": "edge-1"},
+                }
+            )
+        )
     )
     assert main(["bootstrap", "-c", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert "${XDS_TEST_TOKEN}" in err  # unset here: a placeholder, and a note saying so
+    [grpc_service] = yaml.safe_load(out)["dynamic_resources"]["ads_config"]["grpc_services"]
+    assert grpc_service["initial_metadata"] == [{"key": "authorization", "value": "Bearer ${XDS_TEST_TOKEN}"}]
+    monkeypatch.setenv("XDS_TEST_TOKEN", "t0ken")
+    assert main(["bootstrap", "-c", str(path)]) == 0
     doc = yaml.safe_load(capsys.readouterr().out)
+    assert doc["dynamic_resources"]["ads_config"]["grpc_services"][0]["initial_metadata"][0]["value"] == "Bearer t0ken"
     assert doc["node"]["id"] == "edge-1"
     address = doc["static_resources"]["clusters"][0]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"][
         "address"

@@ -91,9 +91,14 @@ def check(config_path: Path | None) -> None:
 @common_options
 def bootstrap(config_path: Path | None) -> None:
     """Print the Envoy bootstrap YAML (ADS over gRPC to the control plane)."""
-    from xds_control.xds.bootstrap import render_bootstrap
+    from xds_control.xds.bootstrap import render_bootstrap, token_placeholder, xds_token
 
-    click.echo(render_bootstrap(load_or_exit(config_path)), nl=False)
+    config = load_or_exit(config_path)
+    try:
+        xds_token(config)
+    except ConfigError:  # the ADS token's variable is unset here: a placeholder for the deployment to fill
+        click.echo(f"note: the ADS token is written as {token_placeholder(config)}: substitute it", err=True)
+    click.echo(render_bootstrap(config, placeholder=True), nl=False)
 
 
 @cli.command()

@@ -100,6 +100,7 @@ class ControlPlaneConfig(_Model):
     metrics: HostPort = "127.0.0.1:9102"
     admin_token_env: str | None = None  # env var holding the bearer token for mutating admin calls
     admin_cookie_file: str | None = None  # where the token made at start goes when admin_token_env is unset
+    xds_token_env: str | None = None  # env var holding the token Envoys present on ADS (required off loopback)
 
     @field_validator("xds", "admin", "metrics")
     @classmethod
@@ -408,8 +409,31 @@ def dial_host(host: str) -> str:
     return host
 
 
+def is_loopback_host(host: str) -> bool:
+    """127.0.0.0/8, ::1 (also IPv4-mapped) or `localhost`; any other name may be reachable from elsewhere."""
+    host = host.strip("[]")
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        addr = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return addr.is_loopback
+
+
 def _cross_checks(config: Config) -> list[ConfigIssue]:
     issues: list[ConfigIssue] = []
+    xds_host, _ = config.control_plane.xds_host_port
+    if not is_loopback_host(xds_host) and not config.control_plane.xds_token_env:
+        issues.append(
+            ConfigIssue(
+                "control_plane.xds_token_env",
+                "required when control_plane.xds is bound off loopback: name an environment variable holding the "
+                "token Envoys must present on ADS (the bootstrap sends it)",
+            )
+        )
     seen: dict[str, int] = {}
     for i, backend in enumerate(config.backends):
         if backend.name in seen:

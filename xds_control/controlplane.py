@@ -20,6 +20,7 @@ from typing import Any
 
 from xds_control.config import Config
 from xds_control.view import ViewStore
+from xds_control.xds.bootstrap import xds_token
 from xds_control.xds.nodes import NodeDirectory
 from xds_control.xds.publisher import Publisher
 from xds_control.xds.server import AdsService, XdsServer, start_xds_server
@@ -38,7 +39,7 @@ class ControlPlane:
         self.cache = SnapshotCache()
         self.nodes = NodeDirectory()
         self.publisher = Publisher(self.store, self.cache)
-        self.ads = AdsService(self.cache, self.nodes)
+        self.ads = AdsService(self.cache, self.nodes, token=xds_token(config))  # ConfigError if set but missing
         self.monitor: Any = None
         self.xds: XdsServer | None = None
         self.admin: Any = None

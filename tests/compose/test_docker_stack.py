@@ -43,7 +43,11 @@ def stack() -> Iterator[tuple[object, str]]:
     if port_open(10000):
         pytest.skip("port 10000 is taken on this host: the stack publishes it")
     project = f"xds-control-test-{secrets.token_hex(3)}"
-    env = {**os.environ, "XDS_CONTROL_ADMIN_TOKEN": secrets.token_hex(16)}
+    env = {
+        **os.environ,
+        "XDS_CONTROL_ADMIN_TOKEN": secrets.token_hex(16),
+        "XDS_CONTROL_XDS_TOKEN": secrets.token_hex(16),
+    }
     base = ["docker", "compose", "-f", str(COMPOSE_FILE), "-p", project]
     try:
         subprocess.run(

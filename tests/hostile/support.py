@@ -209,6 +209,44 @@ class HostileStack:
     def wait_routable(self, name: str, timeout: float = 60.0) -> None:
         wait_until(lambda: self.backend(name).routable, timeout=timeout, what=f"{name} routable")
 
+    def envoy_acked(self, type_short: str = "ClusterLoadAssignment") -> str:
+        """The version of `type_short` our Envoy (the config's node id) has ACKed, per ListNodes."""
+        import grpc
+
+        from xds_control.admin.v1 import admin_pb2 as pb
+        from xds_control.admin.v1 import admin_pb2_grpc as pb_grpc
+
+        with grpc.insecure_channel(self.admin_target) as channel:
+            nodes = pb_grpc.AdminStub(channel).ListNodes(pb.ListNodesRequest(), timeout=10).nodes
+        for node in nodes:
+            if node.node_id == self.cfg.envoy.node_id:
+                return next((t.acked_version for t in node.types if t.type_url.endswith(type_short)), "")
+        return ""
+
+    def envoy_follows_a_change(self, timeout: float = 30.0) -> float:
+        """Drain and undrain `weather` (with the admin token) and wait for our Envoy to ACK each EDS change:
+        the legitimate ADS client still gets its updates. Returns the seconds it took."""
+        import grpc
+
+        from xds_control.admin.v1 import admin_pb2 as pb
+        from xds_control.admin.v1 import admin_pb2_grpc as pb_grpc
+
+        started = time.monotonic()
+        metadata = (("authorization", f"Bearer {self.admin_token()}"),)
+        with grpc.insecure_channel(self.admin_target) as channel:
+            stub = pb_grpc.AdminStub(channel)
+            for request in (stub.Drain, stub.Undrain):
+                before = self.envoy_acked()
+                request(
+                    pb.DrainRequest(name="weather") if request is stub.Drain else pb.UndrainRequest(name="weather"),
+                    timeout=10,
+                    metadata=metadata,
+                )
+                wait_until(
+                    lambda b=before: self.envoy_acked() not in ("", b), timeout=timeout, what="Envoy ACKs the new EDS"
+                )
+        return time.monotonic() - started
+
 
 def _up(proc: Proc) -> bool:
     if not proc.alive():

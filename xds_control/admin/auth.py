@@ -15,26 +15,17 @@ never the token.
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from xds_control.admin.cookie import write_cookie
+from xds_control.config import is_loopback_host
 from xds_control.errors import AdminError, Unauthorized
 
 
 def is_loopback(host: str) -> bool:
-    host = host.strip("[]")
-    if host.lower() in ("localhost", "localhost."):
-        return True
-    try:
-        addr = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return False  # a host name other than localhost: assume it is reachable from elsewhere
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
-    return addr.is_loopback
+    return is_loopback_host(host)
 
 
 class TokenGuard:

@@ -93,7 +93,7 @@ async def _run(
     config_path = str(Path(config_path).resolve())
 
     bootstrap_path = run_dir / "envoy-bootstrap.yaml"
-    bootstrap_path.write_text(render_bootstrap(config))
+    _write_private(bootstrap_path, render_bootstrap(config))  # it holds the ADS token when one is configured
     _check_envoy_ports_free(config, demo=demo)
 
     stack = plan.plan_stack(
@@ -220,6 +220,13 @@ def _run_dir() -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write `text` to a new file only this user can read (0600)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
 
 
 def _bootstrap_renderer() -> Callable[[Config], str]:
