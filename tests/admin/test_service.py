@@ -8,13 +8,13 @@ from dataclasses import replace
 import grpc
 import pytest
 
-from xds_control.admin.client import AdminClient, BackendNotFound, Outcome
+from xds_control.admin.client import AdminClient, Outcome
 from xds_control.admin.metrics import call_count
 from xds_control.admin.ports import HealthControl, NodeDirectory, NodeInfo, TypeStatus
 from xds_control.admin.service import start_admin_server
 from xds_control.admin.v1 import admin_pb2 as pb
 from xds_control.admin.v1 import admin_pb2_grpc as pb_grpc
-from xds_control.errors import AdminError
+from xds_control.errors import AdminError, BackendNotFound
 from xds_control.view import BackendState, BreakerState, Catalog, EndpointStatus, ViewStore
 
 from .conftest import FakeHealth, FakeNodes, Harness, make_config, start_harness

@@ -40,7 +40,7 @@ from xds_control.admin.convert import backend_from_pb, node_from_pb
 from xds_control.admin.ports import NodeInfo
 from xds_control.admin.v1 import admin_pb2 as pb
 from xds_control.config import ControlPlaneConfig
-from xds_control.errors import AdminError, Unauthorized
+from xds_control.errors import AdminError, AdminUnavailable, BackendNotFound, Unauthorized
 from xds_control.view import BackendStatus
 
 log = logging.getLogger(__name__)
@@ -83,14 +83,6 @@ _UNARY: dict[str, tuple[type[Any], type[Any]]] = {
     "ResetBreaker": (pb.ResetBreakerRequest, pb.ResetBreakerResponse),
     "ReportOutcomes": (pb.ReportOutcomesRequest, pb.ReportOutcomesResponse),
 }
-
-
-class AdminUnavailable(AdminError):
-    """The admin API could not be reached (refused, timed out, shut down)."""
-
-
-class BackendNotFound(AdminError):
-    """The named backend is not configured on the control plane."""
 
 
 def dial_target(admin: str) -> str:
