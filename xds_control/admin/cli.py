@@ -141,7 +141,8 @@ def _options(func: Callable[..., Any]) -> Callable[..., Any]:
 # -- rendering ----------------------------------------------------------------------------------
 
 
-def backend_json(status: BackendStatus) -> dict[str, Any]:
+def backend_json(status: BackendStatus, now: float) -> dict[str, Any]:
+    """`now`: unix time of printing (`retry_after` is the seconds from it to the next chance of recovery)."""
     return {
         "name": status.name,
         "state": str(status.state),
@@ -153,7 +154,7 @@ def backend_json(status: BackendStatus) -> dict[str, Any]:
         "last_error": status.last_error,
         "last_probe_ms": status.last_probe_ms,
         "last_success": status.last_success,
-        "retry_after": status.retry_after,
+        "retry_after": status.retry_after(now),
         "state_since": status.state_since,
         "tools": len(status.catalog.tools) if status.catalog else 0,
         "catalog_hash": status.catalog_hash,
@@ -184,7 +185,7 @@ def node_json(node: NodeInfo) -> dict[str, Any]:
 
 def _emit_backend(status: BackendStatus, as_json: bool, connection: Connection) -> None:
     if as_json:
-        click.echo(json.dumps(backend_json(status)))
+        click.echo(json.dumps(backend_json(status, time.time())))
     else:
         click.echo(f"{connection.where}\n{backend_line(status)}")
 
@@ -206,7 +207,7 @@ def backends(ctx: click.Context, as_json: bool) -> None:
     async def action(client: AdminClient) -> None:
         statuses = await client.list_backends()
         if as_json:
-            click.echo(json.dumps([backend_json(s) for s in statuses], indent=2))
+            click.echo(json.dumps([backend_json(s, time.time()) for s in statuses], indent=2))
         else:
             click.echo(f"{connection.where}\n{backends_table(statuses, time.time())}")
 
@@ -249,7 +250,10 @@ def watch(ctx: click.Context, as_json: bool, count: int | None, once: bool, plai
                 elif as_json:
                     click.echo(
                         json.dumps(
-                            {"version": event.version, "backends": [backend_json(b) for b in event.backends.values()]}
+                            {
+                                "version": event.version,
+                                "backends": [backend_json(b, time.time()) for b in event.backends.values()],
+                            }
                         )
                     )
                 else:
