@@ -21,6 +21,7 @@ import contextlib
 import functools
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -139,8 +140,15 @@ class AdminService(pb_grpc.AdminServicer):
     """The servicer. `health`/`nodes` may be None: their calls answer UNIMPLEMENTED / no nodes."""
 
     def __init__(
-        self, store: ViewStore, health: HealthControl | None, nodes: NodeDirectory | None, guard: TokenGuard
+        self,
+        store: ViewStore,
+        health: HealthControl | None,
+        nodes: NodeDirectory | None,
+        guard: TokenGuard,
+        *,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
+        self.wall_clock = wall_clock  # unix time a message is served at: `retry_after` counts down from it
         self.store = store
         self.health = health
         self.nodes = nodes
@@ -183,9 +191,12 @@ class AdminService(pb_grpc.AdminServicer):
             return None
         return change.result()
 
-    @staticmethod
-    def _backends(view: View, omit_catalogs: bool) -> list[pb.Backend]:
-        return [backend_to_pb(b, omit_catalog=omit_catalogs) for b in view.backends.values()]
+    def _backends(self, view: View, omit_catalogs: bool) -> list[pb.Backend]:
+        now = self.wall_clock()
+        return [backend_to_pb(b, now=now, omit_catalog=omit_catalogs) for b in view.backends.values()]
+
+    def _backend_pb(self, status: BackendStatus) -> pb.Backend:
+        return backend_to_pb(status, now=self.wall_clock())
 
     # -- read-only --------------------------------------------------------------------------
 
@@ -201,7 +212,7 @@ class AdminService(pb_grpc.AdminServicer):
         self, request: pb.GetBackendRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetBackendResponse:
         view = self.store.current
-        return pb.GetBackendResponse(version=view.version, backend=backend_to_pb(self._backend(request.name)))
+        return pb.GetBackendResponse(version=view.version, backend=self._backend_pb(self._backend(request.name)))
 
     @_rpc("Watch", stream=True)
     async def Watch(
@@ -234,7 +245,7 @@ class AdminService(pb_grpc.AdminServicer):
             status = await health.probe_now(request.name)
         except KeyError:
             raise _Failure(grpc.StatusCode.NOT_FOUND, f"no backend named {preview(request.name, 64)!r}") from None
-        return pb.ProbeNowResponse(backend=backend_to_pb(status))
+        return pb.ProbeNowResponse(backend=self._backend_pb(status))
 
     @_rpc("ResetBreaker", mutating=True)
     async def ResetBreaker(
@@ -247,13 +258,13 @@ class AdminService(pb_grpc.AdminServicer):
             status = await health.reset_breaker(request.name)
         except KeyError:
             raise _Failure(grpc.StatusCode.NOT_FOUND, f"no backend named {preview(request.name, 64)!r}") from None
-        return pb.ResetBreakerResponse(backend=backend_to_pb(status))
+        return pb.ResetBreakerResponse(backend=self._backend_pb(status))
 
     def _set_drained(self, name: str, drained: bool) -> tuple[int, pb.Backend]:
         self._backend(name)
         view = self.store.set_drained(name, drained)
         log.info("admin: backend %s", "drained" if drained else "undrained", extra={"backend": name})
-        return view.version, backend_to_pb(self._backend(name))
+        return view.version, self._backend_pb(self._backend(name))
 
     @_rpc("Drain", mutating=True)
     async def Drain(self, request: pb.DrainRequest, context: grpc.aio.ServicerContext) -> pb.DrainResponse:
