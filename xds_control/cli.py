@@ -37,6 +37,7 @@ def check(config_path: Path | None) -> None:
 @common_options
 def bootstrap(config_path: Path | None) -> None:
     """Print the Envoy bootstrap YAML (ADS over gRPC to the control plane)."""
+    from xds_control.errors import ConfigError
     from xds_control.xds.bootstrap import render_bootstrap, token_placeholder, xds_token
 
     config = load_or_exit(config_path)

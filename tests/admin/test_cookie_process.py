@@ -55,7 +55,7 @@ async def test_serve_writes_a_private_cookie_that_the_cli_and_the_aggregator_use
         )
         assert refused.returncode == 1
         [error] = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
-        assert "environment variable WRONG" in error and "not that control plane's" in error
+        assert "$WRONG" in error and "not that control plane's" in error
         assert token not in refused.stderr + refused.stdout
 
         # What `xds-control aggregator -c` does: the token from the same config's cookie file.

@@ -85,8 +85,8 @@ def _error_text(exc: XdsControlError, connection: Connection) -> str:
         token = connection.token() if connection.token is not None else None
         if token is None:
             return (
-                f"{connection.where} refused the call: it needs the admin token and none was found in "
-                f"{connection.token_from} (the control plane writes its cookie file at start when "
+                f"{connection.where} refused the call: it needs the admin token and none was given "
+                f"({connection.token_from} holds none; the control plane writes its cookie file at start when "
                 "control_plane.admin_token_env is unset; else set that variable, or use --token-env NAME)"
             )
         return (

@@ -101,9 +101,9 @@ def token_source(
     override), the variable `admin_token_env` names (when set and non-empty), the admin cookie file."""
     env = os.environ if environ is None else environ
     if token_env:
-        return (lambda: env.get(token_env, "").strip() or None), f"the environment variable {token_env}"
+        return (lambda: env.get(token_env, "").strip() or None), f"${token_env}"
     configured = control_plane.admin_token_env
     if configured and env.get(configured, "").strip():
-        return (lambda: env.get(configured, "").strip() or None), f"the environment variable {configured}"
+        return (lambda: env.get(configured, "").strip() or None), f"${configured}"
     path = cookie_path(control_plane)
     return (lambda: read_cookie(path)), f"the admin cookie file {path}"
