@@ -161,6 +161,11 @@ class HealthConfig(_Model):
     catalog_refresh: Duration = 300.0
     jitter: float = Field(0.1, ge=0.0, le=0.5)  # fraction of interval each probe is shifted by
     max_response_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    # A backend's whole catalog (tools, resources, templates, prompts; every page): its JSON size, items and
+    # pages. At most 3 MiB, so one backend's catalog always fits a 4 MB admin message with room to spare.
+    max_catalog_bytes: int = Field(2 * 1024 * 1024, ge=1024, le=3 * 1024 * 1024)
+    max_catalog_items: int = Field(5000, ge=1)
+    max_catalog_pages: int = Field(50, ge=1)
 
     @field_validator("interval", "timeout")
     @classmethod

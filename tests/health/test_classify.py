@@ -89,6 +89,7 @@ EXCEPTION_CASES: list[tuple[str, BaseException, Category]] = [
     ("SDK request timeout", MCPError(-32001, "Request timed out"), Category.TIMEOUT),
     ("SDK session terminated", MCPError(-32600, "Session terminated"), Category.SESSION_EXPIRED),
     ("ours: too large", ProbeError(Category.RESPONSE_TOO_LARGE, "body over the limit"), Category.RESPONSE_TOO_LARGE),
+    ("ours: catalog too large", ProbeError(Category.CATALOG_TOO_LARGE, "over the bound"), Category.CATALOG_TOO_LARGE),
     ("ours: session", ProbeError(Category.SESSION_EXPIRED), Category.SESSION_EXPIRED),
     ("a bug", KeyError(SECRET), Category.UNKNOWN),
 ]

@@ -59,6 +59,7 @@ CHANNEL_CONFIG = Configuration(
     _http2_max_pings_without_data=0,
 )
 CALL_TIMEOUT = 10.0
+SNAPSHOT_ATTEMPTS = 5  # reads of a paged view that changed under the reader before giving up
 PROBE_TIMEOUT = 60.0  # a probe waits for the backend's verdict
 WATCH_BACKOFF = (0.1, 5.0)
 SERVICE = "/xds_control.admin.v1.Admin/"
@@ -229,9 +230,20 @@ class AdminClient:
     # -- read-only --------------------------------------------------------------------------
 
     async def snapshot(self) -> WatchEvent:
-        """The current view (one ListBackends call), shaped like a watch event."""
-        response = await self._call("ListBackends", pb.ListBackendsRequest())
-        return _event(response)
+        """The current view (ListBackends, every page of one version), shaped like a watch event."""
+        for _attempt in range(SNAPSHOT_ATTEMPTS):
+            first = await self._call("ListBackends", pb.ListBackendsRequest())
+            backends = list(first.backends)
+            token = first.next_page_token
+            while token:
+                page = await self._call("ListBackends", pb.ListBackendsRequest(page_token=token))
+                if page.version != first.version:
+                    break  # the view changed between pages: start again
+                backends += page.backends
+                token = page.next_page_token
+            else:
+                return _event_of(first.version, backends)
+        raise AdminError(f"the view of {self.target} kept changing while it was read page by page")
 
     async def list_backends(self) -> list[BackendStatus]:
         return list((await self.snapshot()).backends.values())
@@ -260,13 +272,18 @@ class AdminClient:
             try:
                 async with method.open() as stream:
                     await stream.send_message(pb.WatchRequest(), end=True)
+                    parts: list[pb.Backend] = []  # a view sent in several messages (`more`), until its last
                     while (message := await stream.recv_message()) is not None:
                         streaming = True
                         if down_since_logged:
                             log.info("admin watch reconnected", extra={"target": self.target})
                             down_since_logged = False
                         delay = WATCH_BACKOFF[0]
-                        yield _event(message)
+                        parts += message.backends
+                        if message.more:
+                            continue
+                        yield _event_of(message.version, parts)
+                        parts = []
                 error: AdminError = AdminUnavailable(
                     f"the control plane at {self.target} closed the watch stream (shutting down)"
                 )
@@ -338,7 +355,6 @@ def _outcome_to_pb(outcome: Outcome) -> pb.BackendOutcome:
     return msg
 
 
-def _event(message: pb.WatchResponse | pb.ListBackendsResponse) -> WatchEvent:
+def _event_of(version: int, backends: Sequence[pb.Backend]) -> WatchEvent:
     now = time.time()
-    backends: Sequence[pb.Backend] = message.backends
-    return WatchEvent(version=message.version, backends={b.name: backend_from_pb(b, now=now) for b in backends})
+    return WatchEvent(version=version, backends={b.name: backend_from_pb(b, now=now) for b in backends})

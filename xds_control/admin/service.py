@@ -136,6 +136,43 @@ def _rpc(method: str, *, mutating: bool = False, stream: bool = False) -> Callab
     return decorate
 
 
+# No response comes near gRPC's default 4 MB receive limit: backends are sent in pages of at most this many
+# bytes (a backend's catalog is at most 3 MiB: health.max_catalog_bytes), so any client reads every message.
+MESSAGE_BUDGET = 3_500_000
+
+
+def _fitting(backend: pb.Backend) -> pb.Backend:
+    """`backend`, or without its catalog if it alone would pass the budget (cannot happen within the config's
+    bounds; the catalog hash still says which catalog it is)."""
+    if backend.ByteSize() <= MESSAGE_BUDGET:
+        return backend
+    log.warning("backend %s: catalog too large for an admin message; sent without it", backend.name)
+    backend.catalog_json = ""
+    return backend
+
+
+def _pages(backends: list[pb.Backend]) -> list[list[pb.Backend]]:
+    """`backends` in order, cut into pages of at most MESSAGE_BUDGET bytes (at least one page)."""
+    pages: list[list[pb.Backend]] = [[]]
+    size = 0
+    for backend in backends:
+        item = backend.ByteSize() + 8  # the field's tag and length
+        if pages[-1] and size + item > MESSAGE_BUDGET:
+            pages.append([])
+            size = 0
+        pages[-1].append(backend)
+        size += item
+    return pages
+
+
+def _page_offset(token: str) -> int:
+    if not token:
+        return 0
+    if not token.isdigit() or len(token) > 9:
+        raise _Failure(grpc.StatusCode.INVALID_ARGUMENT, "page_token is not one this server gave")
+    return int(token)
+
+
 class AdminService(pb_grpc.AdminServicer):
     """The servicer. `health`/`nodes` may be None: their calls answer UNIMPLEMENTED / no nodes."""
 
@@ -193,7 +230,7 @@ class AdminService(pb_grpc.AdminServicer):
 
     def _backends(self, view: View, omit_catalogs: bool) -> list[pb.Backend]:
         now = self.wall_clock()
-        return [backend_to_pb(b, now=now, omit_catalog=omit_catalogs) for b in view.backends.values()]
+        return [_fitting(backend_to_pb(b, now=now, omit_catalog=omit_catalogs)) for b in view.backends.values()]
 
     def _backend_pb(self, status: BackendStatus) -> pb.Backend:
         return backend_to_pb(status, now=self.wall_clock())
@@ -205,7 +242,15 @@ class AdminService(pb_grpc.AdminServicer):
         self, request: pb.ListBackendsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListBackendsResponse:
         view = self.store.current
-        return pb.ListBackendsResponse(version=view.version, backends=self._backends(view, request.omit_catalogs))
+        start = _page_offset(request.page_token)
+        found = 0
+        for page in _pages(self._backends(view, request.omit_catalogs)):  # the same pages for the same view
+            if found == start:
+                after = found + len(page)
+                token = str(after) if after < len(view.backends) else ""
+                return pb.ListBackendsResponse(version=view.version, backends=page, next_page_token=token)
+            found += len(page)
+        raise _Failure(grpc.StatusCode.INVALID_ARGUMENT, "page_token is not where a page of this view starts")
 
     @_rpc("GetBackend")
     async def GetBackend(
@@ -223,7 +268,9 @@ class AdminService(pb_grpc.AdminServicer):
         try:
             view: View | None = self.store.current
             while view is not None:
-                yield pb.WatchResponse(version=view.version, backends=self._backends(view, request.omit_catalogs))
+                pages = _pages(self._backends(view, request.omit_catalogs))
+                for i, page in enumerate(pages):
+                    yield pb.WatchResponse(version=view.version, backends=page, more=i < len(pages) - 1)
                 view = await self._next_view(view.version)
         finally:
             self.active_watches -= 1

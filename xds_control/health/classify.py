@@ -56,6 +56,7 @@ class Category(StrEnum):
     PROTOCOL_ERROR = "protocol_error"
     JSONRPC_ERROR = "jsonrpc_error"
     RESPONSE_TOO_LARGE = "response_too_large"
+    CATALOG_TOO_LARGE = "catalog_too_large"  # over health.max_catalog_bytes / _items / _pages across pages
     SESSION_EXPIRED = "session_expired"
     UNKNOWN = "unknown"
 
@@ -67,6 +68,7 @@ SPECIFICITY: tuple[Category, ...] = (
     Category.AUTHENTICATION_FAILED,
     Category.RATE_LIMITED,
     Category.RESPONSE_TOO_LARGE,
+    Category.CATALOG_TOO_LARGE,
     Category.SESSION_EXPIRED,
     Category.TLS,
     Category.DNS,

@@ -342,7 +342,9 @@ class EndpointProber:
         return self._clock() - started
 
     async def fetch_catalog(self) -> Catalog:
-        return await fetch_catalog(self.request, self.capabilities, self.protocol_version)
+        return await fetch_catalog(
+            self.request, self.capabilities, self.protocol_version, self.health, backend=self.backend.name
+        )
 
 
 def encode_message(body: dict[str, Any]) -> bytes:
