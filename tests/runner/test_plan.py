@@ -199,3 +199,23 @@ def test_describe_returncode():
     assert plan.describe_returncode(3) == "exited with code 3"
     assert plan.describe_returncode(-15) == "was killed by SIGTERM"
     assert plan.describe_returncode(-200) == "was killed by signal 200"
+
+
+def test_children_get_only_the_credentials_they_use():
+    from xds_control.config import parse_config as parse
+    from xds_control.runner.plan import child_environment, demo_backend_specs, plan_stack
+
+    config = parse(
+        {
+            "control_plane": {"admin_token_env": "ADMIN_T", "xds_token_env": "XDS_T"},
+            "backends": [{"name": "b", "url": "http://127.0.0.1:9/mcp", "auth": {"token_env": "B_T"}}],
+        }
+    )
+    environ = {"PATH": "/bin", "LC_ALL": "C", "ADMIN_T": "a", "XDS_T": "x", "B_T": "b", "AWS_SECRET_ACCESS_KEY": "k"}
+    stack = plan_stack(config, config_path="c", bootstrap_path="b", envoy_binary="envoy", python="py")
+    envs = {spec.name: child_environment(spec, environ) for spec in stack.children}
+    assert envs["envoy"] == {"PATH": "/bin", "LC_ALL": "C"}
+    assert {"ADMIN_T", "B_T"} <= set(envs["aggregator"]) and "XDS_T" not in envs["aggregator"]
+    assert {"ADMIN_T", "XDS_T", "B_T"} <= set(envs["control-plane"])
+    for spec in demo_backend_specs("py"):
+        assert set(child_environment(spec, environ)) == {"PATH", "LC_ALL", "PYTHONUNBUFFERED"}

@@ -70,4 +70,5 @@ def render_bootstrap(config: Config, *, placeholder: bool = False) -> str:
         xds_host=_yaml_scalar(xds_host),
         xds_port=xds_port,
         ads_metadata=metadata,
+        max_downstream_connections=config.envoy.max_downstream_connections,
     )
