@@ -224,3 +224,14 @@ async def test_a_real_envoy_presents_the_token_from_its_bootstrap(
     with pytest.raises(ConfigError, match="XDS_TEST_ADS_TOKEN"):
         render_bootstrap(config)
     assert "${XDS_TEST_ADS_TOKEN}" in render_bootstrap(config, placeholder=True)
+
+
+def test_a_configured_ads_token_that_is_missing_stops_the_control_plane_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from xds_control.controlplane import ControlPlane
+
+    monkeypatch.delenv("XDS_TEST_ABSENT_TOKEN", raising=False)
+    config = parse_config({"control_plane": {"xds_token_env": "XDS_TEST_ABSENT_TOKEN"}})
+    with pytest.raises(ConfigError, match="XDS_TEST_ABSENT_TOKEN"):
+        ControlPlane(config)
