@@ -56,13 +56,14 @@ async def wait_for(stack: HostileStack, predicate: Any, timeout: float = 60.0) -
 @attack(
     "catalog-endless-pages",
     surface="backend catalog: 1 MB pages with a fresh nextCursor forever",
-    stack=StackSpec(aggregator=True, before=evil("pages")),
+    # A breaker that never opens: every probe refetches the too-large catalog while the observer watches.
+    stack=StackSpec(aggregator=True, before=evil("pages"), config={"circuit_breaker": {"failure_threshold": 1000}}),
 )
 async def endless_pages(stack: HostileStack, scale: Scale) -> Finding:
     backend = await wait_for(stack, lambda b: b.last_error == "catalog_too_large")
     probes = scale.pick(2, 10)  # more refetches of the too-large catalog while the observer watches
     failures = backend.consecutive_failures
-    await wait_for(stack, lambda b: b.consecutive_failures >= failures + probes or b.breaker != 1)
+    await wait_for(stack, lambda b: b.consecutive_failures >= failures + probes)
     pages, largest, listed = await asyncio.to_thread(list_all_pages, stack)
     return Finding(
         f"backend evil: {backend.last_error} (state {backend.state}, catalog hash {backend.catalog_hash or 'none'})",
