@@ -8,11 +8,14 @@ and the bad value; `load_config` reports all of them at once.
 
 from __future__ import annotations
 
+import copy
+import difflib
 import fnmatch
 import ipaddress
 import os
 import re
-from collections.abc import Mapping
+import typing
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -449,14 +452,36 @@ def _manual_conflicts(config: Config) -> list[ConfigIssue]:
     return issues
 
 
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The model an annotation holds directly or inside list[...] / X | None."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return next((m for arg in typing.get_args(annotation) if (m := _model_in(arg)) is not None), None)
+
+
+def _nearest_key(loc: Sequence[Any]) -> str | None:
+    """For an unknown key at `loc`: the known key of the same section it most looks like (a typo), if any."""
+    model: type[BaseModel] | None = Config
+    for part in loc[:-1]:
+        if model is not None and isinstance(part, str):
+            field = model.model_fields.get(part)
+            model = _model_in(field.annotation) if field is not None else None
+    if model is None:
+        return None
+    found = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
 def _issue_from_pydantic(error: Mapping[str, Any]) -> ConfigIssue:
     loc = [str(p) for p in error.get("loc", ())]
     message = str(error.get("msg", "invalid value"))
     message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
-    if error.get("type") == "extra_forbidden":
-        message = "unknown key"
     value = error.get("input")
-    if isinstance(value, dict | list) and error.get("type") != "extra_forbidden":
+    if error.get("type") == "extra_forbidden":
+        nearest = _nearest_key(error.get("loc", ()))
+        message = "unknown key" + (f" (did you mean {nearest!r}?)" if nearest else "")
+        value = None  # what an unknown key holds is unknown too: it may be a secret
+    if isinstance(value, dict | list):
         value = None
     # A message like "url: ..." from a model validator refers to a sub-field: move it into the path.
     match = re.match(r"^((?:url|endpoints\.\d+)): (.*)$", message)
@@ -478,11 +503,44 @@ def parse_config(data: Any, *, source: str | None = None) -> Config:
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError([_issue_from_pydantic(e) for e in exc.errors()], source=source) from None
+        raise ConfigError(_all_issues(data, exc), source=source) from None
     issues = _cross_checks(config)
     if issues:
         raise ConfigError(issues, source=source)
     return config
+
+
+def _all_issues(data: dict[str, Any], exc: ValidationError) -> list[ConfigIssue]:
+    """Every problem in one pass. Pydantic skips a model's own checks (url or endpoints, auth's token source,
+    ...) once one of its keys is unknown, so the document is validated again without the unknown keys and
+    whatever that finds besides is reported too (a typo'd `utl:` and the then missing url, at once)."""
+    errors = exc.errors()
+    issues = [_issue_from_pydantic(e) for e in errors]
+    unknown = [e["loc"] for e in errors if e.get("type") == "extra_forbidden"]
+    if not unknown:
+        return issues
+    try:
+        more = _cross_checks(Config.model_validate(_without_keys(data, unknown)))
+    except ValidationError as again:
+        more = [_issue_from_pydantic(e) for e in again.errors()]
+    seen = {(i.path, i.message) for i in issues}
+    return issues + [i for i in more if (i.path, i.message) not in seen]
+
+
+def _without_keys(data: dict[str, Any], locs: Iterable[Sequence[Any]]) -> dict[str, Any]:
+    """A copy of `data` without the keys at `locs` (pydantic error locations)."""
+    copied: dict[str, Any] = copy.deepcopy(data)
+    for loc in locs:
+        parent: Any = copied
+        for part in loc[:-1]:
+            try:
+                parent = parent[part]
+            except (KeyError, IndexError, TypeError):
+                parent = None
+                break
+        if isinstance(parent, dict):
+            parent.pop(loc[-1], None)
+    return copied
 
 
 def parse_config_text(text: str, *, source: str | None = None) -> Config:
