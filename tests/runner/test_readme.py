@@ -178,3 +178,11 @@ def test_the_tracing_and_logs_sections_name_what_the_code_makes():
         assert f"`{event}`" in section("Logs")
     for flag in ("UH", "UF", "URX", "NR"):
         assert f"`{flag}`" in section("Troubleshooting")
+
+
+def test_troubleshooting_says_what_a_not_mcp_last_error_means():
+    from xds_control.health.classify import Category
+
+    row = next(line for line in section("Troubleshooting").splitlines() if line.startswith("| `unhealthy` |"))
+    for category in (Category.NOT_MCP, Category.PROTOCOL_ERROR, Category.HTTP_5XX, Category.CONNECTION_REFUSED):
+        assert f"`{category}`" in row
