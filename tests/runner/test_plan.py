@@ -209,3 +209,9 @@ def test_describe_returncode():
     assert plan.describe_returncode(3) == "exited with code 3"
     assert plan.describe_returncode(-15) == "was killed by SIGTERM"
     assert plan.describe_returncode(-200) == "was killed by signal 200"
+
+
+def test_up_help_names_the_demo_port_variable(capsys):
+    assert main(["up", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert plan.DEMO_PORT_ENV in text and f"port {plan.DEMO_LISTENER_PORT}" in text and "0: any free port" in text
