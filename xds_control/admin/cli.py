@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from xds_control.admin.ports import NodeInfo
+from xds_control.admin.ports import NodeInfo, TypeStatus
 from xds_control.admin.render import ago, backend_line, backends_table, text_table
 from xds_control.cli_options import common_options, config_option, load_or_exit
 from xds_control.config import ControlPlaneConfig
@@ -309,7 +309,8 @@ def nodes(ctx: click.Context, as_json: bool) -> None:
         now = time.time()
         rows = []
         for n in found:
-            for url, t in sorted(n.types.items()) or [("-", None)]:
+            types: list[tuple[str, TypeStatus | None]] = [*sorted(n.types.items())] or [("-", None)]
+            for url, t in types:
                 short = url.rsplit(".", 1)[-1]
                 nack = f"{t.nacked_version}: {t.nack_detail}" if t and t.nacked_version else "-"
                 rows.append(

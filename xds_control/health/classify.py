@@ -268,7 +268,8 @@ def _one(exc: BaseException) -> ProbeError | None:
     if isinstance(exc, ProbeError):
         return exc
     library = _from_library(exc)
-    if library and (refined := _library().refine(exc)) is not None:
+    refined: ProbeError | None = _library().refine(exc) if library else None
+    if refined is not None:
         return refined
     category = _lookup(exc, library)
     if isinstance(exc, OSError) and category in (None, Category.UNKNOWN, Category.CONNECTION_RESET):

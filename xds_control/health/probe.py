@@ -41,6 +41,7 @@ from typing import Any, Literal
 
 import certifi
 from opentelemetry import trace
+from opentelemetry.util.types import AttributeValue
 
 from xds_control.config import BackendConfig, EndpointUrl, HealthConfig
 from xds_control.errors import ProbeError
@@ -243,10 +244,14 @@ class EndpointProber:
         endpoint URL without credentials, outcome (`ok` or the failure category), latency, protocol family."""
         if not exporting():
             return await self._probe(fetch_catalog)
-        attributes = {"backend": self.backend.name, "endpoint": redact_url(self.url), "catalog.fetch": fetch_catalog}
+        attributes: dict[str, AttributeValue] = {
+            "backend": self.backend.name,
+            "endpoint": redact_url(self.url),
+            "catalog.fetch": fetch_catalog,
+        }
         with tracer.start_as_current_span(PROBE_SPAN, kind=trace.SpanKind.CLIENT, attributes=attributes) as span:
             result = await self._probe(fetch_catalog)
-            outcome = {
+            outcome: dict[str, AttributeValue] = {
                 "outcome": result.category or "ok",
                 "latency_ms": round(result.latency * 1000, 3),
                 "protocol": result.protocol or "unknown",

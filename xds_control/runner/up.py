@@ -26,7 +26,7 @@ import sys
 import tempfile
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from xds_control.config import Config, dump_config
 from xds_control.errors import SupervisorError, XdsControlError
@@ -96,6 +96,7 @@ async def _run(
         if config_path is None:
             config_path = run_dir / "config.yaml"
             Path(config_path).write_text(dump_config(config))
+    assert config is not None and config_path is not None  # (both set above: for the type checker)
     config_path = str(Path(config_path).resolve())
 
     bootstrap_path = run_dir / "envoy-bootstrap.yaml"
@@ -190,7 +191,7 @@ async def _race(awaitable: Awaitable[T], stop: asyncio.Event, sup: Supervisor) -
     return work.result()
 
 
-async def _cancel(task: asyncio.Future[object]) -> None:
+async def _cancel(task: asyncio.Future[Any]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await task

@@ -93,7 +93,7 @@ class _Schema:
         if full_name in self._scopes:
             return self._scopes[full_name]
         parent_name, _, short = full_name.rpartition(".")
-        parent = self._file(package) if parent_name == package else self._scope(package, parent_name)
+        parent: Any = self._file(package) if parent_name == package else self._scope(package, parent_name)
         target = parent.message_type if parent_name == package else parent.nested_type
         self._scopes[full_name] = message = target.add(name=short)
         return message

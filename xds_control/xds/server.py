@@ -27,6 +27,7 @@ from typing import Any
 import grpc
 from google.protobuf.message import Message
 from opentelemetry import trace
+from opentelemetry.util.types import AttributeValue
 
 from xds_control.errors import XdsError
 from xds_control.xds import metrics
@@ -133,8 +134,10 @@ class AdsService:
             queue.put_nowait(_END)
 
     def _on_request(
-        self, node_id: str, types: dict[str, TypeState], request: Message, spans: dict[str, trace.Span]
+        self, node_id: str, types: dict[str, TypeState], request: Any, spans: dict[str, trace.Span]
     ) -> None:
+        # `request`: a DiscoveryRequest of the class envoy_wire builds from descriptors at run time, so its
+        # fields are unknown to a type checker (Any, not Message)
         state = types.get(request.type_url)
         if state is None:
             log.debug("ignoring request for unserved type", extra={"node": node_id, "type_url": request.type_url})
@@ -205,7 +208,7 @@ class AdsService:
             short = t.SHORT[type_url]
             metrics.PUSHES.labels(short).inc()
             metrics.PUSHED_RESOURCES.labels(short).inc(len(resources))
-            attributes = {
+            attributes: dict[str, AttributeValue] = {
                 "xds.node": node_id,
                 "xds.type": short,
                 "xds.version": version,
