@@ -155,9 +155,9 @@ class ControlPlane:
 
 
 def _freeze_heap() -> None:
-    """Move the long-lived encoded snapshot out of the collector's sight. Full collections over
-    thousands of protobuf objects otherwise stall a health flip by ~100 ms at 500 backends
-    (bench/xds_push.py: p99 71 ms before, a few ms after)."""
+    """Move the long-lived encoded snapshot out of the collector's sight, so a full collection never walks
+    the thousands of protobuf objects of a large snapshot in the middle of a health flip (bench/xds_push.py
+    shows it in the p99)."""
     gc.collect()
     gc.freeze()
 

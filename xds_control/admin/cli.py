@@ -57,7 +57,7 @@ class Connection:
 
 def _connection(config_path: Path | None, address: str | None, token_env: str | None) -> Connection:
     # Lazy, as AdminClient in _run: every process the CLI starts loads this module, and the admin client
-    # (grpclib, h2: about 2 MB) is of no use to `xds-control serve`.
+    # (grpclib, h2) is of no use to `xds-control serve`.
     from xds_control.admin.client import dial_target
 
     admin, env_name, source = ControlPlaneConfig().admin, None, DEFAULT_SOURCE
