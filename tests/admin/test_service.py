@@ -12,7 +12,7 @@ import pytest
 from xds_control.admin.client import AdminClient, Outcome
 from xds_control.admin.metrics import call_count
 from xds_control.admin.ports import HealthControl, NodeDirectory, NodeInfo, TypeStatus
-from xds_control.admin.service import start_admin_server
+from xds_control.admin.service import MAX_OUTCOME_COUNT, MAX_OUTCOMES, start_admin_server
 from xds_control.admin.v1 import admin_pb2 as pb
 from xds_control.admin.v1 import admin_pb2_grpc as pb_grpc
 from xds_control.errors import AdminError, BackendNotFound
@@ -256,3 +256,24 @@ async def test_start_refuses_an_address_in_use() -> None:
         config = make_config(f"127.0.0.1:{sock.getsockname()[1]}")
         with pytest.raises(AdminError, match="cannot bind"):
             await start_admin_server(config, ViewStore(config), None, None)
+
+
+async def test_report_outcomes_merges_a_backend_named_twice_and_caps_its_counts(
+    harness: Harness, client: AdminClient
+) -> None:
+    top = 2**32 - 1
+    unknown = await client.report_outcomes(
+        [Outcome("weather", failures=top), Outcome("weather", failures=top, last_failure_category="timeout")]
+    )
+    assert unknown == []
+    assert harness.health.outcomes == [("weather", 0, MAX_OUTCOME_COUNT, "timeout")]
+
+
+async def test_report_outcomes_refuses_more_entries_than_the_cap_and_truncates_unknown_names(
+    harness: Harness, client: AdminClient
+) -> None:
+    with pytest.raises(AdminError, match="INVALID_ARGUMENT"):
+        await client.report_outcomes([Outcome(f"b{i}", successes=1) for i in range(MAX_OUTCOMES + 1)])
+    assert harness.health.outcomes == []
+    unknown = await client.report_outcomes([Outcome("x" * 10_000 + "\x1b[31m", successes=1)])
+    assert len(unknown) == 1 and len(unknown[0]) < 100 and "\x1b" not in unknown[0]

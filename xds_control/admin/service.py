@@ -38,12 +38,17 @@ from xds_control.admin.v1 import admin_pb2 as pb
 from xds_control.admin.v1 import admin_pb2_grpc as pb_grpc
 from xds_control.config import Config
 from xds_control.errors import AdminError, Unauthorized
+from xds_control.sanitize import preview
 from xds_control.view import BackendStatus, View, ViewStore
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Admin"].full_name  # "xds_control.admin.v1.Admin"
 CATEGORY = re.compile(r"^[a-z0-9_]{1,64}$")
+# ReportOutcomes: entries per report (the aggregator sends one per backend) and the count taken per backend
+# per report (more says nothing more to a breaker whose threshold is far below it).
+MAX_OUTCOMES = 4096
+MAX_OUTCOME_COUNT = 1_000_000
 # Clients keep the watch stream alive with pings (client.KEEPALIVE_MS); allow them.
 SERVER_OPTIONS = [
     ("grpc.keepalive_permit_without_calls", 1),
@@ -158,7 +163,7 @@ class AdminService(pb_grpc.AdminServicer):
     def _backend(self, name: str) -> BackendStatus:
         status = self.store.current.backend(name)
         if status is None:
-            raise _Failure(grpc.StatusCode.NOT_FOUND, f"no backend named {name!r}")
+            raise _Failure(grpc.StatusCode.NOT_FOUND, f"no backend named {preview(name, 64)!r}")
         return status
 
     def _health(self, what: str) -> HealthControl:
@@ -237,7 +242,7 @@ class AdminService(pb_grpc.AdminServicer):
         try:
             status = await health.probe_now(request.name)
         except KeyError:
-            raise _Failure(grpc.StatusCode.NOT_FOUND, f"no backend named {request.name!r}") from None
+            raise _Failure(grpc.StatusCode.NOT_FOUND, f"no backend named {preview(request.name, 64)!r}") from None
         return pb.ProbeNowResponse(backend=self._backend_pb(status))
 
     @_rpc("ResetBreaker", mutating=True)
@@ -250,7 +255,7 @@ class AdminService(pb_grpc.AdminServicer):
         try:
             status = await health.reset_breaker(request.name)
         except KeyError:
-            raise _Failure(grpc.StatusCode.NOT_FOUND, f"no backend named {request.name!r}") from None
+            raise _Failure(grpc.StatusCode.NOT_FOUND, f"no backend named {preview(request.name, 64)!r}") from None
         return pb.ResetBreakerResponse(backend=self._backend_pb(status))
 
     def _set_drained(self, name: str, drained: bool) -> tuple[int, pb.Backend]:
@@ -274,22 +279,31 @@ class AdminService(pb_grpc.AdminServicer):
         self, request: pb.ReportOutcomesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ReportOutcomesResponse:
         health = self._health("ReportOutcomes")
-        for outcome in request.outcomes:  # validate the whole batch before applying any of it
+        if len(request.outcomes) > MAX_OUTCOMES:
+            raise _Failure(
+                grpc.StatusCode.INVALID_ARGUMENT, f"a report holds at most {MAX_OUTCOMES} outcomes (one per backend)"
+            )
+        merged: dict[str, list[Any]] = {}  # backend -> [successes, failures, category]; validated before applying
+        for outcome in request.outcomes:
             if outcome.HasField("last_failure_category") and not CATEGORY.match(outcome.last_failure_category):
                 raise _Failure(
                     grpc.StatusCode.INVALID_ARGUMENT,
-                    f"last_failure_category for {outcome.backend!r} must match [a-z0-9_]{{1,64}}",
+                    f"last_failure_category for {preview(outcome.backend, 64)!r} must match [a-z0-9_]{{1,64}}",
                 )
+            entry = merged.setdefault(outcome.backend, [0, 0, None])
+            entry[0] = min(entry[0] + outcome.successes, MAX_OUTCOME_COUNT)
+            entry[1] = min(entry[1] + outcome.failures, MAX_OUTCOME_COUNT)
+            if outcome.HasField("last_failure_category"):
+                entry[2] = outcome.last_failure_category
         unknown: list[str] = []
-        for outcome in request.outcomes:
-            category = outcome.last_failure_category if outcome.HasField("last_failure_category") else None
-            if self.store.current.backend(outcome.backend) is None:
-                unknown.append(outcome.backend)
+        for name, (successes, failures, category) in merged.items():
+            if self.store.current.backend(name) is None:
+                unknown.append(preview(name, 64))
                 continue
             try:
-                await health.record_outcomes(outcome.backend, outcome.successes, outcome.failures, category)
+                await health.record_outcomes(name, successes, failures, category)  # O(1) in the counts
             except KeyError:
-                unknown.append(outcome.backend)
+                unknown.append(preview(name, 64))
         return pb.ReportOutcomesResponse(unknown_backends=unknown)
 
 

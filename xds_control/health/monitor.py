@@ -441,8 +441,7 @@ class HealthMonitor:
         if successes > 0:
             transitions += backend.breaker.record_success(probe=False)
         reason = metrics.safe_category(category) if category is not None else "data_path"
-        for _ in range(max(0, failures)):
-            transitions += backend.breaker.record_failure(reason)
+        transitions += backend.breaker.record_failures(failures, reason)  # O(1) whatever the count
         for transition in transitions:
             self._log_breaker(name, transition)
         if transitions:
