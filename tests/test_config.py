@@ -245,3 +245,44 @@ def test_bootstrap_command_prints_ads_to_the_control_plane(tmp_path, capsys, mon
     ]
     assert address["socket_address"] == {"address": "127.0.0.1", "port_value": 18500}
     assert doc["dynamic_resources"]["ads_config"]["api_type"] == "GRPC"
+
+
+def test_a_typo_is_reported_with_the_nearest_key_and_what_its_absence_breaks_in_one_pass():
+    issues = _issues({"backends": [{"name": "weather", "utl": "http://127.0.0.1:9001/mcp"}]})
+    assert issues == [
+        "backends.0.utl: unknown key (did you mean 'url'?)",
+        "backends.0: set exactly one of url or endpoints",
+    ]
+    assert _issues({"helth": {"interval": "5s"}}) == ["helth: unknown key (did you mean 'health'?)"]
+    assert _issues({"backends": [{"name": "a", "url": "http://h:1/mcp", "auth": {"tokne_env": "T"}}]}) == [
+        "backends.0.auth.tokne_env: unknown key (did you mean 'token_env'?)",
+        "backends.0.auth: set exactly one of token_env or token_file",
+    ]
+    assert _issues({"listener": {"zzz": 1}}) == ["listener.zzz: unknown key"]  # nothing near: no guess
+
+
+def test_cross_checks_run_too_when_the_only_problems_are_unknown_keys():
+    issues = _issues({"listener": {"prot": 1}, "egress": {"port": 10000}})
+    assert issues == [
+        "listener.prot: unknown key (did you mean 'port'?)",
+        "egress.port: port clashes with listener.port (got 10000)",
+    ]
+
+
+def test_an_unknown_keys_value_is_never_echoed():
+    secret = "sk-planted-0f9e8d-do-not-print"
+    issues = _issues(
+        {"backends": [{"name": "a", "url": "http://h:1/mcp", "auth": {"token": secret, "token_env": "T"}}]}
+    )
+    assert issues == ["backends.0.auth.token: unknown key (did you mean 'token_env'?)"]
+    assert secret not in "\n".join(issues)
+
+
+def test_check_names_the_typo_and_the_missing_url_in_one_run(tmp_path, capsys):
+    path = tmp_path / "typo.yaml"
+    path.write_text("helth:\n  interval: 5s\nbackends:\n  - name: weather\n    utl: http://127.0.0.1:9001/mcp\n")
+    assert main(["check", "-c", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "helth: unknown key (did you mean 'health'?)" in err
+    assert "backends.0.utl: unknown key (did you mean 'url'?)" in err
+    assert "backends.0: set exactly one of url or endpoints" in err

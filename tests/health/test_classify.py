@@ -102,9 +102,11 @@ STATUS_CASES = [
     (401, Category.AUTHENTICATION_FAILED),
     (403, Category.AUTHENTICATION_FAILED),
     (404, Category.HTTP_4XX),
+    (405, Category.NOT_MCP),
     (413, Category.RESPONSE_TOO_LARGE),
     (429, Category.RATE_LIMITED),
     (500, Category.HTTP_5XX),
+    (501, Category.NOT_MCP),
     (502, Category.HTTP_5XX),
 ]
 

@@ -156,11 +156,21 @@ def test_endpoint_lines_without_exposed_backends_and_on_a_wildcard_listener():
     assert plan.endpoint_lines(config) == ["MCP endpoint: http://127.0.0.1:8000/mcp"]
 
 
-def test_envoy_ports_are_the_two_listeners():
-    assert plan.envoy_ports(parse_config({})) == {
-        "listener.port": ("127.0.0.1", 10000),
-        "egress.port": ("127.0.0.1", 10001),
-    }
+def test_bound_ports_are_every_socket_of_the_parts_that_start():
+    config = parse_config({})
+    assert plan.bound_ports(config) == config.bound_sockets()
+    assert list(plan.bound_ports(config)) == [
+        "listener.port",
+        "egress.port",
+        "envoy.admin_port",
+        "control_plane.xds",
+        "control_plane.admin",
+        "control_plane.metrics",
+        "aggregator.port",
+        "aggregator.metrics",
+    ]
+    assert plan.bound_ports(config)["listener.port"] == ("127.0.0.1", 10000)
+    assert not any(p.startswith("aggregator.") for p in plan.bound_ports(config, aggregator=False))
 
 
 # -- exit decisions -----------------------------------------------------------------------------
@@ -219,3 +229,9 @@ def test_children_get_only_the_credentials_they_use():
     assert {"ADMIN_T", "XDS_T", "B_T"} <= set(envs["control-plane"])
     for spec in demo_backend_specs("py"):
         assert set(child_environment(spec, environ)) == {"PATH", "LC_ALL", "PYTHONUNBUFFERED"}
+
+
+def test_up_help_names_the_demo_port_variable(capsys):
+    assert main(["up", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert plan.DEMO_PORT_ENV in text and f"port {plan.DEMO_LISTENER_PORT}" in text and "0: any free port" in text

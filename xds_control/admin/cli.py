@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from xds_control.admin.ports import NodeInfo
+from xds_control.admin.ports import NodeInfo, TypeStatus
 from xds_control.admin.render import ago, backend_line, backends_table, text_table
 from xds_control.cli_options import common_options, config_option, load_or_exit
 from xds_control.config import ControlPlaneConfig
@@ -57,7 +57,7 @@ class Connection:
 
 def _connection(config_path: Path | None, address: str | None, token_env: str | None) -> Connection:
     # Lazy, as AdminClient in _run: every process the CLI starts loads this module, and the admin client
-    # (grpclib, h2: about 2 MB) is of no use to `xds-control serve`.
+    # (grpclib, h2) is of no use to `xds-control serve`.
     from xds_control.admin.client import dial_target
     from xds_control.admin.cookie import token_source
 
@@ -313,7 +313,8 @@ def nodes(ctx: click.Context, as_json: bool) -> None:
         now = time.time()
         rows = []
         for n in found:
-            for url, t in sorted(n.types.items()) or [("-", None)]:
+            types: list[tuple[str, TypeStatus | None]] = [*sorted(n.types.items())] or [("-", None)]
+            for url, t in types:
                 short = url.rsplit(".", 1)[-1]
                 nack = f"{t.nacked_version}: {t.nack_detail}" if t and t.nacked_version else "-"
                 rows.append(

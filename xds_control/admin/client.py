@@ -15,10 +15,10 @@ Errors are mapped at this edge: `AdminUnavailable` (cannot reach it),
 with mutating calls and never appears in a message or repr.
 
 The client speaks gRPC with grpclib (pure Python, asyncio, over h2) rather
-than grpcio, whose C core costs a process about 17 MB of memory and a
-quarter-second of import: the aggregator keeps this client open for its
-whole life and the CLI starts it for one call. The server side stays grpcio
-(admin/service.py: reflection, grpc.health.v1).
+than grpcio, whose C core weighs on a process's memory and start-up: the
+aggregator keeps this client open for its whole life and the CLI starts it
+for one call. The server side stays grpcio (admin/service.py: reflection,
+grpc.health.v1).
 """
 
 from __future__ import annotations

@@ -75,10 +75,10 @@ def set_state(backend: str, state: BackendState, breaker: BreakerState) -> None:
     if _published.get(backend) == (state, breaker):
         return
     _published[backend] = (state, breaker)
-    for candidate in BackendState:
-        BACKEND_STATE.labels(backend, candidate.value).set(1 if candidate is state else 0)
-    for candidate in BreakerState:
-        BREAKER_STATE.labels(backend, candidate.value).set(1 if candidate is breaker else 0)
+    for each_state in BackendState:
+        BACKEND_STATE.labels(backend, each_state.value).set(1 if each_state is state else 0)
+    for each_breaker in BreakerState:
+        BREAKER_STATE.labels(backend, each_breaker.value).set(1 if each_breaker is breaker else 0)
 
 
 def transition(backend: str, before: BackendState, after: BackendState) -> None:
@@ -99,10 +99,10 @@ def catalog_dropped(backend: str, kind: str, reason: str, count: int) -> None:
 def forget(backend: str) -> None:
     """Drop every series of a backend removed by a reload."""
     _published.pop(backend, None)
-    for candidate in BackendState:
-        _remove(BACKEND_STATE, backend, candidate.value)
-    for candidate in BreakerState:
-        _remove(BREAKER_STATE, backend, candidate.value)
+    for each_state in BackendState:
+        _remove(BACKEND_STATE, backend, each_state.value)
+    for each_breaker in BreakerState:
+        _remove(BREAKER_STATE, backend, each_breaker.value)
     _remove(PROBE_DURATION, backend)
     for before in BackendState:
         for after in BackendState:

@@ -131,12 +131,11 @@ def endpoint_lines(config: Config) -> list[str]:
     return lines
 
 
-def envoy_ports(config: Config) -> dict[str, tuple[str, int]]:
-    """Sockets Envoy binds with SO_REUSEPORT: a second Envoy binds them silently, so `up` checks them first."""
-    return {
-        "listener.port": (config.listener.address, config.listener.port),
-        "egress.port": (config.egress.address, config.egress.port),
-    }
+def bound_ports(config: Config, *, aggregator: bool = True) -> dict[str, tuple[str, int]]:
+    """Every socket the parts `up` starts will bind, by field path: `up` tries each before starting anything.
+    (Envoy binds its listeners with SO_REUSEPORT, so a second Envoy would share them silently, not fail.)"""
+    ports = config.bound_sockets()
+    return {path: where for path, where in ports.items() if aggregator or not path.startswith("aggregator.")}
 
 
 # ---------------------------------------------------------------------------

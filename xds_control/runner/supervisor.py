@@ -182,8 +182,8 @@ class Supervisor:
                     child.waiting_for = rule
                     await self._check(child, rule)
         except TimeoutError:
-            rule = child.waiting_for
-            waited = f" (waiting for {rule.describe()})" if rule else ""
+            waiting = child.waiting_for
+            waited = f" (waiting for {waiting.describe()})" if waiting else ""
             raise ChildFailed(
                 child.spec,
                 f"{child.spec.name} was not ready within {child.spec.start_timeout:g}s{waited}",

@@ -280,13 +280,13 @@ def plan_resources(view: View) -> Plan:
         (config.aggregator_upstream(),),
         partial(aggregator_cluster, config),
     )
-    endpoints = {}
+    endpoints: dict[str, tuple[Any, Callable[[], Spec]]] = {}
     for b in config.backends:
         status = view.backends.get(b.name)
         key = (b, status.significant() if status else None)
         endpoints[b.name] = (key, partial(load_assignment, b, status))
     listener_inputs = (config.listener, config.egress)
-    listeners = {
+    listeners: dict[str, tuple[Any, Callable[[], Spec]]] = {
         t.PUBLIC_LISTENER: (
             listener_inputs,
             partial(
@@ -307,7 +307,7 @@ def plan_resources(view: View) -> Plan:
         ),
     }
     route_inputs = (config.listener, tuple(config.backends))
-    routes = {
+    routes: dict[str, tuple[Any, Callable[[], Spec]]] = {
         t.PUBLIC_ROUTES: (route_inputs, partial(public_routes, config)),
         t.EGRESS_ROUTES: (route_inputs, partial(egress_routes, config)),
     }

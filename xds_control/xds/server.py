@@ -42,6 +42,7 @@ from typing import Any
 import grpc
 from google.protobuf.message import Message
 from opentelemetry import trace
+from opentelemetry.util.types import AttributeValue
 
 from xds_control.errors import XdsError
 from xds_control.sanitize import preview
@@ -307,9 +308,11 @@ class AdsService:
             inbox.end(refusal)
 
     def _on_request(
-        self, node_id: str, types: dict[str, TypeState], request: Message, spans: dict[str, trace.Span]
+        self, node_id: str, types: dict[str, TypeState], request: Any, spans: dict[str, trace.Span]
     ) -> RequestKind | None:
         """Apply one request; returns its kind (None: a type this server does not serve)."""
+        # `request`: a DiscoveryRequest of the class envoy_wire builds from descriptors at run time, so its
+        # fields are unknown to a type checker (Any, not Message)
         state = types.get(request.type_url)
         if state is None:
             log.debug(
@@ -389,7 +392,7 @@ class AdsService:
             short = t.SHORT[type_url]
             metrics.PUSHES.labels(short).inc()
             metrics.PUSHED_RESOURCES.labels(short).inc(len(resources))
-            attributes = {
+            attributes: dict[str, AttributeValue] = {
                 "xds.node": node_id,
                 "xds.type": short,
                 "xds.version": version,
