@@ -40,7 +40,7 @@ from typing import Any
 
 import httptools
 
-from xds_control.errors import ProbeError
+from xds_control.errors import ProbeError, WireError
 
 
 class Category(StrEnum):
@@ -127,6 +127,7 @@ BUILTIN_CATEGORIES: Mapping[type[BaseException], Category] = {
     httptools.HttpParserUpgrade: C.PROTOCOL_ERROR,
     # ours
     ProbeError: C.UNKNOWN,  # carries its own category
+    WireError: C.UNKNOWN,  # carries its own category
 }
 del C
 
@@ -259,6 +260,8 @@ def _one(exc: BaseException) -> ProbeError | None:
     """Classify a single exception (not its tree). None if it says nothing (cancellation, groups, unrelated types)."""
     if isinstance(exc, ProbeError):
         return exc
+    if isinstance(exc, WireError):
+        return ProbeError(exc.category, exc.detail)
     library = _from_library(exc)
     if library and (refined := _library().refine(exc)) is not None:
         return refined

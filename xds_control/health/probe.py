@@ -43,7 +43,7 @@ import certifi
 from opentelemetry import trace
 
 from xds_control.config import BackendConfig, EndpointUrl, HealthConfig
-from xds_control.errors import ProbeError
+from xds_control.errors import ProbeError, WireError
 from xds_control.health.catalog import fetch_catalog
 from xds_control.health.classify import (
     CONNECTION_CATEGORIES,
@@ -53,7 +53,7 @@ from xds_control.health.classify import (
     classify_status,
 )
 from xds_control.health.versions import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION, LATEST_MODERN_VERSION
-from xds_control.health.wire import JSON_TYPE, content_type, parse_json, read_bounded, read_response, result_of
+from xds_control.health.wire import JSON_TYPE, content_type, parse_json, read_response, result_of
 from xds_control.http11 import HttpClient, Response
 from xds_control.telemetry.trace_context import exporting, redact_url
 from xds_control.view import Catalog
@@ -156,7 +156,7 @@ class EndpointProber:
                         async with self.client.stream(
                             "DELETE", self.url, headers=self.headers(session=True)
                         ) as response:
-                            await read_bounded(response, ERROR_PEEK_BYTES)
+                            await response.read(ERROR_PEEK_BYTES)
         finally:
             self._auth = None
             await self.reset()
@@ -215,7 +215,7 @@ class EndpointProber:
         async with self.client.stream("POST", self.url, content=encode_message(body), headers=headers) as response:
             if not 200 <= response.status_code < 300:
                 raise await self._http_error(response, sent_session=SESSION_HEADER in headers)
-            await read_bounded(response, self.health.max_response_bytes)
+            await response.read(self.health.max_response_bytes)
 
     async def _http_error(self, response: Response, *, sent_session: bool) -> ProbeError:
         """Classify a non-2xx answer. A 4xx carrying a JSON-RPC error (modern servers map error codes to
@@ -223,8 +223,8 @@ class EndpointProber:
         error = classify_status(response.status_code, response.headers, now=self._wall_clock())
         assert error is not None
         if error.category == Category.HTTP_4XX and content_type(response) == JSON_TYPE:
-            with contextlib.suppress(ProbeError):
-                decoded = parse_json(await read_bounded(response, ERROR_PEEK_BYTES))
+            with contextlib.suppress(ProbeError, WireError):
+                decoded = parse_json(await response.read(ERROR_PEEK_BYTES))
                 rpc_error = decoded.get("error") if isinstance(decoded, dict) else None
                 if isinstance(rpc_error, dict) and isinstance(rpc_error.get("code"), int):
                     found = classify_jsonrpc_error(rpc_error)
