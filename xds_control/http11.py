@@ -36,13 +36,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import select
 import ssl
+import sys
 import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import certifi
 import httptools
 
 from xds_control.errors import WireError
@@ -52,6 +55,13 @@ MAX_IDLE = 2  # the prober's default: one probe and one change stream per endpoi
 MAX_HEADERS = 100  # header lines in one response head
 MAX_HEAD_BYTES = 64 * 1024  # one response head: status line, header names and values
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+
+
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """The one verifying TLS context (certifi's CAs) every client of the process shares: building one loads the
+    CA bundle, and clients are many (one per backend endpoint, rebuilt after each connection failure)."""
+    return ssl.create_default_context(cafile=certifi.where())
 
 
 class PeerClosedError(ConnectionResetError):
@@ -203,9 +213,12 @@ class Response:
                 raise ConnectionAbortedError("response closed")
             await parser.read_more(self._connection.reader)
 
-    async def chunks(self, limit: int) -> AsyncIterator[bytes]:
+    async def chunks(self, limit: int | None) -> AsyncIterator[bytes]:
         """The body decoded (identity, gzip or deflate), within `limit` bytes: `WireError(response_too_large)` when
-        the declared Content-Length, the bytes received or the bytes decoded pass it."""
+        the declared Content-Length, the bytes received or the bytes decoded pass it. `None`: no limit (a
+        long-lived stream whose parts the caller bounds)."""
+        if limit is None:
+            limit = sys.maxsize
         length = self.headers.get("content-length", "")
         if length.isdigit() and int(length) > limit:
             raise WireError("response_too_large", "a declared Content-Length over the limit")
@@ -213,15 +226,19 @@ class Response:
         received = decoded = 0
         async for chunk in self.aiter_bytes():
             received += len(chunk)
-            if decoder is not None:
-                chunk = decoder.decompress(chunk, limit - decoded + 1)
-                if decoder.unconsumed_tail:
-                    raise WireError("response_too_large", "a decoded body over the limit")
-            decoded += len(chunk)
-            if received > limit or decoded > limit:
+            if received > limit:
                 raise WireError("response_too_large", "a body over the limit")
-            if chunk:
+            if decoder is None:
                 yield chunk
+                continue
+            while chunk:  # decoded in pieces of at most 1 MiB, each counted before the next is made
+                piece = decoder.decompress(chunk, min(limit - decoded + 1, 1 << 20))
+                decoded += len(piece)
+                if decoded > limit:
+                    raise WireError("response_too_large", "a decoded body over the limit")
+                if piece:
+                    yield piece
+                chunk = decoder.unconsumed_tail
         if decoder is not None and (rest := decoder.flush()):
             if decoded + len(rest) > limit:
                 raise WireError("response_too_large", "a decoded body over the limit")

@@ -30,16 +30,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import itertools
 import json
-import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import certifi
 from opentelemetry import trace
 
 from xds_control.config import BackendConfig, EndpointUrl, HealthConfig
@@ -54,7 +51,7 @@ from xds_control.health.classify import (
 )
 from xds_control.health.versions import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION, LATEST_MODERN_VERSION
 from xds_control.health.wire import JSON_TYPE, content_type, parse_json, read_response, result_of
-from xds_control.http11 import HttpClient, Response
+from xds_control.http11 import HttpClient, Response, tls_context
 from xds_control.telemetry.trace_context import exporting, redact_url
 from xds_control.view import Catalog
 
@@ -88,15 +85,6 @@ class ProbeResult:
     retry_after: float | None = None
     catalog: Catalog | None = None
     protocol: Protocol | None = None
-
-
-@functools.cache
-def tls_context() -> ssl.SSLContext:
-    """The one TLS context every prober client shares. Building one loads the CA bundle (about 30 ms of CPU)
-    and a client is rebuilt after every connection-level failure, so a context per client cost a dead
-    backend that much on every probe: 200 dead backends at a 1 s interval saturated a core, and each
-    failed probe started 30 ms late (detection took `unhealthy_threshold` x 30 ms longer than the bound)."""
-    return ssl.create_default_context(cafile=certifi.where())
 
 
 class EndpointProber:
