@@ -24,6 +24,7 @@ Comment and blank lines count towards nothing, so a stream of keep-alive comment
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 
 from xds_control.errors import WireError
@@ -109,6 +110,13 @@ class SseDecoder:
         event = SseEvent(self._event or "message", "\n".join(self._data), self.last_event_id) if self._data else None
         self._event, self._data, self._size = "", [], 0
         return event
+
+
+async def events_of(chunks: AsyncIterable[bytes], decoder: SseDecoder) -> AsyncIterator[list[SseEvent]]:
+    """The events each chunk of a stream completes, then those its end completes."""
+    async for chunk in chunks:
+        yield decoder.feed(chunk)
+    yield decoder.end()
 
 
 def _line_end(buffer: bytes, start: int) -> tuple[int, int] | None:

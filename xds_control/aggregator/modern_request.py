@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from mcp.shared.exceptions import MCPError
@@ -45,7 +45,7 @@ from xds_control.aggregator.tracing import exporting, tracer
 from xds_control.aggregator.upstream_answers import EdgeFailure, edge_error
 from xds_control.errors import WireError
 from xds_control.http11 import Response
-from xds_control.sse import SseDecoder, SseEvent
+from xds_control.sse import SseDecoder, events_of
 from xds_control.telemetry.trace_context import CARRIER_KEYS
 
 ProgressFn = Callable[[float, float | None, str | None], Awaitable[None]]
@@ -177,7 +177,7 @@ class Sieved(dict[str, Any]):
 async def _from_sse(response: Response, request_id: int, progress: ProgressFn | None, limit: int) -> Any:
     """The JSON-RPC response for `request_id` from an event stream; progress notifications go to `progress`."""
     decoder = SseDecoder(limit)
-    async for events in _events(decoder, response):
+    async for events in events_of(response.chunks(None), decoder):
         for event in events:
             if event.event != "message":
                 continue
@@ -191,9 +191,3 @@ async def _from_sse(response: Response, request_id: int, progress: ProgressFn | 
                 if params.get("progressToken") == request_id and isinstance(params.get("progress"), int | float):
                     await progress(params["progress"], params.get("total"), params.get("message"))
     raise not_mcp()
-
-
-async def _events(decoder: SseDecoder, response: Response) -> AsyncIterator[list[SseEvent]]:
-    async for chunk in response.chunks(None):
-        yield decoder.feed(chunk)
-    yield decoder.end()

@@ -20,7 +20,7 @@ from typing import Any
 from xds_control.errors import ProbeError
 from xds_control.health.classify import Category, classify_jsonrpc_error
 from xds_control.http11 import Response
-from xds_control.sse import SseDecoder, SseEvent
+from xds_control.sse import SseDecoder, SseEvent, events_of
 
 JSON_TYPE = "application/json"
 SSE_TYPE = "text/event-stream"
@@ -71,7 +71,7 @@ async def read_response(response: Response, request_id: int | str, limit: int) -
         raise ProbeError(Category.PROTOCOL_ERROR, "no JSON-RPC response with the request's id")
     if kind == SSE_TYPE:
         decoder = SseDecoder(limit)
-        async for events in _events(decoder, response.chunks(limit)):
+        async for events in events_of(response.chunks(limit), decoder):
             for message in _event_messages(events):
                 found = response_for(message, request_id)
                 if found is not None:
@@ -85,16 +85,10 @@ async def sse_messages(response: Response, max_event_bytes: int) -> AsyncIterato
     if content_type(response) != SSE_TYPE:
         raise ProbeError(Category.PROTOCOL_ERROR, "not an event stream")
     decoder = SseDecoder(max_event_bytes)
-    async for events in _events(decoder, response.aiter_bytes()):
+    async for events in events_of(response.aiter_bytes(), decoder):
         for message in _event_messages(events):
             if isinstance(message, dict):
                 yield message
-
-
-async def _events(decoder: SseDecoder, chunks: AsyncIterator[bytes]) -> AsyncIterator[list[SseEvent]]:
-    async for chunk in chunks:
-        yield decoder.feed(chunk)
-    yield decoder.end()
 
 
 def _event_messages(events: list[SseEvent]) -> Iterable[Any]:
