@@ -118,12 +118,19 @@ async def test_a_streamed_body_arrives_in_pieces_and_closing_it_early_costs_only
     assert server.connections == 2  # the stream abandoned half-read took its connection with it
 
 
-async def test_a_gzip_answer_is_decompressed_below_the_sdk() -> None:
+async def test_a_gzip_answer_is_decompressed_below_the_sdk_which_asks_only_for_what_is_decoded() -> None:
     packed = gzip.compress(json.dumps(BODY).encode())
-    response = await post(
-        Answer(200, packed, {"content-type": "application/json", "content-encoding": "gzip"}), limit=1 << 20
-    )
+    seen: list[str] = []
+
+    def gzipped(request: Request) -> Answer:
+        seen.append(request.headers.get("accept-encoding", ""))
+        return Answer(200, packed, {"content-type": "application/json", "content-encoding": "gzip"})
+
+    async with CannedServer(gzipped) as server:
+        async with make_client() as client:
+            response = await client.post(server.url, json={}, headers={"accept-encoding": "br, zstd, gzip"})
     assert response.json() == BODY and "content-encoding" not in response.headers
+    assert seen == ["gzip, deflate"]
 
 
 async def test_a_connection_the_server_dropped_while_idle_is_replaced_transparently() -> None:

@@ -32,6 +32,7 @@ from xds_control.aggregator.upstream_answers import EdgeFailure, edge_error, fai
 from xds_control.http11 import Response
 from xds_control.telemetry.trace_context import trace_headers_of_body
 
+ACCEPT_ENCODING = "gzip, deflate"
 _HOP_HEADERS = frozenset({b"host", b"content-length", b"transfer-encoding", b"connection", b"keep-alive"})
 _DECODED_HEADERS = frozenset({"content-length", "transfer-encoding", "content-encoding"})
 _HTTPX2_ERRORS: dict[str, type[httpx2.TransportError]] = {
@@ -107,6 +108,8 @@ class SdkTransport(httpx2.AsyncBaseTransport):
                 continue
             key, value = name.decode("latin-1"), raw_value.decode("latin-1")
             headers[key] = f"{headers[key]}, {value}" if key in headers else value
+        if "accept-encoding" in headers:
+            headers["accept-encoding"] = ACCEPT_ENCODING  # what http11.Response.chunks decodes, whatever httpx2 could
         content = await request.aread()
         url = str(request.url)
         if request.method != "POST":
