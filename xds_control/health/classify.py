@@ -57,7 +57,7 @@ class Category(StrEnum):
 
 
 # Most specific first: when an exception tree holds several classifiable errors
-# (an ExceptionGroup, or httpx2's ConnectError raised from a gaierror), the one
+# (an ExceptionGroup, or an error raised from the OSError that says what happened), the one
 # earliest in this list names the failure.
 SPECIFICITY: tuple[Category, ...] = (
     Category.AUTHENTICATION_FAILED,
