@@ -1,7 +1,7 @@
-"""The control plane's Envoy protobufs (xds-protos' generated modules) against envoy-data-plane, a second and
-independent build of Envoy's schema: every root the control plane names resolves, every resource the builder
-can produce encodes to the same message envoy-data-plane makes from the same dict, and a DiscoveryRequest
-envoy-data-plane encodes reads back field for field."""
+"""The control plane's Envoy protobufs (upb classes from generated descriptors) against envoy-data-plane:
+the committed descriptors are what the generator makes, every resource the builder can produce encodes to
+the same message envoy-data-plane makes from the same dict, and a DiscoveryRequest envoy-data-plane encodes
+reads back field for field."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ from google.protobuf import json_format
 from xds_control.config import load_config, parse_config
 from xds_control.errors import XdsError
 from xds_control.view import BackendState, BreakerState, ViewStore
-from xds_control.xds import envoy_wire
+from xds_control.xds import envoy_wire, envoy_wire_gen
 from xds_control.xds import typeurls as t
 from xds_control.xds.encode import encode_message, message_type
 from xds_control.xds.resources import build_resources
@@ -108,15 +108,11 @@ def _resources() -> list[tuple[str, str, dict[str, Any]]]:
     return out
 
 
-def test_every_root_resolves_to_its_message_and_packs_into_an_any() -> None:
-    for package, name in envoy_wire.ROOTS:
-        cls = envoy_wire.message_class(f"{package}.{name}")
-        assert cls.DESCRIPTOR.full_name == f"{package}.{name}"
-        packed = {"@type": f"type.googleapis.com/{package}.{name}"}
-        holder = envoy_wire.from_json(envoy_wire.message_class("google.protobuf.Any"), packed)
-        assert holder.type_url == packed["@type"]
-    with pytest.raises(KeyError):
-        envoy_wire.message_class("envoy.config.cluster.v3.NoSuchMessage")
+def test_the_committed_descriptors_are_what_the_generator_makes() -> None:
+    committed = (ROOT / "xds_control" / "xds" / "envoy_wire_descriptors.py").read_text()
+    assert committed == envoy_wire_gen.render(envoy_wire_gen.build()), (
+        "stale: run `.venv/bin/python -m xds_control.xds.envoy_wire_gen`"
+    )
 
 
 def test_every_resource_encodes_to_envoy_data_planes_message() -> None:
@@ -175,7 +171,7 @@ def test_a_discovery_request_reads_back_field_for_field() -> None:
 
 
 def test_the_control_plane_encodes_without_envoy_data_plane() -> None:
-    """envoy-data-plane is a test dependency only: serving and encoding never import it."""
+    """envoy-data-plane is a test and generation dependency only: serving and encoding never import it."""
     code = (
         "import sys; import xds_control.controlplane; from xds_control.config import parse_config; "
         "from xds_control.view import ViewStore; from xds_control.xds.resources import build_resources; "

@@ -1,55 +1,47 @@
-"""Envoy's protobuf messages for the control plane, from `xds-protos` (protoc's modules of Envoy's API).
+"""Envoy's protobuf messages, as upb classes built from `envoy_wire_descriptors` (see envoy_wire_gen).
 
     message_class("envoy.config.cluster.v3.Cluster")   # a google.protobuf message class
     from_json(Cluster, {"name": "a", "connect_timeout": "2s"}) -> message   # protobuf's JSON mapping
 
-`ROOTS` names every message the control plane encodes or decodes: the four resource types, DiscoveryRequest,
-and each type it packs into a `typed_config` (an `Any`, whose `@type` is resolved in the same pool). Adding a
-filter or extension is one line here, `(package, message)`; `_pool` imports the generated modules of each root's
-package, which import everything the message refers to. A root the modules lack fails at the first encode
-(`message_class` raises KeyError) and in tests/xds/test_envoy_wire.py.
+The descriptors live in a private pool, so nothing else in the process (another library's Envoy protos)
+can clash with them; `Any` fields resolve their `@type` in the same pool.
 """
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from functools import cache
 from typing import Any
 
-from google.protobuf import descriptor_pool, json_format, message_factory
+from google.protobuf import (
+    any_pb2,
+    descriptor_pb2,
+    descriptor_pool,
+    duration_pb2,
+    empty_pb2,
+    json_format,
+    message_factory,
+    struct_pb2,
+    timestamp_pb2,
+    wrappers_pb2,
+)
 from google.protobuf.message import Message
 
-ROOTS = (
-    ("envoy.config.cluster.v3", "Cluster"),
-    ("envoy.config.endpoint.v3", "ClusterLoadAssignment"),
-    ("envoy.config.listener.v3", "Listener"),
-    ("envoy.config.route.v3", "RouteConfiguration"),
-    ("envoy.service.discovery.v3", "DiscoveryRequest"),
-    ("envoy.extensions.filters.network.http_connection_manager.v3", "HttpConnectionManager"),
-    ("envoy.extensions.filters.http.router.v3", "Router"),
-    ("envoy.extensions.access_loggers.stream.v3", "StderrAccessLog"),
-    ("envoy.extensions.filters.http.stateful_session.v3", "StatefulSession"),
-    ("envoy.extensions.http.stateful_session.envelope.v3", "EnvelopeSessionState"),
-    ("envoy.extensions.transport_sockets.tls.v3", "UpstreamTlsContext"),
-    ("envoy.extensions.upstreams.http.v3", "HttpProtocolOptions"),
-)
+from xds_control.xds.envoy_wire_descriptors import FILE_DESCRIPTOR_SET
 
 
 @cache
 def _pool() -> descriptor_pool.DescriptorPool:
-    """The default pool, holding every root (the generated modules register their files there on import)."""
-    for package, _ in ROOTS:
-        path = importlib.import_module(package).__path__
-        for module in pkgutil.iter_modules(path):
-            if module.name.endswith("_pb2"):
-                importlib.import_module(f"{package}.{module.name}")
-    return descriptor_pool.Default()
+    pool = descriptor_pool.DescriptorPool()
+    for module in (any_pb2, duration_pb2, empty_pb2, struct_pb2, timestamp_pb2, wrappers_pb2):
+        pool.AddSerializedFile(module.DESCRIPTOR.serialized_pb)
+    for file in descriptor_pb2.FileDescriptorSet.FromString(FILE_DESCRIPTOR_SET).file:
+        pool.AddSerializedFile(file.SerializeToString())
+    return pool
 
 
 @cache
 def message_class(full_name: str) -> type[Message]:
-    """The message class for `full_name` (KeyError if no root's package has it)."""
+    """The message class for `full_name` (KeyError if the generated descriptors lack it)."""
     return message_factory.GetMessageClass(_pool().FindMessageTypeByName(full_name))
 
 
