@@ -137,8 +137,8 @@ def map_error(backend: str, exc: BaseException, timeout: float | None) -> BaseEx
         return backend_failed(backend, exc.category, detail=exc.detail if exc.category == "protocol_error" else "")
     if isinstance(exc, TimeoutError):
         return backend_timeout(backend, timeout or 0.0)
-    if (category := failure_category(exc, reading=True)) is not None:  # a streamed answer cut short
-        return backend_failed(backend, category)
+    if (cut := failure_category(exc, reading=True)) is not None:  # a streamed answer cut short
+        return backend_failed(backend, cut)
     if isinstance(exc, Exception):
         log.warning("unexpected error calling backend", extra={"backend": backend, "error": type(exc).__name__})
         return backend_failed(backend, "transport_error")
