@@ -188,7 +188,7 @@ async def test_with_a_token_a_stream_without_it_is_refused() -> None:
         async with ads.channel(target) as channel:
             for metadata in (None, (("authorization", "Bearer wrong"),)):
                 call = ads.open_stream(channel, metadata)
-                with contextlib.suppress(grpc.aio.AioRpcError):  # the refusal may come before the write
+                with contextlib.suppress(grpc.aio.AioRpcError):  # the refusal may end the call before the write
                     await call.write(ads.request(t.CLUSTER))
                 code, details = await status_of(call)
                 assert code is grpc.StatusCode.UNAUTHENTICATED and "xds_token_env" in details

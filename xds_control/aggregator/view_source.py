@@ -33,6 +33,8 @@ from xds_control.aggregator.outcomes import OutcomeReport
 from xds_control.errors import XdsControlError
 from xds_control.view import BackendStatus, ViewStore
 
+TokenSource = str | Callable[[], str | None] | None  # as admin.client.TokenSource (not imported: grpclib stays lazy)
+
 log = logging.getLogger(__name__)
 
 
@@ -79,7 +81,7 @@ class AdminViewSource:
     follower owns reconnection, so it can mark the view stale while it waits.
     """
 
-    def __init__(self, target: str, token: str | None = None) -> None:
+    def __init__(self, target: str, token: TokenSource = None) -> None:
         self.target = target
         self.token = token
         self._client: Any = None
