@@ -62,9 +62,9 @@ async def outcome(client: httpx2.AsyncClient, url: str) -> Any:
         assert isinstance(mapped, MCPError | GatewayError), mapped
         return {
             "error": type(mapped).__name__,
-            "code": mapped.error.code,
-            "message": mapped.error.message,
-            "data": mapped.error.data,
+            "code": mapped.code,
+            "message": mapped.message,
+            "data": mapped.data,
         }
 
 

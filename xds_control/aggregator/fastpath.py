@@ -48,7 +48,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from mcp.server import Server
-from mcp.server.runner import modern_error_data
 from mcp.server.streamable_http import check_accept_headers
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
@@ -67,7 +66,7 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from xds_control.aggregator import legacy_calls
+from xds_control.aggregator import legacy_calls, sdk_compat
 from xds_control.aggregator.gateway import Gateway
 from xds_control.aggregator.http_app import replaying
 from xds_control.aggregator.list_answers import KeptListAnswers
@@ -295,7 +294,7 @@ class FastPath:
                 }
             except MCPError as invalid:
                 exc = invalid
-        error = modern_error_data(exc) if isinstance(exc, Exception) else modern_error_data(RuntimeError())
+        error = sdk_compat.error_data(exc if isinstance(exc, Exception) else RuntimeError(), modern=True)
         wire = error.model_dump(mode="json", by_alias=True, exclude_none=True)
         return ERROR_CODE_HTTP_STATUS.get(error.code, 200), {"jsonrpc": "2.0", "id": call.id, "error": wire}
 

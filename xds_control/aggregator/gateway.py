@@ -48,11 +48,11 @@ from xds_control.aggregator.catalog import (
 )
 from xds_control.aggregator.outcomes import OutcomeBatcher
 from xds_control.aggregator.pagination import PAGE_SIZE, CursorError, page
-from xds_control.aggregator.rpc_errors import OK, GatewayError, from_unavailable, list_unavailable
+from xds_control.aggregator.rpc_errors import OK, caller_error, from_unavailable, list_unavailable
 from xds_control.aggregator.tracing import call_span, finish
 from xds_control.aggregator.upstream import BackendUpstream, ProgressFn, Spawn, UpstreamUrl, clean_params
 from xds_control.config import Config
-from xds_control.errors import ConfigError
+from xds_control.errors import BackendError, CallerError, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -70,14 +70,6 @@ _WHAT: Mapping[Kind, str] = {
     "resources": "resource",
     "resource_templates": "resource template",
 }
-
-
-class _CallerError(MCPError):
-    """An error the gateway answers itself, before anything reaches a backend; `outcome` names it on the call span."""
-
-    def __init__(self, outcome: str, code: int, message: str, data: Any = None) -> None:
-        super().__init__(code, message, data)
-        self.outcome = outcome
 
 
 class Gateway:
@@ -176,7 +168,9 @@ class Gateway:
         try:
             items, next_cursor = page(catalog.lists[kind], cursor, self.page_size)
         except CursorError as exc:
-            raise MCPError(types.INVALID_PARAMS, str(exc), {"cursor": cursor, "reason": exc.reason}) from None
+            raise caller_error(
+                "bad_cursor", types.INVALID_PARAMS, str(exc), {"cursor": cursor, "reason": exc.reason}
+            ) from None
         result: dict[str, Any] = {RESULT_KEY[kind]: list(items), "resultType": "complete"}
         if next_cursor is not None:
             result["nextCursor"] = next_cursor
@@ -210,10 +204,10 @@ class Gateway:
                 )
                 outcome = "tool_error" if result.get("isError") is True else OK
                 return result
-            except GatewayError as exc:
+            except BackendError as exc:
                 outcome, category = exc.outcome, (exc.data or {}).get("category") or (exc.data or {}).get("state")
                 raise
-            except _CallerError as exc:
+            except CallerError as exc:
                 outcome = exc.outcome
                 raise
             except MCPError:
@@ -246,8 +240,8 @@ class Gateway:
                 metrics.CALLS.labels(backend=owner.backend, method=method, tool=label, outcome="unavailable").inc()
                 raise from_unavailable(owner)
             if kind == "resources":
-                raise _CallerError("not_found", RESOURCE_NOT_FOUND, "Resource not found", {"uri": key})
-            raise _CallerError(
+                raise caller_error("not_found", RESOURCE_NOT_FOUND, "Resource not found", {"uri": key})
+            raise caller_error(
                 "unknown_name", types.INVALID_PARAMS, f"Unknown {_WHAT[kind]}: {key}", {_WHAT[kind]: key}
             )
         span.set_attributes({"backend": route.backend, "original": route.original})
@@ -269,7 +263,7 @@ class Gateway:
             )
             outcome = "tool_error" if result.get("isError") is True else OK
             return result
-        except GatewayError as exc:
+        except BackendError as exc:
             outcome, category = exc.outcome, (exc.data or {}).get("category")
             raise
         except MCPError:
@@ -291,7 +285,7 @@ class Gateway:
         if errors:
             shown = [{"path": "/".join(str(p) for p in e.absolute_path), "message": e.message} for e in errors[:5]]
             message = f"Invalid arguments for tool {tool!r}: {errors[0].message}"
-            raise _CallerError("invalid_arguments", types.INVALID_PARAMS, message, {"tool": tool, "errors": shown})
+            raise caller_error("invalid_arguments", types.INVALID_PARAMS, message, {"tool": tool, "errors": shown})
 
     def _param_headers(self, tool: str, arguments: Mapping[str, Any] | None) -> dict[str, str] | None:
         """The `Mcp-Param-*` headers a 2026-07-28 backend requires for this call: arguments its tool's

@@ -43,11 +43,12 @@ from mcp.server.session import ServerSession
 from mcp.server.streamable_http import REQUEST_CANCELLED, StreamableHTTPServerTransport
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared.dispatcher import coerce_request_id
-from mcp.shared.jsonrpc_dispatcher import cancelled_request_id_from_params, handler_exception_to_error_data
+from mcp.shared.jsonrpc_dispatcher import cancelled_request_id_from_params
 from mcp_types import INTERNAL_ERROR, ErrorData
 from mcp_types import methods as mcp_methods
 from pydantic import ValidationError
 
+from xds_control.aggregator import sdk_compat
 from xds_control.aggregator.sessions import ClientSessions
 
 log = logging.getLogger(__name__)
@@ -171,11 +172,7 @@ def answer(
                 )
                 error = ErrorData(code=INTERNAL_ERROR, message="Handler returned an invalid result")
         else:
-            mapped = handler_exception_to_error_data(exc)
-            if mapped is None:
-                log.error("tools/call handler raised", exc_info=exc)
-                mapped = ErrorData(code=0, message=str(exc))
-            error = mapped
+            error = sdk_compat.error_data(exc, modern=False)
     return {
         "jsonrpc": "2.0",
         "id": request_id,

@@ -36,6 +36,7 @@ from pydantic import BaseModel
 from xds_control.aggregator import metrics
 from xds_control.aggregator.gateway import Gateway
 from xds_control.aggregator.list_cache import ListPageCache
+from xds_control.aggregator.sdk_compat import errors_to_sdk
 from xds_control.aggregator.sessions import ClientSessions
 from xds_control.aggregator.tracing import TraceHeaderMiddleware, exporting, passthrough
 from xds_control.aggregator.upstream import ProgressFn
@@ -199,6 +200,7 @@ def build_server(gateway: Gateway, sessions: ClientSessions, bus: InMemorySubscr
         on_completion=complete,
         on_subscriptions_listen=_CountingListenHandler(bus),
     )
+    server.middleware.append(errors_to_sdk)  # innermost: the SDK's span and wire mapping see the SDK's error type
     server.middleware.insert(0, TraceHeaderMiddleware())  # outermost: before the SDK's span middleware reads `_meta`
     server.middleware.append(track_sessions)
     server.middleware.append(
