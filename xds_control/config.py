@@ -134,6 +134,13 @@ class AggregatorConfig(_Model):
     control_plane_admin: str | None = (
         None  # HOST:PORT of the admin API as the aggregator dials it; default: control_plane.admin
     )
+    # Legacy client sessions (aggregator/sessions.py): at `max_sessions` a newcomer evicts the longest idle one;
+    # one still in its handshake (answered `initialize`, nothing since) expires after `session_init_timeout`, and
+    # at most `max_opening_sessions` are kept, the oldest evicted first.
+    max_sessions: int = Field(10_000, ge=1)
+    max_opening_sessions: int = Field(1_000, ge=1)
+    session_idle_timeout: Duration = 1800.0
+    session_init_timeout: Duration = 10.0
 
     @field_validator("prefix_format")
     @classmethod
@@ -146,6 +153,13 @@ class AggregatorConfig(_Model):
     @classmethod
     def _check_metrics(cls, value: str) -> str:
         _host_port(value, "metrics")
+        return value
+
+    @field_validator("session_idle_timeout", "session_init_timeout")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be greater than zero")
         return value
 
 

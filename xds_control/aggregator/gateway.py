@@ -157,8 +157,9 @@ class Gateway:
 
     # -- lists ----------------------------------------------------------------------------------
 
-    def list_page(self, kind: Kind, cursor: str | None) -> dict[str, Any]:
-        catalog = self.catalog
+    def list_page(self, kind: Kind, cursor: str | None, *, catalog: MergedCatalog | None = None) -> dict[str, Any]:
+        """One page of a merged list (of `catalog`, default the current one) with the failure mode applied."""
+        catalog = catalog or self.catalog
         if self.config.aggregator.failure_mode == "fail" and catalog.configured:
             required = [u for u in catalog.unavailable if u.required]
             if required:
