@@ -29,12 +29,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import mcp_types as types
-from jsonschema import SchemaError, validators
 from mcp.shared.exceptions import MCPError
 from mcp.shared.inbound import find_invalid_x_mcp_header, mcp_param_headers, x_mcp_header_map
 from opentelemetry.trace import Span
 
 from xds_control.aggregator import metrics
+from xds_control.aggregator.arguments import checkable, checker
 from xds_control.aggregator.catalog import (
     KINDS,
     Kind,
@@ -280,7 +280,7 @@ class Gateway:
         if tool not in self._validators:
             self._validators[tool] = self._validator(tool)
         validator = self._validators[tool]
-        if validator is None:
+        if validator is None or not checkable(arguments):
             return
         errors = sorted(validator.iter_errors(dict(arguments or {})), key=lambda e: list(e.absolute_path))
         if errors:
@@ -307,18 +307,9 @@ class Gateway:
         return schema if isinstance(schema, Mapping) else None
 
     def _validator(self, tool: str) -> Any:
-        """A compiled validator for the tool's inputSchema, or None when it has none or it is not a valid schema."""
+        """A validator for the tool's inputSchema (arguments.py: linear time), or None when it is not checked here."""
         schema = self.tool_schema(tool)
-        if schema is None:
-            return None
-        schema = dict(schema)
-        try:
-            cls = validators.validator_for(schema)
-            cls.check_schema(schema)
-            return cls(schema)
-        except SchemaError:
-            log.warning("a tool's inputSchema is not a valid JSON Schema; arguments go unchecked", extra={"tool": tool})
-            return None
+        return checker(schema, tool) if schema is not None else None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
