@@ -124,6 +124,7 @@ class Aggregator:
             "staleness_seconds": round(self.follower.staleness(), 3),
             "backends": {"configured": catalog.configured, "routable": catalog.routable},
             "catalog": catalog.item_counts(),
+            "sessions": {"legacy": len(self.sessions), "opening": self.sessions.opening()},
         }
 
     async def _upkeep(self) -> None:
