@@ -63,7 +63,8 @@ class TestFailureModes:
         assert info.value.data == {
             "unavailable": [{"backend": "b", "state": "unhealthy", "retry_after": approx(5.0, abs=1)}]
         }
-        assert "required backend unavailable: b (unhealthy)" in info.value.message
+        assert "required backend unavailable: b (unhealthy, next chance in 5s)" in info.value.message
+        assert info.value.message.endswith("`xds-control admin backends` shows why")  # what to do
 
     def test_fail_refuses_lists_when_nothing_is_routable(self, make: Any) -> None:
         gateway = make(config("a", "b", failure_mode="fail"), {"a": up("a", A, state=BackendState.UNHEALTHY)})

@@ -77,7 +77,8 @@ async def _health(stack: HostileStack) -> dict[str, Any]:
 )
 async def abandoned_initialize(stack: HostileStack, scale: Scale) -> Finding:
     """Every `initialize` is answered (no 503), opening sessions stay capped, and a newcomer still gets in.
-    The bench runs the issue's 11,000 against the default caps (10,000 sessions, 1,000 opening)."""
+    The caps are lowered (400 sessions, 100 opening) so that the tests' 1,500 cross them; the bench sends the
+    issue's 11,000."""
     count = scale.pick(1_500, 11_000)
     url = stack.mcp_url
 

@@ -115,12 +115,17 @@ class Endpoint:
             if not admitted:
                 await _send_json(send, 503, _error_body(None, -32603, "Too many open sessions"))
                 return
-        issued: str | None = None
+        issued: list[str] = []
+
+        def opened(session_id: str) -> None:  # before the client sees the id: its next request finds the session
+            issued.append(session_id)
+            self.sessions.opened(session_id, self._clock(), admitted=admitted)
+
         try:
-            _, issued = await self._to_sdk(scope, receive, send, without_session=True)
+            await self._to_sdk(scope, receive, send, on_issued=opened)
         finally:
-            if admitted or issued is not None:
-                self.sessions.opened(issued, self._clock(), admitted=admitted)
+            if admitted and not issued:
+                self.sessions.opened(None, self._clock())
 
     async def _in_session(self, verdict: Verdict, session_id: str, scope: Scope, receive: Receive, send: Send) -> None:
         session = self.sessions.started(session_id, self._clock(), settles=verdict.settles)
@@ -137,7 +142,7 @@ class Endpoint:
             if plain is not None and self.answering and self._answerable(plain, session):
                 await self._answer(plain, session, scope, receive, send)
                 return
-            status, _ = await self._to_sdk(scope, receive, send, json_answer=verdict.json_answer)
+            status = await self._to_sdk(scope, receive, send, json_answer=verdict.json_answer)
         finally:
             self.sessions.ended(session_id, self._clock())
         ended = scope["method"] == "DELETE" and 200 <= status < 300
@@ -162,26 +167,35 @@ class Endpoint:
             await sdk_compat.end_session(self.server, session_id)
 
     async def _to_sdk(
-        self, scope: Scope, receive: Receive, send: Send, *, json_answer: bool = False, without_session: bool = False
-    ) -> tuple[int, str | None]:
-        """The SDK answers; its status and, for a request without a session, the id of a session it issued."""
-        status, issued = 0, None
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        *,
+        json_answer: bool = False,
+        on_issued: Callable[[str], None] | None = None,
+    ) -> int:
+        """The SDK answers; its status. `on_issued`: the request carried no session id; called with the id of a
+        session the SDK issued in its answer, before the answer goes out."""
+        status = 0
 
         async def watch(message: Message) -> None:
-            nonlocal status, issued
+            nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                if without_session:
+                if on_issued is not None:
                     headers = message.get("headers") or []
                     if status >= 400:  # a session the SDK made for a request it refused, and dropped
                         message = {**message, "headers": [(k, v) for k, v in headers if k.lower() != _SESSION_HEADER]}
                     elif status < 300:
                         issued = next((v.decode("latin-1") for k, v in headers if k.lower() == _SESSION_HEADER), None)
+                        if issued is not None:
+                            on_issued(issued)
             await send(message)
 
         with sdk_compat.json_answers(json_answer):
             await self.sdk_app(scope, receive, watch)
-        return status, issued
+        return status
 
     # -- answers --------------------------------------------------------------------------------
 

@@ -61,10 +61,18 @@ CATEGORY_OUTCOME = {
 
 GatewayError = BackendError  # the name upstream*.py raise and catch it by
 
+# Every error about a backend ends with what to do: where the operator sees why.
+ADVICE = "`xds-control admin backends` shows why"
+
+
+def _retry(retry_after: float | None) -> str:
+    return f", next chance in {retry_after:.0f}s" if isinstance(retry_after, int | float) and retry_after > 0 else ""
+
 
 def backend_unavailable(backend: str, state: str, retry_after: float | None = None, **extra: Any) -> BackendError:
     data = {"backend": backend, "state": state, "retry_after": retry_after, **extra}
-    return BackendError(BACKEND_UNAVAILABLE, f"backend {backend!r} is unavailable (state: {state})", data, UNAVAILABLE)
+    message = f"backend {backend!r} is unavailable (state: {state}{_retry(retry_after)}); {ADVICE}"
+    return BackendError(BACKEND_UNAVAILABLE, message, data, UNAVAILABLE)
 
 
 def from_unavailable(unavailable: Unavailable) -> BackendError:
@@ -73,10 +81,10 @@ def from_unavailable(unavailable: Unavailable) -> BackendError:
 
 def list_unavailable(kind: str, missing: Sequence[Unavailable], *, reason: str) -> BackendError:
     """`failure_mode: fail`: a list request refused because `reason` (names every unavailable backend)."""
-    names = ", ".join(f"{u.backend} ({u.state})" for u in missing)
+    names = ", ".join(f"{u.backend} ({u.state}{_retry(u.retry_after)})" for u in missing)
     return BackendError(
         BACKEND_UNAVAILABLE,
-        f"cannot list {kind.replace('_', ' ')}: {reason}: {names}",
+        f"cannot list {kind.replace('_', ' ')}: {reason}: {names}; {ADVICE}",
         {"unavailable": [u.to_json() for u in missing]},
         UNAVAILABLE,
     )
@@ -89,21 +97,24 @@ def backend_failed(backend: str, category: str, *, status: int | None = None, de
     if category == "timeout":
         return BackendError(
             BACKEND_TIMEOUT,
-            f"backend {backend!r} did not answer in time",
+            f"backend {backend!r} did not answer in time; {ADVICE}",
             {"backend": backend, "category": category},
             TIMEOUT,
         )
     if category == "authentication_failed":
         data = {"backend": backend, "category": category, "status": status}
         return BackendError(
-            BACKEND_AUTH_FAILED, f"backend {backend!r} rejected the gateway's credentials (HTTP {status})", data, AUTH
+            BACKEND_AUTH_FAILED,
+            f"backend {backend!r} rejected the gateway's credentials (HTTP {status}): check backends[].auth; {ADVICE}",
+            data,
+            AUTH,
         )
     data: dict[str, Any] = {"backend": backend, "category": category}
     if status is not None:
         data["status"] = status
     text = f"backend {backend!r} failed: {category.replace('_', ' ')}" + (f" (HTTP {status})" if status else "")
     detail = detail or _DETAILS.get(category, "")
-    return BackendError(BACKEND_FAILED, text + (f": {detail}" if detail else ""), data, outcome)
+    return BackendError(BACKEND_FAILED, text + (f": {detail}" if detail else "") + f"; {ADVICE}", data, outcome)
 
 
 def caller_error(outcome: str, code: int, message: str, data: Any = None) -> CallerError:
@@ -121,4 +132,5 @@ _DETAILS = {
 
 def backend_timeout(backend: str, timeout: float) -> BackendError:
     data = {"backend": backend, "category": "timeout", "timeout": timeout}
-    return BackendError(BACKEND_TIMEOUT, f"backend {backend!r} did not answer within {timeout:g}s", data, TIMEOUT)
+    message = f"backend {backend!r} did not answer within {timeout:g}s (aggregator.call_timeout); {ADVICE}"
+    return BackendError(BACKEND_TIMEOUT, message, data, TIMEOUT)
