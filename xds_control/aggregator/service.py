@@ -191,7 +191,7 @@ class Aggregator:
 
 def listening_socket(host: str, port: int) -> socket.socket:
     """A listening TCP socket. Made with an explicit IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted
-    connections only for such sockets, and without it small responses wait ~40 ms for delayed ACKs."""
+    connections only for such sockets, and without it a small response waits for the peer's delayed ACK."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
