@@ -140,8 +140,8 @@ class AggregatorConfig(_Model):
     # (bench/aggregator/sessions.py): the defaults bound what abandoned clients can hold to about 80 MB.
     max_sessions: int = Field(2_000, ge=1)
     max_opening_sessions: int = Field(1_000, ge=1)
-    session_idle_timeout: Duration = 1800.0
-    session_init_timeout: Duration = 10.0
+    session_idle_timeout: Annotated[Duration, Field(gt=0)] = 1800.0
+    session_init_timeout: Annotated[Duration, Field(gt=0)] = 10.0
 
     @field_validator("prefix_format")
     @classmethod
@@ -154,13 +154,6 @@ class AggregatorConfig(_Model):
     @classmethod
     def _check_metrics(cls, value: str) -> str:
         _host_port(value, "metrics")
-        return value
-
-    @field_validator("session_idle_timeout", "session_init_timeout")
-    @classmethod
-    def _positive(cls, value: float) -> float:
-        if value <= 0:
-            raise ValueError("must be greater than zero")
         return value
 
 

@@ -251,26 +251,17 @@ class Endpoint:
         return self._shape(plain.method, version, result, sieved=getattr(result, "version", None) == version)
 
     def _outcome(self, plain: Plain, routed: asyncio.Future[Any]) -> tuple[int, bytes]:
-        modern = plain.modern
-        if routed.cancelled():
-            error = sdk_compat.CANCELLED
-        elif (exc := routed.exception()) is None:
-            return 200, _result_body(plain.id, _dumps(routed.result()))
-        else:
-            error = sdk_compat.error_data(exc, modern=modern)
-        wire = error.model_dump(mode="json", by_alias=True, exclude_none=True)
-        return (sdk_compat.http_status(error.code) if modern else 200), _dumps(
-            {"jsonrpc": "2.0", "id": plain.id, "error": wire}
-        )
+        if routed.cancelled():  # by the client's notifications/cancelled: the legacy wire's answer
+            return _error_answer(plain, sdk_compat.CANCELLED)
+        if (exc := routed.exception()) is not None:
+            return _error_answer(plain, sdk_compat.error_data(exc, modern=plain.modern))
+        return 200, _result_body(plain.id, _dumps(routed.result()))
 
     async def _list(self, plain: Plain, version: str, session: Session | None, scope: Scope) -> tuple[int, bytes]:
         try:
             page = await self._run(plain, version, session, scope, self._page)
         except Exception as exc:
-            error = sdk_compat.error_data(exc, modern=plain.modern)
-            wire = error.model_dump(mode="json", by_alias=True, exclude_none=True)
-            status = sdk_compat.http_status(error.code) if plain.modern else 200
-            return status, _dumps({"jsonrpc": "2.0", "id": plain.id, "error": wire})
+            return _error_answer(plain, sdk_compat.error_data(exc, modern=plain.modern))
         return 200, _result_body(plain.id, page)
 
     async def _page(self, plain: Plain, version: str, session: Session | None, scope: Scope) -> bytes:
@@ -318,6 +309,13 @@ def _dumps(value: Any) -> bytes:
 
 def _result_body(request_id: int | str, result: bytes) -> bytes:
     return b'{"jsonrpc":"2.0","id":%s,"result":%s}' % (_dumps(request_id), result)
+
+
+def _error_answer(plain: Plain, error: Any) -> tuple[int, bytes]:
+    """(HTTP status, body) of a JSON-RPC error answer: the modern entry's status table, 200 on the legacy wire."""
+    wire = error.model_dump(mode="json", by_alias=True, exclude_none=True)
+    status = sdk_compat.http_status(error.code) if plain.modern else 200
+    return status, _dumps({"jsonrpc": "2.0", "id": plain.id, "error": wire})
 
 
 def _error_body(request_id: int | str | None, code: int, message: str, data: Any = None) -> bytes:
