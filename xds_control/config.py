@@ -178,6 +178,14 @@ class AggregatorConfig(_Model):
     control_plane_admin: str | None = Field(
         None, description="HOST:PORT the aggregator dials for the admin API; default: control_plane.admin"
     )
+    # Legacy client sessions (aggregator/sessions.py): at `max_sessions` a newcomer evicts the longest idle one;
+    # one still in its handshake (answered `initialize`, nothing since) expires after `session_init_timeout`, and
+    # at most `max_opening_sessions` are kept, the oldest evicted first. A session holds about 40 KiB
+    # (bench/aggregator/sessions.py): the defaults bound what abandoned clients can hold to about 80 MB.
+    max_sessions: int = Field(2_000, ge=1)
+    max_opening_sessions: int = Field(1_000, ge=1)
+    session_idle_timeout: Annotated[Duration, Field(gt=0)] = 1800.0
+    session_init_timeout: Annotated[Duration, Field(gt=0)] = 10.0
 
     @field_validator("prefix_format")
     @classmethod

@@ -10,17 +10,23 @@
     │   ├── Unauthorized            a mutating admin call without a valid token
     │   ├── AdminUnavailable        the admin API could not be reached (refused, timed out, shut down)
     │   └── BackendNotFound         the named backend is not configured on the control plane
-    ├── BackendUnavailable          a call reached an unroutable backend (aggregator fail-fast)
+    ├── AggregatorError             a JSON-RPC error the aggregator answers itself (code, message, data, outcome)
+    │   ├── BackendError            about a backend: unavailable, failed, timed out, rejected our credentials
+    │   └── CallerError             about the request: unknown name or URI, invalid arguments, bad cursor
     └── SupervisorError             `xds-control up` could not start or keep a child running
 
 Lower-layer errors (httpx2, grpc, the MCP SDK, OS errors) are mapped to the most
 specific class at the boundary where they are caught; nothing above the
-boundary sees a foreign exception type.
+boundary sees a foreign exception type. In the other direction an
+`AggregatorError` becomes the MCP SDK's error type only where a request leaves
+through the SDK (aggregator/mcp_server.py, aggregator/sdk_compat.py): this
+module imports nothing from the SDK, so the control plane never loads it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from xds_control.sanitize import preview, redact_urls, value_preview
 
@@ -105,14 +111,38 @@ class BackendNotFound(AdminError):
     """The named backend is not configured on the control plane."""
 
 
-class BackendUnavailable(XdsControlError):
-    """A call reached a backend that is not routable."""
+class AggregatorError(XdsControlError):
+    """A JSON-RPC error the aggregator answers a client with: `code` and `message` go on the wire with `data`
+    (names, states and sanitized categories only, never backend text or a credential); `outcome` names it in
+    metrics, call spans and the outcome reports to the control plane."""
 
-    def __init__(self, backend: str, state: str, retry_after: float | None = None) -> None:
-        self.backend = backend
-        self.state = state
-        self.retry_after = retry_after
-        super().__init__(f"backend {backend!r} is unavailable (state: {state})")
+    outcome: str = "error"
+
+    def __init__(self, code: int, message: str, data: Any = None, outcome: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.data = data
+        if outcome is not None:
+            self.outcome = outcome
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class BackendError(AggregatorError):
+    """About the backend a request is for: unavailable, failed, timed out, or it refused our credentials."""
+
+    outcome = "transport"
+
+    @property
+    def backend(self) -> str:
+        return str((self.data if isinstance(self.data, dict) else {}).get("backend", ""))
+
+
+class CallerError(AggregatorError):
+    """About the request itself, answered before anything reaches a backend: an unknown name or URI,
+    arguments off the tool's schema, a bad cursor."""
 
 
 class SupervisorError(XdsControlError):

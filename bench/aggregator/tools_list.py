@@ -96,7 +96,7 @@ def timing_lists(app: Any, server_ms: list[float]) -> Any:
     """The ASGI app, timing each `tools/list` POST from its body's arrival to its answer's last byte.
 
     Timed at the HTTP layer, not in the SDK: repeats of a modern list request are answered in front of the
-    SDK (list_answers.KeptListAnswers), so an SDK middleware would see only the first.
+    SDK (endpoint.py, from the catalog's page memo), so an SDK middleware would see only the first.
     """
 
     async def timed_app(scope: Any, receive: Any, send: Any) -> None:

@@ -1,4 +1,4 @@
-"""The hot path: plain 2026-07-28 tools/call answered before the SDK's stack (fastpath.py), and modern backends
+"""Plain requests answered by the endpoint in front of the SDK (endpoint.py), and modern backends
 called with plain JSON-RPC POSTs (modern_request.py). Each answer is compared with the SDK path's."""
 
 from __future__ import annotations
@@ -52,14 +52,14 @@ async def both_paths(
     running: Running, message: dict[str, Any], request_headers: dict[str, str]
 ) -> tuple[tuple[int, Any], tuple[int, Any], int]:
     """The answer with the fast path on and with it off, and how many requests it took."""
-    fast = running.aggregator.fast_calls
+    fast = running.aggregator.endpoint
     assert fast is not None
-    before = fast.taken
-    fast.enabled = lambda: True
+    before = fast.answered["tools/call"]
+    fast.answering = True
     on = await post_jsonrpc(running.url, message, request_headers)
-    fast.enabled = lambda: False
+    fast.answering = False
     off = await post_jsonrpc(running.url, message, request_headers)
-    return on, off, fast.taken - before
+    return on, off, fast.answered["tools/call"] - before
 
 
 @pytest.mark.parametrize("protocol", ["legacy", "modern"])
@@ -111,14 +111,14 @@ async def test_anything_but_the_plain_case_goes_to_the_sdk(
         if change.get("batch"):
             message = [message]
         request_headers = headers("alpha_echo", **change.get("headers", {}))
-        fast = running.aggregator.fast_calls
+        fast = running.aggregator.endpoint
         assert fast is not None
-        fast.enabled = lambda: True
+        fast.answering = True
         async with httpx2.AsyncClient(trust_env=False, timeout=30) as http:
             on = await http.post(running.url, content=json.dumps(message), headers=request_headers)
-            fast.enabled = lambda: False
+            fast.answering = False
             off = await http.post(running.url, content=json.dumps(message), headers=request_headers)
-        assert fast.taken == 0, case
+        assert fast.answered["tools/call"] == 0, case
         assert (on.status_code, on.headers.get("content-type")) == (off.status_code, off.headers.get("content-type")), (
             case
         )
@@ -131,23 +131,23 @@ def list_request(method: str, request_id: int, **params: Any) -> dict[str, Any]:
 @pytest.mark.parametrize("method", ["tools/list", "resources/list", "resources/templates/list", "prompts/list"])
 async def test_a_plain_list_is_answered_as_the_sdk_answers_it(serve: Any, fleet: Fleet, method: str) -> None:
     async with serve([fleet.entry("weather"), fleet.entry("many")]) as running:
-        fast = running.aggregator.fast_calls
+        fast = running.aggregator.endpoint
         assert fast is not None
         list_headers = {**MODERN_HEADERS, "mcp-method": method}
         first = await post_jsonrpc(running.url, list_request(method, 1), list_headers)  # the SDK's answer, kept
-        hits = fast.lists.pages.hits
+        hits = running.aggregator.gateway.catalog.pages.hits
         kept = await post_jsonrpc(running.url, list_request(method, 2), list_headers)
-        assert fast.lists.pages.hits == hits + 1
-        fast.enabled = lambda: False
+        assert running.aggregator.gateway.catalog.pages.hits == hits + 1
+        fast.answering = False
         sdk = await post_jsonrpc(running.url, list_request(method, 2), list_headers)
         assert kept == sdk
         assert first[1]["result"] == kept[1]["result"] and kept[1]["id"] == 2
         if method == "tools/list":  # a later page is kept under its own cursor
             cursor = first[1]["result"]["nextCursor"]
-            fast.enabled = lambda: True
+            fast.answering = True
             second_page = await post_jsonrpc(running.url, list_request(method, 3, cursor=cursor), list_headers)
             again = await post_jsonrpc(running.url, list_request(method, 4, cursor=cursor), list_headers)
-            assert fast.lists.pages.hits == hits + 2
+            assert running.aggregator.gateway.catalog.pages.hits == hits + 2
             assert again[1]["result"] == second_page[1]["result"] != first[1]["result"]
 
 
@@ -164,13 +164,16 @@ async def test_a_list_that_is_not_plain_or_fails_is_never_kept(
     serve: Any, fleet: Fleet, case: str, params: dict[str, Any], fails: bool
 ) -> None:
     async with serve([fleet.entry("weather")]) as running:
-        fast = running.aggregator.fast_calls
+        fast = running.aggregator.endpoint
         assert fast is not None
         message = {"jsonrpc": "2.0", "id": 5, "method": "tools/list", "params": params}
         for _ in range(2):
             status, answer = await post_jsonrpc(running.url, message, {**MODERN_HEADERS, "mcp-method": "tools/list"})
             assert ("error" in answer) == fails, (case, status, answer)
-        assert (len(fast.lists.pages), fast.lists.pages.hits) == (0, 0), case
+        assert (len(running.aggregator.gateway.catalog.pages), running.aggregator.gateway.catalog.pages.hits) == (
+            0,
+            0,
+        ), case
 
 
 def fast_failed(backend: str) -> float:
@@ -187,13 +190,13 @@ async def test_a_legacy_call_to_an_unroutable_backend_is_answered_as_the_sdk_ans
 ) -> None:
     entries = [fleet.entry("alpha", protocol="legacy"), {"name": "dead", "url": "http://127.0.0.1:9/mcp"}]
     async with serve(entries, healthy=("alpha",)) as running, httpx2.AsyncClient(trust_env=False, timeout=30) as http:
-        fast = running.aggregator.fast_calls
+        fast = running.aggregator.endpoint
         assert fast is not None
         session_headers = await legacy_session(http, running.url)
         answers = []
         for enabled in (True, False):
-            fast.enabled = lambda on=enabled: on
-            before_taken, before_failed = fast.taken, fast_failed("dead")
+            fast.answering = enabled
+            before_taken, before_failed = fast.answered["tools/call"], fast_failed("dead")
             response = await http.post(running.url, content=legacy_call("dead_echo"), headers=session_headers)
             answers.append(
                 (
@@ -203,7 +206,7 @@ async def test_a_legacy_call_to_an_unroutable_backend_is_answered_as_the_sdk_ans
                     response.json(),
                 )
             )
-            assert fast.taken - before_taken == (1 if enabled else 0)
+            assert fast.answered["tools/call"] - before_taken == (1 if enabled else 0)
             assert fast_failed("dead") - before_failed == 1
         assert answers[0] == answers[1]
         status, content_type, session_id, message = answers[0]
@@ -227,14 +230,14 @@ async def test_every_other_legacy_request_goes_to_the_sdk(
 ) -> None:
     entries = [fleet.entry("alpha", protocol="legacy"), {"name": "dead", "url": "http://127.0.0.1:9/mcp"}]
     async with serve(entries, healthy=("alpha",)) as running, httpx2.AsyncClient(trust_env=False, timeout=30) as http:
-        fast = running.aggregator.fast_calls
+        fast = running.aggregator.endpoint
         assert fast is not None
-        fast.enabled = lambda: True
+        fast.answering = True
         request_headers = {**await legacy_session(http, running.url), **change.get("headers", {})}
         answer = await http.post(
             running.url, content=legacy_call(tool, meta=change.get("meta")), headers=request_headers
         )
-        assert fast.taken == 0, case
+        assert fast.answered["tools/call"] == 0, case
         assert answer.status_code in (200, 400, 404, 406), case
 
 
@@ -250,15 +253,16 @@ def upstream_requests() -> float:
 @pytest.mark.parametrize("protocol", ["legacy", "modern"])
 async def test_a_client_that_goes_away_cancels_the_backend_call(serve: Any, fleet: Fleet, protocol: str) -> None:
     async with serve([fleet.entry("alpha", protocol=protocol)]) as running:
-        fast = running.aggregator.fast_calls
+        fast = running.aggregator.endpoint
         assert fast is not None
-        fast.enabled = lambda: True
+        fast.answering = True
         before, sent = calls("slow", "cancelled"), upstream_requests()
         call = asyncio.ensure_future(
             post_jsonrpc(running.url, body("alpha_slow", {"seconds": 30}), headers("alpha_slow"))
         )
         await async_wait_until(
-            lambda: upstream_requests() > sent and fast.taken == 1, what="the call to reach the backend"
+            lambda: upstream_requests() > sent and fast.answered["tools/call"] == 1,
+            what="the call to reach the backend",
         )
         call.cancel()  # closes the connection: the modern cancellation signal
         await async_wait_until(

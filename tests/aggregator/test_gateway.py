@@ -20,8 +20,11 @@ from xds_control.aggregator.gateway import UNAVAILABLE_META, Gateway
 from xds_control.aggregator.http_app import allowed_hosts
 from xds_control.aggregator.rpc_errors import BACKEND_UNAVAILABLE
 from xds_control.config import Config, parse_config
-from xds_control.errors import ConfigError
+from xds_control.errors import AggregatorError, ConfigError
 from xds_control.view import BackendState, BackendStatus, BreakerState, Catalog
+
+# What the gateway raises: its own errors, and a backend's own JSON-RPC error as the SDK's type.
+ANSWERED = (AggregatorError, MCPError)
 
 
 def no_spawn(coro: Any) -> Any:
@@ -54,17 +57,18 @@ class TestFailureModes:
         gateway = make(
             cfg, {"a": up("a", A), "b": up("b", B, state=BackendState.UNHEALTHY, retry_at=time.time() + 5.0)}
         )
-        with pytest.raises(MCPError) as info:
+        with pytest.raises(ANSWERED) as info:
             gateway.list_page("tools", None)
         assert info.value.code == BACKEND_UNAVAILABLE
         assert info.value.data == {
             "unavailable": [{"backend": "b", "state": "unhealthy", "retry_after": approx(5.0, abs=1)}]
         }
-        assert "required backend unavailable: b (unhealthy)" in info.value.message
+        assert "required backend unavailable: b (unhealthy, next chance in 5s)" in info.value.message
+        assert info.value.message.endswith("`xds-control admin backends` shows why")  # what to do
 
     def test_fail_refuses_lists_when_nothing_is_routable(self, make: Any) -> None:
         gateway = make(config("a", "b", failure_mode="fail"), {"a": up("a", A, state=BackendState.UNHEALTHY)})
-        with pytest.raises(MCPError) as info:
+        with pytest.raises(ANSWERED) as info:
             gateway.list_page("prompts", None)
         assert "no backend is routable" in info.value.message
         assert [u["backend"] for u in info.value.data["unavailable"]] == ["a", "b"]
@@ -106,10 +110,10 @@ class TestPaging:
         second = gateway.list_page("tools", first["nextCursor"])
         assert len(first["tools"]) == 100 and len(second["tools"]) == 50 and "nextCursor" not in second
         gateway.apply_view(2, {"a": up("a", Catalog.build(tools=[{"name": "other"}]))})
-        with pytest.raises(MCPError) as info:
+        with pytest.raises(ANSWERED) as info:
             gateway.list_page("tools", first["nextCursor"])
         assert info.value.code == types.INVALID_PARAMS and info.value.data["reason"] == "stale"
-        with pytest.raises(MCPError, match="invalid cursor"):
+        with pytest.raises(ANSWERED, match="invalid cursor"):
             gateway.list_page("tools", "garbage!")
 
 
@@ -121,7 +125,7 @@ class TestCalls:
         )
         before = sample("xds_control_aggregator_upstream_http_requests_total", {"backend": "b"})
         fast = sample("xds_control_aggregator_fast_failed_calls_total", {"backend": "b", "state": "unhealthy"})
-        with pytest.raises(MCPError) as info:
+        with pytest.raises(ANSWERED) as info:
             await gateway.call("tools/call", "tools", "b_slow", {"name": "b_slow", "arguments": {}}, client_key=None)
         assert info.value.code == BACKEND_UNAVAILABLE
         assert info.value.data == {"backend": "b", "state": "unhealthy", "retry_after": approx(2.5, abs=1)}
@@ -136,7 +140,7 @@ class TestCalls:
         )
 
         async def retry_after() -> float:
-            with pytest.raises(MCPError) as info:
+            with pytest.raises(ANSWERED) as info:
                 await gateway.call("tools/call", "tools", "b_slow", {"name": "b_slow"}, client_key=None)
             return info.value.data["retry_after"]
 
@@ -157,13 +161,13 @@ class TestCalls:
             tools=[{"name": "count", "inputSchema": schema}, {"name": "odd", "inputSchema": {"type": 12}}]
         )
         gateway = make(config("a"), {"a": up("a", cat)})
-        with pytest.raises(MCPError) as info:
+        with pytest.raises(ANSWERED) as info:
             await gateway.call("tools/call", "tools", "nope", {"name": "nope"}, client_key=None)
         assert info.value.code == types.INVALID_PARAMS and info.value.message == "Unknown tool: nope"
-        with pytest.raises(MCPError) as info:
+        with pytest.raises(ANSWERED) as info:
             await gateway.call("resources/read", "resources", "x://y", {"uri": "x://y"}, client_key=None)
         assert info.value.code == -32002 and info.value.data == {"uri": "x://y"}
-        with pytest.raises(MCPError) as info:
+        with pytest.raises(ANSWERED) as info:
             params = {"name": "a_count", "arguments": {"n": "three"}}
             await gateway.call("tools/call", "tools", "a_count", params, client_key=None, arguments=params["arguments"])
         assert info.value.code == types.INVALID_PARAMS
@@ -217,7 +221,7 @@ class TestViewChanges:
         assert gateway.list_page("tools", None)["_meta"] == {
             UNAVAILABLE_META: [{"backend": "b", "state": "circuit_open", "retry_after": approx(9.0, abs=1)}]
         }
-        with pytest.raises(MCPError) as info:
+        with pytest.raises(ANSWERED) as info:
             await gateway.call("tools/call", "tools", "b_slow", {"name": "b_slow"}, client_key=None)
         assert info.value.data == {"backend": "b", "state": "circuit_open", "retry_after": approx(9.0, abs=1)}
 

@@ -14,7 +14,7 @@ import pytest
 from tests.aggregator.conftest import Fleet
 from tests.aggregator.support import cancelled
 from tests.support.waiting import async_wait_until
-from xds_control.aggregator.http_app import _answers_alone
+from xds_control.aggregator.inbound import Rules, classify
 
 pytestmark = pytest.mark.integration
 
@@ -91,7 +91,9 @@ async def test_plain_calls_and_fast_failures_are_json_and_a_call_with_progress_s
     ],
 )
 def test_which_requests_are_answered_alone(body: bytes, alone: bool) -> None:
-    assert _answers_alone(body) is alone
+    headers = [(b"mcp-session-id", b"s1"), (b"accept", b"application/json, text/event-stream")]
+    scope = {"type": "http", "method": "POST", "path": "/mcp", "headers": headers}
+    assert classify(scope, body, Rules((), ())).json_answer is alone
 
 
 async def test_a_cancelled_json_answered_call_ends_its_post_and_the_backend_call(serve: Any, fleet: Fleet) -> None:

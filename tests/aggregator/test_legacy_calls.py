@@ -1,4 +1,4 @@
-"""A legacy session's plain tools/call answered in front of the SDK (fastpath.py, legacy_calls.py): the SDK's
+"""A legacy session's plain tools/call answered by the endpoint in front of the SDK (endpoint.py): the SDK's
 answer, the SDK's idle timer and the session mirror kept, `notifications/cancelled` honoured. Each answer is
 compared with the SDK path's (the layer switched off)."""
 
@@ -15,14 +15,13 @@ from prometheus_client import REGISTRY
 from tests.aggregator.conftest import Fleet, Running
 from tests.aggregator.support import legacy_call, legacy_session, mcp_client
 from tests.support.waiting import async_wait_until
-from xds_control.aggregator.fastpath import FastPath
-from xds_control.aggregator.legacy_calls import InFlight, SdkTransports
+from xds_control.aggregator import sdk_compat
+from xds_control.aggregator.endpoint import Endpoint
+from xds_control.aggregator.inbound import Rules, classify
 
 
-def fast_path(running: Running) -> FastPath:
-    fast = running.aggregator.fast_calls
-    assert fast is not None
-    return fast
+def fast_path(running: Running) -> Endpoint:
+    return running.aggregator.endpoint
 
 
 def calls(tool: str, outcome: str) -> float:
@@ -34,8 +33,8 @@ def upstream_requests() -> float:
     return REGISTRY.get_sample_value("xds_control_aggregator_upstream_http_requests_total", {"backend": "alpha"}) or 0.0
 
 
-def sdk_sessions(running: Running) -> dict[str, Any]:
-    return running.aggregator.server.session_manager._server_instances
+def sdk_has(running: Running, session_id: str) -> bool:
+    return sdk_compat.session_live(running.aggregator.server, session_id)
 
 
 async def answer_of(
@@ -58,35 +57,22 @@ CASES = {
 }
 
 
-async def test_only_a_cancel_for_a_call_of_that_session_in_flight_here_cancels_it() -> None:
-    loop = asyncio.get_running_loop()
-    calls_ = InFlight()
-    first, second = loop.create_future(), loop.create_future()
+def cancels(body: Any, session: str | None = "s1") -> tuple[Any, ...]:
+    headers = [(b"mcp-session-id", session.encode())] if session else []
+    scope = {"type": "http", "method": "POST", "path": "/mcp", "headers": headers}
+    return classify(scope, json.dumps(body).encode(), Rules((), ())).cancels
 
-    def cancel(
-        request_id: Any, *, session: str = "s1", method: str = "notifications/cancelled", **extra: Any
-    ) -> dict[str, Any]:
+
+def test_which_cancels_count() -> None:
+    def cancel(request_id: Any, *, method: str = "notifications/cancelled", **extra: Any) -> dict[str, Any]:
         return {"jsonrpc": "2.0", "method": method, "params": {"requestId": request_id}, **extra}
 
-    with calls_.tracking("s1", 7, first), calls_.tracking("s1", "8", second):
-        assert calls_.any_in("s1") and not calls_.any_in("s2")
-        for ignored in (
-            [cancel(7)],
-            cancel(9),
-            cancel(7, method="notifications/progress"),
-            cancel(7, id=1),
-            cancel(True),
-            "garbage",
-        ):
-            calls_.cancel_from("s2" if ignored == [cancel(7)] else "s1", ignored)
-        assert not first.cancelled() and not second.cancelled()
-        calls_.cancel_from(
-            "s1", [{"jsonrpc": "2.0", "method": "ping", "id": 3}, cancel(8)]
-        )  # a batch; "8" and 8 are one id
-        assert second.cancelled() and second in calls_.cancelled and not first.cancelled()
-        calls_.cancel_from("s1", cancel("7"))
-        assert first.cancelled()
-    assert not calls_.any_in("s1") and not calls_.cancelled
+    assert cancels(cancel(7)) == (7,)
+    assert cancels(cancel("8")) == (8,)  # "8" and 8 are one id, as in the SDK's dispatcher
+    assert cancels([{"jsonrpc": "2.0", "method": "ping", "id": 3}, cancel(8)]) == (8,)  # a batch
+    for ignored in (cancel(7, method="notifications/progress"), cancel(7, id=1), cancel(True), "garbage"):
+        assert cancels(ignored) == (), ignored
+    assert cancels(cancel(7), session=None) == ()  # no session: nothing of its calls to cancel
 
 
 @pytest.mark.integration
@@ -101,12 +87,12 @@ async def test_a_plain_legacy_call_is_answered_as_the_sdk_answers_it(serve: Any,
         for case, (tool, arguments) in CASES.items():
             answers = []
             for enabled in (True, False):
-                fast.enabled = lambda on=enabled: on
-                before = fast.taken
+                fast.answering = enabled
+                before = fast.answered["tools/call"]
                 answers.append(
                     await answer_of(http, running.url, legacy_call(tool, arguments=arguments), session_headers)
                 )
-                assert fast.taken - before == (1 if enabled else 0), case
+                assert fast.answered["tools/call"] - before == (1 if enabled else 0), case
             assert answers[0] == answers[1], case
             status, content_type, session_id, message = answers[0]
             assert (status, content_type, session_id) == (200, "application/json", session_headers["mcp-session-id"]), (
@@ -120,11 +106,11 @@ async def test_a_plain_legacy_call_is_answered_as_the_sdk_answers_it(serve: Any,
 async def test_an_sdk_client_of_the_legacy_family_is_served_by_the_fast_path(serve: Any, fleet: Fleet) -> None:
     async with serve([fleet.entry("alpha", protocol="legacy")]) as running, mcp_client(running.url, "legacy") as client:
         fast = fast_path(running)
-        fast.enabled = lambda: True
+        fast.answering = True
         for text in ("one", "two", "three"):
             result = await client.call_tool("alpha_echo", {"text": text})
             assert result.content[0].text == text and not result.is_error
-        assert fast.taken == 3
+        assert fast.answered["tools/call"] == 3
         # One backend session for this client session, as through the SDK's path.
         assert running.aggregator.gateway.upstreams["alpha"].open_sessions == 1
 
@@ -133,14 +119,15 @@ async def test_an_sdk_client_of_the_legacy_family_is_served_by_the_fast_path(ser
 async def test_an_sdk_client_that_cancels_a_call_cancels_it_at_the_backend(serve: Any, fleet: Fleet) -> None:
     async with serve([fleet.entry("alpha", protocol="legacy")]) as running, mcp_client(running.url, "legacy") as client:
         fast = fast_path(running)
-        fast.enabled = lambda: True
+        fast.answering = True
         assert (await client.call_tool("alpha_echo", {"text": "warm"})).content[
             0
         ].text == "warm"  # the backend session is open
         before, sent = calls("slow", "cancelled"), upstream_requests()
         call = asyncio.ensure_future(client.call_tool("alpha_slow", {"seconds": 30}))  # no progress: the fast path
         await async_wait_until(
-            lambda: fast.taken == 2 and upstream_requests() > sent, what="the call to reach the backend"
+            lambda: fast.answered["tools/call"] == 2 and upstream_requests() > sent,
+            what="the call to reach the backend",
         )
         call.cancel()
         await async_wait_until(
@@ -160,28 +147,28 @@ async def test_a_call_in_flight_holds_the_session_and_the_idle_countdown_restart
         httpx2.AsyncClient(trust_env=False, timeout=30) as http,
     ):
         fast = fast_path(running)
-        fast.enabled = lambda: True
+        fast.answering = True
         session_headers = await legacy_session(http, running.url)
         session_id = session_headers["mcp-session-id"]
         slow = asyncio.ensure_future(
             answer_of(http, running.url, legacy_call("alpha_slow", arguments={"seconds": 2.5}), session_headers)
         )
         await async_wait_until(
-            lambda: fast.taken == 1 and running.aggregator.sessions.in_flight().get(session_id) == 1,
+            lambda: fast.answered["tools/call"] == 1 and running.aggregator.sessions.in_flight().get(session_id) == 1,
             what="the call to be in flight",
         )
         status, _, _, message = await slow
         assert status == 200 and message["result"]["content"][0]["text"] == "slept 2.5s"
-        assert session_id in sdk_sessions(running) and session_id in running.aggregator.sessions
+        assert sdk_has(running, session_id) and session_id in running.aggregator.sessions
         assert running.aggregator.sessions.in_flight()[session_id] == 0
         status, _, _, message = await answer_of(http, running.url, legacy_call("alpha_echo"), session_headers)
         assert status == 200 and message["result"]["content"][0]["text"] == "hi"
         await async_wait_until(
-            lambda: session_id not in sdk_sessions(running), timeout=10, what="the idle session to expire in the SDK"
+            lambda: not sdk_has(running, session_id), timeout=10, what="the idle session to expire in the SDK"
         )
         expired = await http.post(running.url, content=legacy_call("alpha_echo"), headers=session_headers)
         assert expired.status_code == 404
-        assert fast.taken == 2
+        assert fast.answered["tools/call"] == 2
 
 
 @pytest.mark.integration
@@ -194,8 +181,8 @@ async def test_notifications_cancelled_cancels_a_call_in_flight_as_the_sdk_does(
         session_headers = await legacy_session(http, running.url)
         answers = []
         for enabled in (True, False):
-            fast.enabled = lambda on=enabled: on
-            before, taken, sent = calls("slow", "cancelled"), fast.taken, upstream_requests()
+            fast.answering = enabled
+            before, taken, sent = calls("slow", "cancelled"), fast.answered["tools/call"], upstream_requests()
             slow = asyncio.ensure_future(
                 answer_of(
                     http,
@@ -217,23 +204,6 @@ async def test_notifications_cancelled_cancels_a_call_in_flight_as_the_sdk_does(
             await async_wait_until(
                 lambda: calls("slow", "cancelled") == before + 1, what="the backend call to end cancelled"
             )
-            assert fast.taken - taken == (1 if enabled else 0)
+            assert fast.answered["tools/call"] - taken == (1 if enabled else 0)
         assert answers[0] == answers[1]
         assert answers[0][3]["error"] == {"code": -32800, "message": "Request cancelled"}
-
-
-@pytest.mark.integration
-async def test_without_the_sdk_transport_fields_the_call_goes_to_the_sdk(serve: Any, fleet: Fleet) -> None:
-    async with (
-        serve([fleet.entry("alpha", protocol="modern")]) as running,
-        httpx2.AsyncClient(trust_env=False, timeout=30) as http,
-    ):
-        fast = fast_path(running)
-        fast.enabled = lambda: True
-        session_headers = await legacy_session(http, running.url)
-        transport = sdk_sessions(running)[session_headers["mcp-session-id"]]
-        assert fast.transports.of(session_headers["mcp-session-id"]) is transport
-        fast.transports = SdkTransports(lambda: None)  # what a changed SDK looks like to it
-        status, _, _, message = await answer_of(http, running.url, legacy_call("alpha_echo"), session_headers)
-        assert status == 200 and message["result"]["content"][0]["text"] == "hi"
-        assert fast.taken == 0

@@ -1,5 +1,5 @@
-"""List pages kept until the merged catalog changes (aggregator/list_cache.py): real demo backends, the
-aggregator in process, real SDK clients of both families and raw JSON-RPC."""
+"""List pages kept on the merged catalog they were made from (aggregator/list_pages.py): real demo backends,
+the aggregator in process, real SDK clients of both families and raw JSON-RPC."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from tests.aggregator.conftest import Fleet, Running, tool_names
 from tests.aggregator.support import FAMILIES, MODERN, MODERN_ENVELOPE, MODERN_HEADERS, dump, mcp_client, post_jsonrpc
-from xds_control.aggregator.list_cache import KeptPages, ListPageCache
+from xds_control.aggregator.list_pages import EVERYONE, ListPages
 from xds_control.view import BackendState
 
 pytestmark = pytest.mark.integration
@@ -17,15 +17,9 @@ pytestmark = pytest.mark.integration
 ENVELOPE = MODERN_ENVELOPE
 
 
-def cache_of(running: Running) -> ListPageCache:
-    (cache,) = [m for m in running.aggregator.server.middleware if isinstance(m, ListPageCache)]
-    return cache
-
-
 def kept_hits(running: Running) -> int:
-    """Pages answered from what is kept: by the SDK's middleware, or (plain modern requests) by the fast path."""
-    assert running.aggregator.fast_calls is not None
-    return cache_of(running).hits + running.aggregator.fast_calls.lists.pages.hits
+    """Pages answered from the current catalog's memo."""
+    return running.aggregator.gateway.catalog.pages.hits
 
 
 async def raw_list(url: str, method: str, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -87,35 +81,31 @@ async def test_params_are_still_checked_and_errors_never_kept(serve: Any, fleet:
             assert stale["error"]["code"] == -32602, stale
 
 
-async def test_at_most_max_pages_are_kept(serve: Any, fleet: Fleet) -> None:
-    async with serve([fleet.entry("many")]) as running:
-        assert running.aggregator.fast_calls is not None
-        kept = (
-            cache_of(running).pages,
-            running.aggregator.fast_calls.lists.pages,
-        )  # the SDK's middleware, the fast path
-        for pages in kept:
-            pages.max_pages = 2
-        async with mcp_client(running.url, MODERN) as client:
-            cursor = None
-            for _ in range(3):  # 250 tools, 100 a page: three pages
-                page = await client.list_tools(cursor=cursor)
-                cursor = page.next_cursor
-            assert cursor is None
-            assert [len(pages) for pages in kept] == [2, 2]
-            hits = kept_hits(running)
-            await client.list_tools()  # the first page was the least recently used: gone
-            assert kept_hits(running) == hits
+async def test_a_new_catalog_starts_with_no_pages(serve: Any, fleet: Fleet) -> None:
+    async with (
+        serve([fleet.entry("many"), fleet.entry("weather")]) as running,
+        mcp_client(running.url, MODERN) as client,
+    ):
+        await client.list_tools()
+        before = running.aggregator.gateway.catalog
+        assert len(before.pages) == 1
+        await running.set_state("weather", BackendState.UNHEALTHY)
+        after = running.aggregator.gateway.catalog
+        assert after is not before and len(after.pages) == 0
+        await client.list_tools()
+        assert len(after.pages) == 1
 
 
-def test_kept_bytes_pages_stay_within_their_byte_budget() -> None:
-    catalog, other = object(), object()
-    pages = KeptPages(100, max_bytes=250)
-    assert pages.get(catalog, ("tools/list", MODERN, None)) is None
+def test_kept_pages_stay_within_their_byte_budget() -> None:
+    pages = ListPages(max_bytes=250)
+    key = (EVERYONE, "tools/list", MODERN, 100)
+    assert pages.get((*key, None)) is None
     for cursor in ("a", "b", "c"):
-        pages.keep(catalog, ("tools/list", MODERN, cursor), b"x" * 100)
+        pages.keep((*key, cursor), b"x" * 100)
     assert len(pages) == 2  # 300 bytes > 250: the least recently used ("a") went
-    assert pages.get(catalog, ("tools/list", MODERN, "a")) is None
-    assert pages.get(catalog, ("tools/list", MODERN, "c")) == b"x" * 100 and pages.hits == 1
-    pages.keep(other, ("tools/list", MODERN, "d"), b"y")  # made from a catalog that is no longer current: dropped
-    assert pages.get(other, ("tools/list", MODERN, "d")) is None and len(pages) == 0  # a new catalog empties them
+    assert pages.get((*key, "a")) is None
+    assert pages.get((*key, "c")) == b"x" * 100 and pages.hits == 1
+    pages.keep((*key, "d"), b"y" * 300)  # larger than the whole budget: never kept
+    assert pages.get((*key, "d")) is None and len(pages) == 2
+    pages.keep(("a grant set", *key[1:], None), b"z")  # another audience's page sits beside them
+    assert pages.get(("a grant set", *key[1:], None)) == b"z" and pages.get((*key, None)) is None

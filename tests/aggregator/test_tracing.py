@@ -183,6 +183,7 @@ class Recorder:
 class Stack:
     url: str
     recorders: dict[str, Recorder]
+    aggregator: Aggregator
 
 
 @contextlib.asynccontextmanager
@@ -212,7 +213,7 @@ async def tracing_stack(tmp_path: Path) -> AsyncIterator[Stack]:
         await stack.enter_async_context(aggregator.running())
         await aggregator.wait_for_view(plane.store.version)
         url = await stack.enter_async_context(aggregator.serving(config.aggregator.address, config.aggregator.port))
-        yield Stack(url, recorders)
+        yield Stack(url, recorders, aggregator)
 
 
 @pytest.fixture
@@ -323,8 +324,10 @@ async def test_a_traceparent_header_alone_joins_the_trace_and_meta_wins_over_it(
 ) -> None:
     async with tracing_stack(tmp_path) as stack:
         recorder = stack.recorders["rec-modern"]
+        answered = stack.aggregator.endpoint.answered["tools/call"]
         answer = await raw_modern_call(stack.url, "rec-modern_echo_meta", headers={"traceparent": HEADER_PARENT})
         assert "error" not in answer, answer
+        assert stack.aggregator.endpoint.answered["tools/call"] == answered + 1  # tracing on: the same path
         (call,) = recorder.calls[-1:]
         assert trace_id_of(call["header"]) == TRACE_ID == trace_id_of(call["meta"])
         spans = await finished(exporter, int(TRACE_ID, 16), CALL_SPAN)

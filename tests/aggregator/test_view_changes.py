@@ -14,6 +14,7 @@ from tests.aggregator.conftest import Fleet, legacy_listener, tool_names
 from tests.aggregator.support import FAMILIES, MODERN, mcp_client, next_event
 from tests.support.waiting import async_wait_until
 from xds_control.aggregator import BACKEND_UNAVAILABLE
+from xds_control.errors import BackendError
 from xds_control.view import BackendState
 
 pytestmark = pytest.mark.integration
@@ -82,7 +83,7 @@ async def test_a_fast_failure_is_decided_without_the_network(serve: Any, fleet: 
         params = {"name": "weather_get_forecast", "arguments": {}}
         before = upstream_requests("weather")
         for _ in range(5):
-            with pytest.raises(MCPError) as info:
+            with pytest.raises(BackendError) as info:
                 await gateway.call("tools/call", "tools", "weather_get_forecast", params, client_key=None)
             assert info.value.code == BACKEND_UNAVAILABLE and info.value.data["backend"] == "weather"
         assert upstream_requests("weather") == before

@@ -25,6 +25,7 @@ BENCHMARKS = {
     "xds_push": (["bench/xds_push.py", "--flips", "3", "--sizes", "1", "--cold", "1"], ["flip->ACK  backends=   1", "cold start clusters=1"]),
     "relay_floor": (["bench/aggregator/relay_floor.py", "--calls", "5", "--seconds", "1", "--blocks", "2"], ["relay", "interleaved with direct calls"]),
     "hostile": (["bench/hostile.py", "--small", "--only", "admin-report-outcomes"], ["admin-report-outcomes", "targets: stall < 100 ms"]),
+    "sessions": (["bench/aggregator/sessions.py", "--sessions", "20"], ["opening  sessions: 20", "settled sessions again"]),
     "edge_post": (["bench/aggregator/edge_post.py", "--rounds", "1", "--requests", "5"], ["lean   CPU ms per request", "the plain POST saves"]),
     "tools_list": (
         ["bench/aggregator/tools_list.py", "--tools", "40", "--backends", "2", "--rounds", "3"],

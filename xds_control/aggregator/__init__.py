@@ -1,9 +1,10 @@
 """The MCP aggregation sidecar: one MCP endpoint merging every routable backend, from the control plane's view.
 
     catalog.py       merged catalog: naming, conflicts, filters, routes, hashes (pure)
+    list_pages.py    the serialized list pages kept on each merged catalog
     pagination.py    opaque cursors over a merged list (pure)
     coalesce.py      when to send list_changed (pure, clock injected)
-    rpc_errors.py    the aggregator's JSON-RPC error codes
+    rpc_errors.py    the aggregator's JSON-RPC error codes and its errors about backends
     view_source.py   ViewSource seam (admin Watch stream / in-process ViewStore), follower with backoff
     auth.py          outgoing credentials, auth retry sequences, auth breaker
     upstream.py      the one upstream interface: calls to a backend, both families; error mapping
@@ -12,12 +13,14 @@
     sdk_transport.py the httpx2 transport the SDK client of legacy backend sessions needs
     modern_request.py  a request to a 2026-07-28 backend as one plain JSON-RPC POST
     gateway.py       lists with the failure mode, call routing
-    sessions.py      legacy client sessions (for notifications and session cleanup)
+    inbound.py       which requests the endpoint answers and which the SDK (pure)
+    sessions.py      the legacy client sessions the server issued (pure, clock passed in)
+    endpoint.py      /mcp: classify, keep the sessions, answer plain requests, hand the rest to the SDK
+    sdk_compat.py    everything taken from the MCP SDK beyond its documented API
     notify.py        list_changed to legacy sessions and modern listen streams
     outcomes.py      data-path outcome batches for the control plane
     mcp_server.py    the SDK low-level Server serving both protocol families
-    http_app.py      ASGI app: /mcp, /healthz, body limit, session tracking, allowed hosts
-    fastpath.py      plain 2026-07-28 tools/call answered before the SDK's HTTP stack
+    http_app.py      the SDK's HTTP app, /healthz, allowed hosts
     service.py       Aggregator (wiring, running, serving) and serve_forever(config)
     metrics.py       Prometheus metrics
 

@@ -26,8 +26,9 @@ from opentelemetry import trace
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from xds_control.aggregator import metrics
-from xds_control.aggregator.rpc_errors import AUTH, GatewayError
+from xds_control.aggregator.rpc_errors import AUTH
 from xds_control.config import AuthConfig
+from xds_control.errors import BackendError
 
 T = TypeVar("T")
 tracer = trace.get_tracer("xds_control.aggregator")
@@ -110,7 +111,7 @@ class AuthBreaker:
 
 
 def _is_auth(exc: BaseException) -> bool:
-    return isinstance(exc, GatewayError) and exc.outcome == AUTH
+    return isinstance(exc, BackendError) and exc.outcome == AUTH
 
 
 async def with_auth_retry(
@@ -127,7 +128,7 @@ async def with_auth_retry(
     seen = credential.version
     try:
         result = await attempt()
-    except GatewayError as exc:
+    except BackendError as exc:
         if exc.outcome != AUTH:
             raise
         failure = exc
@@ -138,7 +139,7 @@ async def with_auth_retry(
     if not breaker.try_acquire():
         metrics.AUTH_RETRIES.labels(backend=backend, result="breaker_open").inc()
         data = {**(failure.data or {}), "auth_breaker": "open", "retry_after": breaker.retry_after}
-        raise GatewayError(failure.code, failure.message, data, AUTH) from None
+        raise BackendError(failure.code, failure.message, data, AUTH) from None
     with tracer.start_as_current_span(
         "xds_control.aggregator.auth_retry", attributes={"backend": backend, "retries.max": retries}
     ) as span:
@@ -156,7 +157,7 @@ async def with_auth_retry(
                     await credential.refresh(seen)
                     seen = credential.version
                     result = await attempt()
-        except GatewayError as exc:
+        except BackendError as exc:
             if exc.outcome != AUTH:
                 breaker.release()
                 raise

@@ -41,6 +41,7 @@ from typing import Any, Literal
 
 from mcp.shared.uri_template import InvalidUriTemplate, UriTemplate
 
+from xds_control.aggregator.list_pages import ListPages
 from xds_control.config import BackendConfig, Config
 from xds_control.errors import ConfigIssue
 from xds_control.view import BackendStatus, BreakerState, Catalog, remaining
@@ -119,6 +120,8 @@ class MergedCatalog:
     templates: tuple[_Template, ...] = ()
     shadow_templates: tuple[tuple[UriTemplate, str], ...] = ()
     prefixes: tuple[tuple[str, str], ...] = ()  # (prefix, backend), longest first
+    # The serialized list pages of this catalog (list_pages.py): made with it, so a new catalog starts empty.
+    pages: ListPages = field(default_factory=ListPages, init=False, compare=False, repr=False)
 
     @property
     def hashes(self) -> dict[Kind, str]:

@@ -29,12 +29,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import mcp_types as types
-from jsonschema import SchemaError, validators
 from mcp.shared.exceptions import MCPError
 from mcp.shared.inbound import find_invalid_x_mcp_header, mcp_param_headers, x_mcp_header_map
 from opentelemetry.trace import Span
 
 from xds_control.aggregator import metrics
+from xds_control.aggregator.arguments import checkable, checker
 from xds_control.aggregator.catalog import (
     KINDS,
     Kind,
@@ -48,11 +48,11 @@ from xds_control.aggregator.catalog import (
 )
 from xds_control.aggregator.outcomes import OutcomeBatcher
 from xds_control.aggregator.pagination import PAGE_SIZE, CursorError, page
-from xds_control.aggregator.rpc_errors import OK, GatewayError, from_unavailable, list_unavailable
+from xds_control.aggregator.rpc_errors import OK, caller_error, from_unavailable, list_unavailable
 from xds_control.aggregator.tracing import call_span, finish
 from xds_control.aggregator.upstream import BackendUpstream, ProgressFn, Spawn, UpstreamUrl, clean_params
 from xds_control.config import Config
-from xds_control.errors import ConfigError
+from xds_control.errors import BackendError, CallerError, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -70,14 +70,6 @@ _WHAT: Mapping[Kind, str] = {
     "resources": "resource",
     "resource_templates": "resource template",
 }
-
-
-class _CallerError(MCPError):
-    """An error the gateway answers itself, before anything reaches a backend; `outcome` names it on the call span."""
-
-    def __init__(self, outcome: str, code: int, message: str, data: Any = None) -> None:
-        super().__init__(code, message, data)
-        self.outcome = outcome
 
 
 class Gateway:
@@ -165,8 +157,9 @@ class Gateway:
 
     # -- lists ----------------------------------------------------------------------------------
 
-    def list_page(self, kind: Kind, cursor: str | None) -> dict[str, Any]:
-        catalog = self.catalog
+    def list_page(self, kind: Kind, cursor: str | None, *, catalog: MergedCatalog | None = None) -> dict[str, Any]:
+        """One page of a merged list (of `catalog`, default the current one) with the failure mode applied."""
+        catalog = catalog or self.catalog
         if self.config.aggregator.failure_mode == "fail" and catalog.configured:
             required = [u for u in catalog.unavailable if u.required]
             if required:
@@ -176,7 +169,9 @@ class Gateway:
         try:
             items, next_cursor = page(catalog.lists[kind], cursor, self.page_size)
         except CursorError as exc:
-            raise MCPError(types.INVALID_PARAMS, str(exc), {"cursor": cursor, "reason": exc.reason}) from None
+            raise caller_error(
+                "bad_cursor", types.INVALID_PARAMS, str(exc), {"cursor": cursor, "reason": exc.reason}
+            ) from None
         result: dict[str, Any] = {RESULT_KEY[kind]: list(items), "resultType": "complete"}
         if next_cursor is not None:
             result["nextCursor"] = next_cursor
@@ -210,10 +205,10 @@ class Gateway:
                 )
                 outcome = "tool_error" if result.get("isError") is True else OK
                 return result
-            except GatewayError as exc:
+            except BackendError as exc:
                 outcome, category = exc.outcome, (exc.data or {}).get("category") or (exc.data or {}).get("state")
                 raise
-            except _CallerError as exc:
+            except CallerError as exc:
                 outcome = exc.outcome
                 raise
             except MCPError:
@@ -246,8 +241,8 @@ class Gateway:
                 metrics.CALLS.labels(backend=owner.backend, method=method, tool=label, outcome="unavailable").inc()
                 raise from_unavailable(owner)
             if kind == "resources":
-                raise _CallerError("not_found", RESOURCE_NOT_FOUND, "Resource not found", {"uri": key})
-            raise _CallerError(
+                raise caller_error("not_found", RESOURCE_NOT_FOUND, "Resource not found", {"uri": key})
+            raise caller_error(
                 "unknown_name", types.INVALID_PARAMS, f"Unknown {_WHAT[kind]}: {key}", {_WHAT[kind]: key}
             )
         span.set_attributes({"backend": route.backend, "original": route.original})
@@ -269,7 +264,7 @@ class Gateway:
             )
             outcome = "tool_error" if result.get("isError") is True else OK
             return result
-        except GatewayError as exc:
+        except BackendError as exc:
             outcome, category = exc.outcome, (exc.data or {}).get("category")
             raise
         except MCPError:
@@ -285,13 +280,13 @@ class Gateway:
         if tool not in self._validators:
             self._validators[tool] = self._validator(tool)
         validator = self._validators[tool]
-        if validator is None:
+        if validator is None or not checkable(arguments):
             return
         errors = sorted(validator.iter_errors(dict(arguments or {})), key=lambda e: list(e.absolute_path))
         if errors:
             shown = [{"path": "/".join(str(p) for p in e.absolute_path), "message": e.message} for e in errors[:5]]
             message = f"Invalid arguments for tool {tool!r}: {errors[0].message}"
-            raise _CallerError("invalid_arguments", types.INVALID_PARAMS, message, {"tool": tool, "errors": shown})
+            raise caller_error("invalid_arguments", types.INVALID_PARAMS, message, {"tool": tool, "errors": shown})
 
     def _param_headers(self, tool: str, arguments: Mapping[str, Any] | None) -> dict[str, str] | None:
         """The `Mcp-Param-*` headers a 2026-07-28 backend requires for this call: arguments its tool's
@@ -312,18 +307,9 @@ class Gateway:
         return schema if isinstance(schema, Mapping) else None
 
     def _validator(self, tool: str) -> Any:
-        """A compiled validator for the tool's inputSchema, or None when it has none or it is not a valid schema."""
+        """A validator for the tool's inputSchema (arguments.py: linear time), or None when it is not checked here."""
         schema = self.tool_schema(tool)
-        if schema is None:
-            return None
-        schema = dict(schema)
-        try:
-            cls = validators.validator_for(schema)
-            cls.check_schema(schema)
-            return cls(schema)
-        except SchemaError:
-            log.warning("a tool's inputSchema is not a valid JSON Schema; arguments go unchecked", extra={"tool": tool})
-            return None
+        return checker(schema, tool) if schema is not None else None
 
     # -- lifecycle ------------------------------------------------------------------------------
 

@@ -15,9 +15,12 @@ Neither family is told `resources.subscribe`: backends' resource updates are
 not relayed, so a listen request's resource subscriptions are left out of its
 acknowledgement, and legacy `resources/subscribe` is not a method here.
 
-A server middleware remembers every legacy session that sends a request, for
-the notifier (sessions.py); another, outermost, lets an HTTP `traceparent`
-header stand in for a missing `_meta.traceparent` (tracing.py).
+Server middleware, outermost first: an HTTP `traceparent` header stands in
+for a missing `_meta.traceparent` (tracing.py); the SDK's span; the SDK's
+session object of a legacy session handed to the session table (for
+notifications and the endpoint's answers); the aggregator's own errors turned
+into the SDK's (sdk_compat.py). The endpoint (endpoint.py) runs the same chain
+around the requests it answers itself while spans are exported.
 """
 
 from __future__ import annotations
@@ -35,8 +38,8 @@ from pydantic import BaseModel
 
 from xds_control.aggregator import metrics
 from xds_control.aggregator.gateway import Gateway
-from xds_control.aggregator.list_cache import ListPageCache
-from xds_control.aggregator.sessions import ClientSessions
+from xds_control.aggregator.sdk_compat import errors_to_sdk
+from xds_control.aggregator.sessions import SessionTable
 from xds_control.aggregator.tracing import TraceHeaderMiddleware, exporting, passthrough
 from xds_control.aggregator.upstream import ProgressFn
 
@@ -125,7 +128,7 @@ def trace_context(ctx: ServerRequestContext[Any, Any]) -> dict[str, str] | None:
     return passthrough(ctx.meta, ctx.request.headers if ctx.request is not None else None)  # type: ignore[arg-type]
 
 
-def build_server(gateway: Gateway, sessions: ClientSessions, bus: InMemorySubscriptionBus) -> Server[Any]:
+def build_server(gateway: Gateway, sessions: SessionTable, bus: InMemorySubscriptionBus) -> Server[Any]:
     def cursor(params: types.PaginatedRequestParams | None) -> str | None:
         return params.cursor if params is not None else None
 
@@ -174,7 +177,7 @@ def build_server(gateway: Gateway, sessions: ClientSessions, bus: InMemorySubscr
     async def track_sessions(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         session_id = client_key(ctx)
         if session_id:
-            sessions.seen(session_id, ctx.session)
+            sessions.attach(session_id, ctx.session)
         return await call_next(ctx)
 
     server = _AggregatorServer(
@@ -201,7 +204,5 @@ def build_server(gateway: Gateway, sessions: ClientSessions, bus: InMemorySubscr
     )
     server.middleware.insert(0, TraceHeaderMiddleware())  # outermost: before the SDK's span middleware reads `_meta`
     server.middleware.append(track_sessions)
-    server.middleware.append(
-        ListPageCache(lambda: gateway.catalog)
-    )  # innermost: sessions are tracked and spans made first
+    server.middleware.append(errors_to_sdk)  # innermost: the SDK's span and wire mapping see the SDK's error type
     return server

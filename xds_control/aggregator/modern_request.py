@@ -165,7 +165,7 @@ def _result(message: Any, method: str, version: str) -> dict[str, Any]:
 
 class Sieved(dict[str, Any]):
     """A result already validated against, and shaped by, `version`'s schema: a modern client of the same
-    version gets it without a second pass (fastpath)."""
+    version gets it without a second pass (endpoint.py)."""
 
     __slots__ = ("version",)
 

@@ -24,15 +24,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from mcp.shared.exceptions import MCPError
-
 from xds_control.aggregator.catalog import Unavailable
+from xds_control.errors import BackendError, CallerError
 
 BACKEND_UNAVAILABLE = -32050
 BACKEND_FAILED = -32051
 BACKEND_TIMEOUT = -32052
 BACKEND_AUTH_FAILED = -32053
-GATEWAY_CODES = frozenset({BACKEND_UNAVAILABLE, BACKEND_FAILED, BACKEND_TIMEOUT, BACKEND_AUTH_FAILED})
 
 # Outcome categories (call metrics and data-path reports to the control plane).
 OK = "ok"
@@ -61,61 +59,67 @@ CATEGORY_OUTCOME = {
 }
 
 
-class GatewayError(MCPError):
-    """An error about a backend that the aggregator raises itself. `outcome` feeds metrics and reports."""
+GatewayError = BackendError  # the name upstream*.py raise and catch it by
 
-    outcome: str = TRANSPORT
-
-    def __init__(self, code: int, message: str, data: dict[str, Any], outcome: str) -> None:
-        super().__init__(code, message, data)
-        self.outcome = outcome
-
-    @property
-    def backend(self) -> str:
-        return str((self.data or {}).get("backend", ""))
+# Every error about a backend ends with what to do: where the operator sees why.
+ADVICE = "`xds-control admin backends` shows why"
 
 
-def backend_unavailable(backend: str, state: str, retry_after: float | None = None, **extra: Any) -> GatewayError:
+def _retry(retry_after: float | None) -> str:
+    return f", next chance in {retry_after:.0f}s" if isinstance(retry_after, int | float) and retry_after > 0 else ""
+
+
+def backend_unavailable(backend: str, state: str, retry_after: float | None = None, **extra: Any) -> BackendError:
     data = {"backend": backend, "state": state, "retry_after": retry_after, **extra}
-    return GatewayError(BACKEND_UNAVAILABLE, f"backend {backend!r} is unavailable (state: {state})", data, UNAVAILABLE)
+    message = f"backend {backend!r} is unavailable (state: {state}{_retry(retry_after)}); {ADVICE}"
+    return BackendError(BACKEND_UNAVAILABLE, message, data, UNAVAILABLE)
 
 
-def from_unavailable(unavailable: Unavailable) -> GatewayError:
+def from_unavailable(unavailable: Unavailable) -> BackendError:
     return backend_unavailable(unavailable.backend, unavailable.state, unavailable.retry_after)
 
 
-def list_unavailable(kind: str, missing: Sequence[Unavailable], *, reason: str) -> MCPError:
+def list_unavailable(kind: str, missing: Sequence[Unavailable], *, reason: str) -> BackendError:
     """`failure_mode: fail`: a list request refused because `reason` (names every unavailable backend)."""
-    names = ", ".join(f"{u.backend} ({u.state})" for u in missing)
-    return MCPError(
+    names = ", ".join(f"{u.backend} ({u.state}{_retry(u.retry_after)})" for u in missing)
+    return BackendError(
         BACKEND_UNAVAILABLE,
-        f"cannot list {kind.replace('_', ' ')}: {reason}: {names}",
+        f"cannot list {kind.replace('_', ' ')}: {reason}: {names}; {ADVICE}",
         {"unavailable": [u.to_json() for u in missing]},
+        UNAVAILABLE,
     )
 
 
-def backend_failed(backend: str, category: str, *, status: int | None = None, detail: str = "") -> GatewayError:
+def backend_failed(backend: str, category: str, *, status: int | None = None, detail: str = "") -> BackendError:
     outcome = CATEGORY_OUTCOME.get(category, TRANSPORT)
     if category == "no_healthy_upstream":
         return backend_unavailable(backend, "no_healthy_upstream", category=category, status=status)
     if category == "timeout":
-        return GatewayError(
+        return BackendError(
             BACKEND_TIMEOUT,
-            f"backend {backend!r} did not answer in time",
+            f"backend {backend!r} did not answer in time; {ADVICE}",
             {"backend": backend, "category": category},
             TIMEOUT,
         )
     if category == "authentication_failed":
         data = {"backend": backend, "category": category, "status": status}
-        return GatewayError(
-            BACKEND_AUTH_FAILED, f"backend {backend!r} rejected the gateway's credentials (HTTP {status})", data, AUTH
+        return BackendError(
+            BACKEND_AUTH_FAILED,
+            f"backend {backend!r} rejected the gateway's credentials (HTTP {status}): check backends[].auth; {ADVICE}",
+            data,
+            AUTH,
         )
     data: dict[str, Any] = {"backend": backend, "category": category}
     if status is not None:
         data["status"] = status
     text = f"backend {backend!r} failed: {category.replace('_', ' ')}" + (f" (HTTP {status})" if status else "")
     detail = detail or _DETAILS.get(category, "")
-    return GatewayError(BACKEND_FAILED, text + (f": {detail}" if detail else ""), data, outcome)
+    return BackendError(BACKEND_FAILED, text + (f": {detail}" if detail else "") + f"; {ADVICE}", data, outcome)
+
+
+def caller_error(outcome: str, code: int, message: str, data: Any = None) -> CallerError:
+    """An error about the request itself (`outcome`: unknown_name, invalid_arguments, not_found, bad_cursor)."""
+    return CallerError(code, message, data, outcome)
 
 
 _DETAILS = {
@@ -126,6 +130,7 @@ _DETAILS = {
 }
 
 
-def backend_timeout(backend: str, timeout: float) -> GatewayError:
+def backend_timeout(backend: str, timeout: float) -> BackendError:
     data = {"backend": backend, "category": "timeout", "timeout": timeout}
-    return GatewayError(BACKEND_TIMEOUT, f"backend {backend!r} did not answer within {timeout:g}s", data, TIMEOUT)
+    message = f"backend {backend!r} did not answer within {timeout:g}s (aggregator.call_timeout); {ADVICE}"
+    return BackendError(BACKEND_TIMEOUT, message, data, TIMEOUT)

@@ -30,14 +30,14 @@ import uvicorn
 from mcp.server.subscriptions import InMemorySubscriptionBus
 
 from xds_control.aggregator.coalesce import DEFAULT_WINDOW, ChangeCoalescer
-from xds_control.aggregator.fastpath import FastPath
+from xds_control.aggregator.endpoint import DEFAULT_MAX_REQUEST_BYTES, MCP_PATH, Endpoint
 from xds_control.aggregator.gateway import Gateway
-from xds_control.aggregator.http_app import DEFAULT_MAX_REQUEST_BYTES, MCP_PATH, build_asgi_app, transport_security
+from xds_control.aggregator.http_app import build_sdk_app, inbound_rules
 from xds_control.aggregator.mcp_server import build_server
 from xds_control.aggregator.notify import ChangeNotifier
 from xds_control.aggregator.outcomes import OutcomeBatcher, report_outcomes_forever
 from xds_control.aggregator.pagination import PAGE_SIZE
-from xds_control.aggregator.sessions import DEFAULT_IDLE_TIMEOUT, ClientSessions
+from xds_control.aggregator.sessions import SessionTable
 from xds_control.aggregator.upstream import UpstreamUrl, egress_upstream_url
 from xds_control.aggregator.view_source import AdminViewSource, Backoff, ViewFollower, ViewSource, ViewUpdate
 from xds_control.config import Config
@@ -62,7 +62,7 @@ class Aggregator:
         coalesce_window: float = DEFAULT_WINDOW,
         report_interval: float = 1.0,
         backoff: Backoff | None = None,
-        session_idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        session_idle_timeout: float | None = None,
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     ) -> None:
         self.config = config
@@ -77,28 +77,29 @@ class Aggregator:
             page_size=page_size,
             outcomes=self.outcomes,
         )
-        self.sessions = ClientSessions(self.gateway.client_session_closed, idle_timeout=session_idle_timeout)
+        limits = config.aggregator
+        self.sessions = SessionTable(
+            self.gateway.client_session_closed,
+            idle_timeout=session_idle_timeout if session_idle_timeout is not None else limits.session_idle_timeout,
+            init_timeout=limits.session_init_timeout,
+            max_sessions=limits.max_sessions,
+            max_opening=limits.max_opening_sessions,
+        )
         self.bus = InMemorySubscriptionBus()
         self.notifier = ChangeNotifier(
             ChangeCoalescer(self.gateway.catalog.hashes, coalesce_window), self.sessions.notifiable, self.bus
         )
         self.follower = ViewFollower(source, self._apply, backoff=backoff)
         self.server = build_server(self.gateway, self.sessions, self.bus)
-        self.fast_calls: FastPath | None = None
-        self.app = build_asgi_app(
-            config,
-            self.server,
-            self.sessions,
-            health=self.health,
+        self.endpoint = Endpoint(
+            build_sdk_app(config, self.server, health=self.health, max_request_bytes=max_request_bytes),
+            gateway=self.gateway,
+            server=self.server,
+            sessions=self.sessions,
+            rules=inbound_rules(config, self.gateway.tool_schema),
             max_request_bytes=max_request_bytes,
-            front=self._fast_calls,
         )
-
-    def _fast_calls(self, app: Any) -> FastPath:
-        self.fast_calls = FastPath(
-            app, self.gateway, self.server, transport_security(self.config), MCP_PATH, sessions=self.sessions
-        )
-        return self.fast_calls
+        self.app = self.endpoint
 
     def _spawn(self, coro: Any) -> asyncio.Task[None]:
         if self._tg is None:
@@ -122,12 +123,14 @@ class Aggregator:
             "staleness_seconds": round(self.follower.staleness(), 3),
             "backends": {"configured": catalog.configured, "routable": catalog.routable},
             "catalog": catalog.item_counts(),
+            "sessions": {"legacy": len(self.sessions), "opening": self.sessions.opening()},
         }
 
     async def _upkeep(self) -> None:
+        interval = min(UPKEEP_INTERVAL, max(0.1, self.sessions.init_timeout / 2))  # opening sessions expire promptly
         while True:
-            await asyncio.sleep(UPKEEP_INTERVAL)
-            self.sessions.sweep()
+            await asyncio.sleep(interval)
+            await self.endpoint.sweep()
             self.gateway.sweep()
 
     @contextlib.asynccontextmanager
@@ -187,7 +190,7 @@ class Aggregator:
 
 def listening_socket(host: str, port: int) -> socket.socket:
     """A listening TCP socket. Made with an explicit IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted
-    connections only for such sockets, and without it small responses wait ~40 ms for delayed ACKs."""
+    connections only for such sockets, and without it a small response waits for the peer's delayed ACK."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
