@@ -41,9 +41,9 @@ async def outcome(client: BackendHttp, url: str) -> Any:
         assert isinstance(mapped, MCPError | GatewayError), mapped
         return {
             "error": type(mapped).__name__,
-            "code": mapped.error.code,
-            "message": mapped.error.message,
-            "data": mapped.error.data,
+            "code": mapped.code,
+            "message": mapped.message,
+            "data": mapped.data,
         }
 
 
@@ -113,65 +113,65 @@ EXPECTED = {  # what each answer gave at the commit before backend_http.py (then
     "backend's own error": {"error": "MCPError", "code": -32602, "message": "Unknown tool: x", "data": {"t": 1}},
     "backend's own error at 400": {"error": "MCPError", "code": -32602, "message": "bad", "data": None},
     "a result off the schema": {
-        "error": "GatewayError",
+        "error": "BackendError",
         "code": -32051,
-        "message": "backend 'b' failed: protocol error: the result does not match the MCP schema",
+        "message": "backend 'b' failed: protocol error: the result does not match the MCP schema; `xds-control admin backends` shows why",
         "data": {"backend": "b", "category": "protocol_error"},
     },
     "not JSON": {
-        "error": "GatewayError",
+        "error": "BackendError",
         "code": -32051,
-        "message": "backend 'b' failed: protocol error: the answer is not MCP (not JSON-RPC over JSON or SSE)",
+        "message": "backend 'b' failed: protocol error: the answer is not MCP (not JSON-RPC over JSON or SSE); `xds-control admin backends` shows why",
         "data": {"backend": "b", "category": "protocol_error"},
     },
     "empty": {
-        "error": "GatewayError",
+        "error": "BackendError",
         "code": -32051,
-        "message": "backend 'b' failed: protocol error: the response is not JSON-RPC",
+        "message": "backend 'b' failed: protocol error: the response is not JSON-RPC; `xds-control admin backends` shows why",
         "data": {"backend": "b", "category": "protocol_error"},
     },
     "JSON null": {
-        "error": "GatewayError",
+        "error": "BackendError",
         "code": -32051,
-        "message": "backend 'b' failed: protocol error: the response is not JSON-RPC",
+        "message": "backend 'b' failed: protocol error: the response is not JSON-RPC; `xds-control admin backends` shows why",
         "data": {"backend": "b", "category": "protocol_error"},
     },
     "no result or error": {
-        "error": "GatewayError",
+        "error": "BackendError",
         "code": -32051,
-        "message": "backend 'b' failed: protocol error: the response is not JSON-RPC",
+        "message": "backend 'b' failed: protocol error: the response is not JSON-RPC; `xds-control admin backends` shows why",
         "data": {"backend": "b", "category": "protocol_error"},
     },
     "over the size limit": {
-        "error": "GatewayError",
+        "error": "BackendError",
         "code": -32051,
-        "message": "backend 'b' failed: response too large: the answer exceeds the aggregator's response size limit",
+        "message": "backend 'b' failed: response too large: the answer exceeds the aggregator's response size limit; `xds-control admin backends` shows why",
         "data": {"backend": "b", "category": "response_too_large"},
     },
     "far over the size limit": {
-        "error": "GatewayError",
+        "error": "BackendError",
         "code": -32051,
-        "message": "backend 'b' failed: response too large: the answer exceeds the aggregator's response size limit",
+        "message": "backend 'b' failed: response too large: the answer exceeds the aggregator's response size limit; `xds-control admin backends` shows why",
         "data": {"backend": "b", "category": "response_too_large"},
     },
     "event stream": {"result": RESULT},
     "gzip": {"result": RESULT},
     "text/html 200": {
-        "error": "GatewayError",
+        "error": "BackendError",
         "code": -32051,
-        "message": "backend 'b' failed: protocol error: the response is not JSON-RPC",
+        "message": "backend 'b' failed: protocol error: the response is not JSON-RPC; `xds-control admin backends` shows why",
         "data": {"backend": "b", "category": "protocol_error"},
     },
     "401": {
-        "error": "GatewayError",
+        "error": "BackendError",
         "code": -32053,
-        "message": "backend 'b' rejected the gateway's credentials (HTTP 401)",
+        "message": "backend 'b' rejected the gateway's credentials (HTTP 401): check backends[].auth; `xds-control admin backends` shows why",
         "data": {"backend": "b", "category": "authentication_failed", "status": 401},
     },
     "503 no healthy upstream": {
-        "error": "GatewayError",
+        "error": "BackendError",
         "code": -32050,
-        "message": "backend 'b' is unavailable (state: no_healthy_upstream)",
+        "message": "backend 'b' is unavailable (state: no_healthy_upstream); `xds-control admin backends` shows why",
         "data": {
             "backend": "b",
             "state": "no_healthy_upstream",
@@ -181,27 +181,27 @@ EXPECTED = {  # what each answer gave at the commit before backend_http.py (then
         },
     },
     "429 with retry-after": {
-        "error": "GatewayError",
+        "error": "BackendError",
         "code": -32051,
-        "message": "backend 'b' failed: rate limited (HTTP 429)",
+        "message": "backend 'b' failed: rate limited (HTTP 429); `xds-control admin backends` shows why",
         "data": {"backend": "b", "category": "rate_limited", "status": 429},
     },
     "504 upstream request timeout": {
-        "error": "GatewayError",
+        "error": "BackendError",
         "code": -32052,
-        "message": "backend 'b' did not answer in time",
+        "message": "backend 'b' did not answer in time; `xds-control admin backends` shows why",
         "data": {"backend": "b", "category": "timeout"},
     },
     "not HTTP": {
-        "error": "GatewayError",
+        "error": "BackendError",
         "code": -32051,
-        "message": "backend 'b' failed: protocol error: the answer is not MCP (not JSON-RPC over JSON or SSE)",
+        "message": "backend 'b' failed: protocol error: the answer is not MCP (not JSON-RPC over JSON or SSE); `xds-control admin backends` shows why",
         "data": {"backend": "b", "category": "protocol_error"},
     },
     "cut mid-body": {
-        "error": "GatewayError",
+        "error": "BackendError",
         "code": -32051,
-        "message": "backend 'b' failed: connection reset",
+        "message": "backend 'b' failed: connection reset; `xds-control admin backends` shows why",
         "data": {"backend": "b", "category": "connection_reset"},
     },
 }
@@ -270,8 +270,8 @@ async def test_a_refused_connection_is_connection_refused() -> None:
     finally:
         await client.aclose()
     assert got == {
-        "error": "GatewayError",
+        "error": "BackendError",
         "code": -32051,
-        "message": "backend 'b' failed: connection refused",
+        "message": "backend 'b' failed: connection refused; `xds-control admin backends` shows why",
         "data": {"backend": "b", "category": "connection_refused"},
     }
