@@ -182,10 +182,23 @@ class AggregatorConfig(_Model):
     # one still in its handshake (answered `initialize`, nothing since) expires after `session_init_timeout`, and
     # at most `max_opening_sessions` are kept, the oldest evicted first. A session holds about 40 KiB
     # (bench/aggregator/sessions.py): the defaults bound what abandoned clients can hold to about 80 MB.
-    max_sessions: int = Field(2_000, ge=1)
-    max_opening_sessions: int = Field(1_000, ge=1)
-    session_idle_timeout: Annotated[Duration, Field(gt=0)] = 1800.0
-    session_init_timeout: Annotated[Duration, Field(gt=0)] = 10.0
+    max_sessions: int = Field(
+        2_000,
+        ge=1,
+        description="legacy client sessions kept (about 40 KiB each); at the cap a newcomer evicts the session idle longest, never the other way round",
+    )
+    max_opening_sessions: int = Field(
+        1_000,
+        ge=1,
+        description="sessions still in their handshake (initialize answered, nothing since) kept; beyond, the oldest is evicted",
+    )
+    session_idle_timeout: Annotated[Duration, Field(gt=0)] = Field(
+        1800.0,
+        description="a legacy session with no request in flight (an open GET stream counts) for this long is ended",
+    )
+    session_init_timeout: Annotated[Duration, Field(gt=0)] = Field(
+        10.0, description="a session that sends nothing after initialize for this long is ended"
+    )
 
     @field_validator("prefix_format")
     @classmethod
