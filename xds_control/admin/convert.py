@@ -136,6 +136,7 @@ def node_to_pb(node: NodeInfo) -> pb.Node:
             )
             for url, t in sorted(node.types.items())
         ],
+        role=getattr(node, "role", ""),
     )
 
 
@@ -150,4 +151,5 @@ def node_from_pb(msg: pb.Node) -> NodeInfo:
             )
             for t in msg.types
         },
+        role=msg.role,
     )

@@ -120,6 +120,7 @@ class Aggregator:
         return {
             "view_version": self.gateway.view_version,
             "stale": not self.follower.connected,
+            "control_plane": self.follower.origin,
             "staleness_seconds": round(self.follower.staleness(), 3),
             "backends": {"configured": catalog.configured, "routable": catalog.routable},
             "catalog": catalog.item_counts(),
@@ -252,7 +253,7 @@ def _first_xds_error(group: BaseExceptionGroup) -> XdsControlError | None:
 async def serve_forever(config: Config) -> int:
     """`xds-control aggregator -c CFG`: follow the control plane, serve `/mcp`, until SIGTERM/SIGINT."""
     token_env = config.control_plane.admin_token_env
-    source = AdminViewSource(config.admin_dial(), token=os.environ.get(token_env) if token_env else None)
+    source = AdminViewSource(config.admin_dials(), token=os.environ.get(token_env) if token_env else None)
     aggregator = Aggregator(config, source)
     host, port = config.aggregator.address, config.aggregator.port
     metrics_host, _, metrics_port = config.aggregator.metrics.rpartition(":")

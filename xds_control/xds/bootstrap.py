@@ -1,12 +1,49 @@
-"""The Envoy bootstrap: the ADS connection to the control plane, the admin port, the node identity."""
+"""The Envoy bootstrap: the ADS connection to the control plane(s), the admin port, the node identity.
+
+One config serves many Envoys: `render_bootstrap(config, node=NodeOverrides(...))` gives each its own node id,
+admin port and profile (role, listener ports), which the node's metadata carries to the control plane
+(xds/profiles.py). With several control planes (`envoy.control_plane_address` a list) the ADS cluster has one
+priority per control plane in failover order and a TCP health check (1 s), so a new ADS stream goes to the
+first control plane that accepts connections, and a stream stays where it is until it breaks.
+"""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from importlib import resources
 from string import Template
+from typing import Any
 
 from xds_control.config import Config
+from xds_control.xds.profiles import METADATA_KEY, NodeProfile, NodeRole
+
+# A control plane that stops accepting connections leaves the ADS cluster's healthy set within about a second.
+XDS_HEALTH_CHECK = {
+    "timeout": "1s",
+    "interval": "1s",
+    "no_traffic_interval": "1s",
+    "unhealthy_threshold": 1,
+    "healthy_threshold": 1,
+    "tcp_health_check": {},
+}
+
+
+@dataclass(frozen=True)
+class NodeOverrides:
+    """What `xds-control bootstrap` flags change for one Envoy; None keeps the config's value."""
+
+    node_id: str | None = None
+    role: NodeRole | None = None
+    admin_port: int | None = None
+    listener_port: int | None = None
+    egress_port: int | None = None
+    control_planes: tuple[tuple[str, int], ...] = ()  # HOST:PORT in failover order; empty: the config's
+
+    def profile(self) -> NodeProfile:
+        return NodeProfile(
+            role=self.role or NodeRole.ALL, listener_port=self.listener_port, egress_port=self.egress_port
+        )
 
 
 def _template() -> Template:
@@ -17,13 +54,32 @@ def _yaml_scalar(value: str) -> str:
     return json.dumps(value)  # a JSON string is a valid YAML scalar, quoted and escaped
 
 
-def render_bootstrap(config: Config) -> str:
-    xds_host, xds_port = config.xds_dial()
+def _flow(value: Any) -> str:
+    return json.dumps(value)  # JSON is YAML flow style
+
+
+def xds_endpoints(dials: list[tuple[str, int]]) -> list[dict[str, Any]]:
+    """The ADS cluster's endpoints: one priority per control plane, the first preferred."""
+    return [
+        {
+            "priority": i,
+            "lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}}],
+        }
+        for i, (host, port) in enumerate(dials)
+    ]
+
+
+def render_bootstrap(config: Config, node: NodeOverrides | None = None) -> str:
+    node = node or NodeOverrides()
+    dials = list(node.control_planes) or config.xds_dials()
+    profile = node.profile()
+    metadata = {METADATA_KEY: profile.metadata()} if node.role or node.listener_port or node.egress_port else {}
     return _template().substitute(
-        node_id=_yaml_scalar(config.envoy.node_id),
+        node_id=_yaml_scalar(node.node_id or config.envoy.node_id),
         node_cluster=_yaml_scalar(config.envoy.cluster),
+        node_metadata=_flow(metadata),
         admin_address=_yaml_scalar(config.envoy.admin_address),
-        admin_port=config.envoy.admin_port,
-        xds_host=_yaml_scalar(xds_host),
-        xds_port=xds_port,
+        admin_port=node.admin_port or config.envoy.admin_port,
+        xds_endpoints=_flow(xds_endpoints(dials)),
+        xds_health_checks=_flow([XDS_HEALTH_CHECK] if len(dials) > 1 else []),
     )

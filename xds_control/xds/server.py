@@ -40,8 +40,11 @@ from xds_control.xds.nodes import (
     TypeState,
     classify_request,
     decide_push,
+    note_first_request,
+    on_cluster_push,
     on_request,
 )
+from xds_control.xds.profiles import DEFAULT_PROFILE, NodeProfile, profile_from_struct
 from xds_control.xds.snapshot import SNAPSHOT_CHANGED, SnapshotCache
 
 log = logging.getLogger(__name__)
@@ -99,6 +102,8 @@ class AdsService:
         spans: dict[str, trace.Span] = {}  # type URL -> the span of its response in flight (at most one)
         stream_id: int | None = None
         node_id = ""
+        profile = DEFAULT_PROFILE
+        refused = ""
         self._cache.subscribe(queue)
         metrics.CONNECTED.inc()
         try:
@@ -108,11 +113,19 @@ class AdsService:
                     if item is not SNAPSHOT_CHANGED:
                         if stream_id is None:
                             node_id = item.node.id
-                            stream_id = self._nodes.connect(node_id, item.node.cluster, types)
-                            log.info("envoy connected", extra={"node": node_id})
-                        self._on_request(node_id, types, item, spans)
-                    await self._push(context, types, node_id, spans)
+                            try:
+                                profile = profile_from_struct(item.node.metadata)
+                            except ValueError as exc:
+                                refused = str(exc)
+                                break
+                            stream_id = self._nodes.connect(node_id, item.node.cluster, types, profile)
+                            log.info("envoy connected", extra={"node": node_id, "profile": profile.describe()})
+                        self._on_request(node_id, types, item, spans, profile)
+                    await self._push(context, types, node_id, spans, profile)
                 reader.cancel()
+            if refused:
+                log.warning("refusing an Envoy node: %s", refused, extra={"node": node_id[:200]})
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, refused)
         finally:
             for span in spans.values():
                 span.set_attribute("xds.response", "none")
@@ -133,7 +146,12 @@ class AdsService:
             queue.put_nowait(_END)
 
     def _on_request(
-        self, node_id: str, types: dict[str, TypeState], request: Message, spans: dict[str, trace.Span]
+        self,
+        node_id: str,
+        types: dict[str, TypeState],
+        request: Message,
+        spans: dict[str, trace.Span],
+        profile: NodeProfile = DEFAULT_PROFILE,
     ) -> None:
         state = types.get(request.type_url)
         if state is None:
@@ -145,6 +163,8 @@ class AdsService:
         settled = on_request(
             state, request.type_url, kind, list(request.resource_names), request.response_nonce, detail
         )
+        if state.reported_version is None and (snapshot := self._cache.snapshot_for(profile)) is not None:
+            note_first_request(types, request.type_url, request.version_info, snapshot)
         if settled is None:
             return
         short = t.SHORT[request.type_url]
@@ -183,9 +203,14 @@ class AdsService:
             span.end()
 
     async def _push(
-        self, context: grpc.aio.ServicerContext, types: dict[str, TypeState], node_id: str, spans: dict[str, trace.Span]
+        self,
+        context: grpc.aio.ServicerContext,
+        types: dict[str, TypeState],
+        node_id: str,
+        spans: dict[str, trace.Span],
+        profile: NodeProfile = DEFAULT_PROFILE,
     ) -> None:
-        snapshot = self._cache.current
+        snapshot = self._cache.snapshot_for(profile)
         if snapshot is None:
             return
         for type_url in t.PUSH_ORDER:
@@ -199,6 +224,8 @@ class AdsService:
             state.force = False
             if type_url in t.DEPENDENT:
                 types[t.DEPENDENT[type_url]].force = True
+            if type_url == t.CLUSTER:
+                on_cluster_push(types, version)
             body = discovery_response(
                 version=version, type_url=type_url, nonce=nonce, resources=[r.field for r in resources]
             )
