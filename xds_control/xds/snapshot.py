@@ -160,6 +160,11 @@ class SnapshotBuilder:
         default_factory=dict
     )
 
+    @property
+    def profiles_kept(self) -> int:
+        """Node profiles whose encoded listeners are kept (at most MAX_PROFILES)."""
+        return len(self._profiles)
+
     def build(self, view: View) -> Snapshot:
         """The default profile's snapshot: every cluster, both listeners on the config's ports."""
         snapshot = Snapshot(
