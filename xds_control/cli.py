@@ -188,13 +188,18 @@ def aggregator(config_path: Path | None, replica: int) -> None:
 @cli.command()
 @config_option
 @click.option("--quiet", is_flag=True, help="Plain logs instead of the live status table.")
+@click.option(
+    "--aggregators",
+    type=click.IntRange(1, 64),
+    help="Aggregator replicas behind Envoy's /mcp (default: aggregator.replicas; 1 for the demo).",
+)
 @common_options
-def up(config_path: Path | None, quiet: bool) -> None:
+def up(config_path: Path | None, quiet: bool, aggregators: int | None) -> None:
     """Run the whole stack locally (no config: the bundled demo)."""
     from xds_control.runner import run_up
 
     config = load_or_exit(config_path) if config_path is not None else None
-    raise SystemExit(run_async(run_up(config, config_path=config_path, quiet=quiet)))
+    raise SystemExit(run_async(run_up(config, config_path=config_path, quiet=quiet, aggregators=aggregators)))
 
 
 def _register_optional_groups() -> None:

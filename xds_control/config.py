@@ -431,6 +431,12 @@ class Config(_Model):
         data["control_plane"].update(update)
         return parse_config(data, source="with the command line's addresses")
 
+    def with_replicas(self, replicas: int) -> Config:
+        """This config with `aggregator.replicas` replaced (checked like the file: ports, range)."""
+        data = self.model_dump(mode="json")
+        data["aggregator"]["replicas"] = replicas
+        return parse_config(data, source="with --aggregators")
+
     def for_aggregator_replica(self, index: int) -> Config:
         """The config replica `index` runs with: its own port and metrics port (`port + index`)."""
         if not 0 <= index < self.aggregator.replicas:

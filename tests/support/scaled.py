@@ -11,9 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx2
+
 from tests.support.procs import Proc
 from tests.support.stack import admin_get, async_start_envoy
-from tests.support.waiting import free_port_run, free_ports
+from tests.support.waiting import async_wait_until, free_port_run, free_ports
 from xds_control.config import Config, dump_config, parse_config
 from xds_control.xds.bootstrap import NodeOverrides
 
@@ -106,10 +108,26 @@ class ScaledStack:
                 )
             replicas = range(self.config.aggregator.replicas)
             await asyncio.gather(*(asyncio.to_thread(self.start_aggregator, i) for i in replicas))
+            await self.wait_routable()
         except BaseException:
             self.stop()
             raise
         return self
+
+    async def wait_routable(self, count: int | None = None, timeout: float = 60) -> None:
+        """Until every aggregator replica routes `count` backends (default: all): calls may start."""
+        wanted = len(self.config.backends) if count is None else count
+        replicas = [self.config.aggregator.port + i for i in range(self.config.aggregator.replicas)]
+
+        async def routable() -> bool:
+            async with httpx2.AsyncClient(timeout=2, trust_env=False) as client:
+                for port in replicas:
+                    health = (await client.get(f"http://127.0.0.1:{port}/healthz")).json()
+                    if health["backends"]["routable"] != wanted:
+                        return False
+            return True
+
+        await async_wait_until(routable, timeout=timeout, what=f"every aggregator routing {wanted} backends")
 
     def kill(self, name: str) -> None:
         self.procs[name].kill()
