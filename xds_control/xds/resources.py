@@ -291,6 +291,11 @@ def profile_clusters(config: Config, profile: NodeProfile) -> tuple[bool, bool]:
     return profile.egress or config.listener.expose_backends, profile.public
 
 
+def plan_assignment(backend: BackendConfig, status: BackendStatus | None) -> tuple[Any, Callable[[], Spec]]:
+    """One backend's ClusterLoadAssignment as (key, build)."""
+    return (backend, status.significant() if status else None), partial(load_assignment, backend, status)
+
+
 def plan_clusters(view: View, profile: NodeProfile = DEFAULT_PROFILE) -> Plan:
     """CDS and EDS of a node of `profile`, as (key, build) per resource: equal keys mean an equal resource."""
     config = view.config
@@ -300,9 +305,7 @@ def plan_clusters(view: View, profile: NodeProfile = DEFAULT_PROFILE) -> Plan:
         cluster_inputs = (config.outlier_detection, config.cluster_limits, config.listener.idle_timeout)
         for b in config.backends:
             plan[t.CLUSTER][b.name] = ((b, cluster_inputs), partial(backend_cluster, b, config))
-            status = view.backends.get(b.name)
-            key = (b, status.significant() if status else None)
-            plan[t.ENDPOINT][b.name] = (key, partial(load_assignment, b, status))
+            plan[t.ENDPOINT][b.name] = plan_assignment(b, view.backends.get(b.name))
     if aggregator:
         plan[t.CLUSTER][t.AGGREGATOR_CLUSTER] = (
             (tuple(config.aggregator_upstreams()),),

@@ -30,7 +30,14 @@ from xds_control.view import View
 from xds_control.xds import typeurls as t
 from xds_control.xds.encode import any_field, encode_message
 from xds_control.xds.profiles import DEFAULT_PROFILE, NodeProfile
-from xds_control.xds.resources import Plan, Spec, plan_listeners, plan_resources, profile_clusters
+from xds_control.xds.resources import (
+    Plan,
+    Spec,
+    plan_assignment,
+    plan_listeners,
+    plan_resources,
+    profile_clusters,
+)
 
 MAX_PROFILES = 1024  # node profiles whose encoded listeners are kept (least recently used dropped first)
 
@@ -152,10 +159,18 @@ def _encode_plan(plan: Plan, memo: Memo) -> dict[str, TypeSnapshot]:
 
 @dataclass
 class SnapshotBuilder:
-    """View -> Snapshot, re-encoding only resources whose inputs changed since the last build."""
+    """View -> Snapshot, re-encoding only resources whose inputs changed since the last build.
+
+    A view with the same config object as the last one built differs only in health (the ViewStore keeps
+    every unchanged backend's status object): then only the assignments of backends whose status object
+    changed are planned again, and every other type is the last snapshot's. A thousand first verdicts at
+    start-up are then a thousand small builds, not a thousand full ones."""
 
     _memo: Memo = field(default_factory=dict)
+    _last: tuple[View, Snapshot] | None = None
+    _by_name: tuple[Any, dict[str, Any]] | None = None  # (config, backend name -> BackendConfig)
     _profiles: OrderedDict[NodeProfile, Memo] = field(default_factory=OrderedDict)
+    _listeners: dict[NodeProfile, tuple[Any, dict[str, TypeSnapshot]]] = field(default_factory=dict)
     _subsets: dict[tuple[bool, bool], tuple[Mapping[str, TypeSnapshot], dict[str, TypeSnapshot]]] = field(
         default_factory=dict
     )
@@ -167,11 +182,39 @@ class SnapshotBuilder:
 
     def build(self, view: View) -> Snapshot:
         """The default profile's snapshot: every cluster, both listeners on the config's ports."""
-        snapshot = Snapshot(
-            types=MappingProxyType(_encode_plan(plan_resources(view), self._memo)), view_version=view.version
-        )
-        snapshot.check()
+        if self._last is not None and self._last[0].config is view.config:
+            snapshot = self._health_only(view, *self._last)
+        else:
+            snapshot = Snapshot(
+                types=MappingProxyType(_encode_plan(plan_resources(view), self._memo)), view_version=view.version
+            )
+            snapshot.check()
+        self._last = (view, snapshot)
         return snapshot
+
+    def _health_only(self, view: View, last_view: View, last: Snapshot) -> Snapshot:
+        """`last` with the assignments of every backend whose status object changed planned again."""
+        changed = [name for name, status in view.backends.items() if last_view.backends.get(name) is not status]
+        memo = self._memo.setdefault(t.ENDPOINT, {})
+        resources = dict(last.resources(t.ENDPOINT))
+        backends = self._backends_by_name(view)
+        for name in changed:
+            backend = backends.get(name)
+            if backend is None:
+                continue
+            key, build = plan_assignment(backend, view.backends[name])
+            previous = memo.get(name)
+            if previous is None or previous[0] != key:
+                memo[name] = (key, Resource.encode(t.ENDPOINT, name, build()))
+            resources[name] = memo[name][1]
+        types = dict(last.types)
+        types[t.ENDPOINT] = TypeSnapshot(_type_version(resources), MappingProxyType(resources))
+        return Snapshot(types=MappingProxyType(types), view_version=view.version)  # same names: still consistent
+
+    def _backends_by_name(self, view: View) -> dict[str, Any]:
+        if self._by_name is None or self._by_name[0] is not view.config:
+            self._by_name = (view.config, {b.name: b for b in view.config.backends})
+        return self._by_name[1]
 
     def build_for(self, view: View, base: Snapshot, profile: NodeProfile) -> Snapshot:
         """The snapshot of a node of `profile`, from `base` (the default profile's, built from `view`):
@@ -182,10 +225,17 @@ class SnapshotBuilder:
         memo = self._profiles.pop(profile, None) or {}
         self._profiles[profile] = memo  # most recently used last
         while len(self._profiles) > MAX_PROFILES:
-            self._profiles.popitem(last=False)
-        types.update(_encode_plan(plan_listeners(view, profile), memo))
+            gone, _ = self._profiles.popitem(last=False)
+            self._listeners.pop(gone, None)
+        cached = self._listeners.get(profile)
+        if cached is not None and cached[0] is view.config:  # listeners depend on the config only
+            types.update(cached[1])
+            return Snapshot(types=MappingProxyType(types), view_version=view.version)
+        listeners = _encode_plan(plan_listeners(view, profile), memo)
+        types.update(listeners)
         snapshot = Snapshot(types=MappingProxyType(types), view_version=view.version)
         snapshot.check((t.LISTENER,))  # CDS/EDS were checked with the subset
+        self._listeners[profile] = (view.config, listeners)
         return snapshot
 
     def _clusters_for(self, base: Snapshot, wanted: tuple[bool, bool]) -> dict[str, TypeSnapshot]:
