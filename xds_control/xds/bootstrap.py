@@ -18,7 +18,19 @@ from typing import Any
 from xds_control.config import Config
 from xds_control.xds.profiles import METADATA_KEY, NodeProfile, NodeRole
 
-# A control plane that stops accepting connections leaves the ADS cluster's healthy set within about a second.
+# A control plane that stops accepting connections leaves the ADS cluster's healthy set at the first connection
+# Envoy fails to open to it (outlier detection: one local-origin failure ejects it for 2 s, longer if again), or
+# within about a second by the health check (also what brings it back).
+XDS_OUTLIER_DETECTION = {
+    "split_external_local_origin_errors": True,
+    "consecutive_local_origin_failure": 1,
+    "enforcing_consecutive_local_origin_failure": 100,
+    "enforcing_consecutive_5xx": 0,
+    "enforcing_consecutive_gateway_failure": 0,
+    "enforcing_success_rate": 0,
+    "base_ejection_time": "2s",
+    "max_ejection_percent": 100,
+}
 XDS_HEALTH_CHECK = {
     "timeout": "1s",
     "interval": "1s",
@@ -82,4 +94,5 @@ def render_bootstrap(config: Config, node: NodeOverrides | None = None) -> str:
         admin_port=node.admin_port or config.envoy.admin_port,
         xds_endpoints=_flow(xds_endpoints(dials)),
         xds_health_checks=_flow([XDS_HEALTH_CHECK] if len(dials) > 1 else []),
+        xds_outlier_detection=_flow(XDS_OUTLIER_DETECTION if len(dials) > 1 else None),
     )
