@@ -6,69 +6,15 @@ problem named on a bad one) and hands it to the part that does the work.
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import click
 
-from xds_control.config import Config, load_config
-from xds_control.errors import ConfigError, XdsControlError
-from xds_control.telemetry.logs import report_error, setup_logging
-
-EXIT_CONFIG = 2
-
-
-def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """`--log-format` and `--log-level`, on every subcommand."""
-
-    @click.option(
-        "--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True, help="Log line format."
-    )
-    @click.option(
-        "--log-level",
-        type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
-        default="info",
-        show_default=True,
-    )
-    @functools.wraps(func)
-    def wrapper(*args: Any, log_format: str, log_level: str, **kwargs: Any) -> Any:
-        setup_logging(log_format, log_level)
-        return func(*args, **kwargs)
-
-    return wrapper
-
-
-config_option = click.option(
-    "-c", "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), help="The YAML config file."
-)
-
-
-def load_or_exit(path: Path | None) -> Config:
-    if path is None:
-        raise click.UsageError("-c/--config is required")
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        report_error(str(exc), fields=", ".join(issue.path or "<root>" for issue in exc.issues))
-        raise SystemExit(EXIT_CONFIG) from None
-
-
-def run_async(coro: Any) -> int:
-    """Run a service coroutine until it returns or SIGINT/SIGTERM cancels it."""
-    try:
-        return int(asyncio.run(coro) or 0)
-    except KeyboardInterrupt:
-        return 130
-    except ConfigError as exc:
-        report_error(str(exc), fields=", ".join(issue.path or "<root>" for issue in exc.issues))
-        return EXIT_CONFIG
-    except XdsControlError as exc:
-        report_error(f"error: {exc}")
-        return 1
+from xds_control.admin.cli import admin
+from xds_control.cli_options import common_options, config_option, load_or_exit, run_async
+from xds_control.schema import schema
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -202,23 +148,8 @@ def up(config_path: Path | None, quiet: bool, aggregators: int | None) -> None:
     raise SystemExit(run_async(run_up(config, config_path=config_path, quiet=quiet, aggregators=aggregators)))
 
 
-def _register_optional_groups() -> None:
-    """Subcommand groups owned by other parts (admin, schema) register themselves here if present."""
-    try:
-        from xds_control.admin.cli import admin
-    except ImportError:  # the admin part is optional while it is being built
-        pass
-    else:
-        cli.add_command(admin)
-    try:
-        from xds_control.schema import schema
-    except ImportError:
-        pass
-    else:
-        cli.add_command(schema)
-
-
-_register_optional_groups()
+cli.add_command(admin)
+cli.add_command(schema)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

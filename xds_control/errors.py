@@ -6,7 +6,9 @@
     │   └── SnapshotInconsistent    a snapshot references resources it does not contain
     ├── ProbeError                  a backend probe failed; carries a sanitized ``category``
     ├── AdminError                  the admin API refused or failed a call
-    │   └── Unauthorized            a mutating admin call without a valid token
+    │   ├── Unauthorized            a mutating admin call without a valid token
+    │   ├── AdminUnavailable        the admin API could not be reached (refused, timed out, shut down)
+    │   └── BackendNotFound         the named backend is not configured on the control plane
     ├── BackendUnavailable          a call reached an unroutable backend (aggregator fail-fast)
     └── SupervisorError             `xds-control up` could not start or keep a child running
 
@@ -78,6 +80,14 @@ class AdminError(XdsControlError):
 
 class Unauthorized(AdminError):
     """A mutating admin call arrived without a valid token."""
+
+
+class AdminUnavailable(AdminError):
+    """The admin API could not be reached (refused, timed out, shut down)."""
+
+
+class BackendNotFound(AdminError):
+    """The named backend is not configured on the control plane."""
 
 
 class BackendUnavailable(XdsControlError):

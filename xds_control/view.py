@@ -66,6 +66,11 @@ def routable(state: BackendState, breaker: BreakerState = BreakerState.CLOSED, d
     return state in ROUTABLE_STATES and breaker is BreakerState.CLOSED and not drained
 
 
+def remaining(deadline: float | None, now: float) -> float | None:
+    """Seconds from `now` until `deadline` (same clock), never negative, to the millisecond; None for no deadline."""
+    return None if deadline is None else round(max(0.0, deadline - now), 3)
+
+
 def _canonical_hash(payload: Any) -> str:
     data = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str).encode()
     return hashlib.sha256(data).hexdigest()[:16]
@@ -153,7 +158,7 @@ class BackendStatus:
     last_probe_ms: float | None = None
     last_success: float | None = None  # unix time
     last_error: str | None = None
-    retry_after: float | None = None  # seconds until the next chance of recovery, when known
+    retry_at: float | None = None  # unix time of the next chance of recovery, when known (see `retry_after`)
     state_since: float | None = None  # unix time of the last state change
     catalog: Catalog | None = None
     endpoints: tuple[EndpointStatus, ...] = ()
@@ -165,6 +170,13 @@ class BackendStatus:
     @property
     def catalog_hash(self) -> str:
         return self.catalog.hash if self.catalog else ""
+
+    def retry_after(self, now: float) -> float | None:
+        """Seconds from `now` (unix time) until the next chance of recovery, to the millisecond; None if unknown.
+
+        The view keeps the deadline, never the remainder, so whoever serves the figure computes it at the
+        moment it serves it and it counts down."""
+        return remaining(self.retry_at, now)
 
     def significant(self) -> tuple[Any, ...]:
         """The fields whose change is a new view version (everything but probe statistics)."""

@@ -77,8 +77,9 @@ async def test_backends_table_from_a_config_file(
     )  # a wildcard bind is dialled on loopback
     assert await run_cli("admin", "backends", "-c", str(config)) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split()[:3] == ["NAME", "STATE", "BREAKER"]
-    assert [line.split()[0] for line in lines[1:]] == ["weather", "calc"]
+    assert lines[0] == f"control plane {harness.target} (control_plane.admin in {config})"
+    assert lines[1].split()[:3] == ["NAME", "STATE", "BREAKER"]
+    assert [line.split()[0] for line in lines[2:]] == ["weather", "calc"]
 
 
 async def test_dead_address_is_one_error_line_and_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
@@ -96,14 +97,15 @@ async def test_bad_address_is_a_usage_error(capsys: pytest.CaptureFixture[str]) 
 
 async def test_mutating_commands(harness: Harness, capsys: pytest.CaptureFixture[str]) -> None:
     address = ("--address", harness.target)
+    where = f"control plane {harness.target} (--address)"
     assert await run_cli("admin", "drain", "weather", *address) == 0
     assert harness.store.current.backends["weather"].drained
-    assert capsys.readouterr().out.strip() == "weather: unknown, not routable, drained"
+    assert capsys.readouterr().out.splitlines() == [where, "weather: unknown, not routable, drained"]
     assert await run_cli("admin", "undrain", "weather", "--json", *address) == 0
     assert json.loads(capsys.readouterr().out)["drained"] is False
     assert await run_cli("admin", "probe", "calc", *address) == 0
     assert harness.health.probed == ["calc"]
-    assert capsys.readouterr().out.strip() == "calc: healthy, routable"
+    assert capsys.readouterr().out.splitlines() == [where, "calc: healthy, routable"]
     assert await run_cli("admin", "reset", "calc", *address) == 0
     assert harness.health.resets == ["calc"]
 
@@ -111,12 +113,15 @@ async def test_mutating_commands(harness: Harness, capsys: pytest.CaptureFixture
 async def test_unknown_backend_is_one_error_line(harness: Harness, capsys: pytest.CaptureFixture[str]) -> None:
     assert await run_cli("admin", "drain", "nope", "--address", harness.target) == 1
     out, err = capsys.readouterr()
-    assert out == "" and err.strip() == "error: no backend named 'nope'"
+    assert out == "" and err.strip() == f"error: control plane {harness.target} (--address): no backend named 'nope'"
 
 
 async def test_nodes(harness: Harness, capsys: pytest.CaptureFixture[str]) -> None:
     assert await run_cli("admin", "nodes", "--address", harness.target) == 0
-    assert capsys.readouterr().out.strip() == "no Envoy nodes connected"
+    assert capsys.readouterr().out.splitlines() == [
+        f"control plane {harness.target} (--address)",
+        "no Envoy nodes connected",
+    ]
     harness.nodes.items.append(
         NodeInfo(
             node_id="envoy-1",
@@ -206,3 +211,47 @@ async def test_a_planted_token_never_appears_in_any_output(
     assert guarded.health.probed == ["calc"]
     assert PLANTED_TOKEN not in everything
     assert wrong not in everything
+
+
+async def test_a_refused_token_is_named_as_such_with_the_control_plane_and_where_the_token_came_from(
+    guarded: Harness, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("OTHER_GATEWAY_TOKEN", "a-token-of-another-control-plane")
+    where = f"control plane {guarded.target} (--address)"
+    address = ("--address", guarded.target)
+    assert await run_cli("admin", "drain", "weather", *address, "--token-env", "OTHER_GATEWAY_TOKEN") == 1
+    [err] = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert err.startswith(f"error: {where} refused the admin token from $OTHER_GATEWAY_TOKEN: it is not"), err
+    assert "-c CONFIG or --address" in err
+    assert await run_cli("admin", "drain", "weather", *address) == 1
+    [err] = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert err.startswith(f"error: {where} refused the call: it needs the admin token and none was given"), err
+    assert not guarded.store.current.backends["weather"].drained
+
+
+def test_without_config_or_address_the_default_address_is_named_as_the_default() -> None:
+    from xds_control.admin.cli import DEFAULT_SOURCE, _connection
+
+    connection = _connection(None, None, None)
+    assert connection.where == f"control plane 127.0.0.1:18001 ({DEFAULT_SOURCE})"
+    assert "no -c CONFIG or --address" in connection.where
+
+
+async def test_watch_count_1_and_once_print_the_current_view_and_exit_on_a_stable_view(
+    harness: Harness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for flag in (("--count", "1"), ("--once",)):
+        assert await run_cli("admin", "watch", *flag, "--lines", "--address", harness.target) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert lines[0] == f"control plane {harness.target} (--address)"
+        assert len(lines) == 2 and "version 1: weather: unknown" in lines[1], lines
+    assert await run_cli("admin", "watch", "--once", "--json", "--address", harness.target) == 0
+    assert json.loads(capsys.readouterr().out)["version"] == 1  # JSON stays one object per view
+
+
+async def test_watch_help_says_the_first_view_counts(capsys: pytest.CaptureFixture[str]) -> None:
+    assert await run_cli("admin", "watch", "--help") == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "The first is the whole view as it is on connect" in text
+    assert "--count 1 prints the current view and exits" in text
+    assert "--once" in text

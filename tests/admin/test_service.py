@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import socket
+import time
 from dataclasses import replace
 
 import grpc
 import pytest
 
-from xds_control.admin.client import AdminClient, BackendNotFound, Outcome
+from xds_control.admin.client import AdminClient, Outcome
 from xds_control.admin.metrics import call_count
 from xds_control.admin.ports import HealthControl, NodeDirectory, NodeInfo, TypeStatus
-from xds_control.admin.service import start_admin_server
+from xds_control.admin.service import MAX_OUTCOME_COUNT, MAX_OUTCOMES, start_admin_server
 from xds_control.admin.v1 import admin_pb2 as pb
 from xds_control.admin.v1 import admin_pb2_grpc as pb_grpc
-from xds_control.errors import AdminError
-from xds_control.view import BackendState, BreakerState, Catalog, EndpointStatus, ViewStore
+from xds_control.errors import AdminError, BackendNotFound
+from xds_control.view import BackendState, BackendStatus, BreakerState, Catalog, EndpointStatus, ViewStore
 
 from .conftest import FakeHealth, FakeNodes, Harness, make_config, start_harness
 
@@ -53,7 +54,7 @@ async def test_a_fully_populated_status_round_trips_equal(harness: Harness, clie
             last_probe_ms=12.5,
             last_success=1_700_000_000.25,
             last_error="rate_limited",
-            retry_after=30.0,
+            retry_at=time.time() + 30.0,
             catalog=CATALOG,
             endpoints=(
                 EndpointStatus(
@@ -68,11 +69,36 @@ async def test_a_fully_populated_status_round_trips_equal(harness: Harness, clie
 
     harness.store.update_backend("calc", populate)
     expected = harness.store.current.backends["calc"]
-    assert await client.get_backend("calc") == expected
+
+    def same(got: BackendStatus) -> bool:  # the deadline travels as the time left: equal to transit time
+        assert got.retry_at is not None and expected.retry_at is not None
+        return replace(got, retry_at=None) == replace(expected, retry_at=None) and (
+            abs(got.retry_at - expected.retry_at) < 1.0
+        )
+
+    assert same(await client.get_backend("calc"))
     snapshot = await client.snapshot()
     assert snapshot.version == harness.store.version
-    assert snapshot.backends["calc"] == expected
+    assert same(snapshot.backends["calc"])
     assert snapshot.backends["calc"].catalog == CATALOG
+
+
+async def test_retry_after_counts_down_between_reads_of_one_view(harness: Harness, client: AdminClient) -> None:
+    clock = [1_700_000_000.0]
+    harness.server.service.wall_clock = lambda: clock[0]
+    harness.store.update_backend("calc", lambda s: replace(s, breaker=BreakerState.OPEN, retry_at=clock[0] + 40.0))
+    version = harness.store.version
+    channel = grpc.aio.insecure_channel(harness.target)
+    try:
+        stub = pb_grpc.AdminStub(channel)
+        seen = []
+        for _ in range(3):
+            response = await stub.GetBackend(pb.GetBackendRequest(name="calc"), timeout=5)
+            seen.append(response.backend.retry_after)
+            clock[0] += 5.0
+    finally:
+        await channel.close()
+    assert seen == [40.0, 35.0, 30.0] and harness.store.version == version
 
 
 async def test_routable_matches_the_view_rule(harness: Harness) -> None:
@@ -230,3 +256,24 @@ async def test_start_refuses_an_address_in_use() -> None:
         config = make_config(f"127.0.0.1:{sock.getsockname()[1]}")
         with pytest.raises(AdminError, match="cannot bind"):
             await start_admin_server(config, ViewStore(config), None, None)
+
+
+async def test_report_outcomes_merges_a_backend_named_twice_and_caps_its_counts(
+    harness: Harness, client: AdminClient
+) -> None:
+    top = 2**32 - 1
+    unknown = await client.report_outcomes(
+        [Outcome("weather", failures=top), Outcome("weather", failures=top, last_failure_category="timeout")]
+    )
+    assert unknown == []
+    assert harness.health.outcomes == [("weather", 0, MAX_OUTCOME_COUNT, "timeout")]
+
+
+async def test_report_outcomes_refuses_more_entries_than_the_cap_and_truncates_unknown_names(
+    harness: Harness, client: AdminClient
+) -> None:
+    with pytest.raises(AdminError, match="INVALID_ARGUMENT"):
+        await client.report_outcomes([Outcome(f"b{i}", successes=1) for i in range(MAX_OUTCOMES + 1)])
+    assert harness.health.outcomes == []
+    unknown = await client.report_outcomes([Outcome("x" * 10_000 + "\x1b[31m", successes=1)])
+    assert len(unknown) == 1 and len(unknown[0]) < 100 and "\x1b" not in unknown[0]

@@ -10,8 +10,9 @@ import grpc
 import pytest
 
 from tests.support.waiting import async_wait_until
-from xds_control.admin.client import AdminClient, AdminUnavailable, WatchEvent
+from xds_control.admin.client import AdminClient, WatchEvent
 from xds_control.admin.service import start_admin_server
+from xds_control.errors import AdminUnavailable
 from xds_control.view import BackendState, BreakerState, ViewStore
 
 from .conftest import Harness, make_config

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -9,8 +10,10 @@ import mcp_types as types
 import pytest
 from mcp.shared.exceptions import MCPError
 from prometheus_client import REGISTRY
+from pytest import approx
 
 from tests.aggregator.test_catalog import A, B, catalog, config, up
+from tests.support.waiting import async_wait_until
 from xds_control.aggregator import gateway as gateway_module
 from xds_control.aggregator.catalog import merge_catalog
 from xds_control.aggregator.gateway import UNAVAILABLE_META, Gateway
@@ -48,11 +51,15 @@ def sample(name: str, labels: dict[str, str]) -> float:
 class TestFailureModes:
     def test_fail_refuses_lists_while_a_required_backend_is_down(self, make: Any) -> None:
         cfg = config("a", {"name": "b", "required": True}, failure_mode="fail")
-        gateway = make(cfg, {"a": up("a", A), "b": up("b", B, state=BackendState.UNHEALTHY, retry_after=5.0)})
+        gateway = make(
+            cfg, {"a": up("a", A), "b": up("b", B, state=BackendState.UNHEALTHY, retry_at=time.time() + 5.0)}
+        )
         with pytest.raises(MCPError) as info:
             gateway.list_page("tools", None)
         assert info.value.code == BACKEND_UNAVAILABLE
-        assert info.value.data == {"unavailable": [{"backend": "b", "state": "unhealthy", "retry_after": 5.0}]}
+        assert info.value.data == {
+            "unavailable": [{"backend": "b", "state": "unhealthy", "retry_after": approx(5.0, abs=1)}]
+        }
         assert "required backend unavailable: b (unhealthy)" in info.value.message
 
     def test_fail_refuses_lists_when_nothing_is_routable(self, make: Any) -> None:
@@ -109,18 +116,40 @@ class TestPaging:
 class TestCalls:
     async def test_an_unroutable_backend_fails_fast_without_network(self, make: Any) -> None:
         gateway = make(
-            config("a", "b"), {"a": up("a", A), "b": up("b", B, state=BackendState.UNHEALTHY, retry_after=2.5)}
+            config("a", "b"),
+            {"a": up("a", A), "b": up("b", B, state=BackendState.UNHEALTHY, retry_at=time.time() + 2.5)},
         )
         before = sample("xds_control_aggregator_upstream_http_requests_total", {"backend": "b"})
         fast = sample("xds_control_aggregator_fast_failed_calls_total", {"backend": "b", "state": "unhealthy"})
         with pytest.raises(MCPError) as info:
             await gateway.call("tools/call", "tools", "b_slow", {"name": "b_slow", "arguments": {}}, client_key=None)
         assert info.value.code == BACKEND_UNAVAILABLE
-        assert info.value.data == {"backend": "b", "state": "unhealthy", "retry_after": 2.5}
+        assert info.value.data == {"backend": "b", "state": "unhealthy", "retry_after": approx(2.5, abs=1)}
         assert sample("xds_control_aggregator_upstream_http_requests_total", {"backend": "b"}) == before
         assert (
             sample("xds_control_aggregator_fast_failed_calls_total", {"backend": "b", "state": "unhealthy"}) == fast + 1
         )
+
+    async def test_the_retry_after_of_a_fast_failure_counts_down(self, make: Any) -> None:
+        gateway = make(
+            config("a", "b"), {"a": up("a", A), "b": up("b", B, breaker=BreakerState.OPEN, retry_at=time.time() + 30)}
+        )
+
+        async def retry_after() -> float:
+            with pytest.raises(MCPError) as info:
+                await gateway.call("tools/call", "tools", "b_slow", {"name": "b_slow"}, client_key=None)
+            return info.value.data["retry_after"]
+
+        first = await retry_after()
+        assert 29.0 < first <= 30.0
+        later = [first]
+
+        async def lower() -> bool:
+            later.append(await retry_after())
+            return later[-1] < first
+
+        await async_wait_until(lower, timeout=10, what="a lower retry_after on the same view")
+        assert 0 < later[-1] < first and gateway.view_version == 1
 
     async def test_unknown_names_and_bad_arguments(self, make: Any) -> None:
         schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
@@ -165,23 +194,32 @@ class TestViewChanges:
         self, make: Any, merges: list[int]
     ) -> None:
         cfg = config("a", "b", failure_mode="best_effort")
-        gateway = make(cfg, {"a": up("a", A), "b": up("b", B, state=BackendState.UNHEALTHY, retry_after=5.0)})
+        gateway = make(
+            cfg, {"a": up("a", A), "b": up("b", B, state=BackendState.UNHEALTHY, retry_at=time.time() + 5.0)}
+        )
         lists = gateway.catalog.lists
         gateway.apply_view(
-            2, {"a": up("a", A, last_error="timeout"), "b": up("b", B, breaker=BreakerState.OPEN, retry_after=9.0)}
+            2,
+            {
+                "a": up("a", A, last_error="timeout"),
+                "b": up("b", B, breaker=BreakerState.OPEN, retry_at=time.time() + 9.0),
+            },
         )
         gateway.apply_view(
             3,
-            {"a": up("a", A, state=BackendState.DEGRADED), "b": up("b", B, breaker=BreakerState.OPEN, retry_after=9.0)},
+            {
+                "a": up("a", A, state=BackendState.DEGRADED),
+                "b": up("b", B, breaker=BreakerState.OPEN, retry_at=time.time() + 9.0),
+            },
         )
         assert len(merges) == 1  # the first view only
         assert gateway.catalog.lists is lists and gateway.view_version == 3
         assert gateway.list_page("tools", None)["_meta"] == {
-            UNAVAILABLE_META: [{"backend": "b", "state": "circuit_open", "retry_after": 9.0}]
+            UNAVAILABLE_META: [{"backend": "b", "state": "circuit_open", "retry_after": approx(9.0, abs=1)}]
         }
         with pytest.raises(MCPError) as info:
             await gateway.call("tools/call", "tools", "b_slow", {"name": "b_slow"}, client_key=None)
-        assert info.value.data == {"backend": "b", "state": "circuit_open", "retry_after": 9.0}
+        assert info.value.data == {"backend": "b", "state": "circuit_open", "retry_after": approx(9.0, abs=1)}
 
     @pytest.mark.parametrize(
         "change",

@@ -34,6 +34,7 @@ BENCHMARKS = {
         ["aggregators=1 concurrency=4:", "aggregators=2 concurrency=4:", "backend stub CPU"],
     ),
     "relay_floor": (["bench/aggregator/relay_floor.py", "--calls", "5", "--seconds", "1", "--blocks", "2"], ["relay", "interleaved with direct calls"]),
+    "hostile": (["bench/hostile.py", "--small", "--only", "admin-report-outcomes"], ["admin-report-outcomes", "targets: stall < 100 ms"]),
     "edge_post": (["bench/aggregator/edge_post.py", "--rounds", "1", "--requests", "5"], ["lean   CPU ms per request", "post_json saves"]),
     "tools_list": (
         ["bench/aggregator/tools_list.py", "--tools", "40", "--backends", "2", "--rounds", "3"],

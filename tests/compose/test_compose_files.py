@@ -80,7 +80,7 @@ def test_every_service_has_a_healthcheck():
 def test_only_the_public_listener_is_published():
     published = {name: svc["ports"] for name, svc in services().items() if svc.get("ports")}
     listener = config().listener
-    assert published == {"envoy": [f"{listener.port}:{listener.port}"]}
+    assert published == {"envoy": [f"${{XDS_CONTROL_PUBLIC_PORT:-{listener.port}}}:{listener.port}"]}
     assert listener.address == "0.0.0.0"  # reachable through the published port
     assert config().envoy.admin_address == "127.0.0.1"  # the admin API stays inside the container
 

@@ -14,12 +14,11 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.procs import ROOT
-from tests.support.waiting import port_open, wait_until
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.integration, pytest.mark.timeout(900)]
 
 COMPOSE_FILE = ROOT / "compose" / "docker-compose.yml"
-PUBLIC = "http://127.0.0.1:10000"
 
 
 def docker_client():
@@ -38,41 +37,44 @@ def docker_client():
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[tuple[object, str]]:
+def stack() -> Iterator[tuple[object, str, str]]:
     client = docker_client()
-    if port_open(10000):
-        pytest.skip("port 10000 is taken on this host: the stack publishes it")
     project = f"xds-control-test-{secrets.token_hex(3)}"
-    env = {**os.environ, "XDS_CONTROL_ADMIN_TOKEN": secrets.token_hex(16)}
+    # Host port 0: Docker picks a free one at bind time (no check-then-bind race with other processes).
+    env = {**os.environ, "XDS_CONTROL_ADMIN_TOKEN": secrets.token_hex(16), "XDS_CONTROL_PUBLIC_PORT": "0"}
     base = ["docker", "compose", "-f", str(COMPOSE_FILE), "-p", project]
     try:
         subprocess.run(
             [*base, "up", "--build", "--detach", "--wait", "--wait-timeout", "300"], check=True, env=env, timeout=840
         )
-        yield client, project
+        published = subprocess.run(
+            [*base, "port", "envoy", "10000"], check=True, env=env, capture_output=True, text=True, timeout=60
+        ).stdout.strip()
+        yield client, project, f"http://127.0.0.1:{published.rsplit(':', 1)[1]}"
     finally:
         subprocess.run([*base, "logs", "--no-color", "--tail", "50"], env=env, timeout=60)
         subprocess.run([*base, "down", "--volumes", "--remove-orphans", "--timeout", "5"], env=env, timeout=120)
 
 
-def tool_names() -> list[str]:
+def tool_names(public: str) -> list[str]:
     from mcp import Client
 
     async def listing() -> list[str]:
-        async with Client(f"{PUBLIC}/mcp") as client:
+        async with Client(f"{public}/mcp") as client:
             return [t.name for t in (await client.list_tools()).tools]
 
     return asyncio.run(asyncio.wait_for(listing(), 10))
 
 
-def backends_listed() -> set[str]:
-    return {b for b in ("weather", "calendar", "notes") if any(name.startswith(f"{b}_") for name in tool_names())}
+def backends_listed(public: str) -> set[str]:
+    names = tool_names(public)
+    return {b for b in ("weather", "calendar", "notes") if any(name.startswith(f"{b}_") for name in names)}
 
 
 def test_the_stack_serves_every_backend_and_survives_a_backend_kill(stack):
-    client, project = stack
+    client, project, public = stack
     wait_until(
-        lambda: backends_listed() == {"weather", "calendar", "notes"},
+        lambda: backends_listed(public) == {"weather", "calendar", "notes"},
         timeout=60,
         interval=1,
         what="all backends on /mcp",
@@ -80,11 +82,13 @@ def test_the_stack_serves_every_backend_and_survives_a_backend_kill(stack):
 
     weather = client.containers.get(f"{project}-weather-1")
     weather.kill()
-    wait_until(lambda: backends_listed() == {"calendar", "notes"}, timeout=60, interval=1, what="weather to leave /mcp")
+    wait_until(
+        lambda: backends_listed(public) == {"calendar", "notes"}, timeout=60, interval=1, what="weather to leave /mcp"
+    )
 
     weather.start()
     wait_until(
-        lambda: backends_listed() == {"weather", "calendar", "notes"},
+        lambda: backends_listed(public) == {"weather", "calendar", "notes"},
         timeout=90,
         interval=1,
         what="weather to come back",

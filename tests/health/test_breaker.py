@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from xds_control.config import CircuitBreakerConfig
 from xds_control.health.breaker import BreakerTransition, CircuitBreaker
@@ -190,3 +192,32 @@ def test_reload_keeps_the_state_and_caps_the_timeout() -> None:
 def test_threshold_of_one_opens_on_first_failure() -> None:
     breaker, _ = make(failure_threshold=1, half_open_successes=1)
     assert breaker.record_failure("dns") == [BreakerTransition(CLOSED, OPEN, "dns")]
+
+
+@given(
+    failures=st.integers(min_value=0, max_value=40),
+    threshold=st.integers(min_value=1, max_value=10),
+    half_open_first=st.booleans(),
+)
+def test_record_failures_equals_that_many_single_failures(failures: int, threshold: int, half_open_first: bool) -> None:
+    one, clock_one = make(failure_threshold=threshold)
+    many, clock_many = make(failure_threshold=threshold)
+    if half_open_first:
+        for breaker, clock in ((one, clock_one), (many, clock_many)):
+            trip(breaker, threshold)
+            clock.advance(10.0)
+    expected = []
+    for _ in range(failures):
+        expected += one.record_failure("http_5xx")
+    assert many.record_failures(failures, "http_5xx") == expected
+    assert (many.state, many.consecutive_failures, many.open_timeout) == (
+        one.state,
+        one.consecutive_failures,
+        one.open_timeout,
+    )
+
+
+def test_record_failures_takes_a_huge_count_in_constant_time() -> None:
+    breaker, _ = make()
+    assert breaker.record_failures(2**32 - 1, "http_5xx") == [BreakerTransition(CLOSED, OPEN, "http_5xx")]
+    assert breaker.record_failures(2**63, "http_5xx") == []  # open: ignored

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import time
 from pathlib import Path
 
 import prometheus_client
@@ -69,7 +70,8 @@ async def test_faults_reach_the_view_as_states(faulty: tuple[FaultSwitch, int]) 
         await wait_state(store, "f", HEALTHY)
         switch.set("http429")
         status = await wait_state(store, "f", DEGRADED)
-        assert status.routable and status.last_error == "rate_limited" and status.retry_after == 2.0
+        assert status.routable and status.last_error == "rate_limited"
+        assert status.retry_at is not None and 0 < status.retry_after(time.time()) <= 2.0  # Retry-After: 2
         switch.set("none")
         await wait_state(store, "f", HEALTHY, timeout=5)
         switch.set("http401")
@@ -106,7 +108,7 @@ async def test_breaker_opens_waits_and_closes_through_half_open(
         await wait_state(store, "b", HEALTHY)
         switch.set("http500")
         status = await wait_status(store, "b", lambda s: s.breaker is BreakerState.OPEN, what="breaker open")
-        assert not status.routable and status.retry_after is not None and 0 < status.retry_after <= 0.6
+        assert not status.routable and status.retry_at is not None and 0 <= status.retry_after(time.time()) <= 0.6
         await wait_status(store, "b", lambda s: s.breaker is BreakerState.HALF_OPEN, what="breaker half-open")
         await wait_status(store, "b", lambda s: s.breaker is BreakerState.OPEN, what="re-opened by the half-open probe")
         switch.set("none")
@@ -168,9 +170,11 @@ async def test_probe_now_reset_breaker_and_data_path_feedback(fleet: Fleet) -> N
         assert store.current.backend("b").breaker is BreakerState.CLOSED
         await monitor.record_outcomes("b", successes=0, failures=1, category="Authorization: Bearer leaked")
         status = store.current.backend("b")
-        assert status.breaker is BreakerState.OPEN and not status.routable and status.retry_after is not None
+        assert status.breaker is BreakerState.OPEN and not status.routable and status.retry_at is not None
+        deadline = status.retry_at
         status = await monitor.probe_now("b")  # an operator's probe runs even while open, and does not close it
         assert status.state is HEALTHY and status.breaker is BreakerState.OPEN
+        assert status.retry_at == deadline  # published again: the same deadline, not a remainder frozen each time
         status = await monitor.reset_breaker("b")
         assert status.breaker is BreakerState.CLOSED and status.routable
         for call in (

@@ -90,6 +90,13 @@ def test_the_quick_start_output_is_what_the_demo_prints():
     assert plan.DEMO_PORT_ENV in section("Quick start")
 
 
+def test_the_quick_start_says_what_the_first_run_installs_and_how_long_it_takes():
+    text = " ".join(section("Quick start").split())
+    assert "The first run installs the gateway and its Python dependencies" in text
+    assert "about a minute" in text and "a line per step with the time it took" in text
+    assert "`./run up` installs neither the test tools nor the npm servers" in text
+
+
 def test_every_reference_row_says_what_the_key_means():
     for line in section("Configuration reference").splitlines():
         match = re.match(r"^\| `([^`]+)` \| [^|]* \| ([^|]*) \|$", line)

@@ -4,9 +4,13 @@ Every command takes `-c CONFIG` (address from `control_plane.admin`, token
 from the env var named by `control_plane.admin_token_env`) or `--address
 HOST:PORT` and `--token-env NAME`; with neither, the default address
 127.0.0.1:18001. Output is a table (or one line) by default and JSON with
-`--json`. Any admin error is one `error: ...` line on stderr and exit 1; the
-token is read from the environment only (never a flag, so it stays out of
-`ps`) and never printed.
+`--json`. Every human-readable output starts with one line naming the control
+plane it came from and why that address (`control plane 127.0.0.1:18001 (the
+default: ...)`), so a default address never answers silently for another
+gateway. Any admin error is one `error: ...` line on stderr that names the
+address, and exit 1; a token the control plane refuses is reported as such,
+with where the token came from. The token is read from the environment only
+(never a flag, so it stays out of `ps`) and never printed.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,43 +29,81 @@ import click
 
 from xds_control.admin.ports import NodeInfo
 from xds_control.admin.render import ago, backend_line, backends_table, text_table
+from xds_control.cli_options import common_options, config_option, load_or_exit
 from xds_control.config import ControlPlaneConfig
-from xds_control.errors import XdsControlError
+from xds_control.errors import Unauthorized, XdsControlError
 from xds_control.view import BackendStatus
 
 if TYPE_CHECKING:
     from xds_control.admin.client import AdminClient
 
+DEFAULT_SOURCE = "the default: no -c CONFIG or --address given"
 
-def _connection(config_path: Path | None, address: str | None, token_env: str | None) -> tuple[str, str | None]:
-    # Lazy, as AdminClient in _run: xds_control.cli imports this module, so every process the CLI starts
-    # would load the admin client (grpclib, h2: about 2 MB), which `xds-control serve` never uses.
+
+@dataclass(frozen=True)
+class Connection:
+    """Where the CLI dials, and where that address and the token came from (for people, never the token)."""
+
+    target: str
+    token: str | None = None
+    source: str = DEFAULT_SOURCE  # why this address: --address, a config file, or the default
+    token_env: str | None = None  # the environment variable the token was read from
+
+    @property
+    def where(self) -> str:
+        """`control plane 127.0.0.1:18001 (the default: ...)`: the first line of every human-readable output."""
+        return f"control plane {self.target} ({self.source})"
+
+
+def _connection(config_path: Path | None, address: str | None, token_env: str | None) -> Connection:
+    # Lazy, as AdminClient in _run: every process the CLI starts loads this module, and the admin client
+    # (grpclib, h2: about 2 MB) is of no use to `xds-control serve`.
     from xds_control.admin.client import dial_target
-    from xds_control.cli import load_or_exit
 
-    admin, env_name = ControlPlaneConfig().admin, None
+    admin, env_name, source = ControlPlaneConfig().admin, None, DEFAULT_SOURCE
     if config_path is not None:
         cp = load_or_exit(config_path).control_plane
-        admin, env_name = cp.admin, cp.admin_token_env
+        admin, env_name, source = cp.admin, cp.admin_token_env, f"control_plane.admin in {config_path}"
     if address is not None:
         try:
             target = dial_target(address)
         except ValueError:
             raise click.BadParameter("must be HOST:PORT", param_hint="--address") from None
+        source = "--address"
     else:
         target = dial_target(admin)
     env_name = token_env or env_name
-    return target, (os.environ.get(env_name) or None) if env_name else None
+    token = (os.environ.get(env_name) or None) if env_name else None
+    return Connection(target, token, source, env_name if token else None)
+
+
+def _error_text(exc: XdsControlError, connection: Connection) -> str:
+    """One line for a failed admin command: what went wrong, at which control plane, and what to check."""
+    if isinstance(exc, Unauthorized):
+        if connection.token_env is None:
+            return (
+                f"{connection.where} refused the call: it needs the admin token and none was given "
+                "(set the environment variable named by control_plane.admin_token_env, or use --token-env NAME)"
+            )
+        return (
+            f"{connection.where} refused the admin token from ${connection.token_env}: it is not that control "
+            "plane's token. Is this the control plane you meant? Name it with -c CONFIG or --address, "
+            "or fix the token"
+        )
+    text = str(exc)
+    if connection.target in text:  # already names the address (cannot reach ..., closed the stream, ...)
+        return text if connection.source == "--address" else f"{text} ({connection.source})"
+    return f"{connection.where}: {text}"
 
 
 def _run(ctx: click.Context, action: Callable[[AdminClient], Awaitable[int | None]]) -> None:
     """Run `action` against the admin API; admin errors become one stderr line and exit 1."""
     from xds_control.admin.client import AdminClient
 
-    target, token = ctx.obj
+    connection: Connection = ctx.obj
 
     async def main() -> int | None:
-        async with AdminClient(target, token) as client:
+        async with AdminClient(connection.target, connection.token) as client:
             return await action(client)
 
     try:
@@ -68,14 +111,13 @@ def _run(ctx: click.Context, action: Callable[[AdminClient], Awaitable[int | Non
     except KeyboardInterrupt:
         code = 130
     except XdsControlError as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {_error_text(exc, connection)}", err=True)
         code = 1
     raise SystemExit(code or 0)
 
 
 def _options(func: Callable[..., Any]) -> Callable[..., Any]:
     """-c/--address/--token-env/--json and the log options, resolved into ctx.obj before the command runs."""
-    from xds_control.cli import common_options, config_option
 
     @config_option
     @click.option("--address", metavar="HOST:PORT", help="Admin API address (overrides the config).")
@@ -99,7 +141,8 @@ def _options(func: Callable[..., Any]) -> Callable[..., Any]:
 # -- rendering ----------------------------------------------------------------------------------
 
 
-def backend_json(status: BackendStatus) -> dict[str, Any]:
+def backend_json(status: BackendStatus, now: float) -> dict[str, Any]:
+    """`now`: unix time of printing (`retry_after` is the seconds from it to the next chance of recovery)."""
     return {
         "name": status.name,
         "state": str(status.state),
@@ -111,7 +154,7 @@ def backend_json(status: BackendStatus) -> dict[str, Any]:
         "last_error": status.last_error,
         "last_probe_ms": status.last_probe_ms,
         "last_success": status.last_success,
-        "retry_after": status.retry_after,
+        "retry_after": status.retry_after(now),
         "state_since": status.state_since,
         "tools": len(status.catalog.tools) if status.catalog else 0,
         "catalog_hash": status.catalog_hash,
@@ -141,8 +184,11 @@ def node_json(node: NodeInfo) -> dict[str, Any]:
     }
 
 
-def _emit_backend(status: BackendStatus, as_json: bool) -> None:
-    click.echo(json.dumps(backend_json(status)) if as_json else backend_line(status))
+def _emit_backend(status: BackendStatus, as_json: bool, connection: Connection) -> None:
+    if as_json:
+        click.echo(json.dumps(backend_json(status, time.time())))
+    else:
+        click.echo(f"{connection.where}\n{backend_line(status)}")
 
 
 # -- commands -----------------------------------------------------------------------------------
@@ -157,25 +203,37 @@ def admin() -> None:
 @_options
 def backends(ctx: click.Context, as_json: bool) -> None:
     """Every backend: state, breaker, failures, last probe, tools, endpoints."""
+    connection: Connection = ctx.obj
 
     async def action(client: AdminClient) -> None:
         statuses = await client.list_backends()
         if as_json:
-            click.echo(json.dumps([backend_json(s) for s in statuses], indent=2))
+            click.echo(json.dumps([backend_json(s, time.time()) for s in statuses], indent=2))
         else:
-            click.echo(backends_table(statuses, time.time()))
+            click.echo(f"{connection.where}\n{backends_table(statuses, time.time())}")
 
     _run(ctx, action)
 
 
 @admin.command()
-@click.option("--count", type=click.IntRange(min=1), help="Exit after this many updates (the first is the full view).")
+@click.option(
+    "--count",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Exit after N views. The first is the whole view as it is on connect, each later one a change: "
+    "--count 1 prints the current view and exits; a larger N waits for N-1 changes.",
+)
+@click.option("--once", is_flag=True, help="Print the current view and exit (the same as --count 1).")
 @click.option(
     "--lines", "plain", is_flag=True, help="One line per update even on a terminal (default there: a live table)."
 )
 @_options
-def watch(ctx: click.Context, as_json: bool, count: int | None, plain: bool) -> None:
-    """Show the view and every change until Ctrl-C: a live table on a terminal, else one line per update."""
+def watch(ctx: click.Context, as_json: bool, count: int | None, once: bool, plain: bool) -> None:
+    """Show the whole view, then every change until Ctrl-C (or --count/--once): a live table on a terminal,
+    else one line per view."""
+    connection: Connection = ctx.obj
+    if once:
+        count = 1
 
     async def action(client: AdminClient) -> None:
         seen = 0
@@ -184,6 +242,7 @@ def watch(ctx: click.Context, as_json: bool, count: int | None, plain: bool) -> 
             from xds_control.admin.live import LiveStatus  # rich only where it is drawn
 
             live = LiveStatus()
+            live.note = connection.where
             live.start()
         try:
             async for event in client.watch(reconnect=False):
@@ -192,10 +251,15 @@ def watch(ctx: click.Context, as_json: bool, count: int | None, plain: bool) -> 
                 elif as_json:
                     click.echo(
                         json.dumps(
-                            {"version": event.version, "backends": [backend_json(b) for b in event.backends.values()]}
+                            {
+                                "version": event.version,
+                                "backends": [backend_json(b, time.time()) for b in event.backends.values()],
+                            }
                         )
                     )
                 else:
+                    if seen == 0:
+                        click.echo(connection.where)
                     parts = "; ".join(backend_line(b) for b in event.backends.values()) or "no backends"
                     click.echo(f"{time.strftime('%H:%M:%S')} version {event.version}: {parts}")
                 sys.stdout.flush()
@@ -214,7 +278,7 @@ def _mutating(name: str, method: str, help_text: str) -> None:
     @_options
     def command(ctx: click.Context, as_json: bool, backend: str) -> None:
         async def action(client: AdminClient) -> None:
-            _emit_backend(await getattr(client, method)(backend), as_json)
+            _emit_backend(await getattr(client, method)(backend), as_json, ctx.obj)
 
         _run(ctx, action)
 
@@ -232,12 +296,14 @@ _mutating("reset", "reset_breaker", "Close BACKEND's circuit breaker and clear i
 @_options
 def nodes(ctx: click.Context, as_json: bool) -> None:
     """Connected Envoy nodes and the xDS version each has ACKed or NACKed, per type."""
+    connection: Connection = ctx.obj
 
     async def action(client: AdminClient) -> None:
         found = await client.nodes()
         if as_json:
             click.echo(json.dumps([node_json(n) for n in found], indent=2))
             return
+        click.echo(connection.where)
         if not found:
             click.echo("no Envoy nodes connected")
             return

@@ -27,6 +27,7 @@ import asyncio
 import ipaddress
 import logging
 import random
+import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,7 +41,7 @@ from xds_control.admin.convert import backend_from_pb, node_from_pb
 from xds_control.admin.ports import NodeInfo
 from xds_control.admin.v1 import admin_pb2 as pb
 from xds_control.config import ControlPlaneConfig
-from xds_control.errors import AdminError, Unauthorized
+from xds_control.errors import AdminError, AdminUnavailable, BackendNotFound, Unauthorized
 from xds_control.view import BackendStatus
 
 log = logging.getLogger(__name__)
@@ -83,14 +84,6 @@ _UNARY: dict[str, tuple[type[Any], type[Any]]] = {
     "ResetBreaker": (pb.ResetBreakerRequest, pb.ResetBreakerResponse),
     "ReportOutcomes": (pb.ReportOutcomesRequest, pb.ReportOutcomesResponse),
 }
-
-
-class AdminUnavailable(AdminError):
-    """The admin API could not be reached (refused, timed out, shut down)."""
-
-
-class BackendNotFound(AdminError):
-    """The named backend is not configured on the control plane."""
 
 
 def dial_target(admin: str) -> str:
@@ -212,7 +205,7 @@ class AdminClient:
 
     async def get_backend(self, name: str) -> BackendStatus:
         response = await self._call("GetBackend", pb.GetBackendRequest(name=name))
-        return backend_from_pb(response.backend)
+        return backend_from_pb(response.backend, now=time.time())
 
     async def nodes(self) -> list[NodeInfo]:
         response = await self._call("ListNodes", pb.ListNodesRequest())
@@ -268,19 +261,19 @@ class AdminClient:
 
     async def probe_now(self, name: str) -> BackendStatus:
         response = await self._call("ProbeNow", pb.ProbeNowRequest(name=name), mutating=True, timeout=PROBE_TIMEOUT)
-        return backend_from_pb(response.backend)
+        return backend_from_pb(response.backend, now=time.time())
 
     async def drain(self, name: str) -> BackendStatus:
         response = await self._call("Drain", pb.DrainRequest(name=name), mutating=True)
-        return backend_from_pb(response.backend)
+        return backend_from_pb(response.backend, now=time.time())
 
     async def undrain(self, name: str) -> BackendStatus:
         response = await self._call("Undrain", pb.UndrainRequest(name=name), mutating=True)
-        return backend_from_pb(response.backend)
+        return backend_from_pb(response.backend, now=time.time())
 
     async def reset_breaker(self, name: str) -> BackendStatus:
         response = await self._call("ResetBreaker", pb.ResetBreakerRequest(name=name), mutating=True)
-        return backend_from_pb(response.backend)
+        return backend_from_pb(response.backend, now=time.time())
 
     async def report_outcomes(self, outcomes: Iterable[Outcome]) -> list[str]:
         """Send data-path outcomes; returns the backend names the control plane does not know (skipped)."""
@@ -305,5 +298,6 @@ def _outcome_to_pb(outcome: Outcome) -> pb.BackendOutcome:
 
 
 def _event(message: pb.WatchResponse | pb.ListBackendsResponse) -> WatchEvent:
+    now = time.time()
     backends: Sequence[pb.Backend] = message.backends
-    return WatchEvent(version=message.version, backends={b.name: backend_from_pb(b) for b in backends})
+    return WatchEvent(version=message.version, backends={b.name: backend_from_pb(b, now=now) for b in backends})

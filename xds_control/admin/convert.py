@@ -1,4 +1,10 @@
-"""View objects <-> admin protobuf messages. Pure; both directions round-trip exactly.
+"""View objects <-> admin protobuf messages. Pure; both directions round-trip exactly (given one `now`).
+
+`retry_after` travels as what the proto promises, the seconds until the next
+chance of recovery: `backend_to_pb` computes it from the view's deadline
+(`BackendStatus.retry_at`) at the `now` it is served, and `backend_from_pb`
+turns it back into a deadline on the receiver's own clock at the `now` it
+arrived, so the figure counts down on both sides and no two clocks need agree.
 
 A catalog travels as the JSON text of `Catalog.to_json()` in `catalog_json`
 (empty: no catalog, or catalogs omitted on request); `catalog_hash` and
@@ -80,7 +86,8 @@ def endpoint_from_pb(msg: pb.Endpoint) -> EndpointStatus:
     )
 
 
-def backend_to_pb(status: BackendStatus, *, omit_catalog: bool = False) -> pb.Backend:
+def backend_to_pb(status: BackendStatus, *, now: float, omit_catalog: bool = False) -> pb.Backend:
+    """`now`: unix time at which the message is served (`retry_after` is counted from it)."""
     msg = pb.Backend(
         name=status.name,
         state=state_to_pb(status.state),
@@ -93,17 +100,21 @@ def backend_to_pb(status: BackendStatus, *, omit_catalog: bool = False) -> pb.Ba
         tool_count=len(status.catalog.tools) if status.catalog else 0,
         endpoints=[endpoint_to_pb(e) for e in status.endpoints],
     )
-    for name in ("last_probe_ms", "last_success", "last_error", "retry_after", "state_since"):
+    for name in ("last_probe_ms", "last_success", "last_error", "state_since"):
         value = getattr(status, name)
         if value is not None:
             setattr(msg, name, value)
+    retry_after = status.retry_after(now)
+    if retry_after is not None:
+        msg.retry_after = retry_after
     if status.catalog is not None and not omit_catalog:
         msg.catalog_json = catalog_to_json_text(status.catalog)
     return msg
 
 
-def backend_from_pb(msg: pb.Backend) -> BackendStatus:
-    """A `BackendStatus` equal to the server's (its catalog is None if catalogs were omitted)."""
+def backend_from_pb(msg: pb.Backend, *, now: float) -> BackendStatus:
+    """A `BackendStatus` equal to the server's (its catalog is None if catalogs were omitted). `now`: unix time
+    at which the message arrived (the deadline `retry_at` is `now + retry_after`)."""
 
     def opt(name: str) -> object:
         return getattr(msg, name) if msg.HasField(name) else None
@@ -118,7 +129,7 @@ def backend_from_pb(msg: pb.Backend) -> BackendStatus:
         last_probe_ms=opt("last_probe_ms"),  # type: ignore[arg-type]
         last_success=opt("last_success"),  # type: ignore[arg-type]
         last_error=opt("last_error"),  # type: ignore[arg-type]
-        retry_after=opt("retry_after"),  # type: ignore[arg-type]
+        retry_at=round(now + msg.retry_after, 3) if msg.HasField("retry_after") else None,
         state_since=opt("state_since"),  # type: ignore[arg-type]
         catalog=catalog_from_json_text(msg.catalog_json, msg.catalog_hash) if msg.catalog_json else None,
         endpoints=tuple(endpoint_from_pb(e) for e in msg.endpoints),

@@ -21,6 +21,7 @@ import contextlib
 import functools
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
@@ -37,12 +38,17 @@ from xds_control.admin.v1 import admin_pb2 as pb
 from xds_control.admin.v1 import admin_pb2_grpc as pb_grpc
 from xds_control.config import Config
 from xds_control.errors import AdminError, Unauthorized
+from xds_control.sanitize import preview
 from xds_control.view import BackendStatus, View, ViewStore
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Admin"].full_name  # "xds_control.admin.v1.Admin"
 CATEGORY = re.compile(r"^[a-z0-9_]{1,64}$")
+# ReportOutcomes: entries per report (the aggregator sends one per backend) and the count taken per backend
+# per report (more says nothing more to a breaker whose threshold is far below it).
+MAX_OUTCOMES = 4096
+MAX_OUTCOME_COUNT = 1_000_000
 # Clients keep the watch stream alive with pings (client.KEEPALIVE_MS); allow them.
 SERVER_OPTIONS = [
     ("grpc.keepalive_permit_without_calls", 1),
@@ -132,8 +138,15 @@ class AdminService(pb_grpc.AdminServicer):
     """The servicer. `health`/`nodes` may be None: their calls answer UNIMPLEMENTED / no nodes."""
 
     def __init__(
-        self, store: ViewStore, health: HealthControl | None, nodes: NodeDirectory | None, guard: TokenGuard
+        self,
+        store: ViewStore,
+        health: HealthControl | None,
+        nodes: NodeDirectory | None,
+        guard: TokenGuard,
+        *,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
+        self.wall_clock = wall_clock  # unix time a message is served at: `retry_after` counts down from it
         self.store = store
         self.health = health
         self.nodes = nodes
@@ -150,7 +163,7 @@ class AdminService(pb_grpc.AdminServicer):
     def _backend(self, name: str) -> BackendStatus:
         status = self.store.current.backend(name)
         if status is None:
-            raise _Failure(grpc.StatusCode.NOT_FOUND, f"no backend named {name!r}")
+            raise _Failure(grpc.StatusCode.NOT_FOUND, f"no backend named {preview(name, 64)!r}")
         return status
 
     def _health(self, what: str) -> HealthControl:
@@ -176,9 +189,12 @@ class AdminService(pb_grpc.AdminServicer):
             return None
         return change.result()
 
-    @staticmethod
-    def _backends(view: View, omit_catalogs: bool) -> list[pb.Backend]:
-        return [backend_to_pb(b, omit_catalog=omit_catalogs) for b in view.backends.values()]
+    def _backends(self, view: View, omit_catalogs: bool) -> list[pb.Backend]:
+        now = self.wall_clock()
+        return [backend_to_pb(b, now=now, omit_catalog=omit_catalogs) for b in view.backends.values()]
+
+    def _backend_pb(self, status: BackendStatus) -> pb.Backend:
+        return backend_to_pb(status, now=self.wall_clock())
 
     # -- read-only --------------------------------------------------------------------------
 
@@ -194,7 +210,7 @@ class AdminService(pb_grpc.AdminServicer):
         self, request: pb.GetBackendRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetBackendResponse:
         view = self.store.current
-        return pb.GetBackendResponse(version=view.version, backend=backend_to_pb(self._backend(request.name)))
+        return pb.GetBackendResponse(version=view.version, backend=self._backend_pb(self._backend(request.name)))
 
     @_rpc("Watch", stream=True)
     async def Watch(
@@ -226,8 +242,8 @@ class AdminService(pb_grpc.AdminServicer):
         try:
             status = await health.probe_now(request.name)
         except KeyError:
-            raise _Failure(grpc.StatusCode.NOT_FOUND, f"no backend named {request.name!r}") from None
-        return pb.ProbeNowResponse(backend=backend_to_pb(status))
+            raise _Failure(grpc.StatusCode.NOT_FOUND, f"no backend named {preview(request.name, 64)!r}") from None
+        return pb.ProbeNowResponse(backend=self._backend_pb(status))
 
     @_rpc("ResetBreaker", mutating=True)
     async def ResetBreaker(
@@ -239,14 +255,14 @@ class AdminService(pb_grpc.AdminServicer):
         try:
             status = await health.reset_breaker(request.name)
         except KeyError:
-            raise _Failure(grpc.StatusCode.NOT_FOUND, f"no backend named {request.name!r}") from None
-        return pb.ResetBreakerResponse(backend=backend_to_pb(status))
+            raise _Failure(grpc.StatusCode.NOT_FOUND, f"no backend named {preview(request.name, 64)!r}") from None
+        return pb.ResetBreakerResponse(backend=self._backend_pb(status))
 
     def _set_drained(self, name: str, drained: bool) -> tuple[int, pb.Backend]:
         self._backend(name)
         view = self.store.set_drained(name, drained)
         log.info("admin: backend %s", "drained" if drained else "undrained", extra={"backend": name})
-        return view.version, backend_to_pb(self._backend(name))
+        return view.version, self._backend_pb(self._backend(name))
 
     @_rpc("Drain", mutating=True)
     async def Drain(self, request: pb.DrainRequest, context: grpc.aio.ServicerContext) -> pb.DrainResponse:
@@ -263,22 +279,31 @@ class AdminService(pb_grpc.AdminServicer):
         self, request: pb.ReportOutcomesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ReportOutcomesResponse:
         health = self._health("ReportOutcomes")
-        for outcome in request.outcomes:  # validate the whole batch before applying any of it
+        if len(request.outcomes) > MAX_OUTCOMES:
+            raise _Failure(
+                grpc.StatusCode.INVALID_ARGUMENT, f"a report holds at most {MAX_OUTCOMES} outcomes (one per backend)"
+            )
+        merged: dict[str, list[Any]] = {}  # backend -> [successes, failures, category]; validated before applying
+        for outcome in request.outcomes:
             if outcome.HasField("last_failure_category") and not CATEGORY.match(outcome.last_failure_category):
                 raise _Failure(
                     grpc.StatusCode.INVALID_ARGUMENT,
-                    f"last_failure_category for {outcome.backend!r} must match [a-z0-9_]{{1,64}}",
+                    f"last_failure_category for {preview(outcome.backend, 64)!r} must match [a-z0-9_]{{1,64}}",
                 )
+            entry = merged.setdefault(outcome.backend, [0, 0, None])
+            entry[0] = min(entry[0] + outcome.successes, MAX_OUTCOME_COUNT)
+            entry[1] = min(entry[1] + outcome.failures, MAX_OUTCOME_COUNT)
+            if outcome.HasField("last_failure_category"):
+                entry[2] = outcome.last_failure_category
         unknown: list[str] = []
-        for outcome in request.outcomes:
-            category = outcome.last_failure_category if outcome.HasField("last_failure_category") else None
-            if self.store.current.backend(outcome.backend) is None:
-                unknown.append(outcome.backend)
+        for name, (successes, failures, category) in merged.items():
+            if self.store.current.backend(name) is None:
+                unknown.append(preview(name, 64))
                 continue
             try:
-                await health.record_outcomes(outcome.backend, outcome.successes, outcome.failures, category)
+                await health.record_outcomes(name, successes, failures, category)  # O(1) in the counts
             except KeyError:
-                unknown.append(outcome.backend)
+                unknown.append(preview(name, 64))
         return pb.ReportOutcomesResponse(unknown_backends=unknown)
 
 

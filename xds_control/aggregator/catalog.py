@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -42,7 +43,7 @@ from mcp.shared.uri_template import InvalidUriTemplate, UriTemplate
 
 from xds_control.config import BackendConfig, Config
 from xds_control.errors import ConfigIssue
-from xds_control.view import BackendStatus, BreakerState, Catalog
+from xds_control.view import BackendStatus, BreakerState, Catalog, remaining
 
 Kind = Literal["tools", "resources", "resource_templates", "prompts"]
 KINDS: tuple[Kind, ...] = ("tools", "resources", "resource_templates", "prompts")
@@ -63,12 +64,17 @@ class Route:
 
 @dataclass(frozen=True)
 class Unavailable:
-    """A configured backend that is not routable now, as reported to clients."""
+    """A configured backend that is not routable now, as reported to clients. `retry_at` is the view's deadline
+    (unix time); `retry_after`, the seconds left until it, is computed each time it is read, so it counts down."""
 
     backend: str
     state: str
-    retry_after: float | None = None
+    retry_at: float | None = None
     required: bool = False
+
+    @property
+    def retry_after(self) -> float | None:
+        return remaining(self.retry_at, time.time())
 
     def to_json(self) -> dict[str, Any]:
         return {"backend": self.backend, "state": self.state, "retry_after": self.retry_after}
@@ -352,7 +358,7 @@ def merge_catalog(config: Config, statuses: Mapping[str, BackendStatus]) -> Merg
 
 def _unavailable(configured: Sequence[tuple[BackendConfig, BackendStatus | None]]) -> tuple[Unavailable, ...]:
     return tuple(
-        Unavailable(b.name, effective_state(s), s.retry_after if s else None, b.required)
+        Unavailable(b.name, effective_state(s), s.retry_at if s else None, b.required)
         for b, s in configured
         if s is None or not s.routable
     )

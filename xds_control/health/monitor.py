@@ -58,6 +58,7 @@ class _Endpoint:
     task: asyncio.Task[None] | None = None
     group: asyncio.TaskGroup | None = None
     closed: bool = False
+    retry_at: float | None = None  # unix time the last answer's Retry-After points at; None without one
 
 
 @dataclass(eq=False)
@@ -69,6 +70,7 @@ class _Backend:
     catalog: Catalog | None = None
     last_probe_ms: float | None = None
     last_error: str | None = None
+    open_until: tuple[float, float] | None = None  # the breaker's half-open time (clock) -> unix time, once computed
 
 
 class HealthMonitor:
@@ -246,6 +248,7 @@ class HealthMonitor:
         category = metrics.safe_category(result.category) if result.category is not None else None
         metrics.probe(name, result.latency, category)
         backend.last_probe_ms = round(result.latency * 1000, 3)
+        endpoint.retry_at = self._wall_clock() + result.retry_after if result.retry_after else None
         if result.ok:
             if result.catalog is not None:
                 backend.catalog = result.catalog
@@ -311,13 +314,16 @@ class HealthMonitor:
     def _publish(self, backend: _Backend) -> None:
         name = backend.config.name
         tracker, breaker = backend.tracker, backend.breaker
-        if breaker.state is BreakerState.OPEN:
-            retry_after = breaker.retry_after()
+        # A deadline in unix time, not a remainder: the admin API and the aggregator count it down when they serve it.
+        retry_at: float | None
+        half_open_at = breaker.half_open_at()
+        if half_open_at is not None:  # open: converted to unix time once per open period, so it never drifts
+            if backend.open_until is None or backend.open_until[0] != half_open_at:
+                backend.open_until = (half_open_at, self._wall_clock() + half_open_at - self._clock())
+            retry_at = backend.open_until[1]
         else:
-            hints = [
-                e.last.retry_after for e in tracker.endpoints.values() if e.last is not None and e.last.retry_after
-            ]
-            retry_after = max(hints) if hints else None
+            hints = [e.retry_at for e in backend.endpoints if e.retry_at is not None]
+            retry_at = max(hints) if hints else None
 
         def endpoint_status(status: EndpointStatus) -> EndpointStatus:
             ep = tracker.endpoints.get(status.url)
@@ -336,7 +342,7 @@ class HealthMonitor:
                 last_probe_ms=backend.last_probe_ms,
                 last_success=tracker.last_success,
                 last_error=backend.last_error,
-                retry_after=retry_after,
+                retry_at=retry_at,
                 catalog=backend.catalog,
                 endpoints=tuple(endpoint_status(e) for e in status.endpoints),
             )
@@ -435,8 +441,7 @@ class HealthMonitor:
         if successes > 0:
             transitions += backend.breaker.record_success(probe=False)
         reason = metrics.safe_category(category) if category is not None else "data_path"
-        for _ in range(max(0, failures)):
-            transitions += backend.breaker.record_failure(reason)
+        transitions += backend.breaker.record_failures(failures, reason)  # O(1) whatever the count
         for transition in transitions:
             self._log_breaker(name, transition)
         if transitions:
