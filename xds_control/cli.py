@@ -13,7 +13,15 @@ from pathlib import Path
 import click
 
 from xds_control.admin.cli import admin
-from xds_control.cli_options import common_options, config_option, load_or_exit, run_async
+from xds_control.cli_options import (
+    EXIT_CONFIG,
+    common_options,
+    config_option,
+    load_or_exit,
+    report_config_error,
+    run_async,
+)
+from xds_control.errors import ConfigError, ConfigIssue
 from xds_control.schema import schema
 
 
@@ -65,7 +73,6 @@ def bootstrap(
 ) -> None:
     """Print the Envoy bootstrap YAML (ADS over gRPC to the control plane or planes), one per Envoy node."""
     from xds_control.config import host_port
-    from xds_control.errors import ConfigIssue
     from xds_control.xds.bootstrap import NodeOverrides, render_bootstrap
     from xds_control.xds.profiles import NodeRole
 
@@ -73,7 +80,7 @@ def bootstrap(
     try:
         dials = tuple(host_port(a, "--control-plane") for a in control_planes)
     except ValueError as exc:
-        report_error(str(ConfigError(ConfigIssue("--control-plane", str(exc)), source="command line")))
+        report_config_error(ConfigError(ConfigIssue("--control-plane", str(exc)), source="command line"))
         raise SystemExit(EXIT_CONFIG) from None
     node = NodeOverrides(
         node_id=node_id,
@@ -103,7 +110,7 @@ def serve(config_path: Path | None, xds: str | None, admin_address: str | None, 
     try:
         config = config.with_control_plane(**listen)
     except ConfigError as exc:
-        report_error(str(exc), fields=", ".join(issue.path or "<root>" for issue in exc.issues))
+        report_config_error(exc)
         raise SystemExit(EXIT_CONFIG) from None
     raise SystemExit(run_async(serve_forever(config, config_path=config_path, listen=listen)))
 
@@ -126,7 +133,7 @@ def aggregator(config_path: Path | None, replica: int) -> None:
     try:
         config = config.for_aggregator_replica(replica)
     except ConfigError as exc:
-        report_error(str(exc), fields=", ".join(issue.path or "<root>" for issue in exc.issues))
+        report_config_error(exc)
         raise SystemExit(EXIT_CONFIG) from None
     raise SystemExit(run_async(serve_forever(config)))
 
