@@ -288,6 +288,8 @@ class SnapshotCache:
             return self._snapshot
         found = self._per_profile.get(profile)
         if found is None:
+            if len(self._per_profile) >= MAX_PROFILES:  # nodes with ever new profiles: bounded, recomposed on demand
+                self._per_profile.clear()
             found = self._per_profile[profile] = self._compose(profile)
         return found
 
