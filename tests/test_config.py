@@ -215,15 +215,30 @@ def test_check_command_exit_codes(tmp_path, capsys):
     assert main(["check", "-c", str(tmp_path / "missing.yaml")]) == 2
 
 
-def test_bootstrap_command_prints_ads_to_the_control_plane(tmp_path, capsys):
+def test_bootstrap_command_prints_ads_to_the_control_plane(tmp_path, capsys, monkeypatch):
     import yaml
 
+    monkeypatch.delenv("XDS_TEST_TOKEN", raising=False)
     path = tmp_path / "c.yaml"
     path.write_text(
-        dump_config(parse_config({"control_plane": {"xds": "0.0.0.0:18500"}, "envoy": {"node_id": "edge-1"}}))
+        dump_config(
+            parse_config(
+                {
+                    "control_plane": {"xds": "0.0.0.0:18500", "xds_token_env": "XDS_TEST_TOKEN"},
+                    "envoy": {"node_id": "edge-1"},
+                }
+            )
+        )
     )
     assert main(["bootstrap", "-c", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert "${XDS_TEST_TOKEN}" in err  # unset here: a placeholder, and a note saying so
+    [grpc_service] = yaml.safe_load(out)["dynamic_resources"]["ads_config"]["grpc_services"]
+    assert grpc_service["initial_metadata"] == [{"key": "authorization", "value": "Bearer ${XDS_TEST_TOKEN}"}]
+    monkeypatch.setenv("XDS_TEST_TOKEN", "t0ken")
+    assert main(["bootstrap", "-c", str(path)]) == 0
     doc = yaml.safe_load(capsys.readouterr().out)
+    assert doc["dynamic_resources"]["ads_config"]["grpc_services"][0]["initial_metadata"][0]["value"] == "Bearer t0ken"
     assert doc["node"]["id"] == "edge-1"
     address = doc["static_resources"]["clusters"][0]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"][
         "address"
@@ -286,3 +301,44 @@ def test_aggregator_replicas_listen_on_consecutive_ports_and_are_checked():
         parse_config({"aggregator": {"port": 18080, "replicas": 2}, "control_plane": {"admin": "127.0.0.1:18081"}})
     with pytest.raises(ConfigError, match="aggregator.replicas"):
         parse_config({"aggregator": {"port": 65535, "replicas": 2}})
+
+
+def test_a_typo_is_reported_with_the_nearest_key_and_what_its_absence_breaks_in_one_pass():
+    issues = _issues({"backends": [{"name": "weather", "utl": "http://127.0.0.1:9001/mcp"}]})
+    assert issues == [
+        "backends.0.utl: unknown key (did you mean 'url'?)",
+        "backends.0: set exactly one of url or endpoints",
+    ]
+    assert _issues({"helth": {"interval": "5s"}}) == ["helth: unknown key (did you mean 'health'?)"]
+    assert _issues({"backends": [{"name": "a", "url": "http://h:1/mcp", "auth": {"tokne_env": "T"}}]}) == [
+        "backends.0.auth.tokne_env: unknown key (did you mean 'token_env'?)",
+        "backends.0.auth: set exactly one of token_env or token_file",
+    ]
+    assert _issues({"listener": {"zzz": 1}}) == ["listener.zzz: unknown key"]  # nothing near: no guess
+
+
+def test_cross_checks_run_too_when_the_only_problems_are_unknown_keys():
+    issues = _issues({"listener": {"prot": 1}, "egress": {"port": 10000}})
+    assert issues == [
+        "listener.prot: unknown key (did you mean 'port'?)",
+        "egress.port: port clashes with listener.port (got 10000)",
+    ]
+
+
+def test_an_unknown_keys_value_is_never_echoed():
+    secret = "sk-planted-0f9e8d-do-not-print"
+    issues = _issues(
+        {"backends": [{"name": "a", "url": "http://h:1/mcp", "auth": {"token": secret, "token_env": "T"}}]}
+    )
+    assert issues == ["backends.0.auth.token: unknown key (did you mean 'token_env'?)"]
+    assert secret not in "\n".join(issues)
+
+
+def test_check_names_the_typo_and_the_missing_url_in_one_run(tmp_path, capsys):
+    path = tmp_path / "typo.yaml"
+    path.write_text("helth:\n  interval: 5s\nbackends:\n  - name: weather\n    utl: http://127.0.0.1:9001/mcp\n")
+    assert main(["check", "-c", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "helth: unknown key (did you mean 'health'?)" in err
+    assert "backends.0.utl: unknown key (did you mean 'url'?)" in err
+    assert "backends.0: set exactly one of url or endpoints" in err

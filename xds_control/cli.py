@@ -73,7 +73,7 @@ def bootstrap(
 ) -> None:
     """Print the Envoy bootstrap YAML (ADS over gRPC to the control plane or planes), one per Envoy node."""
     from xds_control.config import host_port
-    from xds_control.xds.bootstrap import NodeOverrides, render_bootstrap
+    from xds_control.xds.bootstrap import NodeOverrides, render_bootstrap, token_placeholder, xds_token
     from xds_control.xds.profiles import NodeRole
 
     config = load_or_exit(config_path)
@@ -90,7 +90,11 @@ def bootstrap(
         egress_port=egress_port,
         control_planes=dials,
     )
-    click.echo(render_bootstrap(config, node), nl=False)
+    try:
+        xds_token(config)
+    except ConfigError:  # the ADS token's variable is unset here: a placeholder for the deployment to fill
+        click.echo(f"note: the ADS token is written as {token_placeholder(config)}: substitute it", err=True)
+    click.echo(render_bootstrap(config, node, placeholder=True), nl=False)
 
 
 @cli.command()
@@ -148,7 +152,10 @@ def aggregator(config_path: Path | None, replica: int) -> None:
 )
 @common_options
 def up(config_path: Path | None, quiet: bool, aggregators: int | None) -> None:
-    """Run the whole stack locally (no config: the bundled demo)."""
+    """Run the whole stack locally (no config: the bundled demo).
+
+    The demo's MCP endpoint listens on port 10000; set XDS_CONTROL_DEMO_PORT to use another (0: any free port).
+    Every other port of the demo is picked free at start."""
     from xds_control.runner import run_up
 
     config = load_or_exit(config_path) if config_path is not None else None

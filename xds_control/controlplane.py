@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import signal
@@ -19,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from xds_control.config import Config
-from xds_control.view import ViewStore
+from xds_control.view import BackendStatus, ViewStore
+from xds_control.xds.bootstrap import xds_token
 from xds_control.xds.nodes import NodeDirectory
 from xds_control.xds.publisher import Publisher
 from xds_control.xds.server import AdsService, XdsServer, start_xds_server
@@ -46,7 +48,7 @@ class ControlPlane:
         self.cache = SnapshotCache()
         self.nodes = NodeDirectory()
         self.publisher = Publisher(self.store, self.cache)
-        self.ads = AdsService(self.cache, self.nodes)
+        self.ads = AdsService(self.cache, self.nodes, token=xds_token(config))  # ConfigError if set but missing
         self.monitor: Any = None
         self.xds: XdsServer | None = None
         self.admin: Any = None
@@ -128,7 +130,8 @@ class ControlPlane:
             from xds_control.health.reload import watch_config
         except ImportError:
             return
-        group.create_task(watch_config(self.config_path, self.apply_config), name="config-reload")
+        if self.config_path is not None:  # (checked by the caller; for the type checker)
+            group.create_task(watch_config(self.config_path, self.apply_config), name="config-reload")
 
     def apply_config(self, config: Config) -> None:
         """Apply a reloaded config: probes (if running) and the view; the view change pushes to Envoy."""
@@ -156,18 +159,15 @@ class ControlPlane:
                     except (OSError, IndexError):
                         continue  # keep the last known address; the prober reports DNS failures
                     self.store.update_backend(
-                        backend.name,
-                        lambda s, u=url.url, a=address: replace(
-                            s, endpoints=tuple(replace(e, address=a) if e.url == u else e for e in s.endpoints)
-                        ),
+                        backend.name, functools.partial(_with_address, url=url.url, address=address)
                     )
             await asyncio.sleep(interval)
 
 
 def _freeze_heap() -> None:
-    """Move the long-lived encoded snapshot out of the collector's sight. Full collections over
-    thousands of protobuf objects otherwise stall a health flip by ~100 ms at 500 backends
-    (bench/xds_push.py: p99 71 ms before, a few ms after)."""
+    """Move the long-lived encoded snapshot out of the collector's sight, so a full collection never walks
+    the thousands of protobuf objects of a large snapshot in the middle of a health flip (bench/xds_push.py
+    shows it in the p99)."""
     gc.collect()
     gc.freeze()
 
@@ -212,3 +212,10 @@ async def serve_forever(
         if tracer_provider is not None:
             tracer_provider.shutdown()
     return 0
+
+
+def _with_address(status: BackendStatus, *, url: str, address: str) -> BackendStatus:
+    """`status` with the endpoint `url` resolved to `address`."""
+    return replace(
+        status, endpoints=tuple(replace(e, address=address) if e.url == url else e for e in status.endpoints)
+    )

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from xds_control.sanitize import preview, redact_urls, value_preview
+
 
 class XdsControlError(Exception):
     """Base of every error xds-control raises on purpose."""
@@ -35,8 +37,9 @@ class ConfigIssue:
     value: object = None
 
     def __str__(self) -> str:
-        shown = "" if self.value is None else f" (got {self.value!r})"
-        return f"{self.path or '<root>'}: {self.message}{shown}"
+        # Never the value itself: a short escaped preview, no URL credentials, no container expanded.
+        shown = "" if self.value is None else f" (got {value_preview(self.value)})"
+        return f"{preview(self.path or '<root>', 120)}: {preview(redact_urls(self.message), 400)}{shown}"
 
 
 class ConfigError(XdsControlError):

@@ -52,3 +52,31 @@ def preview(value: object, limit: int = DEFAULT_LIMIT) -> str:
     if total <= limit and len(text) <= limit:
         return escape(text)
     return f"{escape(text[:limit])}…(+{total - limit} {unit})"
+
+
+# A URL's user info and query/fragment: the parts that carry credentials (`https://user:pw@host/p?token=x`).
+_URL = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]{0,30}://)([^\s/?#]*@)?([^\s?#'\"]*)([?#][^\s'\"]*)?")
+
+
+def redact_urls(text: str) -> str:
+    """Every URL in `text` without its user info (`…@`) and its query and fragment (`?…`). Linear in `text`."""
+
+    def one(match: re.Match[str]) -> str:
+        scheme, userinfo, rest, tail = match.groups()
+        return f"{scheme}{'…@' if userinfo else ''}{rest}{'?…' if tail else ''}"
+
+    return _URL.sub(one, text)
+
+
+def value_preview(value: object, limit: int = 60) -> str:
+    """A config value as an error message may show it: a short, escaped preview, URLs without credentials,
+    and a container only as its kind and size (never expanded: YAML aliases can make it huge)."""
+    if isinstance(value, dict):
+        return f"a mapping of {len(value)} keys"
+    if isinstance(value, list | tuple | set | frozenset):
+        return f"a list of {len(value)} items"
+    if isinstance(value, str):
+        return repr(preview(redact_urls(value), limit))
+    if value is None or isinstance(value, bool | int | float):
+        return preview(repr(value), limit)
+    return f"a {type(value).__name__}"

@@ -4,7 +4,9 @@ The schema is pydantic's, with one correction: durations are validated by
 `parse_duration` before pydantic sees a float, so the file may say `5s` or
 `250ms` where pydantic's own schema would allow only a number.
 `iter_config_fields` lists every key by its dotted path (`backends[].auth.type`);
-the README's configuration reference is checked against it.
+the README's configuration reference is checked against it, and every key's
+description (`Field(description=...)`, what editors show) is the README's
+one-line meaning of it.
 """
 
 from __future__ import annotations
@@ -99,7 +101,10 @@ def config_schema() -> dict[str, Any]:
             if _is_duration(field):
                 prop = target["properties"][field_name]
                 keep = {k: prop[k] for k in ("title", "default") if k in prop}
-                target["properties"][field_name] = {**duration_schema(), **keep}
+                duration = duration_schema()
+                if field.description:
+                    duration["description"] = f"{field.description} ({duration['description']})"
+                target["properties"][field_name] = {**duration, **keep}
     return {
         "$schema": SCHEMA_DIALECT,
         "title": "xds-control config",

@@ -250,7 +250,7 @@ class ViewStore:
         self._clock = clock
         statuses = {b.name: initial_status(b) for b in config.backends}
         self._statuses = (
-            statuses  # the dict behind the view's read-only proxy: copying it is 20x cheaper than the proxy
+            statuses  # the dict behind the view's read-only proxy: copying it is much cheaper than the proxy
         )
         self._view = View(version=1, config=config, backends=MappingProxyType(statuses))
         self._changed = asyncio.Event()

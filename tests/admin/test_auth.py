@@ -1,4 +1,4 @@
-"""Mutating calls need the token when the admin API is bound off loopback; read calls never do."""
+"""Mutating calls always need the admin token (configured, or the cookie the control plane writes); read calls never do."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
-from xds_control.admin.auth import TokenGuard, guard_for, is_loopback
+from xds_control.admin.auth import TokenGuard, configured_guard, is_loopback
 from xds_control.admin.client import AdminClient, Outcome
+from xds_control.admin.cookie import cookie_path, read_cookie
 from xds_control.admin.service import start_admin_server
 from xds_control.errors import AdminError, Unauthorized
 from xds_control.view import ViewStore
@@ -31,12 +32,18 @@ def test_non_loopback_addresses(host: str) -> None:
 
 def test_non_loopback_without_token_env_is_refused_with_a_clear_error() -> None:
     with pytest.raises(AdminError, match="admin_token_env"):
-        guard_for("0.0.0.0", None, {})
+        configured_guard("0.0.0.0", None, {})
 
 
 def test_non_loopback_with_empty_token_is_refused_naming_the_variable() -> None:
     with pytest.raises(AdminError, match=TOKEN_ENV):
-        guard_for("0.0.0.0", TOKEN_ENV, {TOKEN_ENV: "  "})
+        configured_guard("0.0.0.0", TOKEN_ENV, {TOKEN_ENV: "  "})
+
+
+def test_a_configured_token_guards_loopback_too_and_no_token_means_a_cookie() -> None:
+    guard = configured_guard("127.0.0.1", TOKEN_ENV, {TOKEN_ENV: PLANTED_TOKEN})
+    assert guard is not None and guard.accepts(PLANTED_TOKEN) and not guard.accepts("other")
+    assert configured_guard("127.0.0.1", None, {}) is None  # the server makes one and writes the cookie
 
 
 def test_guard_accepts_only_the_exact_bearer_token() -> None:
@@ -63,15 +70,51 @@ async def test_start_refuses_non_loopback_without_a_token(monkeypatch: pytest.Mo
             await start_admin_server(config, ViewStore(config), None, None)
 
 
-async def test_other_loopback_addresses_need_no_token(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_loopback_mutations_need_the_cookie_token(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(TOKEN_ENV, raising=False)
     h = await start_harness("127.0.0.2")
     try:
-        assert not h.server.token_required
-        async with AdminClient(f"127.0.0.2:{h.server.port}") as c:
+        assert h.server.token_required
+        cookie = cookie_path(h.config.control_plane)
+        assert h.server.cookie == cookie and cookie.stat().st_mode & 0o777 == 0o600
+        assert cookie.parent.stat().st_mode & 0o077 == 0
+        token = read_cookie(cookie)
+        assert token and len(token) >= 32
+        async with AdminClient(f"127.0.0.2:{h.server.port}", lambda: None) as c:
+            with pytest.raises(Unauthorized, match="no token") as info:
+                await c.drain("weather")
+            assert token not in str(info.value) and str(cookie) in str(info.value)
+        async with AdminClient(f"127.0.0.2:{h.server.port}", "wrong-token") as c:
+            with pytest.raises(Unauthorized, match="not this control plane's"):
+                await c.drain("weather")
+        async with AdminClient(f"127.0.0.2:{h.server.port}") as c:  # no token given: the port's cookie
             assert (await c.drain("weather")).drained
+        assert not h.store.current.backends["calc"].drained
     finally:
         await h.server.stop(grace=0.5)
+    assert not cookie.exists()  # removed at a clean stop
+
+
+async def test_a_restarted_control_plane_writes_a_new_cookie_that_clients_pick_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    first = await start_harness()
+    port = first.server.port
+    client = AdminClient(first.target)
+    try:
+        assert (await client.drain("weather")).drained
+        old = read_cookie(cookie_path(first.config.control_plane))
+        await first.server.stop(grace=0.5)
+        second_store = ViewStore(first.config)
+        second = await start_admin_server(first.config, second_store, None, None)
+        try:
+            assert second.port == port and read_cookie(cookie_path(first.config.control_plane)) != old
+            assert (await client.drain("calc")).drained  # the same client object reads the new cookie
+        finally:
+            await second.stop(grace=0.5)
+    finally:
+        await client.close()
 
 
 @pytest.fixture

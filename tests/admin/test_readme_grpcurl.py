@@ -7,8 +7,9 @@ admin_pb2): `list`, `describe SYMBOL`, and `SERVICE/METHOD` with `-d JSON` and
 so a README that drifts from the proto fails here.
 
 The README's addresses are mapped to two control planes: `127.0.0.1:18001` (the
-default admin address) to one bound to loopback, where every call is open, and
-the compose stack's admin address to one bound to 0.0.0.0 with
+default admin address) to one bound to loopback, whose mutating calls need the
+token of its cookie file (the README reads it into `$ADMIN_TOKEN`), and the
+compose stack's admin address to one bound to 0.0.0.0 with
 `admin_token_env: XDS_CONTROL_ADMIN_TOKEN`, as in compose/config.yaml, where
 mutating calls need the README's `authorization` header.
 """
@@ -45,6 +46,7 @@ pytestmark = pytest.mark.integration
 README = ROOT / "README.md"
 COMPOSE_CONFIG = ROOT / "compose" / "config.yaml"
 TOKEN_ENV = "XDS_CONTROL_ADMIN_TOKEN"  # what README and compose/config.yaml use
+COOKIE_TOKEN_ENV = "ADMIN_TOKEN"  # the README reads the loopback plane's cookie into it
 CALL_TIMEOUT = 10.0
 SERVICES = {"xds_control.admin.v1.Admin", "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"}
 
@@ -187,7 +189,7 @@ def describe(pool: DescriptorPool, symbol: str) -> str:
 
 @dataclass
 class Planes:
-    loopback: ControlPlane  # bound to 127.0.0.1: every call open
+    loopback: ControlPlane  # bound to 127.0.0.1: mutating calls need its cookie's token
     remote: ControlPlane  # bound to 0.0.0.0 with a token: mutating calls need it
 
     def target_for(self, address: str) -> tuple[ControlPlane, str]:
@@ -234,7 +236,8 @@ async def planes(weather: Proc, monkeypatch: pytest.MonkeyPatch) -> AsyncIterato
     async with running_control_plane(plane_config(url), health=True) as loopback:
         remote_config = plane_config(url, admin=f"0.0.0.0:{free_port('0.0.0.0')}", admin_token_env=TOKEN_ENV)
         async with running_control_plane(remote_config) as remote:
-            assert not loopback.admin.token_required and remote.admin.token_required
+            assert loopback.admin.cookie is not None and remote.admin.cookie is None
+            monkeypatch.setenv(COOKIE_TOKEN_ENV, loopback.admin.cookie.read_text().strip())
             await async_wait_until(
                 lambda: loopback.store.current.backends["weather"].state is BackendState.HEALTHY,
                 timeout=20,
@@ -252,7 +255,7 @@ def test_the_readme_block_has_the_grpcurl_commands() -> None:
     written = len(re.findall(r"^grpcurl ", admin_section(text), re.M))
     assert written and len(commands) == written
     assert all(not c.endswith("\\") and "\n" not in c for c in commands)
-    parsed = [Grpcurl.parse(c, {TOKEN_ENV: "t"}) for c in commands]
+    parsed = [Grpcurl.parse(c, {TOKEN_ENV: "t", COOKIE_TOKEN_ENV: "c"}) for c in commands]
     assert {p.verb for p in parsed} == {"list", "describe", "call"}
     assert any(p.headers for p in parsed), "the token example"
 
@@ -311,15 +314,15 @@ def check(cmd: Grpcurl, output: str, plane: ControlPlane) -> None:
 
 async def test_the_token_example_needs_its_header(planes: Planes) -> None:
     """The README's Drain against the off-loopback plane: refused without the header, and with a wrong token."""
-    [text] = [c for c in readme_commands(README.read_text()) if Grpcurl.parse(c).headers]
-    cmd = Grpcurl.parse(text)
-    plane, target = planes.target_for(cmd.address)
-    assert plane is planes.remote
-    for headers in ((), (("authorization", "Bearer wrong"),)):
-        with pytest.raises(grpc.RpcError) as info:
-            await asyncio.to_thread(grpcurl, replace(cmd, headers=headers), target)
-        assert info.value.code() is grpc.StatusCode.UNAUTHENTICATED
-    assert not plane.store.current.backends["weather"].drained
+    commands = [Grpcurl.parse(c) for c in readme_commands(README.read_text()) if Grpcurl.parse(c).headers]
+    assert {planes.target_for(c.address)[0] for c in commands} == {planes.remote, planes.loopback}
+    for cmd in commands:
+        plane, target = planes.target_for(cmd.address)
+        for headers in ((), (("authorization", "Bearer wrong"),)):
+            with pytest.raises(grpc.RpcError) as info:
+                await asyncio.to_thread(grpcurl, replace(cmd, headers=headers), target)
+            assert info.value.code() is grpc.StatusCode.UNAUTHENTICATED
+        assert not plane.store.current.backends["weather"].drained
 
 
 async def test_the_stand_in_fails_where_grpcurl_would() -> None:
@@ -356,8 +359,12 @@ async def test_the_stand_in_fails_where_grpcurl_would() -> None:
         with pytest.raises(grpc.RpcError) as info:
             await asyncio.to_thread(run, f'grpcurl -plaintext -d \'{{"name": "nope"}}\' {admin}/GetBackend')
         assert info.value.code() is grpc.StatusCode.NOT_FOUND
+        token = plane.admin.cookie.read_text().strip()
         with pytest.raises(grpc.RpcError) as info:  # loopback plane without health: ProbeNow is not served
-            await asyncio.to_thread(run, f'grpcurl -plaintext -d \'{{"name": "weather"}}\' {admin}/ProbeNow')
+            await asyncio.to_thread(
+                run,
+                f'grpcurl -plaintext -H "authorization: Bearer {token}" -d \'{{"name": "weather"}}\' {admin}/ProbeNow',
+            )
         assert info.value.code() is grpc.StatusCode.UNIMPLEMENTED
         with pytest.raises(AssertionError, match="is not set"):
             Grpcurl.parse('grpcurl -plaintext -H "authorization: Bearer $NOT_SET_ANYWHERE" 127.0.0.1:18001 x/y', {})

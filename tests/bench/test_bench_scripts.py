@@ -1,10 +1,10 @@
 """Every benchmark under bench/ still runs: each script, at its smallest size, exits 0 and prints its figures.
 
 The figures themselves are not judged here (speed and memory targets live in the benchmarks, never in
-timed assertions); this only keeps a benchmark from rotting unnoticed, as tools_list.py did after session 6
-(the SDK-side timer it relied on stopped seeing repeated list requests; found in session 8). FastMCP's proxy is left out
+timed assertions); this only keeps a benchmark from rotting unnoticed (a benchmark that leans on a library's
+behaviour breaks silently when that behaviour changes). FastMCP's proxy is left out
 (`--no-fastmcp`): it needs its own venv from PyPI (bench/.venv-fastmcp). A traceback in the output is not a
-failure by itself: the SDK's client logs one when a message reaches it as it closes (seen 1 run in 20).
+failure by itself: the SDK's client may log one when a message reaches it as it closes.
 """
 
 from __future__ import annotations

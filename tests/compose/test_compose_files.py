@@ -169,7 +169,18 @@ def test_project_services_share_one_image_built_from_the_repository():
 
 
 def envoy_command() -> list[str]:
-    return services()["envoy"]["command"]
+    """Envoy's argv: the service runs `bash -c "sed ... && exec envoy ..."` (the ADS token filled in first)."""
+    command = services()["envoy"]["command"]
+    assert command[:2] == ["bash", "-c"], command
+    return shlex.split(command[2].split("&& exec ", 1)[1])
+
+
+def envoy_bootstrap_in_container() -> tuple[str, str]:
+    """(the mounted bootstrap with the placeholder, the file Envoy reads once the token is in it)."""
+    script = services()["envoy"]["command"][2]
+    sed, _ = script.split("&& exec ", 1)
+    source, target = re.search(r"\s(\S+) > (\S+)\s*$", sed.strip()).groups()  # type: ignore[union-attr]
+    return source, target
 
 
 def test_envoy_image_matches_the_envoy_version_the_project_ships():
@@ -180,18 +191,26 @@ def test_envoy_image_matches_the_envoy_version_the_project_ships():
     assert match.groups() == tuple(wheel[:2])
 
 
-def test_envoy_runs_the_generated_bootstrap():
+def test_envoy_runs_the_generated_bootstrap_with_the_ads_token_filled_in():
     command = envoy_command()
     assert command[0] == "envoy"
-    bootstrap = mounts(services()["envoy"])[command[command.index("-c") + 1]]
-    assert bootstrap == (COMPOSE / "envoy-bootstrap.yaml").resolve()
+    source, target = envoy_bootstrap_in_container()
+    assert command[command.index("-c") + 1] == target
+    assert mounts(services()["envoy"])[source] == (COMPOSE / "envoy-bootstrap.yaml").resolve()
     for flag in ("--disable-hot-restart", "--concurrency"):
         assert flag in command
+    name = config().control_plane.xds_token_env
+    assert name and f"${{{name}}}" in (COMPOSE / "envoy-bootstrap.yaml").read_text()  # the placeholder ...
+    script = services()["envoy"]["command"][2]
+    assert f"s|\\$${{{name}}}|$${{{name}}}|" in script  # ... replaced by the token (compose's $$ is a $)
+    for service in ("envoy", "control-plane"):
+        value = services()[service]["environment"][name]
+        assert value.startswith(f"${{{name}:?"), "compose must refuse to start without an ADS token"
 
 
 def test_the_bootstrap_file_is_rendered_from_the_compose_config():
     committed = (COMPOSE / "envoy-bootstrap.yaml").read_text()
-    assert committed == render_bootstrap(config()), (
+    assert committed == render_bootstrap(config(), placeholder=True), (
         "compose/envoy-bootstrap.yaml is stale: run\n  xds-control bootstrap -c compose/config.yaml > compose/envoy-bootstrap.yaml"
     )
 

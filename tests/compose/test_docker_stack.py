@@ -41,7 +41,12 @@ def stack() -> Iterator[tuple[object, str, str]]:
     client = docker_client()
     project = f"xds-control-test-{secrets.token_hex(3)}"
     # Host port 0: Docker picks a free one at bind time (no check-then-bind race with other processes).
-    env = {**os.environ, "XDS_CONTROL_ADMIN_TOKEN": secrets.token_hex(16), "XDS_CONTROL_PUBLIC_PORT": "0"}
+    env = {
+        **os.environ,
+        "XDS_CONTROL_ADMIN_TOKEN": secrets.token_hex(16),
+        "XDS_CONTROL_XDS_TOKEN": secrets.token_hex(16),
+        "XDS_CONTROL_PUBLIC_PORT": "0",
+    }
     base = ["docker", "compose", "-f", str(COMPOSE_FILE), "-p", project]
     try:
         subprocess.run(

@@ -18,9 +18,8 @@ pytestmark = pytest.mark.integration
 
 
 async def test_probing_dead_backends_does_not_load_the_ca_bundle_per_probe(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The prober drops its HTTP client after every connection failure (no stale keep-alive). Each new client
-    used to build its own TLS context, loading the CA bundle: ~30 ms of CPU per probe of a dead backend, a
-    saturated core at 200 dead backends and a 1 s interval, and every failed probe starting 30 ms late."""
+    """The prober drops its HTTP client after every connection failure (no stale keep-alive); the new client
+    reuses the one TLS context, so probing a dead backend never loads the CA bundle again."""
     loads: list[Any] = []
     original = ssl.SSLContext.load_verify_locations
 

@@ -89,6 +89,7 @@ EXCEPTION_CASES: list[tuple[str, BaseException, Category]] = [
     ("SDK request timeout", MCPError(-32001, "Request timed out"), Category.TIMEOUT),
     ("SDK session terminated", MCPError(-32600, "Session terminated"), Category.SESSION_EXPIRED),
     ("ours: too large", ProbeError(Category.RESPONSE_TOO_LARGE, "body over the limit"), Category.RESPONSE_TOO_LARGE),
+    ("ours: catalog too large", ProbeError(Category.CATALOG_TOO_LARGE, "over the bound"), Category.CATALOG_TOO_LARGE),
     ("ours: session", ProbeError(Category.SESSION_EXPIRED), Category.SESSION_EXPIRED),
     ("a bug", KeyError(SECRET), Category.UNKNOWN),
 ]
@@ -101,9 +102,11 @@ STATUS_CASES = [
     (401, Category.AUTHENTICATION_FAILED),
     (403, Category.AUTHENTICATION_FAILED),
     (404, Category.HTTP_4XX),
+    (405, Category.NOT_MCP),
     (413, Category.RESPONSE_TOO_LARGE),
     (429, Category.RATE_LIMITED),
     (500, Category.HTTP_5XX),
+    (501, Category.NOT_MCP),
     (502, Category.HTTP_5XX),
 ]
 

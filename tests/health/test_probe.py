@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from tests.health.conftest import WEATHER_TOOLS, Backends, FaultSwitch, Fleet, make_config, url
+from tests.support.canned_http import Answer, CannedServer, Request
+from tests.support.procs import python_module
 from tests.support.waiting import async_wait_until, free_port
 from xds_control.config import Config
 from xds_control.health.changes import ListenEnd, can_listen, listen
@@ -212,3 +214,31 @@ async def test_stateless_legacy_backend_has_no_change_stream(fleet: Fleet) -> No
         assert await listen(prober, lambda: None) is ListenEnd.UNSUPPORTED
     finally:
         await prober.aclose()
+
+
+async def test_a_plain_web_server_is_not_mcp(tmp_path: Path) -> None:
+    """`python -m http.server` answers 501 to a POST: not an MCP endpoint, not a failing one (`http_5xx`)."""
+    port = free_port()
+    with python_module("http.server", str(port), "--bind", "127.0.0.1", "--directory", str(tmp_path)) as server:
+        await asyncio.to_thread(server.wait_for_line, "Serving HTTP", 20)
+        prober = prober_for(single(port))
+        try:
+            result = await prober.probe()
+        finally:
+            await prober.aclose()
+    assert not result.ok and result.category == "not_mcp", result
+
+
+async def test_an_html_page_answering_a_post_is_not_mcp() -> None:
+    """A proxy or web app that answers every path with a 200 HTML page."""
+
+    def page(request: Request) -> Answer:
+        return Answer(200, b"<html><body>Welcome</body></html>", {"content-type": "text/html; charset=utf-8"})
+
+    async with CannedServer(page) as server:
+        prober = prober_for(make_config([{"name": "b", "url": server.url}]))
+        try:
+            result = await prober.probe()
+        finally:
+            await prober.aclose()
+    assert not result.ok and result.category == "not_mcp", result

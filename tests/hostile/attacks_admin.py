@@ -19,7 +19,7 @@ def _status(exc: grpc.RpcError) -> str:
 
 @attack(
     "admin-report-outcomes",
-    surface="admin ReportOutcomes: failures=2^32-1, with and without the token",
+    surface="admin ReportOutcomes (failures=2^32-1) and Drain from a local process, with and without the token",
     stack=StackSpec(backends=("weather", "victim")),
 )
 async def report_outcomes(stack: HostileStack, scale: Scale) -> Finding:
@@ -33,6 +33,11 @@ async def report_outcomes(stack: HostileStack, scale: Scale) -> Finding:
             await stub.ReportOutcomes(request, timeout=30)
         except grpc.RpcError as exc:
             refused = _status(exc)
+        drain_refused = ""
+        try:
+            await stub.Drain(pb.DrainRequest(name="weather"), timeout=30)
+        except grpc.RpcError as exc:
+            drain_refused = _status(exc)
         token = stack.admin_token()
         metadata = (("authorization", f"Bearer {token}"),) if token else None
         started = time.monotonic()
@@ -42,5 +47,11 @@ async def report_outcomes(stack: HostileStack, scale: Scale) -> Finding:
         victim = (await stub.GetBackend(pb.GetBackendRequest(name="victim"), timeout=10)).backend
     return Finding(
         refused or "accepted without a token",
-        {"refused": bool(refused), "calls": calls, "seconds": round(took, 3), "victim_routable": victim.routable},
+        {
+            "refused": bool(refused),
+            "drain_refused": "UNAUTHENTICATED" in drain_refused,
+            "calls": calls,
+            "seconds": round(took, 3),
+            "victim_routable": victim.routable,
+        },
     )

@@ -40,7 +40,8 @@ from tests.support.waiting import wait_until
 from xds_control.config import Config, dump_config
 
 MB = 1024 * 1024
-MIN_WINDOW = 1.5  # seconds each attack is observed at least
+MIN_WINDOW = 1.5  # seconds each attack is observed at least (the tests)
+BENCH_WINDOW = 5.0  # ... in the benchmark
 
 
 # -- bounds ---------------------------------------------------------------------------------
@@ -121,6 +122,7 @@ class HostileStack:
             backends += self.spec.before(self)
         sections = {key: dict(value) for key, value in self.spec.config.items()}
         sections["health"] = {**HEALTH, **sections.get("health", {})}
+        sections["control_plane"] = {"admin_cookie_file": str(self.cookie), **sections.get("control_plane", {})}
         self.config = stack_config(backends, **sections)
         self.write_config(dump_config(self.config))
         serve = Proc(
@@ -186,10 +188,13 @@ class HostileStack:
     def log(self, name: str = "control-plane") -> str:
         return self.procs[name].output
 
+    @property
+    def cookie(self) -> Path:
+        return self.workdir / "admin.cookie"
+
     def admin_token(self) -> str | None:
         """The admin token mutating calls need: the cookie file the control plane wrote, if any."""
-        cookie = self.workdir / "admin-token"
-        return cookie.read_text().strip() if cookie.exists() else None
+        return self.cookie.read_text().strip() if self.cookie.exists() else None
 
     # -- waits --
 
@@ -204,6 +209,44 @@ class HostileStack:
 
     def wait_routable(self, name: str, timeout: float = 60.0) -> None:
         wait_until(lambda: self.backend(name).routable, timeout=timeout, what=f"{name} routable")
+
+    def envoy_acked(self, type_short: str = "ClusterLoadAssignment") -> str:
+        """The version of `type_short` our Envoy (the config's node id) has ACKed, per ListNodes."""
+        import grpc
+
+        from xds_control.admin.v1 import admin_pb2 as pb
+        from xds_control.admin.v1 import admin_pb2_grpc as pb_grpc
+
+        with grpc.insecure_channel(self.admin_target) as channel:
+            nodes = pb_grpc.AdminStub(channel).ListNodes(pb.ListNodesRequest(), timeout=10).nodes
+        for node in nodes:
+            if node.node_id == self.cfg.envoy.node_id:
+                return next((t.acked_version for t in node.types if t.type_url.endswith(type_short)), "")
+        return ""
+
+    def envoy_follows_a_change(self, timeout: float = 30.0) -> float:
+        """Drain and undrain `weather` (with the admin token) and wait for our Envoy to ACK each EDS change:
+        the legitimate ADS client still gets its updates. Returns the seconds it took."""
+        import grpc
+
+        from xds_control.admin.v1 import admin_pb2 as pb
+        from xds_control.admin.v1 import admin_pb2_grpc as pb_grpc
+
+        started = time.monotonic()
+        metadata = (("authorization", f"Bearer {self.admin_token()}"),)
+        with grpc.insecure_channel(self.admin_target) as channel:
+            stub = pb_grpc.AdminStub(channel)
+            for request in (stub.Drain, stub.Undrain):
+                before = self.envoy_acked()
+                request(
+                    pb.DrainRequest(name="weather") if request is stub.Drain else pb.UndrainRequest(name="weather"),
+                    timeout=10,
+                    metadata=metadata,
+                )
+                wait_until(
+                    lambda b=before: self.envoy_acked() not in ("", b), timeout=timeout, what="Envoy ACKs the new EDS"
+                )
+        return time.monotonic() - started
 
 
 def _up(proc: Proc) -> bool:
@@ -384,7 +427,8 @@ async def run_attack(attack_: Attack, workdir: Path, scale: Scale | None = None)
             finding = await attack_.run(stack, scale)
             # A measurement window, not a synchronisation: a short attack is still watched for a while
             # after it (a loop may stall once the attacker is gone, e.g. over what it left behind).
-            await asyncio.sleep(max(0.0, MIN_WINDOW - (time.monotonic() - started)))
+            window = scale.pick(MIN_WINDOW, BENCH_WINDOW)
+            await asyncio.sleep(max(0.0, window - (time.monotonic() - started)))
         seconds = time.monotonic() - started
         return Report(attack_, found[0], finding, seconds)
     finally:

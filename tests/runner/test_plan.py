@@ -177,11 +177,21 @@ def test_endpoint_lines_without_exposed_backends_and_on_a_wildcard_listener():
     assert plan.endpoint_lines(config) == ["MCP endpoint: http://127.0.0.1:8000/mcp"]
 
 
-def test_envoy_ports_are_the_two_listeners():
-    assert plan.envoy_ports(parse_config({})) == {
-        "listener.port": ("127.0.0.1", 10000),
-        "egress.port": ("127.0.0.1", 10001),
-    }
+def test_bound_ports_are_every_socket_of_the_parts_that_start():
+    config = parse_config({})
+    assert plan.bound_ports(config) == config.bound_sockets()
+    assert list(plan.bound_ports(config)) == [
+        "listener.port",
+        "egress.port",
+        "envoy.admin_port",
+        "control_plane.xds",
+        "control_plane.admin",
+        "control_plane.metrics",
+        "aggregator.port",
+        "aggregator.metrics",
+    ]
+    assert plan.bound_ports(config)["listener.port"] == ("127.0.0.1", 10000)
+    assert not any(p.startswith("aggregator.") for p in plan.bound_ports(config, aggregator=False))
 
 
 # -- exit decisions -----------------------------------------------------------------------------
@@ -220,3 +230,29 @@ def test_describe_returncode():
     assert plan.describe_returncode(3) == "exited with code 3"
     assert plan.describe_returncode(-15) == "was killed by SIGTERM"
     assert plan.describe_returncode(-200) == "was killed by signal 200"
+
+
+def test_children_get_only_the_credentials_they_use():
+    from xds_control.config import parse_config as parse
+    from xds_control.runner.plan import child_environment, demo_backend_specs, plan_stack
+
+    config = parse(
+        {
+            "control_plane": {"admin_token_env": "ADMIN_T", "xds_token_env": "XDS_T"},
+            "backends": [{"name": "b", "url": "http://127.0.0.1:9/mcp", "auth": {"token_env": "B_T"}}],
+        }
+    )
+    environ = {"PATH": "/bin", "LC_ALL": "C", "ADMIN_T": "a", "XDS_T": "x", "B_T": "b", "AWS_SECRET_ACCESS_KEY": "k"}
+    stack = plan_stack(config, config_path="c", bootstrap_path="b", envoy_binary="envoy", python="py")
+    envs = {spec.name: child_environment(spec, environ) for spec in stack.children}
+    assert envs["envoy"] == {"PATH": "/bin", "LC_ALL": "C"}
+    assert {"ADMIN_T", "B_T"} <= set(envs["aggregator"]) and "XDS_T" not in envs["aggregator"]
+    assert {"ADMIN_T", "XDS_T", "B_T"} <= set(envs["control-plane"])
+    for spec in demo_backend_specs("py"):
+        assert set(child_environment(spec, environ)) == {"PATH", "LC_ALL", "PYTHONUNBUFFERED"}
+
+
+def test_up_help_names_the_demo_port_variable(capsys):
+    assert main(["up", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert plan.DEMO_PORT_ENV in text and f"port {plan.DEMO_LISTENER_PORT}" in text and "0: any free port" in text

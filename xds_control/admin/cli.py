@@ -1,23 +1,23 @@
 """`xds-control admin ...`: the admin API from a shell.
 
 Every command takes `-c CONFIG` (address from `control_plane.admin`, token
-from the env var named by `control_plane.admin_token_env`) or `--address
-HOST:PORT` and `--token-env NAME`; with neither, the default address
-127.0.0.1:18001. Output is a table (or one line) by default and JSON with
-`--json`. Every human-readable output starts with one line naming the control
-plane it came from and why that address (`control plane 127.0.0.1:18001 (the
-default: ...)`), so a default address never answers silently for another
-gateway. Any admin error is one `error: ...` line on stderr that names the
-address, and exit 1; a token the control plane refuses is reported as such,
-with where the token came from. The token is read from the environment only
-(never a flag, so it stays out of `ps`) and never printed.
+from the env var named by `control_plane.admin_token_env`, else from the
+control plane's admin cookie file) or `--address HOST:PORT` and `--token-env
+NAME`; with neither, the default address 127.0.0.1:18001. Output is a table
+(or one line) by default and JSON with `--json`. Every human-readable output
+starts with one line naming the control plane it came from and why that
+address (`control plane 127.0.0.1:18001 (the default: ...)`), so a default
+address never answers silently for another gateway. Any admin error is one
+`error: ...` line on stderr that names the address, and exit 1; a token the
+control plane refuses is reported as such, with where the token came from.
+The token is read from the environment or the cookie file only (never a
+flag, so it stays out of `ps`) and never printed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from xds_control.admin.ports import NodeInfo
+from xds_control.admin.ports import NodeInfo, TypeStatus
 from xds_control.admin.render import ago, backend_line, backends_table, text_table
 from xds_control.cli_options import common_options, config_option, load_or_exit
 from xds_control.config import ControlPlaneConfig
@@ -45,9 +45,9 @@ class Connection:
     """Where the CLI dials, and where that address and the token came from (for people, never the token)."""
 
     target: str
-    token: str | None = None
+    token: Callable[[], str | None] | None = None  # read at each mutating call
     source: str = DEFAULT_SOURCE  # why this address: --address, a config file, or the default
-    token_env: str | None = None  # the environment variable the token was read from
+    token_from: str | None = None  # where the token is read from (a variable, the admin cookie file)
 
     @property
     def where(self) -> str:
@@ -57,36 +57,40 @@ class Connection:
 
 def _connection(config_path: Path | None, address: str | None, token_env: str | None) -> Connection:
     # Lazy, as AdminClient in _run: every process the CLI starts loads this module, and the admin client
-    # (grpclib, h2: about 2 MB) is of no use to `xds-control serve`.
+    # (grpclib, h2) is of no use to `xds-control serve`.
     from xds_control.admin.client import dial_target
+    from xds_control.admin.cookie import token_source
 
-    admin, env_name, source = ControlPlaneConfig().admin, None, DEFAULT_SOURCE
+    cp, source = ControlPlaneConfig(), DEFAULT_SOURCE
     if config_path is not None:
         cp = load_or_exit(config_path).control_plane
-        admin, env_name, source = cp.admin, cp.admin_token_env, f"control_plane.admin in {config_path}"
+        source = f"control_plane.admin in {config_path}"
     if address is not None:
         try:
             target = dial_target(address)
         except ValueError:
             raise click.BadParameter("must be HOST:PORT", param_hint="--address") from None
         source = "--address"
+        if config_path is None:  # the cookie of the control plane on that port
+            cp = ControlPlaneConfig(admin=f"127.0.0.1:{target.rpartition(':')[2]}")
     else:
-        target = dial_target(admin)
-    env_name = token_env or env_name
-    token = (os.environ.get(env_name) or None) if env_name else None
-    return Connection(target, token, source, env_name if token else None)
+        target = dial_target(cp.admin)
+    token, token_from = token_source(cp, token_env)
+    return Connection(target, token, source, token_from)
 
 
 def _error_text(exc: XdsControlError, connection: Connection) -> str:
     """One line for a failed admin command: what went wrong, at which control plane, and what to check."""
     if isinstance(exc, Unauthorized):
-        if connection.token_env is None:
+        token = connection.token() if connection.token is not None else None
+        if token is None:
             return (
                 f"{connection.where} refused the call: it needs the admin token and none was given "
-                "(set the environment variable named by control_plane.admin_token_env, or use --token-env NAME)"
+                f"({connection.token_from} holds none; the control plane writes its cookie file at start when "
+                "control_plane.admin_token_env is unset; else set that variable, or use --token-env NAME)"
             )
         return (
-            f"{connection.where} refused the admin token from ${connection.token_env}: it is not that control "
+            f"{connection.where} refused the admin token from {connection.token_from}: it is not that control "
             "plane's token. Is this the control plane you meant? Name it with -c CONFIG or --address, "
             "or fix the token"
         )
@@ -103,7 +107,7 @@ def _run(ctx: click.Context, action: Callable[[AdminClient], Awaitable[int | Non
     connection: Connection = ctx.obj
 
     async def main() -> int | None:
-        async with AdminClient(connection.target, connection.token) as client:
+        async with AdminClient(connection.target, connection.token, token_from=connection.token_from) as client:
             return await action(client)
 
     try:
@@ -310,7 +314,8 @@ def nodes(ctx: click.Context, as_json: bool) -> None:
         now = time.time()
         rows = []
         for n in found:
-            for url, t in sorted(n.types.items()) or [("-", None)]:
+            types: list[tuple[str, TypeStatus | None]] = [*sorted(n.types.items())] or [("-", None)]
+            for url, t in types:
                 short = url.rsplit(".", 1)[-1]
                 nack = f"{t.nacked_version}: {t.nack_detail}" if t and t.nacked_version else "-"
                 rows.append(

@@ -15,20 +15,21 @@ Errors are mapped at this edge: `AdminUnavailable` (cannot reach it),
 with mutating calls and never appears in a message or repr.
 
 The client speaks gRPC with grpclib (pure Python, asyncio, over h2) rather
-than grpcio, whose C core costs a process about 17 MB of memory and a
-quarter-second of import: the aggregator keeps this client open for its
-whole life and the CLI starts it for one call. The server side stays grpcio
-(admin/service.py: reflection, grpc.health.v1).
+than grpcio, whose C core weighs on a process's memory and start-up: the
+aggregator keeps this client open for its whole life and the CLI starts it
+for one call. The server side stays grpcio (admin/service.py: reflection,
+grpc.health.v1).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +38,9 @@ from grpclib.config import Configuration
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 
+from xds_control.admin.auth import is_loopback
 from xds_control.admin.convert import backend_from_pb, node_from_pb
+from xds_control.admin.cookie import cookie_path_for_port, read_cookie
 from xds_control.admin.ports import NodeInfo
 from xds_control.admin.v1 import admin_pb2 as pb
 from xds_control.config import ControlPlaneConfig
@@ -56,6 +59,7 @@ CHANNEL_CONFIG = Configuration(
     _http2_max_pings_without_data=0,
 )
 CALL_TIMEOUT = 10.0
+SNAPSHOT_ATTEMPTS = 5  # reads of a paged view that changed under the reader before giving up
 PROBE_TIMEOUT = 60.0  # a probe waits for the backend's verdict
 WATCH_BACKOFF = (0.1, 5.0)
 SERVICE = "/xds_control.admin.v1.Admin/"
@@ -132,17 +136,41 @@ def _reason(details: str) -> str:
     return "unavailable"
 
 
-class AdminClient:
-    """An async client of one control plane's admin API. Create it anywhere; it connects on first use."""
+TokenSource = str | Callable[[], str | None] | None
 
-    def __init__(self, target: str, token: str | None = None, *, timeout: float = CALL_TIMEOUT) -> None:
+
+class AdminClient:
+    """An async client of one control plane's admin API. Create it anywhere; it connects on first use.
+
+    `token` is the admin token for mutating calls: a string, or a callable read at each mutating call (a
+    control plane that restarts writes a new cookie). None: the admin cookie file of a loopback `target`'s
+    port (`cookie.py`), read at each call. `token_from` names where the token came from, for refusals.
+    """
+
+    def __init__(
+        self, target: str, token: TokenSource = None, *, timeout: float = CALL_TIMEOUT, token_from: str | None = None
+    ) -> None:
         self.target = target
         self.timeout = timeout
-        self._auth = (("authorization", f"Bearer {token.strip()}"),) if token and token.strip() else None
+        self._token: Callable[[], str | None]
+        if token is None and _is_local(target):
+            cookie = cookie_path_for_port(_host_port(target)[1])
+            self._token = functools.partial(read_cookie, cookie)
+            token_from = token_from or f"the admin cookie file {cookie}"
+        elif callable(token):
+            self._token = token
+        else:
+            fixed = token.strip() if token and token.strip() else None
+            self._token = lambda: fixed
+        self.token_from = token_from or "the token given"
         self._channel: Channel | None = None
 
     def __repr__(self) -> str:
-        return f"AdminClient(target={self.target!r}, token={'set' if self._auth else None})"
+        return f"AdminClient(target={self.target!r}, token_from={self.token_from!r})"
+
+    def _metadata(self) -> tuple[tuple[str, str], ...] | None:
+        token = self._token()
+        return (("authorization", f"Bearer {token.strip()}"),) if token and token.strip() else None
 
     async def __aenter__(self) -> AdminClient:
         return self
@@ -180,7 +208,13 @@ class AdminClient:
         if status is Status.NOT_FOUND:
             return BackendNotFound(details)
         if status is Status.UNAUTHENTICATED:
-            hint = "" if self._auth else " (no token was given: set the environment variable named by admin_token_env)"
+            if self._metadata() is None:
+                hint = (
+                    f" (this client had no token: {self.token_from} holds none; the control plane writes its cookie "
+                    "at start when admin_token_env is unset, else set the variable admin_token_env names)"
+                )
+            else:
+                hint = f" (the token from {self.token_from} is not this control plane's)"
             return Unauthorized(f"{details}{hint}")
         return AdminError(f"{method} failed: {status.name}: {details}")
 
@@ -189,16 +223,27 @@ class AdminClient:
         request_type, reply_type = _UNARY[method]
         rpc = UnaryUnaryMethod(self._open(), SERVICE + method, request_type, reply_type)
         try:
-            return await rpc(request, timeout=timeout, metadata=self._auth if mutating else None)
+            return await rpc(request, timeout=timeout, metadata=self._metadata() if mutating else None)
         except (GRPCError, *_TRANSPORT_ERRORS) as exc:
             raise self._error(exc, method, timeout) from None
 
     # -- read-only --------------------------------------------------------------------------
 
     async def snapshot(self) -> WatchEvent:
-        """The current view (one ListBackends call), shaped like a watch event."""
-        response = await self._call("ListBackends", pb.ListBackendsRequest())
-        return _event(response)
+        """The current view (ListBackends, every page of one version), shaped like a watch event."""
+        for _attempt in range(SNAPSHOT_ATTEMPTS):
+            first = await self._call("ListBackends", pb.ListBackendsRequest())
+            backends = list(first.backends)
+            token = first.next_page_token
+            while token:
+                page = await self._call("ListBackends", pb.ListBackendsRequest(page_token=token))
+                if page.version != first.version:
+                    break  # the view changed between pages: start again
+                backends += page.backends
+                token = page.next_page_token
+            else:
+                return _event_of(first.version, backends)
+        raise AdminError(f"the view of {self.target} kept changing while it was read page by page")
 
     async def list_backends(self) -> list[BackendStatus]:
         return list((await self.snapshot()).backends.values())
@@ -227,13 +272,18 @@ class AdminClient:
             try:
                 async with method.open() as stream:
                     await stream.send_message(pb.WatchRequest(), end=True)
+                    parts: list[pb.Backend] = []  # a view sent in several messages (`more`), until its last
                     while (message := await stream.recv_message()) is not None:
                         streaming = True
                         if down_since_logged:
                             log.info("admin watch reconnected", extra={"target": self.target})
                             down_since_logged = False
                         delay = WATCH_BACKOFF[0]
-                        yield _event(message)
+                        parts += message.backends
+                        if message.more:
+                            continue
+                        yield _event_of(message.version, parts)
+                        parts = []
                 error: AdminError = AdminUnavailable(
                     f"the control plane at {self.target} closed the watch stream (shutting down)"
                 )
@@ -282,6 +332,14 @@ class AdminClient:
         return list(response.unknown_backends)
 
 
+def _is_local(target: str) -> bool:
+    try:
+        host, _port = _host_port(target)
+    except AdminError:
+        return False
+    return is_loopback(host)
+
+
 def _host_port(target: str) -> tuple[str, int]:
     """HOST:PORT or [V6]:PORT as grpclib's (host, port)."""
     host, _, port = target.rpartition(":")
@@ -297,7 +355,6 @@ def _outcome_to_pb(outcome: Outcome) -> pb.BackendOutcome:
     return msg
 
 
-def _event(message: pb.WatchResponse | pb.ListBackendsResponse) -> WatchEvent:
+def _event_of(version: int, backends: Sequence[pb.Backend]) -> WatchEvent:
     now = time.time()
-    backends: Sequence[pb.Backend] = message.backends
-    return WatchEvent(version=message.version, backends={b.name: backend_from_pb(b, now=now) for b in backends})
+    return WatchEvent(version=version, backends={b.name: backend_from_pb(b, now=now) for b in backends})

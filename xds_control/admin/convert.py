@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
-from xds_control.admin.ports import NodeInfo, TypeStatus
+from xds_control.admin.ports import NodeInfo, NodeView, TypeStatus
 from xds_control.admin.v1 import admin_pb2 as pb
 from xds_control.view import BackendState, BackendStatus, BreakerState, Catalog, EndpointStatus
 
@@ -29,17 +29,17 @@ _STATE_TO_PB = {
     BackendState.UNHEALTHY: pb.BACKEND_STATE_UNHEALTHY,
     BackendState.UNAUTHENTICATED: pb.BACKEND_STATE_UNAUTHENTICATED,
 }
-_STATE_FROM_PB = {v: k for k, v in _STATE_TO_PB.items()}
+_STATE_FROM_PB: dict[int, BackendState] = {v: k for k, v in _STATE_TO_PB.items()}
 
 _BREAKER_TO_PB = {
     BreakerState.CLOSED: pb.BREAKER_STATE_CLOSED,
     BreakerState.OPEN: pb.BREAKER_STATE_OPEN,
     BreakerState.HALF_OPEN: pb.BREAKER_STATE_HALF_OPEN,
 }
-_BREAKER_FROM_PB = {v: k for k, v in _BREAKER_TO_PB.items()}
+_BREAKER_FROM_PB: dict[int, BreakerState] = {v: k for k, v in _BREAKER_TO_PB.items()}
 
 
-def state_to_pb(state: BackendState) -> int:
+def state_to_pb(state: BackendState) -> pb.BackendState:
     return _STATE_TO_PB[state]
 
 
@@ -47,7 +47,7 @@ def state_from_pb(value: int) -> BackendState:
     return _STATE_FROM_PB.get(value, BackendState.UNKNOWN)
 
 
-def breaker_to_pb(breaker: BreakerState) -> int:
+def breaker_to_pb(breaker: BreakerState) -> pb.BreakerState:
     return _BREAKER_TO_PB[breaker]
 
 
@@ -136,7 +136,7 @@ def backend_from_pb(msg: pb.Backend, *, now: float) -> BackendStatus:
     )
 
 
-def node_to_pb(node: NodeInfo) -> pb.Node:
+def node_to_pb(node: NodeView) -> pb.Node:
     return pb.Node(
         node_id=node.node_id,
         cluster=node.cluster,

@@ -135,7 +135,8 @@ class LiveStatus:
         if sys.stderr is not real_stderr:  # redirected: send the log handlers there too
             for handler in logging.getLogger().handlers:
                 if isinstance(handler, logging.StreamHandler) and handler.stream is real_stderr:
-                    self._handlers.append((handler, handler.setStream(sys.stderr)))
+                    handler.setStream(sys.stderr)
+                    self._handlers.append((handler, real_stderr))
 
     def stop(self) -> None:
         if not self.started:

@@ -14,7 +14,7 @@ calls that need it answer UNIMPLEMENTED, and `ListNodes` answers no nodes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -67,10 +67,34 @@ class NodeInfo:
     role: str = ""  # its profile: role and own listener ports ("all", "edge listener=10010")
 
 
+class TypeStatusView(Protocol):
+    """What the admin API reads of a node's state for one type URL (`TypeStatus`, or the ADS server's own)."""
+
+    @property
+    def acked_version(self) -> str: ...
+    @property
+    def nacked_version(self) -> str: ...
+    @property
+    def nack_detail(self) -> str: ...
+
+
+class NodeView(Protocol):
+    """What the admin API reads of a connected node (`NodeInfo`, or the ADS server's own record)."""
+
+    @property
+    def node_id(self) -> str: ...
+    @property
+    def cluster(self) -> str: ...
+    @property
+    def connected_since(self) -> float: ...
+    @property
+    def types(self) -> Mapping[str, TypeStatusView]: ...
+
+
 @runtime_checkable
 class NodeDirectory(Protocol):
     """The Envoy nodes connected over ADS right now."""
 
-    def nodes(self) -> list[NodeInfo]:
+    def nodes(self) -> Sequence[NodeView]:
         """A snapshot; called on the event loop, must not block."""
         ...

@@ -23,6 +23,7 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -30,8 +31,9 @@ from grpc_health.v1 import health as grpc_health
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from xds_control.admin.auth import TokenGuard, guard_for
+from xds_control.admin.auth import TokenGuard, configured_guard, cookie_guard
 from xds_control.admin.convert import backend_to_pb, node_to_pb
+from xds_control.admin.cookie import cookie_path, remove_cookie
 from xds_control.admin.metrics import WATCH_STREAMS, record_call
 from xds_control.admin.ports import HealthControl, NodeDirectory
 from xds_control.admin.v1 import admin_pb2 as pb
@@ -134,6 +136,43 @@ def _rpc(method: str, *, mutating: bool = False, stream: bool = False) -> Callab
     return decorate
 
 
+# No response comes near gRPC's default 4 MB receive limit: backends are sent in pages of at most this many
+# bytes (a backend's catalog is at most 3 MiB: health.max_catalog_bytes), so any client reads every message.
+MESSAGE_BUDGET = 3_500_000
+
+
+def _fitting(backend: pb.Backend) -> pb.Backend:
+    """`backend`, or without its catalog if it alone would pass the budget (cannot happen within the config's
+    bounds; the catalog hash still says which catalog it is)."""
+    if backend.ByteSize() <= MESSAGE_BUDGET:
+        return backend
+    log.warning("backend %s: catalog too large for an admin message; sent without it", backend.name)
+    backend.catalog_json = ""
+    return backend
+
+
+def _pages(backends: list[pb.Backend]) -> list[list[pb.Backend]]:
+    """`backends` in order, cut into pages of at most MESSAGE_BUDGET bytes (at least one page)."""
+    pages: list[list[pb.Backend]] = [[]]
+    size = 0
+    for backend in backends:
+        item = backend.ByteSize() + 8  # the field's tag and length
+        if pages[-1] and size + item > MESSAGE_BUDGET:
+            pages.append([])
+            size = 0
+        pages[-1].append(backend)
+        size += item
+    return pages
+
+
+def _page_offset(token: str) -> int:
+    if not token:
+        return 0
+    if not token.isdigit() or len(token) > 9:
+        raise _Failure(grpc.StatusCode.INVALID_ARGUMENT, "page_token is not one this server gave")
+    return int(token)
+
+
 class AdminService(pb_grpc.AdminServicer):
     """The servicer. `health`/`nodes` may be None: their calls answer UNIMPLEMENTED / no nodes."""
 
@@ -191,7 +230,7 @@ class AdminService(pb_grpc.AdminServicer):
 
     def _backends(self, view: View, omit_catalogs: bool) -> list[pb.Backend]:
         now = self.wall_clock()
-        return [backend_to_pb(b, now=now, omit_catalog=omit_catalogs) for b in view.backends.values()]
+        return [_fitting(backend_to_pb(b, now=now, omit_catalog=omit_catalogs)) for b in view.backends.values()]
 
     def _backend_pb(self, status: BackendStatus) -> pb.Backend:
         return backend_to_pb(status, now=self.wall_clock())
@@ -203,7 +242,15 @@ class AdminService(pb_grpc.AdminServicer):
         self, request: pb.ListBackendsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListBackendsResponse:
         view = self.store.current
-        return pb.ListBackendsResponse(version=view.version, backends=self._backends(view, request.omit_catalogs))
+        start = _page_offset(request.page_token)
+        found = 0
+        for page in _pages(self._backends(view, request.omit_catalogs)):  # the same pages for the same view
+            if found == start:
+                after = found + len(page)
+                token = str(after) if after < len(view.backends) else ""
+                return pb.ListBackendsResponse(version=view.version, backends=page, next_page_token=token)
+            found += len(page)
+        raise _Failure(grpc.StatusCode.INVALID_ARGUMENT, "page_token is not where a page of this view starts")
 
     @_rpc("GetBackend")
     async def GetBackend(
@@ -221,7 +268,9 @@ class AdminService(pb_grpc.AdminServicer):
         try:
             view: View | None = self.store.current
             while view is not None:
-                yield pb.WatchResponse(version=view.version, backends=self._backends(view, request.omit_catalogs))
+                pages = _pages(self._backends(view, request.omit_catalogs))
+                for i, page in enumerate(pages):
+                    yield pb.WatchResponse(version=view.version, backends=page, more=i < len(pages) - 1)
                 view = await self._next_view(view.version)
         finally:
             self.active_watches -= 1
@@ -317,11 +366,13 @@ class AdminServer:
         health_servicer: grpc_health.aio.HealthServicer,
         host: str,
         port: int,
+        cookie: Path | None = None,
     ) -> None:
         self.server = server
         self.service = service
         self.host = host
         self.port = port
+        self.cookie = cookie  # the admin cookie file this server wrote (removed at stop), if any
         self._health = health_servicer
         self._stopped = False
 
@@ -340,6 +391,8 @@ class AdminServer:
         self.service.close()
         await self._health.enter_graceful_shutdown()
         await self.server.stop(grace)
+        if self.cookie is not None:
+            remove_cookie(self.cookie, self.service.guard.accepts)
         log.info("admin API stopped", extra={"address": f"{self.host}:{self.port}"})
 
     async def __aenter__(self) -> AdminServer:
@@ -358,12 +411,13 @@ async def start_admin_server(
 ) -> AdminServer:
     """Bind `control_plane.admin` and serve the admin API, reflection and grpc.health.v1.
 
-    Raises AdminError if the address needs a token and none is configured, or
-    if the address cannot be bound.
+    Mutating calls need the configured admin token, or else one made now and written to the admin cookie
+    file once the port is bound (`cookie.py`; removed at `stop()`). Raises AdminError if the address is off
+    loopback and no token is configured, if the cookie cannot be written, or if the address cannot be bound.
     """
     host, port = config.control_plane.admin_host_port
-    guard = guard_for(host, config.control_plane.admin_token_env)  # decide before any I/O
-    service = AdminService(store, health, nodes, guard)
+    configured = configured_guard(host, config.control_plane.admin_token_env)  # decide before any I/O
+    service = AdminService(store, health, nodes, configured or TokenGuard(None))
     health_servicer = grpc_health.aio.HealthServicer()
     server = grpc.aio.server(options=SERVER_OPTIONS)
     pb_grpc.add_AdminServicer_to_server(service, server)
@@ -379,8 +433,24 @@ async def start_admin_server(
     if not bound:
         await server.stop(None)
         raise AdminError(f"cannot bind the admin API to control_plane.admin {target} (address in use or not local?)")
+    cookie_written: Path | None = None
+    if configured is None:  # only once the port is ours: never overwrite the cookie of a plane already on it
+        cookie_written = cookie_path(config.control_plane)
+        try:
+            service.guard = cookie_guard(cookie_written)
+        except AdminError:
+            await server.stop(None)
+            raise
+    guard = service.guard
     await server.start()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("admin API listening", extra={"address": target, "token_required": guard.required})
-    return AdminServer(server, service, health_servicer, host, bound)
+    if cookie_written is not None:
+        log.info(
+            "admin API listening; mutating calls need the admin token, written to %s",
+            cookie_written,
+            extra={"address": target, "token_required": guard.required, "cookie_file": str(cookie_written)},
+        )
+    else:
+        log.info("admin API listening", extra={"address": target, "token_required": guard.required})
+    return AdminServer(server, service, health_servicer, host, bound, cookie_written)

@@ -252,8 +252,15 @@ def _first_xds_error(group: BaseExceptionGroup) -> XdsControlError | None:
 
 async def serve_forever(config: Config) -> int:
     """`xds-control aggregator -c CFG`: follow the control plane, serve `/mcp`, until SIGTERM/SIGINT."""
-    token_env = config.control_plane.admin_token_env
-    source = AdminViewSource(config.admin_dials(), token=os.environ.get(token_env) if token_env else None)
+    from xds_control.admin.cookie import token_source  # the admin token: configured, else the cookie file
+
+    token, _where = token_source(config.control_plane)
+    targets = config.admin_dials()
+    if len(targets) > 1 and not (
+        config.control_plane.admin_token_env and os.environ.get(config.control_plane.admin_token_env)
+    ):
+        token = None  # each control plane's own cookie (admin-<port>.cookie), which AdminClient finds per target
+    source = AdminViewSource(targets, token=token)
     aggregator = Aggregator(config, source)
     host, port = config.aggregator.address, config.aggregator.port
     metrics_host, _, metrics_port = config.aggregator.metrics.rpartition(":")

@@ -111,7 +111,7 @@ class AdminViewSource:
     mark the view stale while it waits.
     """
 
-    def __init__(self, targets: str | Sequence[str], token: str | None = None) -> None:
+    def __init__(self, targets: str | Sequence[str], token: Any = None) -> None:  # token: admin_client.TokenSource
         self.targets = [targets] if isinstance(targets, str) else list(targets)
         if not self.targets:
             raise ValueError("AdminViewSource needs at least one admin address")

@@ -54,8 +54,10 @@ class Category(StrEnum):
     HTTP_4XX = "http_4xx"
     HTTP_5XX = "http_5xx"
     PROTOCOL_ERROR = "protocol_error"
+    NOT_MCP = "not_mcp"  # an HTTP server that does not speak MCP at all (a plain web server, a proxy page)
     JSONRPC_ERROR = "jsonrpc_error"
     RESPONSE_TOO_LARGE = "response_too_large"
+    CATALOG_TOO_LARGE = "catalog_too_large"  # over health.max_catalog_bytes / _items / _pages across pages
     SESSION_EXPIRED = "session_expired"
     UNKNOWN = "unknown"
 
@@ -67,12 +69,14 @@ SPECIFICITY: tuple[Category, ...] = (
     Category.AUTHENTICATION_FAILED,
     Category.RATE_LIMITED,
     Category.RESPONSE_TOO_LARGE,
+    Category.CATALOG_TOO_LARGE,
     Category.SESSION_EXPIRED,
     Category.TLS,
     Category.DNS,
     Category.CONNECTION_REFUSED,
     Category.CONNECTION_RESET,
     Category.TIMEOUT,
+    Category.NOT_MCP,
     Category.HTTP_5XX,
     Category.HTTP_4XX,
     Category.JSONRPC_ERROR,
@@ -142,6 +146,10 @@ _CONNECT_ERRNOS = {
 }
 _SESSION_WORDS = ("session not found", "session terminated", "session expired", "unknown session", "invalid session")
 
+# Answers to a POST that no MCP endpoint gives (every MCP request is a POST): the server does not take POSTs
+# at this URL (405) or at all (501, e.g. `python -m http.server`). A plain web server, not a failing MCP one.
+NOT_MCP_STATUSES = frozenset({405, 501})
+
 # JSON-RPC codes the SDK synthesizes for transport conditions.
 CONNECTION_CLOSED = -32000
 REQUEST_TIMEOUT = -32001
@@ -186,6 +194,8 @@ def classify_status(status: int, headers: Mapping[str, str] | None = None, *, no
         )
     if status == 413:
         return ProbeError(Category.RESPONSE_TOO_LARGE, detail, status=status)
+    if status in NOT_MCP_STATUSES:
+        return ProbeError(Category.NOT_MCP, detail, status=status)
     if 400 <= status < 500:
         return ProbeError(Category.HTTP_4XX, detail, status=status)
     if status >= 500:
@@ -260,7 +270,8 @@ def _one(exc: BaseException) -> ProbeError | None:
     if isinstance(exc, ProbeError):
         return exc
     library = _from_library(exc)
-    if library and (refined := _library().refine(exc)) is not None:
+    refined: ProbeError | None = _library().refine(exc) if library else None
+    if refined is not None:
         return refined
     category = _lookup(exc, library)
     if isinstance(exc, OSError) and category in (None, Category.UNKNOWN, Category.CONNECTION_RESET):

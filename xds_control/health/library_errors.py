@@ -1,7 +1,7 @@
 """Categories for the exception classes of httpx2, httpcore2, anyio, pydantic and the MCP SDK.
 
 Kept apart from `classify` so the control plane, whose prober uses none of
-these libraries, does not import them (the MCP SDK alone is ~50 MB of RSS):
+these libraries, does not import them (the MCP SDK alone is large in memory):
 `classify` loads this module only when it meets an exception from one of
 them, and such an exception means its library is already imported.
 """

@@ -9,6 +9,7 @@ URLs, headers or error text. Served by whatever exposes the default registry
     xds_control_backend_transitions_total{backend,from,to}   state transitions
     xds_control_probe_duration_seconds{backend}              probe round trips (liveness part)
     xds_control_probe_failures_total{backend,category}       failed probes by category
+    xds_control_catalog_items_dropped_total{backend,kind,reason}  catalog items no client may see (bad names)
 """
 
 from __future__ import annotations
@@ -32,6 +33,14 @@ PROBE_DURATION = Histogram(
 PROBE_FAILURES = Counter(
     "xds_control_probe_failures", "Failed MCP probes by sanitized category.", ["backend", "category"]
 )
+
+CATALOG_DROPPED = Counter(
+    "xds_control_catalog_items_dropped",
+    "Backend catalog items left out: a name that breaks MCP's tool-name rule, or control/bidi characters.",
+    ["backend", "kind", "reason"],
+)
+_DROP_KINDS = ("tools", "resources", "resourceTemplates", "prompts")
+_DROP_REASONS = ("invalid_name", "unsafe_characters")
 
 _CATEGORIES = frozenset(c.value for c in Category)
 
@@ -66,10 +75,10 @@ def set_state(backend: str, state: BackendState, breaker: BreakerState) -> None:
     if _published.get(backend) == (state, breaker):
         return
     _published[backend] = (state, breaker)
-    for candidate in BackendState:
-        BACKEND_STATE.labels(backend, candidate.value).set(1 if candidate is state else 0)
-    for candidate in BreakerState:
-        BREAKER_STATE.labels(backend, candidate.value).set(1 if candidate is breaker else 0)
+    for each_state in BackendState:
+        BACKEND_STATE.labels(backend, each_state.value).set(1 if each_state is state else 0)
+    for each_breaker in BreakerState:
+        BREAKER_STATE.labels(backend, each_breaker.value).set(1 if each_breaker is breaker else 0)
 
 
 def transition(backend: str, before: BackendState, after: BackendState) -> None:
@@ -82,19 +91,27 @@ def probe(backend: str, seconds: float, category: str | None) -> None:
         PROBE_FAILURES.labels(backend, safe_category(category)).inc()
 
 
+def catalog_dropped(backend: str, kind: str, reason: str, count: int) -> None:
+    if kind in _DROP_KINDS and reason in _DROP_REASONS:
+        CATALOG_DROPPED.labels(backend, kind, reason).inc(count)
+
+
 def forget(backend: str) -> None:
     """Drop every series of a backend removed by a reload."""
     _published.pop(backend, None)
-    for candidate in BackendState:
-        _remove(BACKEND_STATE, backend, candidate.value)
-    for candidate in BreakerState:
-        _remove(BREAKER_STATE, backend, candidate.value)
+    for each_state in BackendState:
+        _remove(BACKEND_STATE, backend, each_state.value)
+    for each_breaker in BreakerState:
+        _remove(BREAKER_STATE, backend, each_breaker.value)
     _remove(PROBE_DURATION, backend)
     for before in BackendState:
         for after in BackendState:
             _remove(TRANSITIONS, backend, before.value, after.value)
     for category in Category:
         _remove(PROBE_FAILURES, backend, category.value)
+    for kind in _DROP_KINDS:
+        for reason in _DROP_REASONS:
+            _remove(CATALOG_DROPPED, backend, kind, reason)
 
 
 def _remove(metric: Gauge | Counter | Histogram, *labels: str) -> None:

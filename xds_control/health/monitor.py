@@ -172,9 +172,9 @@ class HealthMonitor:
                     for endpoint in backend.endpoints:
                         endpoint.prober.health = config.health
                         endpoint.wake.set()  # a new interval takes effect now
-                transition = backend.tracker.resync([e.url for e in backend_config.endpoint_urls], config.health)
-                if transition is not None:
-                    self._log_backend(name, transition)
+                resynced = backend.tracker.resync([e.url for e in backend_config.endpoint_urls], config.health)
+                if resynced is not None:
+                    self._log_backend(name, resynced)
             self._publish(backend)
 
     # -- the endpoint loop -----------------------------------------------------------------

@@ -41,6 +41,7 @@ from typing import Any, Literal
 
 import certifi
 from opentelemetry import trace
+from opentelemetry.util.types import AttributeValue
 
 from xds_control.config import BackendConfig, EndpointUrl, HealthConfig
 from xds_control.errors import ProbeError
@@ -92,10 +93,9 @@ class ProbeResult:
 
 @functools.cache
 def tls_context() -> ssl.SSLContext:
-    """The one TLS context every prober client shares. Building one loads the CA bundle (about 30 ms of CPU)
-    and a client is rebuilt after every connection-level failure, so a context per client cost a dead
-    backend that much on every probe: 200 dead backends at a 1 s interval saturated a core, and each
-    failed probe started 30 ms late (detection took `unhealthy_threshold` x 30 ms longer than the bound)."""
+    """The one TLS context every prober client shares. Building one loads the CA bundle, and a client is
+    rebuilt after every connection-level failure, so a context per client would make every probe of a dead
+    backend pay for that load (and start late by as much)."""
     return ssl.create_default_context(cafile=certifi.where())
 
 
@@ -243,10 +243,14 @@ class EndpointProber:
         endpoint URL without credentials, outcome (`ok` or the failure category), latency, protocol family."""
         if not exporting():
             return await self._probe(fetch_catalog)
-        attributes = {"backend": self.backend.name, "endpoint": redact_url(self.url), "catalog.fetch": fetch_catalog}
+        attributes: dict[str, AttributeValue] = {
+            "backend": self.backend.name,
+            "endpoint": redact_url(self.url),
+            "catalog.fetch": fetch_catalog,
+        }
         with tracer.start_as_current_span(PROBE_SPAN, kind=trace.SpanKind.CLIENT, attributes=attributes) as span:
             result = await self._probe(fetch_catalog)
-            outcome = {
+            outcome: dict[str, AttributeValue] = {
                 "outcome": result.category or "ok",
                 "latency_ms": round(result.latency * 1000, 3),
                 "protocol": result.protocol or "unknown",
@@ -342,7 +346,9 @@ class EndpointProber:
         return self._clock() - started
 
     async def fetch_catalog(self) -> Catalog:
-        return await fetch_catalog(self.request, self.capabilities, self.protocol_version)
+        return await fetch_catalog(
+            self.request, self.capabilities, self.protocol_version, self.health, backend=self.backend.name
+        )
 
 
 def encode_message(body: dict[str, Any]) -> bytes:

@@ -33,11 +33,14 @@ from xds_control.errors import ConfigError
 logger = logging.getLogger("xds_control.health.reload")
 
 
-def _reload(path: Path, last: Config | None, on_config: Callable[[Config], None], trigger: str) -> Config | None:
-    """Load `path`; apply it if valid and new. Returns the config now in force (None: unchanged from `last`)."""
+async def _reload(path: Path, last: Config | None, on_config: Callable[[Config], None], trigger: str) -> Config | None:
+    """Load `path`; apply it if valid and new. Returns the config now in force (None: unchanged from `last`).
+
+    The file is read and validated on a worker thread: a large or hostile file (bounded by the loader in
+    bytes, nesting and alias expansion) costs the event loop nothing but the switch back."""
     base = {"event": "config_reload", "path": str(path), "source": trigger}
     try:
-        config = load_config(path)
+        config = await asyncio.to_thread(load_config, path)
     except ConfigError as exc:
         fields = ", ".join(issue.path or "<root>" for issue in exc.issues)
         logger.error(
@@ -95,7 +98,7 @@ async def watch_config(
                 while True:
                     await hup.wait()
                     hup.clear()
-                    last = _reload(target, last, on_config, "sighup")
+                    last = await _reload(target, last, on_config, "sighup")
 
             group.create_task(on_hup())
             started = asyncio.Event()
@@ -119,7 +122,7 @@ async def watch_config(
                         if ready is not None:
                             ready.set()
                     if any(Path(changed).resolve() == target for _, changed in changes):
-                        last = _reload(target, last, on_config, "file")
+                        last = await _reload(target, last, on_config, "file")
 
             group.create_task(on_files())
             try:

@@ -241,7 +241,7 @@ class BackendTracker:
 def startup_delay(failures: int, interval: float) -> float:
     """Delay before re-probing an `unknown` endpoint after `failures` failures: 1 s doubling, capped at `interval`."""
     base = min(STARTUP_BASE_DELAY, interval)
-    return min(interval, base * 2 ** max(0, failures - 1))
+    return min(interval, base * 2.0 ** max(0, failures - 1))
 
 
 def next_delay(endpoint: EndpointTracker, health: HealthConfig, *, jitter_sample: float, max_backoff: float) -> float:

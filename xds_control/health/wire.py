@@ -178,7 +178,7 @@ async def read_response(response: Response, request_id: int | str, limit: int) -
                     if found is not None:
                         return found
         raise ProbeError(Category.PROTOCOL_ERROR, "event stream ended without the response")
-    raise ProbeError(Category.PROTOCOL_ERROR, "unexpected content type")
+    raise ProbeError(Category.NOT_MCP, "a 2xx answer that is neither JSON nor an event stream")
 
 
 async def sse_messages(response: Response, max_event_bytes: int) -> AsyncIterator[dict[str, Any]]:

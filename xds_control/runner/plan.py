@@ -85,6 +85,10 @@ class ChildSpec:
     ready: tuple[Readiness, ...]
     critical: bool = True  # its death after start-up stops the whole stack
     env: Mapping[str, str] = field(default_factory=dict)
+    # What it inherits of `up`'s environment: None, everything but `drop_env`; else only these names (and
+    # LC_*). A child is given no secret it does not use (see `child_environment`).
+    keep_env: tuple[str, ...] | None = None
+    drop_env: frozenset[str] = frozenset()
     start_timeout: float = 30.0
 
 
@@ -127,12 +131,11 @@ def endpoint_lines(config: Config) -> list[str]:
     return lines
 
 
-def envoy_ports(config: Config) -> dict[str, tuple[str, int]]:
-    """Sockets Envoy binds with SO_REUSEPORT: a second Envoy binds them silently, so `up` checks them first."""
-    return {
-        "listener.port": (config.listener.address, config.listener.port),
-        "egress.port": (config.egress.address, config.egress.port),
-    }
+def bound_ports(config: Config, *, aggregator: bool = True) -> dict[str, tuple[str, int]]:
+    """Every socket the parts `up` starts will bind, by field path: `up` tries each before starting anything.
+    (Envoy binds its listeners with SO_REUSEPORT, so a second Envoy would share them silently, not fail.)"""
+    ports = config.bound_sockets()
+    return {path: where for path, where in ports.items() if aggregator or not path.startswith("aggregator.")}
 
 
 # ---------------------------------------------------------------------------
@@ -179,6 +182,36 @@ def envoy_argv(binary: str, bootstrap_path: str, log_level: str) -> tuple[str, .
     )
 
 
+# What Envoy and the demo backends keep of `up`'s environment (everything else, credentials included, stays
+# out): Envoy reads nothing from it (the ADS token is in its bootstrap file), a Python child its interpreter's.
+BASE_ENV = ("PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "USER", "LOGNAME")
+PYTHON_ENV = (*BASE_ENV, "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONUNBUFFERED", "PYTHONFAULTHANDLER")
+
+
+def secret_env_names(config: Config) -> frozenset[str]:
+    """The environment variables the config names as holding credentials."""
+    cp = config.control_plane
+    names = {cp.admin_token_env, cp.xds_token_env}
+    names |= {b.auth.token_env for b in config.backends if b.auth is not None}
+    return frozenset(n for n in names if n)
+
+
+def _ads_only(config: Config) -> frozenset[str]:
+    """The ADS token's variable, unless it also holds a credential the aggregator uses."""
+    ads = config.control_plane.xds_token_env
+    used = {config.control_plane.admin_token_env} | {b.auth.token_env for b in config.backends if b.auth}
+    return frozenset({ads} - used) if ads else frozenset()
+
+
+def child_environment(spec: ChildSpec, environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment `spec`'s process starts with: what it keeps of `environ`, then its own `env`."""
+    if spec.keep_env is not None:
+        kept = {k: v for k, v in environ.items() if k in spec.keep_env or k.startswith("LC_")}
+    else:
+        kept = {k: v for k, v in environ.items() if k not in spec.drop_env}
+    return {**kept, **spec.env}
+
+
 def demo_backend_specs(python: str, names: Sequence[str] = DEMO_BACKENDS) -> tuple[ChildSpec, ...]:
     """The bundled demo backends, each on a port the OS picks; the READY line says which."""
     return tuple(
@@ -189,6 +222,7 @@ def demo_backend_specs(python: str, names: Sequence[str] = DEMO_BACKENDS) -> tup
             ready=(LineReady(BACKEND_READY),),
             critical=False,
             env={"PYTHONUNBUFFERED": "1"},
+            keep_env=PYTHON_ENV,
             start_timeout=START_TIMEOUT["backend"],
         )
         for name in names
@@ -232,6 +266,7 @@ def plan_stack(
             HttpReady(http_url(config.envoy.admin_address, config.envoy.admin_port, "/ready")),
             TcpReady(dial_host(config.listener.address), config.listener.port),
         ),
+        keep_env=BASE_ENV,
         start_timeout=START_TIMEOUT["envoy"],
     )
     second: list[ChildSpec] = [envoy]
@@ -260,6 +295,7 @@ def aggregator_specs(config: Config, config_path: str, python: str, log_level: s
                     TcpReady(dial_host(config.aggregator.address), config.aggregator.port + i),
                 ),
                 env={"PYTHONUNBUFFERED": "1"},
+                drop_env=_ads_only(config),  # it uses backend tokens and the admin token, never the ADS token
                 start_timeout=START_TIMEOUT["aggregator"],
             )
         )

@@ -31,6 +31,7 @@ from xds_control.runner.plan import (
     Phase,
     Readiness,
     TcpReady,
+    child_environment,
     on_child_exit,
 )
 from xds_control.runner.report import Reporter
@@ -132,7 +133,7 @@ class Supervisor:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, **spec.env},
+                env=child_environment(spec, os.environ),
                 start_new_session=True,
                 preexec_fn=functools.partial(_die_with_parent, os.getpid()),
                 limit=OUTPUT_LIMIT,
@@ -181,8 +182,8 @@ class Supervisor:
                     child.waiting_for = rule
                     await self._check(child, rule)
         except TimeoutError:
-            rule = child.waiting_for
-            waited = f" (waiting for {rule.describe()})" if rule else ""
+            waiting = child.waiting_for
+            waited = f" (waiting for {waiting.describe()})" if waiting else ""
             raise ChildFailed(
                 child.spec,
                 f"{child.spec.name} was not ready within {child.spec.start_timeout:g}s{waited}",

@@ -26,7 +26,7 @@ import sys
 import tempfile
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from xds_control.config import Config, dump_config
 from xds_control.errors import SupervisorError, XdsControlError
@@ -88,23 +88,32 @@ async def _run(
     envoy_binary = _envoy_binary(config.envoy.binary if config else None)
     python = sys.executable
     demo = config is None
+    aggregator = _aggregator_available()
     if config is None:
-        config, config_path = await until(_start_demo(sup, reporter, python, run_dir, aggregators or 1))
-    elif aggregators is not None and aggregators != config.aggregator.replicas:
-        config = config.with_replicas(aggregators)
-        config_path = run_dir / "config.yaml"
-        Path(config_path).write_text(dump_config(config))
-        reporter.note(
-            f"--aggregators {aggregators}: the stack runs a copy of the config ({config_path}); edits to the original are not followed"
-        )
-    elif config_path is None:
-        config_path = run_dir / "config.yaml"
-        Path(config_path).write_text(dump_config(config))
+        listener_port = _demo_listener_port()
+        if listener_port:  # the one demo port not picked free: before the demo backends start
+            _check_ports_free({"listener.port": ("127.0.0.1", listener_port)}, demo=True)
+        config, config_path = await until(_start_demo(sup, reporter, python, run_dir, listener_port, aggregators or 1))
+    else:
+        if aggregators is not None and aggregators != config.aggregator.replicas:
+            config = config.with_replicas(aggregators)
+            config_path = run_dir / "config.yaml"
+            Path(config_path).write_text(dump_config(config))
+            reporter.note(
+                f"--aggregators {aggregators}: the stack runs a copy of the config ({config_path}); "
+                "edits to the original are not followed"
+            )
+        _check_ports_free(plan.bound_ports(config, aggregator=aggregator), demo=False)
+        if config_path is None:
+            config_path = run_dir / "config.yaml"
+            Path(config_path).write_text(dump_config(config))
+    assert config is not None and config_path is not None  # (both set above: for the type checker)
     config_path = str(Path(config_path).resolve())
 
     bootstrap_path = run_dir / "envoy-bootstrap.yaml"
-    bootstrap_path.write_text(render_bootstrap(config))
-    _check_envoy_ports_free(config, demo=demo)
+    _write_private(bootstrap_path, render_bootstrap(config))  # it holds the ADS token when one is configured
+    if demo:  # the ports picked free a moment ago, and the listener's once more (the backends took time)
+        _check_ports_free(plan.bound_ports(config, aggregator=aggregator), demo=True)
 
     stack = plan.plan_stack(
         config,
@@ -114,7 +123,7 @@ async def _run(
         python=python,
         log_level=logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower(),
         log_format=_log_format(),
-        aggregator_available=_aggregator_available(),
+        aggregator_available=aggregator,
     )
     for note in stack.notes:
         reporter.note(note)
@@ -149,14 +158,17 @@ async def _follow_view(config: Config, reporter: Reporter) -> None:
         log.exception("following the control plane's view failed")
 
 
-async def _start_demo(
-    sup: Supervisor, reporter: Reporter, python: str, run_dir: Path, replicas: int = 1
-) -> tuple[Config, str]:
-    """Start the demo backends, then write the demo config around the ports they report."""
+def _demo_listener_port() -> int:
     try:
-        listener_port = plan.demo_listener_port(os.environ)
+        return plan.demo_listener_port(os.environ)
     except ValueError as exc:
         raise SupervisorError(str(exc)) from None
+
+
+async def _start_demo(
+    sup: Supervisor, reporter: Reporter, python: str, run_dir: Path, listener_port: int, replicas: int = 1
+) -> tuple[Config, str]:
+    """Start the demo backends, then write the demo config around the ports they report."""
     children = [await sup.start(spec) for spec in plan.demo_backend_specs(python)]
     await sup.wait_all_ready(children)
     urls = {child.spec.name: plan.parse_ready_url(child.matched[plan.BACKEND_READY]) for child in children}
@@ -192,7 +204,7 @@ async def _race(awaitable: Awaitable[T], stop: asyncio.Event, sup: Supervisor) -
     return work.result()
 
 
-async def _cancel(task: asyncio.Future[object]) -> None:
+async def _cancel(task: asyncio.Future[Any]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await task
@@ -234,6 +246,13 @@ def _run_dir() -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write `text` to a new file only this user can read (0600)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
 
 
 def _bootstrap_renderer() -> Callable[[Config], str]:
@@ -278,16 +297,17 @@ def _aggregator_available() -> bool:
         return False
 
 
-def _check_envoy_ports_free(config: Config, *, demo: bool) -> None:
-    """Envoy binds its listeners with SO_REUSEPORT, so a port another Envoy holds would be shared
-    silently, not refused: try each one ourselves first."""
-    for field_path, (host, port) in plan.envoy_ports(config).items():
+def _check_ports_free(ports: dict[str, tuple[str, int]], *, demo: bool) -> None:
+    """Try to bind each port ourselves; one error naming every one that cannot be bound. (Envoy binds its
+    listeners with SO_REUSEPORT, so a port another Envoy holds would be shared silently, not refused.)"""
+    problems = []
+    for field_path, (host, port) in ports.items():
         problem = _bind_problem(host, port)
         if problem:
-            hint = f"; set {plan.DEMO_PORT_ENV}=0 for any free port" if demo else ""
-            raise SupervisorError(
-                f"{field_path}: cannot bind {plan.format_host(host)}:{port}: {problem} (is another gateway running?){hint}"
-            )
+            problems.append(f"{field_path}: cannot bind {plan.format_host(host)}:{port}: {problem}")
+    if problems:
+        hint = f"; set {plan.DEMO_PORT_ENV}=0 for any free port" if demo else ""
+        raise SupervisorError(f"{'; '.join(problems)} (is another gateway running?){hint}")
 
 
 def _bind_problem(host: str, port: int) -> str | None:

@@ -54,7 +54,7 @@ class MetricsServer:
         self._server = server
         self._thread = thread
         self._stopped = False
-        self.host: str = server.server_address[0]
+        self.host: str = str(server.server_address[0])
         self.port: int = server.server_address[1]
 
     @property
@@ -87,7 +87,9 @@ def start_metrics_server(host: str, port: int, registry: CollectorRegistry = REG
     server_class = type(
         "_MetricsServer", (_Server,), {"address_family": socket.AF_INET6 if ":" in bind_host else socket.AF_INET}
     )
-    server = make_server(bind_host, port, _app(registry), server_class=server_class, handler_class=_QuietHandler)
+    server: WSGIServer = make_server(
+        bind_host, port, _app(registry), server_class=server_class, handler_class=_QuietHandler
+    )
     thread = threading.Thread(
         target=server.serve_forever,
         kwargs={"poll_interval": 0.1},

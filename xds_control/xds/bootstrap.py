@@ -1,21 +1,26 @@
-"""The Envoy bootstrap: the ADS connection to the control plane(s), the admin port, the node identity.
+"""The Envoy bootstrap: the ADS connection to the control plane(s) (and its token), the admin port, the node identity.
 
-One config serves many Envoys: `render_bootstrap(config, node=NodeOverrides(...))` gives each its own node id,
+One config serves many Envoys: `render_bootstrap(config, NodeOverrides(...))` gives each its own node id,
 admin port and profile (role, listener ports), which the node's metadata carries to the control plane
 (xds/profiles.py). With several control planes (`envoy.control_plane_address` a list) the ADS cluster has one
-priority per control plane in failover order and a TCP health check (1 s), so a new ADS stream goes to the
-first control plane that accepts connections, and a stream stays where it is until it breaks.
+priority per control plane in failover order, a TCP health check (1 s) and local-origin outlier ejection, so a
+new ADS stream goes to the first control plane that accepts connections, and a stream stays where it is until
+it breaks (docs/dev/scale.md).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from string import Template
 from typing import Any
 
 from xds_control.config import Config
+from xds_control.errors import ConfigError, ConfigIssue
 from xds_control.xds.profiles import METADATA_KEY, NodeProfile, NodeRole
 
 # A control plane that stops accepting connections leaves the ADS cluster's healthy set at the first connection
@@ -81,18 +86,60 @@ def xds_endpoints(dials: list[tuple[str, int]]) -> list[dict[str, Any]]:
     ]
 
 
-def render_bootstrap(config: Config, node: NodeOverrides | None = None) -> str:
+_TOKEN = re.compile(r"^[\x21-\x7e]{1,512}$")  # what a gRPC metadata value may carry: printable ASCII, no space
+
+
+def xds_token(config: Config, environ: Mapping[str, str] | None = None) -> str | None:
+    """The ADS token (from the variable `control_plane.xds_token_env` names), None when none is configured.
+    ConfigError when one is configured but the variable is unset, empty, or not a valid header value."""
+    name = config.control_plane.xds_token_env
+    if not name:
+        return None
+    token = (os.environ if environ is None else environ).get(name, "").strip()
+    if not token or not _TOKEN.match(token):
+        raise ConfigError(
+            ConfigIssue(
+                "control_plane.xds_token_env",
+                f"the environment variable {name} must hold the ADS token (1-512 printable ASCII characters, no "
+                "spaces); it is unset, empty or not that",
+            )
+        )
+    return token
+
+
+def token_placeholder(config: Config) -> str | None:
+    """What a bootstrap rendered without the token holds in its place: `${NAME}`, for a deployment to substitute."""
+    name = config.control_plane.xds_token_env
+    return f"${{{name}}}" if name else None
+
+
+def render_bootstrap(config: Config, node: NodeOverrides | None = None, *, placeholder: bool = False) -> str:
+    """The bootstrap YAML of one Envoy (`node`: its own id, role, ports, control planes). With
+    `control_plane.xds_token_env` set it holds the ADS token (keep the file private) or, with
+    `placeholder=True` and the variable unset, `${NAME}` in its place."""
     node = node or NodeOverrides()
     dials = list(node.control_planes) or config.xds_dials()
     profile = node.profile()
-    metadata = {METADATA_KEY: profile.metadata()} if node.role or node.listener_port or node.egress_port else {}
+    node_metadata = {METADATA_KEY: profile.metadata()} if node.role or node.listener_port or node.egress_port else {}
+    metadata = ""
+    if config.control_plane.xds_token_env:
+        try:
+            token = xds_token(config)
+        except ConfigError:
+            if not placeholder:
+                raise
+            token = token_placeholder(config)
+        value = _yaml_scalar(f"Bearer {token}")
+        metadata = f"\n        initial_metadata: [{{ key: authorization, value: {value} }}]"
     return _template().substitute(
         node_id=_yaml_scalar(node.node_id or config.envoy.node_id),
         node_cluster=_yaml_scalar(config.envoy.cluster),
-        node_metadata=_flow(metadata),
+        node_metadata=_flow(node_metadata),
         admin_address=_yaml_scalar(config.envoy.admin_address),
         admin_port=node.admin_port or config.envoy.admin_port,
         xds_endpoints=_flow(xds_endpoints(dials)),
         xds_health_checks=_flow([XDS_HEALTH_CHECK] if len(dials) > 1 else []),
         xds_outlier_detection=_flow(XDS_OUTLIER_DETECTION if len(dials) > 1 else None),
+        ads_metadata=metadata,
+        max_downstream_connections=config.envoy.max_downstream_connections,
     )

@@ -3,9 +3,9 @@ encodes and decodes, derived from envoy-data-plane's betterproto2 classes.
 
     .venv/bin/python -m xds_control.xds.envoy_wire_gen     # rewrites envoy_wire_descriptors.py
 
-Why: envoy-data-plane's pydantic message classes cost the control plane about 20 MB of memory (11 MB to
-import, 8 MB more on the first encode). The same schema as protobuf descriptors, loaded into upb (the
-`protobuf` runtime the admin API already uses), costs about 2 MB and encodes faster. envoy-data-plane
+Why: the same schema as protobuf descriptors, loaded into upb (the `protobuf` runtime the admin API
+already uses), costs the control plane a fraction of the memory of envoy-data-plane's pydantic message
+classes and encodes faster (figures in bench/RESULTS.md). envoy-data-plane
 stays the source: this module reads field numbers, types, oneofs, maps and enum names from its classes,
 for every message reachable from the roots below (Any fields are not followed: the types the control
 plane packs into them are roots too). tests/xds/test_envoy_wire.py fails when the committed file is
@@ -94,7 +94,7 @@ class _Schema:
         if full_name in self._scopes:
             return self._scopes[full_name]
         parent_name, _, short = full_name.rpartition(".")
-        parent = self._file(package) if parent_name == package else self._scope(package, parent_name)
+        parent: Any = self._file(package) if parent_name == package else self._scope(package, parent_name)
         target = parent.message_type if parent_name == package else parent.nested_type
         self._scopes[full_name] = message = target.add(name=short)
         return message

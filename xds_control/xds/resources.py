@@ -209,7 +209,11 @@ def _listener(
         "rds": {"route_config_name": route_config, "config_source": ADS_SOURCE},
         "http_filters": [_session_affinity(), router] if sticky_sessions else [router],
         "stream_idle_timeout": _duration(config.listener.idle_timeout),
-        "request_timeout": "0s",  # MCP streams are long-lived
+        # Slow clients (a slowloris) are cut off: headers, then the whole request, each within its bound; the
+        # response is not timed (MCP streams are long-lived), and a connection with no stream closes when idle.
+        "request_headers_timeout": _duration(config.listener.request_headers_timeout),
+        "request_timeout": _duration(config.listener.request_timeout),
+        "common_http_protocol_options": {"idle_timeout": _duration(config.listener.idle_timeout)},
         "normalize_path": True,
         "merge_slashes": True,
         "access_log": [_failure_access_log(name)],

@@ -84,18 +84,22 @@ class Backend(_message.Message):
     def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[BackendState, str]] = ..., breaker: _Optional[_Union[BreakerState, str]] = ..., drained: _Optional[bool] = ..., routable: _Optional[bool] = ..., consecutive_failures: _Optional[int] = ..., consecutive_successes: _Optional[int] = ..., last_probe_ms: _Optional[float] = ..., last_success: _Optional[float] = ..., last_error: _Optional[str] = ..., retry_after: _Optional[float] = ..., state_since: _Optional[float] = ..., catalog_hash: _Optional[str] = ..., catalog_json: _Optional[str] = ..., tool_count: _Optional[int] = ..., endpoints: _Optional[_Iterable[_Union[Endpoint, _Mapping]]] = ...) -> None: ...
 
 class ListBackendsRequest(_message.Message):
-    __slots__ = ("omit_catalogs",)
+    __slots__ = ("omit_catalogs", "page_token")
     OMIT_CATALOGS_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     omit_catalogs: bool
-    def __init__(self, omit_catalogs: _Optional[bool] = ...) -> None: ...
+    page_token: str
+    def __init__(self, omit_catalogs: _Optional[bool] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListBackendsResponse(_message.Message):
-    __slots__ = ("version", "backends")
+    __slots__ = ("version", "backends", "next_page_token")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     BACKENDS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     version: int
     backends: _containers.RepeatedCompositeFieldContainer[Backend]
-    def __init__(self, version: _Optional[int] = ..., backends: _Optional[_Iterable[_Union[Backend, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, version: _Optional[int] = ..., backends: _Optional[_Iterable[_Union[Backend, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class GetBackendRequest(_message.Message):
     __slots__ = ("name",)
@@ -118,12 +122,14 @@ class WatchRequest(_message.Message):
     def __init__(self, omit_catalogs: _Optional[bool] = ...) -> None: ...
 
 class WatchResponse(_message.Message):
-    __slots__ = ("version", "backends")
+    __slots__ = ("version", "backends", "more")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     BACKENDS_FIELD_NUMBER: _ClassVar[int]
+    MORE_FIELD_NUMBER: _ClassVar[int]
     version: int
     backends: _containers.RepeatedCompositeFieldContainer[Backend]
-    def __init__(self, version: _Optional[int] = ..., backends: _Optional[_Iterable[_Union[Backend, _Mapping]]] = ...) -> None: ...
+    more: bool
+    def __init__(self, version: _Optional[int] = ..., backends: _Optional[_Iterable[_Union[Backend, _Mapping]]] = ..., more: _Optional[bool] = ...) -> None: ...
 
 class ProbeNowRequest(_message.Message):
     __slots__ = ("name",)
