@@ -254,6 +254,7 @@ async def serve_forever(config: Config) -> int:
     """`xds-control aggregator -c CFG`: follow the control plane, serve `/mcp`, until SIGTERM/SIGINT."""
     from xds_control.admin.cookie import token_source  # the admin token: configured, else the cookie file
 
+    token: Any
     token, _where = token_source(config.control_plane)
     targets = config.admin_dials()
     if len(targets) > 1 and not (

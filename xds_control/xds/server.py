@@ -258,10 +258,11 @@ class AdsService:
                     break
                 if item is not SNAPSHOT_CHANGED:
                     if stream_id is None:
-                        node_id = preview(item.node.id, MAX_NAME_CHARS)
-                        cluster = preview(item.node.cluster, MAX_NAME_CHARS)
+                        first: Any = item  # a DiscoveryRequest (its class is built at run time)
+                        node_id = preview(first.node.id, MAX_NAME_CHARS)
+                        cluster = preview(first.node.cluster, MAX_NAME_CHARS)
                         try:
-                            profile = profile_from_struct(item.node.metadata)
+                            profile = profile_from_struct(first.node.metadata)
                         except ValueError as exc:  # the message names the key; the value is truncated
                             refusal = _Refused(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
                             break
