@@ -4,13 +4,16 @@ broken and garbage answers, and how each failure is classified."""
 from __future__ import annotations
 
 import asyncio
+import gzip
+import zlib
 
 import pytest
 
 from tests.support.canned_http import Answer, CannedServer, Request
 from tests.support.waiting import async_wait_until, free_port
+from xds_control.errors import WireError
 from xds_control.health.classify import Category, classify_exception
-from xds_control.http11 import HttpClient, Target, encode_request
+from xds_control.http11 import MAX_HEAD_BYTES, MAX_HEADERS, HttpClient, Target, encode_request
 
 BODY = b'{"jsonrpc":"2.0","id":1,"result":{}}'
 
@@ -67,7 +70,7 @@ async def test_a_connection_the_server_dropped_while_idle_is_replaced_without_a_
         client = HttpClient(None)
         try:
             assert (await fetch(client, server.url))[0] == 200
-            server.drop_connections()  # the server's keep-alive timer fired between two probes
+            await server.drop_connections()  # the server's keep-alive timer fired between two probes
             assert (await fetch(client, server.url))[0] == 200
         finally:
             await client.aclose()
@@ -156,3 +159,151 @@ def test_targets() -> None:
     assert Target.of("http://[::1]:8080") == Target("http", "::1", 8080, "[::1]:8080", "/")
     with pytest.raises(ValueError, match="http"):
         Target.of("ftp://example.com/")
+
+
+# -- bounds on the response head -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"".join(b"x-h%d: v\r\n" % n for n in range(MAX_HEADERS + 1)),
+        b"x-big: " + b"v" * MAX_HEAD_BYTES + b"\r\n",
+        b"".join(b"x-same: %s\r\n" % (b"v" * 500) for _ in range(MAX_HEADERS)) + b"x-last: " + b"v" * 20_000 + b"\r\n",
+    ],
+    ids=["one header line too many", "one header over the bytes", "many lines over the bytes"],
+)
+async def test_a_response_head_over_the_limits_is_response_too_large(head: bytes) -> None:
+    async with CannedServer(lambda request: b"HTTP/1.1 200 OK\r\n" + head + b"content-length: 2\r\n\r\n{}") as server:
+        client = HttpClient(None)
+        try:
+            assert await classified(fetch(client, server.url)) == Category.RESPONSE_TOO_LARGE
+        finally:
+            await client.aclose()
+
+
+async def test_a_head_that_never_ends_is_cut_at_the_byte_limit() -> None:
+    async def endless(request: Request) -> bytes:
+        return b"HTTP/1.1 200 OK\r\nx-drip: " + b"v" * (4 * MAX_HEAD_BYTES)
+
+    async with CannedServer(endless) as server:
+        client = HttpClient(None)
+        try:
+            with pytest.raises(WireError, match="head over the limit"):
+                await fetch(client, server.url)
+        finally:
+            await client.aclose()
+
+
+async def test_a_head_within_the_limits_is_read_whole() -> None:
+    head = b"".join(b"x-h%d: %s\r\n" % (n, b"v" * 100) for n in range(MAX_HEADERS - 1))
+    async with CannedServer(lambda request: b"HTTP/1.1 200 OK\r\n" + head + b"content-length: 2\r\n\r\n{}") as server:
+        client = HttpClient(None)
+        try:
+            status, headers, body = await fetch(client, server.url)
+        finally:
+            await client.aclose()
+    assert status == 200 and len(headers) == MAX_HEADERS and body == b"{}"
+
+
+# -- when a request is sent again ------------------------------------------------------------------------------
+
+
+def closing_on_the_second_request(request: Request, seen: list[str]) -> Answer | bytes:
+    """Answers the first request and every third one; the second is read, then the connection dropped unanswered
+    (a server that crashed, or whose keep-alive timer fired, after the request arrived)."""
+    seen.append(request.method)
+    return b"" if len(seen) == 2 else ok(request)
+
+
+@pytest.mark.parametrize("method", ["POST", "PATCH"])
+async def test_a_non_idempotent_request_whose_bytes_went_out_is_never_sent_again(method: str) -> None:
+    seen: list[str] = []
+    async with CannedServer(lambda request: closing_on_the_second_request(request, seen)) as server:
+        client = HttpClient(None)
+        try:
+            assert (await fetch(client, server.url, method))[0] == 200
+            assert await classified(fetch(client, server.url, method)) == Category.CONNECTION_RESET
+            assert (await fetch(client, server.url, method))[0] == 200
+        finally:
+            await client.aclose()
+    assert seen == [method] * 3  # the failed one reached the server once
+    assert server.connections == 2
+
+
+@pytest.mark.parametrize("method", ["GET", "DELETE"])
+async def test_an_idempotent_request_on_a_dropped_reused_connection_is_sent_once_more(method: str) -> None:
+    seen: list[str] = []
+    async with CannedServer(lambda request: closing_on_the_second_request(request, seen)) as server:
+        client = HttpClient(None)
+        try:
+            assert (await fetch(client, server.url, method, None))[0] == 200
+            assert (await fetch(client, server.url, method, None))[0] == 200
+        finally:
+            await client.aclose()
+    assert seen == [method] * 3 and server.connections == 2
+
+
+async def test_a_request_on_a_fresh_connection_is_never_sent_again() -> None:
+    seen: list[str] = []
+    async with CannedServer(lambda request: seen.append(request.method) or b"") as server:
+        client = HttpClient(None)
+        try:
+            assert await classified(fetch(client, server.url, "GET", None)) == Category.CONNECTION_RESET
+        finally:
+            await client.aclose()
+    assert seen == ["GET"]
+
+
+async def test_an_answer_begun_then_cut_is_not_sent_again_even_if_idempotent() -> None:
+    seen: list[str] = []
+
+    def half_head(request: Request) -> Answer | bytes:
+        seen.append(request.method)
+        return ok(request) if len(seen) == 1 else b"HTTP/1.1 200 OK\r\ncontent-le"
+
+    async with CannedServer(half_head) as server:
+        client = HttpClient(None)
+        try:
+            assert (await fetch(client, server.url, "GET", None))[0] == 200
+            assert await classified(fetch(client, server.url, "GET", None)) == Category.CONNECTION_RESET
+        finally:
+            await client.aclose()
+    assert seen == ["GET", "GET"]
+
+
+# -- bodies read within a limit --------------------------------------------------------------------------------
+
+
+async def read_within(answer: Answer, limit: int) -> bytes:
+    async with CannedServer(lambda request: answer) as server:
+        client = HttpClient(None)
+        try:
+            async with client.stream("POST", server.url, headers={}, content=b"{}") as response:
+                return await response.read(limit)
+        finally:
+            await client.aclose()
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked", "close"])
+async def test_a_body_is_read_whole_within_its_limit_and_refused_past_it(framing: str) -> None:
+    assert await read_within(Answer(200, BODY * 10, {}, framing), len(BODY) * 10) == BODY * 10
+    with pytest.raises(WireError) as info:
+        await read_within(Answer(200, BODY * 10, {}, framing), len(BODY) * 10 - 1)
+    assert info.value.category == "response_too_large"
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+async def test_an_encoded_body_is_decoded_and_its_decoded_size_counts(encoding: str) -> None:
+    packed = gzip.compress(BODY * 1000) if encoding == "gzip" else zlib.compress(BODY * 1000)
+    answer = Answer(200, packed, {"content-encoding": encoding}, "chunked")
+    assert await read_within(answer, len(BODY) * 1000) == BODY * 1000
+    with pytest.raises(WireError) as info:
+        await read_within(answer, len(BODY) * 100)  # the packed body is far under it; what it unpacks to is not
+    assert info.value.category == "response_too_large"
+
+
+async def test_an_unknown_encoding_is_a_protocol_error() -> None:
+    with pytest.raises(WireError) as info:
+        await read_within(Answer(200, BODY, {"content-encoding": "br"}), 1000)
+    assert info.value.category == "protocol_error"

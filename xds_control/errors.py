@@ -5,6 +5,7 @@
     ├── XdsError                    the xDS layer
     │   └── SnapshotInconsistent    a snapshot references resources it does not contain
     ├── ProbeError                  a backend probe failed; carries a sanitized ``category``
+    ├── WireError                   an HTTP answer broke its format or a size bound; carries a ``category``
     ├── AdminError                  the admin API refused or failed a call
     │   ├── Unauthorized            a mutating admin call without a valid token
     │   ├── AdminUnavailable        the admin API could not be reached (refused, timed out, shut down)
@@ -75,6 +76,17 @@ class ProbeError(XdsControlError):
         self.status = status
         self.retry_after = retry_after
         super().__init__(f"{category}: {detail}" if detail else category)
+
+
+class WireError(XdsControlError):
+    """An HTTP answer broke its wire format or a size bound (``xds_control.http11``, ``xds_control.sse``).
+
+    ``category`` is ``protocol_error`` or ``response_too_large``; ``detail`` is fixed text, never the peer's."""
+
+    def __init__(self, category: str, detail: str) -> None:
+        self.category = category
+        self.detail = detail
+        super().__init__(f"{category}: {detail}")
 
 
 class AdminError(XdsControlError):

@@ -1,5 +1,5 @@
 """The hot path: plain 2026-07-28 tools/call answered before the SDK's stack (fastpath.py), and modern backends
-called with plain JSON-RPC POSTs (upstream_modern.py). Each answer is compared with the SDK path's."""
+called with plain JSON-RPC POSTs (modern_request.py). Each answer is compared with the SDK path's."""
 
 from __future__ import annotations
 
@@ -22,10 +22,11 @@ from tests.aggregator.support import (
     mcp_client,
     post_jsonrpc,
 )
+from tests.support.canned_http import Answer, CannedServer, Request
 from tests.support.waiting import async_wait_until
-from xds_control.aggregator import upstream_modern
+from xds_control.aggregator import modern_request
+from xds_control.aggregator.backend_http import BackendHttp
 from xds_control.aggregator.upstream import map_post_error
-from xds_control.aggregator.upstream_http import EdgeTransport
 
 pytestmark = pytest.mark.integration
 
@@ -299,49 +300,50 @@ async def test_progress_and_cancellation_through_a_modern_backend(serve: Any, fl
 
 
 async def answer_of(handler: Any, **kwargs: Any) -> Any:
-    """upstream_modern.request against a mock backend behind the real HTTP edge; the result or the mapped error."""
-    async with httpx2.AsyncClient(transport=EdgeTransport("b", httpx2.MockTransport(handler))) as http:
+    """modern_request.request against a canned backend over the real HTTP edge; the result or the mapped error."""
+    async with CannedServer(handler) as server:
+        http = BackendHttp("b")
         try:
-            return await upstream_modern.request(
-                http, "http://b/mcp", MODERN, "tools/call", {"name": "x"}, max_event_bytes=1000, **kwargs
+            return await modern_request.request(
+                http, server.url, MODERN, "tools/call", {"name": "x"}, max_event_bytes=1000, **kwargs
             )
         except Exception as exc:
             return map_post_error("b", exc, 1.0)
+        finally:
+            await http.aclose()
 
 
-def sse(*messages: dict[str, Any]) -> httpx2.Response:
+def sse(*messages: dict[str, Any]) -> Answer:
     text = "".join(f"event: message\ndata: {json.dumps(m)}\n\n" for m in messages)
-    return httpx2.Response(200, content=text.encode(), headers={"content-type": "text/event-stream"})
+    return Answer(200, text.encode(), {"content-type": "text/event-stream"})
 
 
 @pytest.mark.integration
 async def test_the_modern_wire_request_and_its_answers() -> None:
-    sent: list[httpx2.Request] = []
+    sent: list[Request] = []
 
-    def ok(request: httpx2.Request) -> httpx2.Response:
+    def ok(request: Request) -> Answer:
         sent.append(request)
-        message = json.loads(request.content)
-        return httpx2.Response(
-            200, json={"jsonrpc": "2.0", "id": message["id"], "result": {"content": [], "resultType": "complete"}}
-        )
+        message = request.json()
+        return Answer.json({"jsonrpc": "2.0", "id": message["id"], "result": {"content": [], "resultType": "complete"}})
 
     assert await answer_of(ok) == {"content": [], "resultType": "complete"}
     (request,) = sent
-    message = json.loads(request.content)
+    message = request.json()
     assert (
         request.headers["mcp-method"] == "tools/call"
         and request.headers["mcp-name"] == "x"
         and request.headers["mcp-protocol-version"] == MODERN
     )
-    assert message["params"]["_meta"] == upstream_modern.envelope(MODERN) and message["method"] == "tools/call"
+    assert message["params"]["_meta"] == modern_request.envelope(MODERN) and message["method"] == "tools/call"
 
     seen: list[float] = []
 
     async def progress(value: float, total: float | None, text: str | None) -> None:
         seen.append(value)
 
-    def streamed(request: httpx2.Request) -> httpx2.Response:
-        request_id = json.loads(request.content)["id"]
+    def streamed(request: Request) -> Answer:
+        request_id = request.json()["id"]
         note = {
             "jsonrpc": "2.0",
             "method": "notifications/progress",
@@ -351,10 +353,8 @@ async def test_the_modern_wire_request_and_its_answers() -> None:
 
     assert await answer_of(streamed, progress=progress) == {"content": [], "resultType": "complete"} and seen == [1]
 
-    def own_error(request: httpx2.Request) -> httpx2.Response:
-        return httpx2.Response(
-            200, json={"jsonrpc": "2.0", "id": 1, "error": {"code": -32000, "message": "mine", "data": {"x": 1}}}
-        )
+    def own_error(request: Request) -> Answer:
+        return Answer.json({"jsonrpc": "2.0", "id": 1, "error": {"code": -32000, "message": "mine", "data": {"x": 1}}})
 
     error = await answer_of(own_error)
     assert (error.code, error.message, error.data) == (
@@ -364,17 +364,14 @@ async def test_the_modern_wire_request_and_its_answers() -> None:
     )  # a backend's own error passes unchanged
 
     for bad, category in [
-        (
-            lambda r: httpx2.Response(200, json={"jsonrpc": "2.0", "id": 1, "result": {"content": "not a list"}}),
-            "protocol_error",
-        ),
-        (lambda r: httpx2.Response(200, json={"jsonrpc": "2.0", "id": 1}), "protocol_error"),
+        (lambda r: Answer.json({"jsonrpc": "2.0", "id": 1, "result": {"content": "not a list"}}), "protocol_error"),
+        (lambda r: Answer.json({"jsonrpc": "2.0", "id": 1}), "protocol_error"),
         (lambda r: sse({"jsonrpc": "2.0", "method": "notifications/message", "params": {}}), "protocol_error"),
         (
             lambda r: sse({"jsonrpc": "2.0", "id": 1, "result": {"content": [{"type": "text", "text": "x" * 2000}]}}),
             "response_too_large",
         ),
-        (lambda r: httpx2.Response(503, text="no healthy upstream"), "no_healthy_upstream"),
-        (lambda r: httpx2.Response(500, text="boom"), "http_5xx"),
+        (lambda r: Answer(503, b"no healthy upstream", {"content-type": "text/plain"}), "no_healthy_upstream"),
+        (lambda r: Answer(500, b"boom", {"content-type": "text/plain"}), "http_5xx"),
     ]:
         assert (await answer_of(bad)).data["category"] == category

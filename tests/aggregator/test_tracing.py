@@ -29,12 +29,14 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tests.aggregator.support import MODERN, fetch_catalog, mcp_client
+from tests.support.canned_http import Answer, CannedServer, Request
 from tests.support.stack import async_start_envoy, running_control_plane, stack_config
 from tests.support.waiting import async_wait_until, free_ports
 from xds_control.aggregator import AdminViewSource, Aggregator
+from xds_control.aggregator.backend_http import BackendHttp
+from xds_control.aggregator.sdk_transport import sdk_client
 from xds_control.aggregator.tracing import CALL_SPAN, passthrough
 from xds_control.aggregator.upstream import clean_params
-from xds_control.aggregator.upstream_http import EdgeTransport
 from xds_control.telemetry.tracing import global_memory_exporter
 from xds_control.view import BackendState
 
@@ -74,22 +76,22 @@ def test_the_clients_trace_context_is_not_forwarded_as_it_came() -> None:
 
 
 async def test_the_http_edge_copies_the_meta_traceparent_into_the_header() -> None:
-    seen: list[httpx2.Headers] = []
+    seen: list[dict[str, str]] = []
 
-    def handler(request: httpx2.Request) -> httpx2.Response:
+    def handler(request: Request) -> Answer:
         seen.append(request.headers)
-        return httpx2.Response(200, json={"jsonrpc": "2.0", "id": 1, "result": {}})
+        return Answer.json({"jsonrpc": "2.0", "id": 1, "result": {}})
 
-    async with httpx2.AsyncClient(transport=EdgeTransport("b", httpx2.MockTransport(handler))) as client:
+    async with CannedServer(handler) as server, sdk_client(BackendHttp("b")) as client:
         body = {
             "jsonrpc": "2.0",
             "id": 1,
             "method": "tools/call",
             "params": {"name": "x", "_meta": {"traceparent": META_PARENT, "tracestate": "a=b"}},
         }
-        await client.post("http://b/mcp", json=body)
-        await client.post("http://b/mcp", json={"jsonrpc": "2.0", "id": 2, "method": "ping"})
-        await client.get("http://b/mcp")
+        await client.post(server.url, json=body)
+        await client.post(server.url, json={"jsonrpc": "2.0", "id": 2, "method": "ping"})
+        await client.get(server.url)
     with_meta, without, get = seen
     assert with_meta["traceparent"] == META_PARENT and with_meta["tracestate"] == "a=b"
     assert "traceparent" not in without and "traceparent" not in get

@@ -19,6 +19,7 @@ from tests.support.procs import Proc
 RUN_TIMEOUT = 100.0
 
 BENCHMARKS = {
+    "http_client": (["bench/http_client.py", "--rounds", "1", "--requests", "20", "--concurrency", "2"], ["http11 ", "CPU us per request"]),
     "detection": (["bench/health/detection.py", "--runs", "1", "--interval", "0.2"], ["verdict -> Envoy switch"]),
     "probe_cost": (["bench/health/probe_cost.py", "--backends", "3", "--seconds", "1", "--warmup", "0.5"], ["per probe:", "target: under 25 %", "RSS target: under 200 MB"]),
     "xds_push": (
@@ -35,7 +36,7 @@ BENCHMARKS = {
     ),
     "relay_floor": (["bench/aggregator/relay_floor.py", "--calls", "5", "--seconds", "1", "--blocks", "2"], ["relay", "interleaved with direct calls"]),
     "hostile": (["bench/hostile.py", "--small", "--only", "admin-report-outcomes"], ["admin-report-outcomes", "targets: stall < 100 ms"]),
-    "edge_post": (["bench/aggregator/edge_post.py", "--rounds", "1", "--requests", "5"], ["lean   CPU ms per request", "post_json saves"]),
+    "edge_post": (["bench/aggregator/edge_post.py", "--rounds", "1", "--requests", "5"], ["lean   CPU ms per request", "the plain POST saves"]),
     "tools_list": (
         ["bench/aggregator/tools_list.py", "--tools", "40", "--backends", "2", "--rounds", "3"],
         [

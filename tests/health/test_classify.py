@@ -1,25 +1,20 @@
-"""Every failure maps to one sanitized category; no exception type of the libraries we call is left unmapped."""
+"""Every failure maps to one sanitized category; no exception type of the libraries the prober meets is left
+unmapped."""
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import socket
 import ssl
-import types
+import sys
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
-import anyio
-import httpcore2
-import httpx2
-import mcp.client.auth.exceptions
-import mcp.client.streamable_http
-import mcp.client.subscriptions
-import mcp.shared.exceptions
+import httptools
 import pytest
-from mcp.shared.exceptions import MCPError
 
-from xds_control.errors import ProbeError
+from xds_control.errors import ProbeError, WireError
 from xds_control.health.classify import (
     EXCEPTION_CATEGORIES,
     Category,
@@ -29,9 +24,9 @@ from xds_control.health.classify import (
     most_specific,
     parse_retry_after,
 )
+from xds_control.http11 import PeerClosedError
 
 SECRET = "s3cr3t-token-value"
-REQUEST = httpx2.Request("POST", "http://127.0.0.1:9/mcp")
 
 
 def chained(outer: BaseException, cause: BaseException) -> BaseException:
@@ -39,57 +34,51 @@ def chained(outer: BaseException, cause: BaseException) -> BaseException:
     return outer
 
 
-def status_error(status: int, headers: dict[str, str] | None = None) -> httpx2.HTTPStatusError:
-    response = httpx2.Response(status, headers=headers, request=REQUEST)
-    return httpx2.HTTPStatusError(f"HTTP {status} {SECRET}", request=REQUEST, response=response)
+def status_error(status: int, headers: dict[str, str] | None = None) -> ProbeError:
+    error = classify_status(status, headers)
+    assert error is not None
+    return error
 
 
 # One row per category at least: (what happened, the exception, expected category).
 EXCEPTION_CASES: list[tuple[str, BaseException, Category]] = [
-    (
-        "refused via httpx2",
-        chained(httpx2.ConnectError("All connection attempts failed"), ConnectionRefusedError(111, "refused")),
-        Category.CONNECTION_REFUSED,
-    ),
+    ("refused", ConnectionRefusedError(111, "refused"), Category.CONNECTION_REFUSED),
     ("refused, bare OSError errno", OSError(111, "Connection refused"), Category.CONNECTION_REFUSED),
-    ("reset while reading", httpx2.ReadError("connection reset"), Category.CONNECTION_RESET),
+    ("unreachable", OSError(113, "No route to host"), Category.CONNECTION_REFUSED),
+    ("reset while reading", ConnectionResetError(104, "reset"), Category.CONNECTION_RESET),
     (
         "server closed keep-alive",
-        httpx2.RemoteProtocolError("Server disconnected without sending a response."),
+        PeerClosedError("server closed the connection mid-response"),
         Category.CONNECTION_RESET,
     ),
-    ("reset OSError", ConnectionResetError(104, "reset"), Category.CONNECTION_RESET),
-    (
-        "dns via httpx2",
-        chained(
-            httpx2.ConnectError("[Errno -2] Name or service not known"),
-            socket.gaierror(-2, "Name or service not known"),
-        ),
-        Category.DNS,
-    ),
-    (
-        "tls via httpx2",
-        chained(httpx2.ConnectError("wrong version number"), ssl.SSLError(1, "WRONG_VERSION_NUMBER")),
-        Category.TLS,
-    ),
+    ("broken pipe", BrokenPipeError(32, "broken pipe"), Category.CONNECTION_RESET),
+    ("stream cut short", asyncio.IncompleteReadError(b"", 10), Category.CONNECTION_RESET),
+    ("dns", socket.gaierror(-2, "Name or service not known"), Category.DNS),
+    ("tls", ssl.SSLError(1, "WRONG_VERSION_NUMBER"), Category.TLS),
     ("certificate", ssl.SSLCertVerificationError(1, "certificate verify failed"), Category.TLS),
-    ("read timeout", httpx2.ReadTimeout("timed out"), Category.TIMEOUT),
     ("asyncio.timeout", TimeoutError(), Category.TIMEOUT),
-    ("401 status error", status_error(401), Category.AUTHENTICATION_FAILED),
-    ("403 status error", status_error(403), Category.AUTHENTICATION_FAILED),
-    ("oauth flow", mcp.client.auth.exceptions.OAuthTokenError("bad token"), Category.AUTHENTICATION_FAILED),
-    ("429 status error", status_error(429, {"Retry-After": "7"}), Category.RATE_LIMITED),
-    ("404 status error", status_error(404), Category.HTTP_4XX),
-    ("503 status error", status_error(503), Category.HTTP_5XX),
-    ("malformed HTTP", httpx2.RemoteProtocolError("illegal status line"), Category.PROTOCOL_ERROR),
-    ("undecodable body", httpx2.DecodingError("bad gzip"), Category.PROTOCOL_ERROR),
-    ("SDK transport error", mcp.client.streamable_http.StreamableHTTPError("bad"), Category.PROTOCOL_ERROR),
-    ("JSON-RPC error via SDK", MCPError(-32602, "Invalid params"), Category.JSONRPC_ERROR),
-    ("SDK connection closed", MCPError(-32000, "Connection closed"), Category.CONNECTION_RESET),
-    ("SDK request timeout", MCPError(-32001, "Request timed out"), Category.TIMEOUT),
-    ("SDK session terminated", MCPError(-32600, "Session terminated"), Category.SESSION_EXPIRED),
+    ("401 status", status_error(401), Category.AUTHENTICATION_FAILED),
+    ("403 status", status_error(403), Category.AUTHENTICATION_FAILED),
+    ("429 status", status_error(429, {"Retry-After": "7"}), Category.RATE_LIMITED),
+    ("404 status", status_error(404), Category.HTTP_4XX),
+    ("503 status", status_error(503), Category.HTTP_5XX),
+    ("malformed HTTP", httptools.HttpParserInvalidStatusError("illegal status line"), Category.PROTOCOL_ERROR),
+    ("undecodable body", UnicodeDecodeError("utf-8", b"\xff", 0, 1, "bad"), Category.PROTOCOL_ERROR),
+    ("not UTF-8 in an event", WireError("protocol_error", "an SSE line that is not UTF-8"), Category.PROTOCOL_ERROR),
+    ("JSON-RPC error", classify_jsonrpc_error({"code": -32602, "message": "Invalid params"}), Category.JSONRPC_ERROR),
+    ("request timeout on the wire", classify_jsonrpc_error({"code": -32001, "message": "t"}), Category.TIMEOUT),
+    (
+        "session terminated",
+        classify_jsonrpc_error({"code": -32600, "message": "Session terminated"}),
+        Category.SESSION_EXPIRED,
+    ),
     ("ours: too large", ProbeError(Category.RESPONSE_TOO_LARGE, "body over the limit"), Category.RESPONSE_TOO_LARGE),
     ("ours: catalog too large", ProbeError(Category.CATALOG_TOO_LARGE, "over the bound"), Category.CATALOG_TOO_LARGE),
+    (
+        "wire: head too large",
+        WireError("response_too_large", "a response head over the limit"),
+        Category.RESPONSE_TOO_LARGE,
+    ),
     ("ours: session", ProbeError(Category.SESSION_EXPIRED), Category.SESSION_EXPIRED),
     ("a bug", KeyError(SECRET), Category.UNKNOWN),
 ]
@@ -128,18 +117,8 @@ def test_status_maps_to_category(status: int, expected: Category | None) -> None
 
 
 def _library_exceptions() -> list[type[BaseException]]:
-    modules: list[types.ModuleType] = [
-        httpx2,
-        httpcore2,
-        anyio,
-        mcp.shared.exceptions,
-        mcp.client.streamable_http,
-        mcp.client.subscriptions,
-        mcp.client.auth.exceptions,
-        ssl,
-    ]
     found = []
-    for module in modules:
+    for module in (ssl, httptools):
         root = module.__name__.split(".")[0]
         for _, obj in inspect.getmembers(module, inspect.isclass):
             if (
@@ -153,24 +132,37 @@ def _library_exceptions() -> list[type[BaseException]]:
 
 @pytest.mark.parametrize("exc_type", _library_exceptions(), ids=lambda c: f"{c.__module__}.{c.__qualname__}")
 def test_no_library_exception_is_left_unmapped(exc_type: type[BaseException]) -> None:
-    """Adding a new exception class to httpx2, httpcore2, anyio, ssl or the SDK fails here until it is mapped."""
+    """Adding a new exception class to ssl or httptools (the prober's TLS and parser) fails here until it is mapped."""
     assert exc_type in EXCEPTION_CATEGORIES, (
         f"map {exc_type.__module__}.{exc_type.__qualname__} in EXCEPTION_CATEGORIES"
     )
 
 
+def test_classifying_loads_no_http_or_mcp_library() -> None:
+    """The prober meets none of their exceptions: none of them is imported to classify one."""
+    code = (
+        "import sys; from xds_control.health.classify import classify_exception; "
+        "classify_exception(ExceptionGroup('g', [KeyError('x'), OSError(111, 'refused')])); "
+        "print(sorted(m for m in ('httpx2', 'httpcore2', 'mcp', 'mcp_types') if m in sys.modules))"
+    )
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
 def test_exception_group_most_specific_wins() -> None:
     inner = ExceptionGroup(
-        "inner", [ValueError("x"), chained(httpx2.ConnectError("failed"), ConnectionRefusedError(111, "refused"))]
+        "inner", [ValueError("x"), chained(OSError(5, "failed"), ConnectionRefusedError(111, "refused"))]
     )
-    outer = BaseExceptionGroup("outer", [RuntimeError("boom"), inner, httpx2.ReadTimeout("slow")])
+    outer = BaseExceptionGroup("outer", [RuntimeError("boom"), inner, TimeoutError()])
     assert classify_exception(outer).category == Category.CONNECTION_REFUSED
 
 
-def test_exception_group_of_sdk_error_around_status() -> None:
+def test_exception_group_around_a_status() -> None:
     group = ExceptionGroup(
         "unhandled errors in a TaskGroup",
-        [ExceptionGroup("nested", [status_error(401)]), MCPError(-32603, "Server returned an error response")],
+        [ExceptionGroup("nested", [status_error(401)]), classify_jsonrpc_error({"code": -32603, "message": "x"})],
     )
     assert classify_exception(group).category == Category.AUTHENTICATION_FAILED
 
@@ -180,7 +172,7 @@ def test_cancellation_alone_is_unknown() -> None:
 
 
 def test_cycle_in_exception_chain_terminates() -> None:
-    a, b = RuntimeError("a"), httpx2.ReadError("b")
+    a, b = RuntimeError("a"), ConnectionResetError("b")
     a.__context__, b.__context__ = b, a
     assert classify_exception(a).category == Category.CONNECTION_RESET
 
@@ -191,7 +183,15 @@ def test_most_specific_order() -> None:
 
 
 @pytest.mark.parametrize(
-    "exc", [status_error(401), KeyError(SECRET), httpx2.ReadTimeout(SECRET), MCPError(-1, SECRET), OSError(111, SECRET)]
+    "exc",
+    [
+        status_error(401),
+        KeyError(SECRET),
+        TimeoutError(SECRET),
+        classify_jsonrpc_error({"code": -1, "message": SECRET}),
+        OSError(111, SECRET),
+        httptools.HttpParserError(SECRET),
+    ],
 )
 def test_classification_never_carries_exception_text(exc: BaseException) -> None:
     error = classify_exception(exc)

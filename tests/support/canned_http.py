@@ -106,16 +106,20 @@ class CannedServer:
     async def __aexit__(self, *exc: object) -> None:
         assert self._server is not None
         self._server.close()
-        self.drop_connections()
+        await self.drop_connections()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._server.wait_closed()
 
-    def drop_connections(self) -> None:
-        """Close every open connection (what a server's keep-alive timer does)."""
-        for writer in list(self._writers):
+    async def drop_connections(self) -> None:
+        """Close every open connection (what a server's keep-alive timer does); returns once they are closed."""
+        writers = list(self._writers)
+        for writer in writers:
             writer.close()
+        for writer in writers:
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1

@@ -6,6 +6,8 @@ reads back field for field."""
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -166,3 +168,17 @@ def test_a_discovery_request_reads_back_field_for_field() -> None:
     )
     assert (list(parsed.resource_names), parsed.type_url, parsed.response_nonce) == (["a", "b"], t.ENDPOINT, "42")
     assert (parsed.error_detail.code, parsed.error_detail.message) == (3, "rejected: bad cluster")
+
+
+def test_the_control_plane_encodes_without_envoy_data_plane() -> None:
+    """envoy-data-plane is a test and generation dependency only: serving and encoding never import it."""
+    code = (
+        "import sys; import xds_control.controlplane; from xds_control.config import parse_config; "
+        "from xds_control.view import ViewStore; from xds_control.xds.resources import build_resources; "
+        "from xds_control.xds.encode import encode_message; "
+        "view = ViewStore(parse_config({'backends': [{'name': 'a', 'url': 'http://127.0.0.1:9/mcp'}]})).current; "
+        "[encode_message(u, s) for u, specs in build_resources(view).items() for s in specs.values()]; "
+        "print(sorted(m for m in sys.modules if m.startswith(('envoy_data_plane', 'betterproto'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    assert out.strip() == "[]"

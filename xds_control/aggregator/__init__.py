@@ -5,10 +5,12 @@
     coalesce.py      when to send list_changed (pure, clock injected)
     rpc_errors.py    the aggregator's JSON-RPC error codes
     view_source.py   ViewSource seam (admin Watch stream / in-process ViewStore), follower with backoff
-    upstream_http.py per-backend httpx2 client; HTTP failures mapped to JSON-RPC errors at the edge
     auth.py          outgoing credentials, auth retry sequences, auth breaker
-    upstream.py      SDK client sessions for legacy backends; error mapping
-    upstream_modern.py  a request to a 2026-07-28 backend as one plain JSON-RPC POST
+    upstream.py      the one upstream interface: calls to a backend, both families; error mapping
+    upstream_answers.py  what a backend's HTTP answer means, both families (pure map_answer)
+    backend_http.py  one backend's HTTP client: credential, bounded reads, the answer mapping applied
+    sdk_transport.py the httpx2 transport the SDK client of legacy backend sessions needs
+    modern_request.py  a request to a 2026-07-28 backend as one plain JSON-RPC POST
     gateway.py       lists with the failure mode, call routing
     sessions.py      legacy client sessions (for notifications and session cleanup)
     notify.py        list_changed to legacy sessions and modern listen streams

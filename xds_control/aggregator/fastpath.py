@@ -17,7 +17,7 @@ unchanged (the body replayed):
 
 The answer is built as the SDK builds it: the result sieved by the protocol
 version's schema (once: a modern backend's result of the client's version was
-sieved on its way in, upstream_modern.Sieved), `resultType`, the server-info stamp; errors through the
+sieved on its way in, modern_request.Sieved), `resultType`, the server-info stamp; errors through the
 SDK's exception-to-wire mapping with its HTTP status table. A client that
 disconnects cancels the call (the modern cancellation signal).
 
@@ -72,9 +72,9 @@ from xds_control.aggregator.gateway import Gateway
 from xds_control.aggregator.http_app import replaying
 from xds_control.aggregator.list_answers import KeptListAnswers
 from xds_control.aggregator.list_cache import LIST_METHODS
+from xds_control.aggregator.modern_request import Sieved
 from xds_control.aggregator.sessions import ClientSessions
 from xds_control.aggregator.tracing import exporting, passthrough
-from xds_control.aggregator.upstream_modern import Sieved
 
 _CALL_KEYS = frozenset({"name", "arguments", "_meta"})
 _LIST_KEYS = frozenset({"cursor", "_meta"})

@@ -40,7 +40,14 @@ from xds_control.aggregator.outcomes import OutcomeBatcher, report_outcomes_fore
 from xds_control.aggregator.pagination import PAGE_SIZE
 from xds_control.aggregator.sessions import DEFAULT_IDLE_TIMEOUT, ClientSessions
 from xds_control.aggregator.upstream import UpstreamUrl, egress_upstream_url
-from xds_control.aggregator.view_source import AdminViewSource, Backoff, ViewFollower, ViewSource, ViewUpdate
+from xds_control.aggregator.view_source import (
+    AdminViewSource,
+    Backoff,
+    TokenSource,
+    ViewFollower,
+    ViewSource,
+    ViewUpdate,
+)
 from xds_control.config import Config
 from xds_control.errors import XdsControlError
 from xds_control.telemetry.metrics_server import start_metrics_server
@@ -254,7 +261,7 @@ async def serve_forever(config: Config) -> int:
     """`xds-control aggregator -c CFG`: follow the control plane, serve `/mcp`, until SIGTERM/SIGINT."""
     from xds_control.admin.cookie import token_source  # the admin token: configured, else the cookie file
 
-    token: Any
+    token: TokenSource
     token, _where = token_source(config.control_plane)
     targets = config.admin_dials()
     if len(targets) > 1 and not (

@@ -9,7 +9,7 @@
     aggregator ──params._meta.traceparent + the same `traceparent` header──▶ Envoy ──▶ backend
 
 The header towards the backend is copied from the outgoing `_meta` at the HTTP
-edge (upstream_http.EdgeTransport), because the SDK's transport sends from a
+edge (sdk_transport.SdkTransport), because the SDK's transport sends from a
 task of its own that does not see the caller's context. The client's own
 `traceparent`/`tracestate` are not forwarded as they came (upstream.clean_params
 drops them): the backend's parent is the aggregator's span, in the client's trace.

@@ -1,17 +1,19 @@
-"""Calls to one backend through the SDK client: sessions per family, error mapping, auth retry.
+"""Calls to one backend, the aggregator's one upstream interface: both families, error mapping, auth retry.
 
-Per backend there is one `BackendUpstream`: one httpx2 client (its own pool,
-see upstream_http), one `Credential`, one `AuthBreaker`, and SDK
-`ClientSession`s over it:
+Per backend there is one `BackendUpstream`: one `BackendHttp` (its own pool,
+the one answer mapping; backend_http.py), one `Credential`, one `AuthBreaker`,
+and:
 
 * a *legacy* backend (2024-11-05 .. 2025-11-25) gets one MCP session per
   client session, opened lazily on that client's first call (the modern
   clients, which have no session, share one) and closed with the client
   session, after `idle_timeout` unused, or when `max_sessions` would be
   exceeded (least recently used first);
+  These are SDK `ClientSession`s over the httpx2 adapter of the same
+  `BackendHttp` (sdk_transport.py);
 * a *modern* backend (2026-07-28) needs no session: each request is one
-  plain JSON-RPC POST over the backend's httpx2 client (upstream_modern; the
-  SDK client cost about a third of the aggregator's CPU per call).
+  plain JSON-RPC POST on the `BackendHttp` (modern_request.py), without the
+  SDK client.
 
 Each `ClientSession` lives in its own task (the SDK's context managers are
 bound to the task that enters them) owned by the aggregator's task group.
@@ -23,7 +25,7 @@ BACKEND_FAILED/protocol_error. A session the backend no longer knows (404) is
 reopened and the request sent once more (the backend never processed it).
 Such a session, one whose connection died, and every session of a backend
 that turned unroutable are abandoned: closed without the DELETE that ends an
-MCP session (upstream_http.abandon_session_in_this_task says why).
+MCP session (sdk_transport.abandon_session_in_this_task says why).
 """
 
 from __future__ import annotations
@@ -43,17 +45,19 @@ from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from xds_control.aggregator import metrics, upstream_modern
+from xds_control.aggregator import metrics, modern_request
 from xds_control.aggregator.auth import AuthBreaker, Credential, with_auth_retry
+from xds_control.aggregator.backend_http import BackendHttp
 from xds_control.aggregator.rpc_errors import GatewayError, backend_failed, backend_timeout
-from xds_control.aggregator.upstream_http import (
+from xds_control.aggregator.sdk_transport import abandon_session_in_this_task, sdk_client
+from xds_control.aggregator.upstream_answers import (
     DEFAULT_MAX_RESPONSE_BYTES,
     EDGE_MARKER,
     SESSION_EXPIRED,
-    abandon_session_in_this_task,
-    make_http_client,
+    failure_category,
 )
 from xds_control.config import BackendConfig, Config
+from xds_control.errors import WireError
 from xds_control.telemetry.trace_context import CARRIER_KEYS
 from xds_control.view import BackendStatus
 
@@ -129,12 +133,12 @@ def map_error(backend: str, exc: BaseException, timeout: float | None) -> BaseEx
         return exc
     if isinstance(exc, ValidationError):
         return backend_failed(backend, "protocol_error", detail="the result does not match the MCP schema")
-    if isinstance(exc, upstream_modern.NotMcp):
-        return backend_failed(backend, "protocol_error", detail="the response is not JSON-RPC")
-    if isinstance(exc, upstream_modern.ResponseTooLarge):
-        return backend_failed(backend, "response_too_large")
+    if isinstance(exc, WireError):
+        return backend_failed(backend, exc.category, detail=exc.detail if exc.category == "protocol_error" else "")
     if isinstance(exc, TimeoutError):
         return backend_timeout(backend, timeout or 0.0)
+    if (cut := failure_category(exc, reading=True)) is not None:  # a streamed answer cut short
+        return backend_failed(backend, cut)
     if isinstance(exc, Exception):
         log.warning("unexpected error calling backend", extra={"backend": backend, "error": type(exc).__name__})
         return backend_failed(backend, "transport_error")
@@ -142,7 +146,7 @@ def map_error(backend: str, exc: BaseException, timeout: float | None) -> BaseEx
 
 
 def map_post_error(backend: str, exc: BaseException, timeout: float | None) -> BaseException:
-    """`map_error` for a plain POST (upstream_modern): no SDK client stands between, so every JSON-RPC error
+    """`map_error` for a plain POST (modern_request): no SDK client stands between, so every JSON-RPC error
     not synthesized by the HTTP edge is the backend's own, passed on unchanged whatever its code."""
     if isinstance(exc, MCPError) and not (isinstance(exc.data, dict) and exc.data.get(EDGE_MARKER)):
         return exc
@@ -207,7 +211,10 @@ class _Session:
         owner = self.owner
         try:
             async with streamable_http_client(
-                owner.url, http_client=owner.http, terminate_on_close=True, max_sse_event_size=owner.max_response_bytes
+                owner.url,
+                http_client=owner.sdk_client,
+                terminate_on_close=True,
+                max_sse_event_size=owner.max_response_bytes,
             ) as (read, write):
                 async with ClientSession(read, write, client_info=CLIENT_INFO) as session:
                     if self.family == "legacy":
@@ -261,9 +268,8 @@ class BackendUpstream:
         self._clock = clock
         self.credential = Credential(backend.auth)
         self.breaker = AuthBreaker()
-        self.http = make_http_client(
-            backend.name, headers=self.credential.header, max_response_bytes=max_response_bytes
-        )
+        self.http = BackendHttp(backend.name, headers=self.credential.header, max_response_bytes=max_response_bytes)
+        self.sdk_client = sdk_client(self.http)
         self.family: Family = family_of(backend, None)
         self.modern_version = sorted(MODERN_PROTOCOL_VERSIONS)[-1]
         self._status: BackendStatus | None = None
@@ -331,10 +337,10 @@ class BackendUpstream:
         progress: ProgressFn | None,
         param_headers: Mapping[str, str] | None,
     ) -> dict[str, Any]:
-        """One request to a modern backend (upstream_modern), within the call deadline."""
+        """One request to a modern backend (modern_request), within the call deadline."""
         try:
             async with asyncio.timeout(self.call_timeout):
-                raw = await upstream_modern.request(
+                raw = await modern_request.request(
                     self.http,
                     self.url,
                     self.modern_version,
@@ -433,4 +439,4 @@ class BackendUpstream:
         self.close_all()
         if tasks:
             await asyncio.wait(tasks, timeout=5)
-        await self.http.aclose()
+        await self.sdk_client.aclose()  # its transport closes `http`

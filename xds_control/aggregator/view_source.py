@@ -38,6 +38,8 @@ from xds_control.aggregator.outcomes import OutcomeReport
 from xds_control.errors import XdsControlError
 from xds_control.view import BackendState, BackendStatus, ViewStore
 
+TokenSource = str | Callable[[], str | None] | None  # as admin.client.TokenSource (not imported: grpclib stays lazy)
+
 log = logging.getLogger(__name__)
 
 
@@ -111,7 +113,7 @@ class AdminViewSource:
     mark the view stale while it waits.
     """
 
-    def __init__(self, targets: str | Sequence[str], token: Any = None) -> None:  # token: admin_client.TokenSource
+    def __init__(self, targets: str | Sequence[str], token: TokenSource = None) -> None:
         self.targets = [targets] if isinstance(targets, str) else list(targets)
         if not self.targets:
             raise ValueError("AdminViewSource needs at least one admin address")

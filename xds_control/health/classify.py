@@ -11,17 +11,15 @@ Three entry points:
 * `classify_status(status, headers, now=...)`: an HTTP response status
   (None for 2xx);
 * `classify_jsonrpc_error(error)`: a JSON-RPC error object a backend answered;
-* `classify_exception(exc)`: any exception, including ExceptionGroups (the
-  SDK wraps transport errors in them) and exception chains (httpx2 raises
-  `ConnectError` *from* the `ConnectionRefusedError` / `gaierror` /
-  `SSLError` that says what really happened). Every exception in the tree is
-  classified and the most specific category wins (`SPECIFICITY`).
+* `classify_exception(exc)`: any exception, including ExceptionGroups and
+  exception chains (`__cause__`, `__context__`). Every exception in the tree
+  is classified and the most specific category wins (`SPECIFICITY`).
 
-`EXCEPTION_CATEGORIES` names every known exception type explicitly; the test
-suite fails if an exception class of httpx2, httpcore2, anyio or the MCP SDK
-is missing from it. The library part of the table lives in `library_errors`
-and is imported only when an exception from one of those libraries shows up
-(the control plane's own prober raises builtin errors only).
+The prober's client (xds_control/http11.py) raises builtin errors (OS,
+socket, TLS, asyncio), llhttp's parser errors and `WireError`; the prober
+itself `ProbeError`. `EXCEPTION_CATEGORIES` names each of those types
+explicitly; the test suite fails if an exception class of `ssl` or
+`httptools` is missing from it.
 """
 
 from __future__ import annotations
@@ -34,13 +32,11 @@ import socket
 import ssl
 from collections.abc import Iterator, Mapping
 from enum import StrEnum
-from functools import cache
-from types import ModuleType
 from typing import Any
 
 import httptools
 
-from xds_control.errors import ProbeError
+from xds_control.errors import ProbeError, WireError
 
 
 class Category(StrEnum):
@@ -63,7 +59,7 @@ class Category(StrEnum):
 
 
 # Most specific first: when an exception tree holds several classifiable errors
-# (an ExceptionGroup, or httpx2's ConnectError raised from a gaierror), the one
+# (an ExceptionGroup, or an error raised from the OSError that says what happened), the one
 # earliest in this list names the failure.
 SPECIFICITY: tuple[Category, ...] = (
     Category.AUTHENTICATION_FAILED,
@@ -99,7 +95,7 @@ CONNECTION_CATEGORIES = frozenset(
 )
 
 C = Category
-BUILTIN_CATEGORIES: Mapping[type[BaseException], Category] = {
+EXCEPTION_CATEGORIES: Mapping[type[BaseException], Category] = {
     # OS, socket, TLS, asyncio
     OSError: C.UNKNOWN,  # refined by errno below
     ConnectionError: C.CONNECTION_RESET,
@@ -131,6 +127,7 @@ BUILTIN_CATEGORIES: Mapping[type[BaseException], Category] = {
     httptools.HttpParserUpgrade: C.PROTOCOL_ERROR,
     # ours
     ProbeError: C.UNKNOWN,  # carries its own category
+    WireError: C.UNKNOWN,  # carries its own category
 }
 del C
 
@@ -150,9 +147,7 @@ _SESSION_WORDS = ("session not found", "session terminated", "session expired", 
 # at this URL (405) or at all (501, e.g. `python -m http.server`). A plain web server, not a failing MCP one.
 NOT_MCP_STATUSES = frozenset({405, 501})
 
-# JSON-RPC codes the SDK synthesizes for transport conditions.
-CONNECTION_CLOSED = -32000
-REQUEST_TIMEOUT = -32001
+REQUEST_TIMEOUT = -32001  # a server's own "request timed out"
 
 
 def most_specific(*categories: Category | str) -> Category:
@@ -208,18 +203,14 @@ def is_session_error(error: Mapping[str, Any]) -> bool:
     return any(word in message for word in _SESSION_WORDS)
 
 
-def classify_jsonrpc_error(error: Any, *, from_wire: bool = True) -> ProbeError:
-    """A JSON-RPC `error` member a backend answered (the message is inspected, never copied).
-
-    -32000 means "connection closed" only when the SDK client made it up (`from_wire=False`); on the
-    wire it is a server's generic error (TypeScript-SDK servers answer `server/discover` with it)."""
+def classify_jsonrpc_error(error: Any) -> ProbeError:
+    """A JSON-RPC `error` member a backend answered (the message is inspected, never copied). -32000 is a
+    server's generic error (TypeScript-SDK servers answer `server/discover` with it), not a lost connection."""
     if not isinstance(error, Mapping) or not isinstance(error.get("code"), int):
         return ProbeError(Category.PROTOCOL_ERROR, "malformed JSON-RPC error")
     code = error["code"]
     if is_session_error(error):
         return ProbeError(Category.SESSION_EXPIRED, f"JSON-RPC {code}")
-    if code == CONNECTION_CLOSED and not from_wire:
-        return ProbeError(Category.CONNECTION_RESET, f"JSON-RPC {code}")
     if code == REQUEST_TIMEOUT:
         return ProbeError(Category.TIMEOUT, f"JSON-RPC {code}")
     return ProbeError(Category.JSONRPC_ERROR, f"JSON-RPC {code}")
@@ -242,26 +233,10 @@ def _walk(exc: BaseException) -> Iterator[BaseException]:
                 stack.append(linked)
 
 
-@cache
-def _library() -> ModuleType:
-    from xds_control.health import library_errors
-
-    return library_errors
-
-
-def _from_library(exc: BaseException) -> bool:
-    return any(cls.__module__.split(".")[0] in _LIBRARY_ROOTS for cls in type(exc).__mro__)
-
-
-_LIBRARY_ROOTS = frozenset({"httpx2", "httpcore2", "anyio", "pydantic", "pydantic_core", "mcp", "mcp_types"})
-
-
-def _lookup(exc: BaseException, library: bool) -> Category | None:
-    tables = (BUILTIN_CATEGORIES, _library().LIBRARY_CATEGORIES) if library else (BUILTIN_CATEGORIES,)
+def _lookup(exc: BaseException) -> Category | None:
     for cls in type(exc).__mro__:
-        for table in tables:
-            if cls in table:
-                return table[cls]
+        if cls in EXCEPTION_CATEGORIES:
+            return EXCEPTION_CATEGORIES[cls]
     return None
 
 
@@ -269,35 +244,14 @@ def _one(exc: BaseException) -> ProbeError | None:
     """Classify a single exception (not its tree). None if it says nothing (cancellation, groups, unrelated types)."""
     if isinstance(exc, ProbeError):
         return exc
-    library = _from_library(exc)
-    refined: ProbeError | None = _library().refine(exc) if library else None
-    if refined is not None:
-        return refined
-    category = _lookup(exc, library)
+    if isinstance(exc, WireError):
+        return ProbeError(exc.category, exc.detail)
+    category = _lookup(exc)
     if isinstance(exc, OSError) and category in (None, Category.UNKNOWN, Category.CONNECTION_RESET):
         category = _CONNECT_ERRNOS.get(exc.errno or 0, category)
     if category is None:
         return None
     return ProbeError(category, type(exc).__name__)
-
-
-class _AllCategories(Mapping[type[BaseException], Category]):
-    """Every mapped exception class, builtin and library (loads the library table: for tests and tools)."""
-
-    def _table(self) -> dict[type[BaseException], Category]:
-        return {**BUILTIN_CATEGORIES, **_library().LIBRARY_CATEGORIES}
-
-    def __getitem__(self, key: type[BaseException]) -> Category:
-        return self._table()[key]
-
-    def __iter__(self) -> Iterator[type[BaseException]]:
-        return iter(self._table())
-
-    def __len__(self) -> int:
-        return len(self._table())
-
-
-EXCEPTION_CATEGORIES: Mapping[type[BaseException], Category] = _AllCategories()
 
 
 def classify_exception(exc: BaseException) -> ProbeError:

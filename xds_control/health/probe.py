@@ -30,21 +30,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import itertools
 import json
-import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import certifi
 from opentelemetry import trace
 from opentelemetry.util.types import AttributeValue
 
 from xds_control.config import BackendConfig, EndpointUrl, HealthConfig
-from xds_control.errors import ProbeError
+from xds_control.errors import ProbeError, WireError
 from xds_control.health.catalog import fetch_catalog
 from xds_control.health.classify import (
     CONNECTION_CATEGORIES,
@@ -54,8 +51,8 @@ from xds_control.health.classify import (
     classify_status,
 )
 from xds_control.health.versions import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION, LATEST_MODERN_VERSION
-from xds_control.health.wire import JSON_TYPE, content_type, parse_json, read_bounded, read_response, result_of
-from xds_control.http11 import HttpClient, Response
+from xds_control.health.wire import JSON_TYPE, content_type, parse_json, read_response, result_of
+from xds_control.http11 import HttpClient, Response, tls_context
 from xds_control.telemetry.trace_context import exporting, redact_url
 from xds_control.view import Catalog
 
@@ -89,14 +86,6 @@ class ProbeResult:
     retry_after: float | None = None
     catalog: Catalog | None = None
     protocol: Protocol | None = None
-
-
-@functools.cache
-def tls_context() -> ssl.SSLContext:
-    """The one TLS context every prober client shares. Building one loads the CA bundle, and a client is
-    rebuilt after every connection-level failure, so a context per client would make every probe of a dead
-    backend pay for that load (and start late by as much)."""
-    return ssl.create_default_context(cafile=certifi.where())
 
 
 class EndpointProber:
@@ -156,7 +145,7 @@ class EndpointProber:
                         async with self.client.stream(
                             "DELETE", self.url, headers=self.headers(session=True)
                         ) as response:
-                            await read_bounded(response, ERROR_PEEK_BYTES)
+                            await response.read(ERROR_PEEK_BYTES)
         finally:
             self._auth = None
             await self.reset()
@@ -215,7 +204,7 @@ class EndpointProber:
         async with self.client.stream("POST", self.url, content=encode_message(body), headers=headers) as response:
             if not 200 <= response.status_code < 300:
                 raise await self._http_error(response, sent_session=SESSION_HEADER in headers)
-            await read_bounded(response, self.health.max_response_bytes)
+            await response.read(self.health.max_response_bytes)
 
     async def _http_error(self, response: Response, *, sent_session: bool) -> ProbeError:
         """Classify a non-2xx answer. A 4xx carrying a JSON-RPC error (modern servers map error codes to
@@ -223,8 +212,8 @@ class EndpointProber:
         error = classify_status(response.status_code, response.headers, now=self._wall_clock())
         assert error is not None
         if error.category == Category.HTTP_4XX and content_type(response) == JSON_TYPE:
-            with contextlib.suppress(ProbeError):
-                decoded = parse_json(await read_bounded(response, ERROR_PEEK_BYTES))
+            with contextlib.suppress(ProbeError, WireError):
+                decoded = parse_json(await response.read(ERROR_PEEK_BYTES))
                 rpc_error = decoded.get("error") if isinstance(decoded, dict) else None
                 if isinstance(rpc_error, dict) and isinstance(rpc_error.get("code"), int):
                     found = classify_jsonrpc_error(rpc_error)

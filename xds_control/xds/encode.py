@@ -1,9 +1,9 @@
 """Envoy resource dicts -> protobuf bytes, and DiscoveryResponse framing.
 
 Resources are encoded once per change, with protobuf's JSON mapping onto the upb classes of
-envoy_wire.py (descriptors generated from envoy-data-plane, lighter than its pydantic classes).
-DiscoveryResponses are framed by hand from the cached bytes: a response is the concatenation of
-pre-encoded `Any` fields, so a health flip re-encodes only what changed, whatever the number of backends.
+envoy_wire.py (descriptors generated from envoy-data-plane). DiscoveryResponses are framed by hand from the
+cached bytes: a push concatenates pre-encoded `Any` fields and never re-encodes a resource that did not
+change.
 """
 
 from __future__ import annotations

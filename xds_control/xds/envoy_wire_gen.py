@@ -3,12 +3,12 @@ encodes and decodes, derived from envoy-data-plane's betterproto2 classes.
 
     .venv/bin/python -m xds_control.xds.envoy_wire_gen     # rewrites envoy_wire_descriptors.py
 
-Why: the same schema as protobuf descriptors, loaded into upb (the `protobuf` runtime the admin API
-already uses), costs the control plane a fraction of the memory of envoy-data-plane's pydantic message
-classes and encodes faster (figures in bench/RESULTS.md). envoy-data-plane
-stays the source: this module reads field numbers, types, oneofs, maps and enum names from its classes,
-for every message reachable from the roots below (Any fields are not followed: the types the control
-plane packs into them are roots too). tests/xds/test_envoy_wire.py fails when the committed file is
+Why: envoy-data-plane's pydantic message classes cost the control plane far more memory and encode time
+than the same schema as protobuf descriptors loaded into upb (the `protobuf` runtime the admin API
+already uses; figures in bench/RESULTS.md). envoy-data-plane (in the `test` extra) stays the source:
+this module reads field numbers, types, oneofs, maps and enum names from its classes, for every message
+reachable from the roots below (Any fields are not followed: the types the control plane packs into them
+are roots too). Adding a type is one line in `ROOTS`, then a run of this module (docs/dev/xds.md). tests/xds/test_envoy_wire.py fails when the committed file is
 stale, and checks the encoder's bytes against envoy-data-plane's own.
 """
 

@@ -133,7 +133,7 @@ class StreamInbox:
     def refusal(self) -> _Refused | None:
         return self._end if isinstance(self._end, _Refused) else None
 
-    async def get(self) -> object:
+    async def get(self) -> Any:  # a parsed DiscoveryRequest (descriptor-built class), _END, a refusal or a change
         """The next request, else SNAPSHOT_CHANGED, else the end (`_END` or a `_Refused`)."""
         while True:
             if self._end is not None and isinstance(self._end, _Refused):

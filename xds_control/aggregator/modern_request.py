@@ -1,4 +1,4 @@
-"""One request to a 2026-07-28 backend as a plain JSON-RPC POST over its httpx2 client (no SDK session).
+"""One request to a 2026-07-28 backend: a plain JSON-RPC POST over its `BackendHttp` (no SDK session).
 
 The modern protocol has no session, so a request is one POST carrying the
 per-request envelope in `params._meta` and the routing headers
@@ -10,9 +10,12 @@ the gateway). The answer is either
 response arrives. Cancelling the caller closes the response stream: the modern
 cancellation signal.
 
-What `upstream_http.EdgeTransport` synthesizes for HTTP failures arrives here
-as an ordinary JSON-RPC error and is raised as `MCPError` for
-`upstream.map_error`; a result is checked against, and shaped by, the MCP
+A failure `BackendHttp.post` names (an `EdgeFailure`) is raised as the marked
+JSON-RPC error (`upstream_answers.edge_error`) for `upstream.map_error`, as the
+legacy family's SDK client raises it; an answer that is not a JSON-RPC response
+raises `WireError`. Event streams are read by the one SSE decoder
+(xds_control/sse.py), each event within `max_event_bytes`; any other body
+within `max_response_bytes`. A result is checked against, and shaped by, the MCP
 schema of the backend's version (a mismatch raises `ValidationError`, mapped
 to protocol_error) and returned as `Sieved`.
 
@@ -30,7 +33,6 @@ import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-import httpx2
 from mcp.shared.exceptions import MCPError
 from mcp.shared.inbound import NAME_BEARING_METHODS, encode_header_value
 from mcp_types import CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY, PROTOCOL_VERSION_META_KEY
@@ -38,23 +40,23 @@ from mcp_types import methods as mcp_methods
 from opentelemetry import trace
 from opentelemetry.propagate import inject
 
+from xds_control.aggregator.backend_http import BackendHttp, Streamed
 from xds_control.aggregator.tracing import exporting, tracer
-from xds_control.aggregator.upstream_http import client_timeout, edge_of
+from xds_control.aggregator.upstream_answers import EdgeFailure, edge_error
+from xds_control.errors import WireError
+from xds_control.http11 import Response
+from xds_control.sse import SseDecoder, events_of
 from xds_control.telemetry.trace_context import CARRIER_KEYS
 
 ProgressFn = Callable[[float, float | None, str | None], Awaitable[None]]
 CLIENT_INFO = {"name": "xds-control-aggregator", "version": "0.1.0"}
 _ACCEPT = "application/json, text/event-stream"
-_CONNECT_TIMEOUT = client_timeout().connect
 _ids = itertools.count(1)
 
 
-class ResponseTooLarge(Exception):
-    """An SSE event of the answer exceeds the response size limit."""
-
-
-class NotMcp(Exception):
+def not_mcp() -> WireError:
     """The answer is not a JSON-RPC response (not JSON, no result or error, a stream without the response)."""
+    return WireError("protocol_error", "the response is not JSON-RPC")
 
 
 def envelope(version: str) -> dict[str, Any]:
@@ -62,7 +64,7 @@ def envelope(version: str) -> dict[str, Any]:
 
 
 async def request(
-    http: httpx2.AsyncClient,
+    http: BackendHttp,
     url: str,
     version: str,
     method: str,
@@ -108,7 +110,7 @@ async def request(
 
 
 async def _exchange(
-    http: httpx2.AsyncClient,
+    http: BackendHttp,
     url: str,
     version: str,
     method: str,
@@ -121,15 +123,18 @@ async def _exchange(
     meta = body["params"]["_meta"]
     headers.update({key: meta[key] for key in CARRIER_KEYS if isinstance(meta.get(key), str)})
     content = json.dumps(body, separators=(",", ":")).encode()
-    answer = await edge_of(http).post_json(url, headers, content, connect_timeout=_CONNECT_TIMEOUT)
-    if not isinstance(answer, httpx2.Response):  # a plain JSON answer, decoded
-        return _result(answer, method, version)
-    response = answer
+    answer = await http.post(url, headers, content)
+    if isinstance(answer, EdgeFailure):
+        error = edge_error(http.backend, answer)["error"]
+        raise MCPError(error["code"], error["message"], error["data"])
+    if not isinstance(answer, Streamed):  # a JSON answer, decoded
+        return _result(answer.message, method, version)
+    response = answer.response
     try:
         if response.headers.get("content-type", "").lower().startswith("text/event-stream"):
             message = await _from_sse(response, request_id, progress, max_event_bytes)
         else:
-            message = _json(await response.aread())
+            message = _json(await response.read(http.max_response_bytes))
     finally:
         await response.aclose()
     return _result(message, method, version)
@@ -139,7 +144,7 @@ def _json(data: bytes | str) -> Any:
     try:
         return json.loads(data)
     except ValueError:
-        raise NotMcp from None
+        raise not_mcp() from None
 
 
 def _result(message: Any, method: str, version: str) -> dict[str, Any]:
@@ -148,7 +153,7 @@ def _result(message: Any, method: str, version: str) -> dict[str, Any]:
         raise MCPError(error["code"], str(error.get("message", "")), error.get("data"))
     result = message.get("result") if isinstance(message, dict) else None
     if not isinstance(result, dict):
-        raise NotMcp
+        raise not_mcp()
     try:
         sieved = mcp_methods.serialize_server_result(
             method, version, result
@@ -169,29 +174,20 @@ class Sieved(dict[str, Any]):
         self.version = version
 
 
-async def _from_sse(response: httpx2.Response, request_id: int, progress: ProgressFn | None, limit: int) -> Any:
-    """The JSON-RPC response for `request_id` from an SSE body; progress notifications go to `progress`."""
-    data: list[str] = []
-    size = 0
-    async for line in response.aiter_lines():
-        if line.startswith("data:"):
-            chunk = line[5:].lstrip(" ")
-            size += len(chunk)
-            if size > limit:
-                raise ResponseTooLarge
-            data.append(chunk)
-            continue
-        if line or not data:
-            continue
-        message, data, size = _json("\n".join(data)), [], 0
-        if not isinstance(message, dict):
-            continue
-        if message.get("id") == request_id and ("result" in message or "error" in message):
-            return message
-        if progress is not None and message.get("method") == "notifications/progress":
-            params = message.get("params") or {}
-            if params.get("progressToken") == request_id and isinstance(params.get("progress"), int | float):
-                await progress(params["progress"], params.get("total"), params.get("message"))
-    if data:
-        return _json("\n".join(data))
-    raise NotMcp
+async def _from_sse(response: Response, request_id: int, progress: ProgressFn | None, limit: int) -> Any:
+    """The JSON-RPC response for `request_id` from an event stream; progress notifications go to `progress`."""
+    decoder = SseDecoder(limit)
+    async for events in events_of(response.chunks(None), decoder):
+        for event in events:
+            if event.event != "message":
+                continue
+            message = _json(event.data)
+            if not isinstance(message, dict):
+                continue
+            if message.get("id") == request_id and ("result" in message or "error" in message):
+                return message
+            if progress is not None and message.get("method") == "notifications/progress":
+                params = message.get("params") or {}
+                if params.get("progressToken") == request_id and isinstance(params.get("progress"), int | float):
+                    await progress(params["progress"], params.get("total"), params.get("message"))
+    raise not_mcp()
