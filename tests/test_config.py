@@ -247,6 +247,62 @@ def test_bootstrap_command_prints_ads_to_the_control_plane(tmp_path, capsys, mon
     assert doc["dynamic_resources"]["ads_config"]["api_type"] == "GRPC"
 
 
+def test_bootstrap_per_node_with_control_planes_in_failover_order(tmp_path, capsys):
+    import yaml
+
+    path = tmp_path / "c.yaml"
+    path.write_text(dump_config(parse_config({"envoy": {"control_plane_address": ["cp-a:18000", "cp-b:18000"]}})))
+    argv = ["bootstrap", "-c", str(path), "--node-id", "edge-7", "--role", "edge", "--admin-port", "9911"]
+    assert main([*argv, "--listener-port", "10010"]) == 0
+    doc = yaml.safe_load(capsys.readouterr().out)
+    assert doc["node"]["id"] == "edge-7"
+    assert doc["node"]["metadata"] == {"xds_control": {"role": "edge", "listener_port": 10010}}
+    assert doc["admin"]["address"]["socket_address"]["port_value"] == 9911
+    xds = doc["static_resources"]["clusters"][0]
+    hosts = [
+        (group["priority"], group["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]["address"])
+        for group in xds["load_assignment"]["endpoints"]
+    ]
+    assert hosts == [(0, "cp-a"), (1, "cp-b")]
+    assert xds["health_checks"][0]["tcp_health_check"] == {}
+    assert xds["outlier_detection"]["consecutive_local_origin_failure"] == 1
+
+    assert main(["bootstrap", "-c", str(path), "--control-plane", "10.0.0.9:18000"]) == 0
+    doc = yaml.safe_load(capsys.readouterr().out)
+    assert doc["node"]["metadata"] == {}  # no flag: the default profile, nothing to say
+    assert [g["priority"] for g in doc["static_resources"]["clusters"][0]["load_assignment"]["endpoints"]] == [0]
+    assert doc["static_resources"]["clusters"][0]["health_checks"] == []
+
+    assert main(["bootstrap", "-c", str(path), "--control-plane", "nowhere"]) == 2
+    assert "--control-plane" in capsys.readouterr().err
+    assert main(["bootstrap", "-c", str(path), "--role", "gateway"]) == 2
+
+
+def test_serve_addresses_from_the_command_line_are_checked_like_the_file(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    config = parse_config({})
+    path.write_text(dump_config(config))
+    assert main(["serve", "-c", str(path), "--xds", "nonsense"]) == 2
+    assert "control_plane.xds" in capsys.readouterr().err
+    assert main(["serve", "-c", str(path), "--admin", f"127.0.0.1:{config.listener.port}"]) == 2
+    assert "port clashes" in capsys.readouterr().err
+    moved = config.with_control_plane(xds="127.0.0.1:28000", admin=None, metrics="127.0.0.1:29102")
+    assert moved.control_plane.xds == "127.0.0.1:28000" and moved.control_plane.admin == config.control_plane.admin
+
+
+def test_aggregator_replicas_listen_on_consecutive_ports_and_are_checked():
+    config = parse_config({"aggregator": {"port": 18080, "metrics": "127.0.0.1:9200", "replicas": 3}})
+    assert config.aggregator_upstreams() == [("127.0.0.1", 18080), ("127.0.0.1", 18081), ("127.0.0.1", 18082)]
+    third = config.for_aggregator_replica(2)
+    assert third.aggregator.port == 18082 and third.aggregator.metrics == "127.0.0.1:9202"
+    with pytest.raises(ConfigError, match="aggregator.replicas"):
+        config.for_aggregator_replica(3)
+    with pytest.raises(ConfigError, match=r"aggregator.port \(replica 1\)"):
+        parse_config({"aggregator": {"port": 18080, "replicas": 2}, "control_plane": {"admin": "127.0.0.1:18081"}})
+    with pytest.raises(ConfigError, match="aggregator.replicas"):
+        parse_config({"aggregator": {"port": 65535, "replicas": 2}})
+
+
 def test_a_typo_is_reported_with_the_nearest_key_and_what_its_absence_breaks_in_one_pass():
     issues = _issues({"backends": [{"name": "weather", "utl": "http://127.0.0.1:9001/mcp"}]})
     assert issues == [

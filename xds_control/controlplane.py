@@ -14,7 +14,7 @@ import gc
 import logging
 import signal
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -33,9 +33,17 @@ log = logging.getLogger(__name__)
 class ControlPlane:
     """One control plane: owns the view store, the snapshot cache and every server and task around them."""
 
-    def __init__(self, config: Config, *, config_path: Path | None = None, xds_port: int | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        config_path: Path | None = None,
+        xds_port: int | None = None,
+        listen: Mapping[str, str | None] | None = None,
+    ) -> None:
         self.config = config
         self.config_path = config_path
+        self._listen = dict(listen or {})  # control_plane addresses from the command line: kept across reloads
         self.store = ViewStore(config)
         self.cache = SnapshotCache()
         self.nodes = NodeDirectory()
@@ -127,6 +135,7 @@ class ControlPlane:
 
     def apply_config(self, config: Config) -> None:
         """Apply a reloaded config: probes (if running) and the view; the view change pushes to Envoy."""
+        config = config.with_control_plane(**self._listen)
         self.config = config
         if self.monitor is not None:
             self.monitor.apply_config(config)
@@ -175,9 +184,12 @@ def _is_ip(host: str) -> bool:
         return False
 
 
-async def serve_forever(config: Config, *, config_path: Path | None = None) -> int:
-    """`xds-control serve`: run until SIGINT/SIGTERM. Prints a READY line once bound."""
-    plane = ControlPlane(config, config_path=config_path)
+async def serve_forever(
+    config: Config, *, config_path: Path | None = None, listen: Mapping[str, str | None] | None = None
+) -> int:
+    """`xds-control serve`: run until SIGINT/SIGTERM. Prints a READY line once bound. `listen`: the
+    control_plane addresses the command line overrides (applied to `config` already, and to every reload)."""
+    plane = ControlPlane(config, config_path=config_path, listen=listen)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, plane.stop)

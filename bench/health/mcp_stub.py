@@ -8,7 +8,7 @@ answering `POST /mcp` like a small MCP server of both families:
 * modern (2026-07-28): `server/discover` -> supportedVersions + capabilities, no session;
 * legacy: `initialize` -> protocolVersion 2025-11-25 and an `Mcp-Session-Id`; `notifications/initialized`
   -> 202; `ping` -> {} (a ping naming an unknown session -> 404, as the SDK answers);
-* `tools/list` -> one tool; `DELETE /mcp` -> 200 (ends the session).
+* `tools/list` -> one tool, `echo`; `tools/call` of it -> its `text` back; `DELETE /mcp` -> 200 (ends the session).
 
 Modern results (requests with `MCP-Protocol-Version: 2026-07-28`) carry `resultType`, `cacheScope` and
 `ttlMs`, as the SDK's server sends and its client checks.
@@ -135,6 +135,9 @@ class McpStub(asyncio.Protocol):
             return result({})
         if rpc == "tools/list":
             return result({"tools": TOOLS})
+        if rpc == "tools/call":
+            text = str(((message.get("params") or {}).get("arguments") or {}).get("text", ""))
+            return result({"content": [{"type": "text", "text": text}], "isError": False})
         return 200, {"jsonrpc": "2.0", "id": request_id, "error": {"code": -32601, "message": "Method not found"}}, None
 
 

@@ -17,7 +17,8 @@ connection, after which the prober drops its HTTP client). The breaker is then s
 open after five failures and stop the probing this measures.
 
 Run: .venv/bin/python bench/health/probe_cost.py [--backends 200] [--interval 1] [--seconds 30] [--warmup 10] [--dead]
-Target: under 25 % of one core at 200 backends and a 1 s interval.
+Targets: under 25 % of one core at 200 backends and a 1 s interval (issue 4); at 1,000 backends and a 10 s
+interval (`--backends 1000 --interval 10`, issue 19) under 25 % of one core and a control plane RSS under 200 MB.
 """
 
 from __future__ import annotations
@@ -201,6 +202,8 @@ def main() -> int:
             f"stub server CPU (the {args.backends} endpoints, for context): {window.stub_cpu_percent:.1f} % of one core"
         )
     print(f"target: under 25 % of one core -> {'met' if window.cpu_percent < 25 else 'NOT met'}")
+    rss_mb = window.rss_max * 1.048576
+    print(f"RSS target: under 200 MB -> {'met' if rss_mb < 200 else 'NOT met'} (max {rss_mb:.1f} MB)")
     return 0
 
 

@@ -21,8 +21,19 @@ RUN_TIMEOUT = 100.0
 BENCHMARKS = {
     "http_client": (["bench/http_client.py", "--rounds", "1", "--requests", "20", "--concurrency", "2"], ["http11 ", "CPU us per request"]),
     "detection": (["bench/health/detection.py", "--runs", "1", "--interval", "0.2"], ["verdict -> Envoy switch"]),
-    "probe_cost": (["bench/health/probe_cost.py", "--backends", "3", "--seconds", "1", "--warmup", "0.5"], ["per probe:", "target: under 25 %"]),
-    "xds_push": (["bench/xds_push.py", "--flips", "3", "--sizes", "1", "--cold", "1"], ["flip->ACK  backends=   1", "cold start clusters=1"]),
+    "probe_cost": (["bench/health/probe_cost.py", "--backends", "3", "--seconds", "1", "--warmup", "0.5"], ["per probe:", "target: under 25 %", "RSS target: under 200 MB"]),
+    "xds_push": (
+        ["bench/xds_push.py", "--flips", "3", "--sizes", "1", "--cold", "1", "--envoys", "2", "--envoy-backends", "1", "--envoy-flips", "2"],
+        ["flip->ACK  backends=   1", "cold start clusters=1", "many Envoys envoys=2"],
+    ),
+    "failover": (
+        ["bench/scale/failover.py", "--rounds", "1", "--modern", "1", "--legacy", "1"],
+        ["round 1: kill -> flip in Envoy", "kill -> a new flip reaches Envoy: median", "failed calls: "],
+    ),
+    "aggregator_replicas": (
+        ["bench/scale/aggregator_replicas.py", "--replicas", "1,2", "--concurrency", "4", "--seconds", "1", "--warmup", "0.5"],
+        ["aggregators=1 concurrency=4:", "aggregators=2 concurrency=4:", "backend stub CPU"],
+    ),
     "relay_floor": (["bench/aggregator/relay_floor.py", "--calls", "5", "--seconds", "1", "--blocks", "2"], ["relay", "interleaved with direct calls"]),
     "hostile": (["bench/hostile.py", "--small", "--only", "admin-report-outcomes"], ["admin-report-outcomes", "targets: stall < 100 ms"]),
     "sessions": (["bench/aggregator/sessions.py", "--sessions", "20"], ["opening  sessions: 20", "settled sessions again"]),

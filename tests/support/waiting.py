@@ -82,6 +82,27 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
             sock.close()
 
 
+def free_port_run(count: int, host: str = "127.0.0.1") -> int:
+    """The first of `count` consecutive ports nobody listens on right now (aggregator replicas: port + i),
+    from this test process's own slice (see `free_ports`)."""
+    ports = _worker_slice()
+    for _ in range(200):
+        base = random.randrange(ports.start, ports.stop - count)
+        socks: list[socket.socket] = []
+        try:
+            for port in range(base, base + count):
+                sock = _bindable(host, port)
+                if sock is None:
+                    break
+                socks.append(sock)
+            if len(socks) == count:
+                return base
+        finally:
+            for sock in socks:
+                sock.close()
+    raise RuntimeError(f"found no run of {count} free ports")
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port nobody listens on right now (see `free_ports`)."""
     return free_ports(1, host)[0]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+from dataclasses import replace
+
 import pytest
 
 from xds_control.config import parse_config
@@ -161,6 +164,27 @@ def test_builder_reuses_unchanged_encodings():
     assert second.resources(t.ENDPOINT)["b3"] is not first.resources(t.ENDPOINT)["b3"]
     for type_url in (t.CLUSTER, t.LISTENER, t.ROUTE):
         assert second.version(type_url) == first.version(type_url)
+
+
+def test_a_health_only_build_is_what_a_full_build_makes():
+    """The incremental path (same config, changed statuses) against a fresh builder, over a run of changes
+    that includes status changes without a version bump (probe statistics) and reverting flips."""
+    rng = random.Random(7)
+    builder, store = SnapshotBuilder(), _store(8)
+    builder.build(store.current)
+    states = list(BackendState)
+    for step in range(60):
+        name = f"b{rng.randrange(8)}"
+        if step % 5 == 0:
+            store.update_backend(name, lambda s, step=step: replace(s, last_probe_ms=float(step)))  # no version bump
+        else:
+            store.set_state(name, rng.choice(states))
+        incremental, full = builder.build(store.current), SnapshotBuilder().build(store.current)
+        for type_url in t.PUSH_ORDER:
+            assert incremental.version(type_url) == full.version(type_url), (step, type_url)
+            assert {n: r.hash for n, r in incremental.resources(type_url).items()} == {
+                n: r.hash for n, r in full.resources(type_url).items()
+            }
 
 
 def test_versions_are_stable_for_equal_views():

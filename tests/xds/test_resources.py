@@ -102,18 +102,16 @@ def test_listeners_bind_configured_addresses_and_use_rds():
     assert hcm["common_http_protocol_options"] == {"idle_timeout": "300s"}
 
 
-def test_egress_pins_mcp_sessions_to_their_replica_and_encodes():
+def test_both_listeners_pin_mcp_sessions_to_the_replica_that_opened_them_and_encode():
+    # egress: a backend replica; public: an aggregator replica (aggregator.replicas)
     listeners = build_resources(ViewStore(_config()).current)[t.LISTENER]
-    egress = listeners[t.EGRESS_LISTENER]["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
-    assert [f["name"] for f in egress] == ["envoy.filters.http.stateful_session", "envoy.filters.http.router"]
-    state = egress[0]["typed_config"]["session_state"]
-    assert state["name"] == "envoy.http.stateful_session.envelope"
-    assert state["typed_config"]["header"] == {"name": "mcp-session-id"}
-    public = listeners[t.PUBLIC_LISTENER]["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
-    assert [f["name"] for f in public] == [
-        "envoy.filters.http.router"
-    ]  # the aggregator's own sessions are its business
-    assert encode_message(t.LISTENER, listeners[t.EGRESS_LISTENER])
+    for name in (t.EGRESS_LISTENER, t.PUBLIC_LISTENER):
+        filters = listeners[name]["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
+        assert [f["name"] for f in filters] == ["envoy.filters.http.stateful_session", "envoy.filters.http.router"]
+        state = filters[0]["typed_config"]["session_state"]
+        assert state["name"] == "envoy.http.stateful_session.envelope"
+        assert state["typed_config"]["header"] == {"name": "mcp-session-id"}
+        assert encode_message(t.LISTENER, listeners[name])
 
 
 def test_endpoint_hostname_is_the_backend_authority():

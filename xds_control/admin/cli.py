@@ -179,6 +179,7 @@ def node_json(node: NodeInfo) -> dict[str, Any]:
     return {
         "node_id": node.node_id,
         "cluster": node.cluster,
+        "role": node.role,
         "connected_since": node.connected_since,
         "types": {
             url: {"acked_version": t.acked_version, "nacked_version": t.nacked_version, "nack_detail": t.nack_detail}
@@ -320,6 +321,7 @@ def nodes(ctx: click.Context, as_json: bool) -> None:
                 rows.append(
                     [
                         n.node_id,
+                        n.role or "-",
                         n.cluster or "-",
                         ago(n.connected_since, now),
                         short,
@@ -327,6 +329,6 @@ def nodes(ctx: click.Context, as_json: bool) -> None:
                         nack,
                     ]
                 )
-        click.echo(text_table(["NODE", "CLUSTER", "CONNECTED", "TYPE", "ACKED", "NACKED"], rows))
+        click.echo(text_table(["NODE", "ROLE", "CLUSTER", "CONNECTED", "TYPE", "ACKED", "NACKED"], rows))
 
     _run(ctx, action)

@@ -147,6 +147,7 @@ def node_to_pb(node: NodeView) -> pb.Node:
             )
             for url, t in sorted(node.types.items())
         ],
+        role=getattr(node, "role", ""),
     )
 
 
@@ -161,4 +162,5 @@ def node_from_pb(msg: pb.Node) -> NodeInfo:
             )
             for t in msg.types
         },
+        role=msg.role,
     )

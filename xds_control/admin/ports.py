@@ -64,6 +64,7 @@ class NodeInfo:
     cluster: str = ""
     connected_since: float = 0.0  # unix seconds
     types: Mapping[str, TypeStatus] = field(default_factory=dict)  # by type URL
+    role: str = ""  # its profile: role and own listener ports ("all", "edge listener=10010")
 
 
 class TypeStatusView(Protocol):

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -39,7 +40,14 @@ from xds_control.aggregator.outcomes import OutcomeBatcher, report_outcomes_fore
 from xds_control.aggregator.pagination import PAGE_SIZE
 from xds_control.aggregator.sessions import SessionTable
 from xds_control.aggregator.upstream import UpstreamUrl, egress_upstream_url
-from xds_control.aggregator.view_source import AdminViewSource, Backoff, ViewFollower, ViewSource, ViewUpdate
+from xds_control.aggregator.view_source import (
+    AdminViewSource,
+    Backoff,
+    TokenSource,
+    ViewFollower,
+    ViewSource,
+    ViewUpdate,
+)
 from xds_control.config import Config
 from xds_control.errors import XdsControlError
 from xds_control.telemetry.metrics_server import start_metrics_server
@@ -120,6 +128,7 @@ class Aggregator:
         return {
             "view_version": self.gateway.view_version,
             "stale": not self.follower.connected,
+            "control_plane": self.follower.origin,
             "staleness_seconds": round(self.follower.staleness(), 3),
             "backends": {"configured": catalog.configured, "routable": catalog.routable},
             "catalog": catalog.item_counts(),
@@ -255,8 +264,14 @@ async def serve_forever(config: Config) -> int:
     """`xds-control aggregator -c CFG`: follow the control plane, serve `/mcp`, until SIGTERM/SIGINT."""
     from xds_control.admin.cookie import token_source  # the admin token: configured, else the cookie file
 
+    token: TokenSource
     token, _where = token_source(config.control_plane)
-    source = AdminViewSource(config.admin_dial(), token=token)
+    targets = config.admin_dials()
+    if len(targets) > 1 and not (
+        config.control_plane.admin_token_env and os.environ.get(config.control_plane.admin_token_env)
+    ):
+        token = None  # each control plane's own cookie (admin-<port>.cookie), which AdminClient finds per target
+    source = AdminViewSource(targets, token=token)
     aggregator = Aggregator(config, source)
     host, port = config.aggregator.address, config.aggregator.port
     metrics_host, _, metrics_port = config.aggregator.metrics.rpartition(":")

@@ -5,14 +5,19 @@ then every change; `report_outcomes()` sends data-path feedback back. Two
 implementations:
 
 * `AdminViewSource`: the control plane's admin gRPC Watch stream
-  (`xds_control.admin.client.AdminClient`), used by `serve_forever`;
+  (`xds_control.admin.client.AdminClient`), used by `serve_forever`; given
+  several control planes (`aggregator.control_plane_admin` as a list) it stays
+  on one until its stream fails, then moves to the next in the list;
 * `StoreViewSource`: an in-process `ViewStore`, for tests and for running the
   aggregator inside the control-plane process.
 
 `ViewFollower` consumes a source forever. When the stream fails or ends it
 keeps the last view (calls and lists go on being served from it), marks the
 view stale (metric + one log line per edge), and reconnects with capped
-exponential backoff and full jitter. The backoff is hand-written rather than
+exponential backoff and full jitter. Every update says which control plane
+sent it (`origin`), and `keep_verdicts` lets no control plane's "unknown"
+(it has no verdict yet: it just started) replace a verdict the aggregator
+already has. The backoff is hand-written rather than
 tenacity's: it must restart from the smallest delay once a connection has
 delivered a view, however long ago the previous failure was, and a connection
 that fails *after* succeeding is a new incident, not attempt N+1.
@@ -31,7 +36,7 @@ from typing import Any, Protocol
 from xds_control.aggregator import metrics
 from xds_control.aggregator.outcomes import OutcomeReport
 from xds_control.errors import XdsControlError
-from xds_control.view import BackendStatus, ViewStore
+from xds_control.view import BackendState, BackendStatus, ViewStore
 
 TokenSource = str | Callable[[], str | None] | None  # as admin.client.TokenSource (not imported: grpclib stays lazy)
 
@@ -44,6 +49,29 @@ class ViewUpdate:
 
     version: int
     backends: Mapping[str, BackendStatus]
+    origin: str = ""  # the control plane that sent it (its admin address); versions count per origin
+
+
+def keep_verdicts(previous: Mapping[str, BackendStatus] | None, update: ViewUpdate) -> ViewUpdate:
+    """`update`, with each backend it reports `unknown` but `previous` had a verdict for (same endpoints)
+    replaced by the previous status. A control plane reports `unknown` only before its own first verdict
+    (it started or restarted; a reload keeps the verdicts of kept endpoints), so this is how an aggregator
+    that fails over to, or reconnects to, a fresh control plane keeps routing what it routed."""
+    if not previous:
+        return update
+    kept: dict[str, BackendStatus] | None = None
+    for name, status in update.backends.items():
+        before = previous.get(name)
+        if (
+            before is not None
+            and status.state is BackendState.UNKNOWN
+            and before.state is not BackendState.UNKNOWN
+            and [e.url for e in before.endpoints] == [e.url for e in status.endpoints]
+        ):
+            if kept is None:
+                kept = dict(update.backends)
+            kept[name] = before
+    return update if kept is None else ViewUpdate(update.version, kept, update.origin)
 
 
 class ViewSource(Protocol):
@@ -77,27 +105,45 @@ class StoreViewSource:
 class AdminViewSource:
     """The control plane's admin gRPC API (`AdminClient(target, token)`): Watch and ReportOutcomes.
 
-    The client's own reconnect loop is switched off (`reconnect=False`): the
-    follower owns reconnection, so it can mark the view stale while it waits.
+    `targets`: one admin address, or several in failover order. A watch uses the
+    current one; a watch that fails or ends moves on to the next (after the
+    last, the first), so the aggregator stays on one control plane until it
+    fails. Outcomes go to the current one. The client's own reconnect loop is
+    switched off (`reconnect=False`): the follower owns reconnection, so it can
+    mark the view stale while it waits.
     """
 
-    def __init__(self, target: str, token: TokenSource = None) -> None:
-        self.target = target
+    def __init__(self, targets: str | Sequence[str], token: TokenSource = None) -> None:
+        self.targets = [targets] if isinstance(targets, str) else list(targets)
+        if not self.targets:
+            raise ValueError("AdminViewSource needs at least one admin address")
         self.token = token
-        self._client: Any = None
+        self._at = 0
+        self._clients: dict[str, Any] = {}
+
+    @property
+    def target(self) -> str:
+        """The control plane in use (or next to be tried)."""
+        return self.targets[self._at]
 
     def _admin(self) -> Any:
-        if self._client is None:
+        client = self._clients.get(self.target)
+        if client is None:
             from xds_control.admin.client import (
                 AdminClient,  # grpclib and the admin protos are imported only when this source is used
             )
 
-            self._client = AdminClient(self.target, token=self.token)
-        return self._client
+            client = self._clients[self.target] = AdminClient(self.target, token=self.token)
+        return client
 
     async def watch(self) -> AsyncIterator[ViewUpdate]:
-        async for event in self._admin().watch(reconnect=False):
-            yield ViewUpdate(int(event.version), dict(event.backends))
+        target = self.target
+        try:
+            async for event in self._admin().watch(reconnect=False):
+                yield ViewUpdate(int(event.version), dict(event.backends), target)
+        finally:
+            if len(self.targets) > 1 and self.target == target:
+                self._at = (self._at + 1) % len(self.targets)  # this one failed (or we are closing): the next
 
     async def report_outcomes(self, reports: Sequence[OutcomeReport]) -> None:
         from xds_control.admin.client import Outcome
@@ -106,11 +152,12 @@ class AdminViewSource:
         await self._admin().report_outcomes(outcomes)
 
     async def aclose(self) -> None:
-        close = getattr(self._client, "close", None) or getattr(self._client, "aclose", None)
-        if close is not None:
-            result = close()
-            if asyncio.iscoroutine(result):
-                await result
+        for client in self._clients.values():
+            close = getattr(client, "close", None) or getattr(client, "aclose", None)
+            if close is not None:
+                result = close()
+                if asyncio.iscoroutine(result):
+                    await result
 
 
 async def _close(stream: AsyncIterator[ViewUpdate]) -> None:
@@ -156,6 +203,8 @@ class ViewFollower:
         self.connected = False
         self.stale_since: float | None = clock()  # no view yet: stale since start
         self.last_version = 0
+        self.origin = ""  # the control plane of the last view applied
+        self._backends: Mapping[str, BackendStatus] | None = None
         self._updated = asyncio.Condition()
         self._warned = False
 
@@ -190,7 +239,8 @@ class ViewFollower:
                 return ConnectionError("the view stream ended")
             except Exception as exc:
                 return exc
-            self._fresh()
+            self._fresh(update.origin)
+            update = keep_verdicts(self._backends, update)
             try:
                 self._apply(update)
             except XdsControlError:
@@ -199,18 +249,20 @@ class ViewFollower:
                 log.exception("could not apply view %s; keeping the previous one", update.version)
                 continue
             self.last_version = update.version
+            self._backends = update.backends
+            self.origin = update.origin
             metrics.VIEW_VERSION.set(update.version)
             async with self._updated:
                 self._updated.notify_all()
 
-    def _fresh(self) -> None:
+    def _fresh(self, origin: str) -> None:
         self.backoff.reset()
         if not self.connected:
             self.connected = True
             self.stale_since = None
             self._warned = False
             metrics.VIEW_STALE.set(0)
-            log.info("view stream connected; the view is current")
+            log.info("view stream connected; the view is current", extra={"origin": origin})
 
     def _stale(self, exc: Exception) -> None:
         if self.connected:

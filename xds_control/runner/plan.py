@@ -272,20 +272,7 @@ def plan_stack(
     second: list[ChildSpec] = [envoy]
     notes: list[str] = []
     if aggregator_available:
-        second.append(
-            ChildSpec(
-                name="aggregator",
-                role=Role.AGGREGATOR,
-                argv=cli_argv(python, "aggregator", config_path, log_level, log_format),
-                ready=(
-                    LineReady(AGGREGATOR_READY),
-                    TcpReady(dial_host(config.aggregator.address), config.aggregator.port),
-                ),
-                env=py_env,
-                drop_env=_ads_only(config),  # it uses backend tokens and the admin token, never the ADS token
-                start_timeout=START_TIMEOUT["aggregator"],
-            )
-        )
+        second += aggregator_specs(config, config_path, python, log_level, log_format)
     else:
         notes.append(
             "aggregator not available in this build (no xds_control.aggregator.service): skipping it, /mcp will answer 503"
@@ -293,11 +280,34 @@ def plan_stack(
     return StackPlan(stages=((control_plane,), tuple(second)), notes=tuple(notes))
 
 
-def demo_config(backend_urls: Mapping[str, str], ports: Mapping[str, int]) -> Config:
+def aggregator_specs(config: Config, config_path: str, python: str, log_level: str, log_format: str) -> list[ChildSpec]:
+    """One `xds-control aggregator` per `aggregator.replicas`: replica i (`--replica i`) on port + i."""
+    specs = []
+    for i in range(config.aggregator.replicas):
+        argv = cli_argv(python, "aggregator", config_path, log_level, log_format)
+        specs.append(
+            ChildSpec(
+                name="aggregator" if i == 0 else f"aggregator-{i}",
+                role=Role.AGGREGATOR,
+                argv=argv if i == 0 else (*argv, "--replica", str(i)),
+                ready=(
+                    LineReady(AGGREGATOR_READY),
+                    TcpReady(dial_host(config.aggregator.address), config.aggregator.port + i),
+                ),
+                env={"PYTHONUNBUFFERED": "1"},
+                drop_env=_ads_only(config),  # it uses backend tokens and the admin token, never the ADS token
+                start_timeout=START_TIMEOUT["aggregator"],
+            )
+        )
+    return specs
+
+
+def demo_config(backend_urls: Mapping[str, str], ports: Mapping[str, int], replicas: int = 1) -> Config:
     """The bundled demo's config: the given backends, every port from `ports`, backends exposed on
     the listener, and probe timings short enough to watch a backend fail and recover.
 
-    `ports` keys: listener, egress, envoy_admin, xds, admin, metrics, aggregator, aggregator_metrics.
+    `ports` keys: listener, egress, envoy_admin, xds, admin, metrics, aggregator, aggregator_metrics
+    (with `replicas` aggregators, the ports after those two are theirs too).
     """
     loop = "127.0.0.1"
     data = {
@@ -313,6 +323,7 @@ def demo_config(backend_urls: Mapping[str, str], ports: Mapping[str, int]) -> Co
             "address": loop,
             "port": ports["aggregator"],
             "metrics": f"{loop}:{ports['aggregator_metrics']}",
+            "replicas": replicas,
         },
         "health": {"interval": "5s", "timeout": "2s", "unhealthy_threshold": 2},
         "circuit_breaker": {"failure_threshold": 3, "open_timeout": "10s", "max_open_timeout": "1m"},

@@ -49,14 +49,16 @@ async def run_up(
     config_path: str | os.PathLike[str] | None = None,
     quiet: bool = False,
     reporter: Reporter | None = None,
+    aggregators: int | None = None,
 ) -> int:
+    """`aggregators`: how many aggregator replicas to run (default: `aggregator.replicas`, 1 for the demo)."""
     reporter = reporter or make_reporter(quiet)
     stop = asyncio.Event()
     with _stop_on_signals(stop, reporter) as supervisor_ref, _run_dir() as run_dir:
         try:
             async with Supervisor(reporter) as sup:
                 supervisor_ref.append(sup)
-                return await _run(config, config_path, sup, reporter, stop, run_dir)
+                return await _run(config, config_path, sup, reporter, stop, run_dir, aggregators)
         except _Stop:
             return 0
         except XdsControlError as exc:
@@ -77,6 +79,7 @@ async def _run(
     reporter: Reporter,
     stop: asyncio.Event,
     run_dir: Path,
+    aggregators: int | None = None,
 ) -> int:
     async def until(awaitable: Awaitable[T]) -> T:
         return await _race(awaitable, stop, sup)
@@ -90,8 +93,16 @@ async def _run(
         listener_port = _demo_listener_port()
         if listener_port:  # the one demo port not picked free: before the demo backends start
             _check_ports_free({"listener.port": ("127.0.0.1", listener_port)}, demo=True)
-        config, config_path = await until(_start_demo(sup, reporter, python, run_dir, listener_port))
+        config, config_path = await until(_start_demo(sup, reporter, python, run_dir, listener_port, aggregators or 1))
     else:
+        if aggregators is not None and aggregators != config.aggregator.replicas:
+            config = config.with_replicas(aggregators)
+            config_path = run_dir / "config.yaml"
+            Path(config_path).write_text(dump_config(config))
+            reporter.note(
+                f"--aggregators {aggregators}: the stack runs a copy of the config ({config_path}); "
+                "edits to the original are not followed"
+            )
         _check_ports_free(plan.bound_ports(config, aggregator=aggregator), demo=False)
         if config_path is None:
             config_path = run_dir / "config.yaml"
@@ -155,7 +166,7 @@ def _demo_listener_port() -> int:
 
 
 async def _start_demo(
-    sup: Supervisor, reporter: Reporter, python: str, run_dir: Path, listener_port: int
+    sup: Supervisor, reporter: Reporter, python: str, run_dir: Path, listener_port: int, replicas: int = 1
 ) -> tuple[Config, str]:
     """Start the demo backends, then write the demo config around the ports they report."""
     children = [await sup.start(spec) for spec in plan.demo_backend_specs(python)]
@@ -165,7 +176,9 @@ async def _start_demo(
     ports = dict(zip(keys, _free_ports(len(keys)), strict=True))
     if listener_port:
         ports["listener"] = listener_port
-    config = plan.demo_config(urls, ports)
+    if replicas > 1:  # replica i listens on port + i
+        ports["aggregator"], ports["aggregator_metrics"] = _free_port_run(replicas), _free_port_run(replicas)
+    config = plan.demo_config(urls, ports, replicas)
     path = run_dir / "demo.yaml"
     path.write_text(dump_config(config))
     reporter.note(f"demo config: {path} (e.g. xds-control admin backends -c {path})")
@@ -310,6 +323,15 @@ def _bind_problem(host: str, port: int) -> str | None:
         except OSError as exc:
             return exc.strerror or str(exc)
     return None
+
+
+def _free_port_run(count: int) -> int:
+    """The first of `count` consecutive ports free right now."""
+    for _ in range(100):
+        base = _free_ports(1)[0]
+        if base + count <= 65536 and all(_bind_problem("127.0.0.1", p) is None for p in range(base, base + count)):
+            return base
+    raise SupervisorError(f"found no {count} consecutive free ports for the aggregator replicas")
 
 
 def _free_ports(count: int) -> list[int]:

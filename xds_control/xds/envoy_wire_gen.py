@@ -43,6 +43,7 @@ ROOTS = (
     ("envoy.extensions.http.stateful_session.envelope.v3", "EnvelopeSessionState"),
     ("envoy.extensions.transport_sockets.tls.v3", "UpstreamTlsContext"),
     ("envoy.extensions.upstreams.http.v3", "HttpProtocolOptions"),
+    ("envoy.extensions.retry.host.previous_hosts.v3", "PreviousHostsPredicate"),
 )
 F = descriptor_pb2.FieldDescriptorProto
 SCALARS = {

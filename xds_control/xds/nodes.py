@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from xds_control.xds import typeurls as t
+from xds_control.xds.profiles import DEFAULT_PROFILE, NodeProfile
 from xds_control.xds.snapshot import Resource, Snapshot
 
 
@@ -40,6 +41,8 @@ class TypeState:
     nacked_version: str = ""
     nack_detail: str = ""
     force: bool = False  # answer the current resources at the next chance, changed or not
+    reported_version: str | None = None  # version_info of the stream's first request of this type; None: none yet
+    held: frozenset[str] = frozenset()  # EDS of a resumed node: assignments kept from it until they have a verdict
 
 
 class RequestKind(Enum):
@@ -90,6 +93,30 @@ def on_request(
     return settled
 
 
+def note_first_request(types: Mapping[str, TypeState], type_url: str, version_info: str, snapshot: Snapshot) -> None:
+    """Remember what Envoy said it had when the stream opened; on its first EDS request, decide the warm hold.
+
+    Warm start: a node that resumes (reconnects to this control plane, restarted or not, or fails over from
+    another) with exactly our clusters already has assignments, and verdicts behind them. Until this control
+    plane has its own verdict for an endpoint, the assignments it would send carry UNKNOWN (routable) health:
+    they are held back from such a node, which keeps what it has. A node that has no config yet, or other
+    clusters (they re-warm and wait for their assignments), gets everything, as always."""
+    state = types[type_url]
+    if state.reported_version is not None:
+        return
+    state.reported_version = version_info
+    if type_url == t.ENDPOINT and version_info:
+        clusters = types[t.CLUSTER].reported_version
+        if clusters and clusters == snapshot.version(t.CLUSTER):
+            state.held = state.names
+
+
+def on_cluster_push(types: Mapping[str, TypeState], version: str) -> None:
+    """A CDS push the node did not already have ends the warm hold: changed clusters re-warm and must be answered."""
+    if version != types[t.CLUSTER].reported_version:
+        types[t.ENDPOINT].held = frozenset()
+
+
 def decide_push(state: TypeState, type_url: str, snapshot: Snapshot) -> list[Resource] | None:
     """The resources to send now, or None. One response in flight per type; a NACKed version is never re-sent
     unless Envoy asks afresh (a reconnect), so a bad config cannot cause a push loop."""
@@ -103,6 +130,9 @@ def decide_push(state: TypeState, type_url: str, snapshot: Snapshot) -> list[Res
             return list(current.resources.values())
         return None
     wanted = [current.resources[n] for n in sorted(state.names) if n in current.resources]
+    if state.held:
+        state.held = frozenset(n for n in state.held if n in current.resources and current.resources[n].unverified)
+        wanted = [r for r in wanted if r.name not in state.held]
     if state.force:
         return wanted or None
     changed = [r for r in wanted if state.acked_hashes.get(r.name) != r.hash]
@@ -118,6 +148,11 @@ class NodeInfo:
     connected_since: float
     stream_id: int
     types: Mapping[str, TypeState]
+    profile: NodeProfile = DEFAULT_PROFILE
+
+    @property
+    def role(self) -> str:
+        return self.profile.describe()
 
     @property
     def acked(self) -> dict[str, str]:
@@ -140,9 +175,11 @@ class NodeDirectory:
         self._next_id = 0
         self.ack_listeners: list[AckListener] = []
 
-    def connect(self, node_id: str, cluster: str, types: Mapping[str, TypeState]) -> int:
+    def connect(
+        self, node_id: str, cluster: str, types: Mapping[str, TypeState], profile: NodeProfile = DEFAULT_PROFILE
+    ) -> int:
         self._next_id += 1
-        self._streams[self._next_id] = NodeInfo(node_id, cluster, self._clock(), self._next_id, types)
+        self._streams[self._next_id] = NodeInfo(node_id, cluster, self._clock(), self._next_id, types, profile)
         return self._next_id
 
     def disconnect(self, stream_id: int) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from functools import partial
 
 from xds_control.errors import XdsError
 from xds_control.view import View, ViewStore
@@ -50,4 +51,4 @@ class Publisher:
             )
             return
         metrics.SNAPSHOT_BUILD.observe(self._clock() - started)
-        self._cache.set(snapshot)
+        self._cache.set(snapshot, partial(self._builder.build_for, view, snapshot))

@@ -15,6 +15,7 @@ from typing import Any
 from xds_control.config import BackendConfig, Config
 from xds_control.view import BackendStatus, EnvoyHealth, View, envoy_health
 from xds_control.xds import typeurls as t
+from xds_control.xds.profiles import DEFAULT_PROFILE, NodeProfile
 
 Spec = dict[str, Any]
 ADS_SOURCE: Spec = {"ads": {}, "resource_api_version": "V3"}
@@ -25,6 +26,7 @@ TLS_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Upstre
 STDERR_LOG_TYPE = "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StderrAccessLog"
 STATEFUL_SESSION_TYPE = "type.googleapis.com/envoy.extensions.filters.http.stateful_session.v3.StatefulSession"
 ENVELOPE_SESSION_TYPE = "type.googleapis.com/envoy.extensions.http.stateful_session.envelope.v3.EnvelopeSessionState"
+PREVIOUS_HOSTS_TYPE = "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
 SESSION_HEADER = "mcp-session-id"
 RETRY_ON = "connect-failure,refused-stream,reset"
 # Response flags that mean the gateway could not serve a request (not DC/SI: a client closing its stream,
@@ -104,15 +106,26 @@ def backend_cluster(backend: BackendConfig, config: Config) -> Spec:
 
 
 def aggregator_cluster(config: Config) -> Spec:
-    host, port = config.aggregator_upstream()
+    """Every aggregator replica (`aggregator.replicas`; or one DNS name Envoy resolves to several addresses).
+    A replica Envoy cannot reach (two connection failures or resets in a row: local-origin errors) is ejected
+    for 5 s; what a replica answers, 5xx included, never ejects it."""
+    endpoints = [{"endpoint": {"address": _socket(host, port)}} for host, port in config.aggregator_upstreams()]
     return {
         "name": t.AGGREGATOR_CLUSTER,
         "type": "STRICT_DNS",
         "dns_lookup_family": "V4_PREFERRED",
         "connect_timeout": CONNECT_TIMEOUT,
-        "load_assignment": {
-            "cluster_name": t.AGGREGATOR_CLUSTER,
-            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket(host, port)}}]}],
+        "load_assignment": {"cluster_name": t.AGGREGATOR_CLUSTER, "endpoints": [{"lb_endpoints": endpoints}]},
+        "outlier_detection": {
+            "split_external_local_origin_errors": True,
+            "consecutive_local_origin_failure": 2,
+            "enforcing_consecutive_local_origin_failure": 100,
+            "enforcing_consecutive_5xx": 0,
+            "enforcing_consecutive_gateway_failure": 0,
+            "enforcing_success_rate": 0,
+            "interval": "1s",
+            "base_ejection_time": "5s",
+            "max_ejection_percent": 100,
         },
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
@@ -243,7 +256,16 @@ def _mcp_route(path: str, cluster: str, config: Config, *, rewrite: str | None) 
         "cluster": cluster,
         "timeout": "0s",  # no route timeout: MCP streams are long-lived; the idle timeout closes dead ones
         "idle_timeout": _duration(config.listener.idle_timeout),
-        "retry_policy": {"retry_on": RETRY_ON, "num_retries": 2},
+        "retry_policy": {
+            "retry_on": RETRY_ON,
+            "num_retries": 2,
+            # A retry goes to another replica: not the one that just refused or reset (a session pinned to a
+            # replica that died is pinned only for the first try).
+            "retry_host_predicate": [
+                {"name": "envoy.retry_host_predicates.previous_hosts", "typed_config": {"@type": PREVIOUS_HOSTS_TYPE}}
+            ],
+            "host_selection_retry_max_attempts": 3,
+        },
     }
     if rewrite is not None:
         route["prefix_rewrite"] = rewrite
@@ -268,57 +290,77 @@ def egress_routes(config: Config) -> Spec:
 Plan = dict[str, dict[str, tuple[Any, Callable[[], Spec]]]]
 
 
-def plan_resources(view: View) -> Plan:
-    """Every resource of every type as (key, build): equal keys mean an equal resource, so a
-    snapshot builder can skip building and encoding whatever did not change."""
+def profile_clusters(config: Config, profile: NodeProfile) -> tuple[bool, bool]:
+    """(backend clusters?, the aggregator cluster?) for a node of `profile`: what its listeners route to."""
+    return profile.egress or config.listener.expose_backends, profile.public
+
+
+def plan_assignment(backend: BackendConfig, status: BackendStatus | None) -> tuple[Any, Callable[[], Spec]]:
+    """One backend's ClusterLoadAssignment as (key, build)."""
+    return (backend, status.significant() if status else None), partial(load_assignment, backend, status)
+
+
+def plan_clusters(view: View, profile: NodeProfile = DEFAULT_PROFILE) -> Plan:
+    """CDS and EDS of a node of `profile`, as (key, build) per resource: equal keys mean an equal resource."""
     config = view.config
-    cluster_inputs = (config.outlier_detection, config.cluster_limits, config.listener.idle_timeout)
-    clusters: dict[str, tuple[Any, Callable[[], Spec]]] = {
-        b.name: ((b, cluster_inputs), partial(backend_cluster, b, config)) for b in config.backends
-    }
-    clusters[t.AGGREGATOR_CLUSTER] = (
-        (config.aggregator_upstream(),),
-        partial(aggregator_cluster, config),
-    )
-    endpoints: dict[str, tuple[Any, Callable[[], Spec]]] = {}
-    for b in config.backends:
-        status = view.backends.get(b.name)
-        key = (b, status.significant() if status else None)
-        endpoints[b.name] = (key, partial(load_assignment, b, status))
-    listener_inputs = (config.listener, config.egress)
-    listeners: dict[str, tuple[Any, Callable[[], Spec]]] = {
-        t.PUBLIC_LISTENER: (
-            listener_inputs,
-            partial(
-                _listener, t.PUBLIC_LISTENER, config.listener.address, config.listener.port, t.PUBLIC_ROUTES, config
-            ),
-        ),
-        t.EGRESS_LISTENER: (
-            listener_inputs,
+    plan: Plan = {t.CLUSTER: {}, t.ENDPOINT: {}}
+    backends, aggregator = profile_clusters(config, profile)
+    if backends:
+        cluster_inputs = (config.outlier_detection, config.cluster_limits, config.listener.idle_timeout)
+        for b in config.backends:
+            plan[t.CLUSTER][b.name] = ((b, cluster_inputs), partial(backend_cluster, b, config))
+            plan[t.ENDPOINT][b.name] = plan_assignment(b, view.backends.get(b.name))
+    if aggregator:
+        plan[t.CLUSTER][t.AGGREGATOR_CLUSTER] = (
+            (tuple(config.aggregator_upstreams()),),
+            partial(aggregator_cluster, config),
+        )
+    return plan
+
+
+def plan_listeners(view: View, profile: NodeProfile = DEFAULT_PROFILE) -> Plan:
+    """LDS and RDS of a node of `profile` (its role and its own ports), as (key, build) per resource."""
+    config = view.config
+    plan: Plan = {t.LISTENER: {}, t.ROUTE: {}}
+    route_inputs = (config.listener, tuple(config.backends))
+    if profile.public:
+        port = profile.listener_port or config.listener.port
+        plan[t.LISTENER][t.PUBLIC_LISTENER] = (
+            (config.listener, port),
             partial(
                 _listener,
-                t.EGRESS_LISTENER,
-                config.egress.address,
-                config.egress.port,
-                t.EGRESS_ROUTES,
+                t.PUBLIC_LISTENER,
+                config.listener.address,
+                port,
+                t.PUBLIC_ROUTES,
                 config,
-                sticky_sessions=True,
+                sticky_sessions=True,  # a legacy session stays on the aggregator replica that opened it
             ),
-        ),
-    }
-    route_inputs = (config.listener, tuple(config.backends))
-    routes: dict[str, tuple[Any, Callable[[], Spec]]] = {
-        t.PUBLIC_ROUTES: (route_inputs, partial(public_routes, config)),
-        t.EGRESS_ROUTES: (route_inputs, partial(egress_routes, config)),
-    }
-    return {t.CLUSTER: clusters, t.ENDPOINT: endpoints, t.LISTENER: listeners, t.ROUTE: routes}
+        )
+        plan[t.ROUTE][t.PUBLIC_ROUTES] = (route_inputs, partial(public_routes, config))
+    if profile.egress:
+        port = profile.egress_port or config.egress.port
+        plan[t.LISTENER][t.EGRESS_LISTENER] = (
+            (config.listener, config.egress, port),
+            partial(
+                _listener, t.EGRESS_LISTENER, config.egress.address, port, t.EGRESS_ROUTES, config, sticky_sessions=True
+            ),
+        )
+        plan[t.ROUTE][t.EGRESS_ROUTES] = (route_inputs, partial(egress_routes, config))
+    return plan
 
 
-def build_resources(view: View) -> dict[str, dict[str, Spec]]:
+def plan_resources(view: View, profile: NodeProfile = DEFAULT_PROFILE) -> Plan:
+    """Every resource of every type a node of `profile` gets, as (key, build): equal keys mean an equal
+    resource, so a snapshot builder can skip building and encoding whatever did not change."""
+    return {**plan_clusters(view, profile), **plan_listeners(view, profile)}
+
+
+def build_resources(view: View, profile: NodeProfile = DEFAULT_PROFILE) -> dict[str, dict[str, Spec]]:
     """Every resource of every type, keyed by type URL then resource name."""
     return {
         type_url: {name: build() for name, (_key, build) in items.items()}
-        for type_url, items in plan_resources(view).items()
+        for type_url, items in plan_resources(view, profile).items()
     }
 
 

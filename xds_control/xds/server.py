@@ -57,8 +57,11 @@ from xds_control.xds.nodes import (
     TypeState,
     classify_request,
     decide_push,
+    note_first_request,
+    on_cluster_push,
     on_request,
 )
+from xds_control.xds.profiles import DEFAULT_PROFILE, NodeProfile, profile_from_struct
 from xds_control.xds.snapshot import SNAPSHOT_CHANGED, SnapshotCache
 
 log = logging.getLogger(__name__)
@@ -239,6 +242,7 @@ class AdsService:
         spans: dict[str, trace.Span] = {}  # type URL -> the span of its response in flight (at most one)
         stream_id: int | None = None
         node_id = ""
+        profile = DEFAULT_PROFILE
         nonces = _Nonces()
         refusal: _Refused | None = None
         stale = 0  # requests in a row with a nonce this stream never sent
@@ -254,11 +258,17 @@ class AdsService:
                     break
                 if item is not SNAPSHOT_CHANGED:
                     if stream_id is None:
-                        node_id = preview(item.node.id, MAX_NAME_CHARS)
-                        cluster = preview(item.node.cluster, MAX_NAME_CHARS)
-                        stream_id = self._nodes.connect(node_id, cluster, types)
-                        log.info("envoy connected", extra={"node": node_id})
-                    if self._on_request(node_id, types, item, spans) is RequestKind.STALE:
+                        first: Any = item  # a DiscoveryRequest (its class is built at run time)
+                        node_id = preview(first.node.id, MAX_NAME_CHARS)
+                        cluster = preview(first.node.cluster, MAX_NAME_CHARS)
+                        try:
+                            profile = profile_from_struct(first.node.metadata)
+                        except ValueError as exc:  # the message names the key; the value is truncated
+                            refusal = _Refused(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+                            break
+                        stream_id = self._nodes.connect(node_id, cluster, types, profile)
+                        log.info("envoy connected", extra={"node": node_id, "profile": profile.describe()})
+                    if self._on_request(node_id, types, item, spans, profile) is RequestKind.STALE:
                         stale += 1
                         if stale > MAX_STALE_STREAK:
                             refusal = _Refused(
@@ -268,7 +278,7 @@ class AdsService:
                             break
                     else:
                         stale = 0
-                await self._push(context, types, node_id, spans, nonces)
+                await self._push(context, types, node_id, spans, nonces, profile)
         except _WriteFailed:
             pass  # the peer went away mid-write: nothing to tell it
         except asyncio.CancelledError:
@@ -308,7 +318,12 @@ class AdsService:
             inbox.end(refusal)
 
     def _on_request(
-        self, node_id: str, types: dict[str, TypeState], request: Any, spans: dict[str, trace.Span]
+        self,
+        node_id: str,
+        types: dict[str, TypeState],
+        request: Any,
+        spans: dict[str, trace.Span],
+        profile: NodeProfile = DEFAULT_PROFILE,
     ) -> RequestKind | None:
         """Apply one request; returns its kind (None: a type this server does not serve)."""
         # `request`: a DiscoveryRequest of the class envoy_wire builds from descriptors at run time, so its
@@ -326,6 +341,9 @@ class AdsService:
         settled = on_request(
             state, request.type_url, kind, list(request.resource_names), request.response_nonce, detail
         )
+        if state.reported_version is None and (snapshot := self._cache.snapshot_for(profile)) is not None:
+            reported = preview(request.version_info, MAX_NAME_CHARS)  # compared with ours only, kept per stream
+            note_first_request(types, request.type_url, reported, snapshot)
         if settled is None:
             return kind
         short = t.SHORT[request.type_url]
@@ -371,8 +389,9 @@ class AdsService:
         node_id: str,
         spans: dict[str, trace.Span],
         nonces: _Nonces,
+        profile: NodeProfile = DEFAULT_PROFILE,
     ) -> None:
-        snapshot = self._cache.current
+        snapshot = self._cache.snapshot_for(profile)
         if snapshot is None:
             return
         for type_url in t.PUSH_ORDER:
@@ -386,6 +405,8 @@ class AdsService:
             state.force = False
             if type_url in t.DEPENDENT:
                 types[t.DEPENDENT[type_url]].force = True
+            if type_url == t.CLUSTER:
+                on_cluster_push(types, version)
             body = discovery_response(
                 version=version, type_url=type_url, nonce=nonce, resources=[r.field for r in resources]
             )

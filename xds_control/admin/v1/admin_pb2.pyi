@@ -200,16 +200,18 @@ class TypeStatus(_message.Message):
     def __init__(self, type_url: _Optional[str] = ..., acked_version: _Optional[str] = ..., nacked_version: _Optional[str] = ..., nack_detail: _Optional[str] = ...) -> None: ...
 
 class Node(_message.Message):
-    __slots__ = ("node_id", "cluster", "connected_since", "types")
+    __slots__ = ("node_id", "cluster", "connected_since", "types", "role")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_FIELD_NUMBER: _ClassVar[int]
     CONNECTED_SINCE_FIELD_NUMBER: _ClassVar[int]
     TYPES_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     cluster: str
     connected_since: float
     types: _containers.RepeatedCompositeFieldContainer[TypeStatus]
-    def __init__(self, node_id: _Optional[str] = ..., cluster: _Optional[str] = ..., connected_since: _Optional[float] = ..., types: _Optional[_Iterable[_Union[TypeStatus, _Mapping]]] = ...) -> None: ...
+    role: str
+    def __init__(self, node_id: _Optional[str] = ..., cluster: _Optional[str] = ..., connected_since: _Optional[float] = ..., types: _Optional[_Iterable[_Union[TypeStatus, _Mapping]]] = ..., role: _Optional[str] = ...) -> None: ...
 
 class ListNodesResponse(_message.Message):
     __slots__ = ("nodes",)
