@@ -13,6 +13,7 @@ Tools (called directly by tests, not through the gateway):
   every legacy subscriber and a `ResourceUpdated` on the listen bus. Returns
   JSON `{"sent_at": time.monotonic(), "legacy": n}` (the monotonic clock is
   the machine's: comparable across processes).
+* `whoami`: JSON `{"port": PORT, "session": the Mcp-Session-Id this process gave the caller}`.
 * `subscribers {uri}`: JSON `{"legacy": n, "modern": m}`: the subscriptions
   this process holds for the URI (legacy sessions, listen streams).
 """
@@ -62,8 +63,9 @@ def _session_id(ctx: Ctx) -> str:
 
 
 class Notes:
-    def __init__(self, count: int, scheme: str) -> None:
+    def __init__(self, count: int, scheme: str, port: int) -> None:
         self.scheme = scheme
+        self.port = port
         self.texts: dict[str, str] = {f"{scheme}://{i}": f"note {i}, version 0" for i in range(count)}
         self.legacy: dict[str, dict[str, ServerSession]] = {}  # uri -> Mcp-Session-Id -> session
         self.modern: dict[str, int] = {}
@@ -101,12 +103,15 @@ class Notes:
         tools = [
             types.Tool(name="touch", description="Change a resource and tell its subscribers.", input_schema=schema),
             types.Tool(name="subscribers", description="Subscriptions held for a resource.", input_schema=schema),
+            types.Tool(name="whoami", description="This process's port, the caller's session.", input_schema={"type": "object"}),
         ]
         return types.ListToolsResult(tools=tools)
 
     async def call_tool(self, ctx: Ctx, params: types.CallToolRequestParams) -> Any:
         uri = str((params.arguments or {}).get("uri", ""))
-        if params.name == "subscribers":
+        if params.name == "whoami":
+            answer: dict[str, Any] = {"port": self.port, "session": _session_id(ctx)}
+        elif params.name == "subscribers":
             answer = {"legacy": len(self.legacy.get(uri, {})), "modern": self.modern.get(uri, 0)}
         elif params.name == "touch":
             if uri in self.texts:
@@ -160,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--resources", type=int, default=3)
     p.add_argument("--scheme", default="note")
     args = p.parse_args(argv)
-    notes = Notes(args.resources, args.scheme)
+    notes = Notes(args.resources, args.scheme, args.port)
     app = build_server(notes).streamable_http_app(
         transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
         session_idle_timeout=None,
