@@ -122,4 +122,3 @@ async def test_a_dead_replica_moves_only_its_sessions_and_its_subscriptions(tmp_
 
 async def _held(port: int, uri: str) -> bool:
     return (await direct(port, "subscribers", uri))["legacy"] == 1
-

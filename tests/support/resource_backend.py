@@ -103,7 +103,9 @@ class Notes:
         tools = [
             types.Tool(name="touch", description="Change a resource and tell its subscribers.", input_schema=schema),
             types.Tool(name="subscribers", description="Subscriptions held for a resource.", input_schema=schema),
-            types.Tool(name="whoami", description="This process's port, the caller's session.", input_schema={"type": "object"}),
+            types.Tool(
+                name="whoami", description="This process's port, the caller's session.", input_schema={"type": "object"}
+            ),
         ]
         return types.ListToolsResult(tools=tools)
 
