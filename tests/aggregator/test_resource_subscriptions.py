@@ -251,6 +251,9 @@ async def test_refusals_unknown_uris_templates_and_the_per_session_bound(tmp_pat
             with pytest.raises(MCPError) as info:
                 await a.subscribe_resource("nowhere://x")
             assert info.value.code == -32002
+            with pytest.raises(MCPError) as info:
+                await a.subscribe_resource("note://extra/" + "x" * 3000)  # matches the template, but too long
+            assert info.value.code == types.INVALID_PARAMS
             await a.subscribe_resource("note://extra/7")  # a URI of a template
             await a.subscribe_resource("note://0")
             await a.subscribe_resource("note://0")  # again: no change

@@ -62,6 +62,7 @@ from xds_control.view import BackendStatus
 log = logging.getLogger(__name__)
 
 KEEPALIVE = 5.0
+MAX_URI_CHARS = 2048
 SEND_TIMEOUT = 5.0
 _BACKOFF_FIRST, _BACKOFF_MAX = 0.1, 5.0
 
@@ -187,6 +188,7 @@ class _Link:
                             await self.owner.resumed(self.name)
                         self.was_up = True
                     if not self._wanted() and not self.waiting:
+                        self.was_up = False  # ended, not broken: a later subscriber missed nothing
                         break
                     await self._idle(session)
             finally:
@@ -357,6 +359,10 @@ class ResourceSubscriptions:
 
     async def subscribe(self, subscriber: str, exposed: str, sink: ServerSession | None) -> None:
         """Subscribe `subscriber` (a legacy session with its `sink`, or a listen stream: None) to `exposed`."""
+        if len(exposed) > MAX_URI_CHARS:
+            raise caller_error(
+                "invalid_uri", types.INVALID_PARAMS, f"a URI to subscribe to has at most {MAX_URI_CHARS} characters"
+            )
         catalog = self._catalog()
         route = catalog.route("resources", exposed)
         if route is None:
