@@ -12,6 +12,10 @@ upstream subscription for all of them. Each update is the backend's `touch` tool
 is its own `time.monotonic()` when it has read the notification, minus that stamp. The next update goes
 out once every client has heard the previous one.
 
+The aggregator child freezes its start-up objects out of the garbage collector as `xds-control aggregator`
+does; the sessions made afterwards stay in it, and a full collection over them is a pause every client of
+that update waits for (`--freeze-sessions` freezes them too, to show that share).
+
 Memory: the aggregator's RSS growth while the clients open their sessions and GET streams, then while they
 subscribe, each per client.
 """
@@ -37,7 +41,7 @@ INIT = {"jsonrpc": "2.0", "id": 0, "method": "initialize",
         "params": {"protocolVersion": LEGACY, "capabilities": {}, "clientInfo": {"name": "b", "version": "0"}}}  # fmt: skip
 
 SERVER = """
-import asyncio, sys
+import asyncio, gc, sys
 from dataclasses import replace
 from tests.aggregator.support import fetch_catalog
 from xds_control.aggregator import Aggregator, StoreViewSource, direct_upstream_url
@@ -54,8 +58,12 @@ async def main() -> None:
     aggregator = Aggregator(config, StoreViewSource(store), upstream_url=direct_upstream_url)
     async with aggregator.running(), aggregator.serving("127.0.0.1", port) as url:
         await aggregator.wait_for_view(store.version)
+        gc.freeze()  # as `xds-control aggregator` does once started: start-up objects leave the collector's scans
         print("READY", url, flush=True)
         while (line := await asyncio.to_thread(sys.stdin.readline)):
+            if line.strip() == "freeze":
+                gc.collect()
+                gc.freeze()
             print("SUBSCRIPTIONS", len(aggregator.subscriptions.table), aggregator.subscriptions.table.subscriber_count(), flush=True)
 
 asyncio.run(main())
@@ -135,6 +143,7 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--updates", type=int, default=20)
     parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--freeze-sessions", action="store_true", help="freeze the sessions out of the collector")
     parser.add_argument("--worker", nargs=2, metavar=("URL", "COUNT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -157,9 +166,9 @@ async def main(argv: list[str] | None = None) -> int:
         assert proc.stdout is not None
         return (await asyncio.wait_for(proc.stdout.readline(), timeout)).decode().strip()
 
-    async def tell(proc: asyncio.subprocess.Process) -> None:
+    async def tell(proc: asyncio.subprocess.Process, what: bytes = b"go") -> None:
         assert proc.stdin is not None
-        proc.stdin.write(b"go\n")
+        proc.stdin.write(what + b"\n")
         await proc.stdin.drain()
 
     try:
@@ -178,7 +187,7 @@ async def main(argv: list[str] | None = None) -> int:
         for w in workers:
             assert await line(w, 300) == "SUBSCRIBED"
         subscribed = rss_kib(aggregator.pid)
-        await tell(aggregator)
+        await tell(aggregator, b"freeze" if args.freeze_sessions else b"go")
         print(f"aggregator: {await line(aggregator)} (upstream subscriptions, subscribers)")
 
         latencies: list[float] = []
