@@ -98,6 +98,9 @@ def test_the_invariants_hold_after_any_sequence(ops: list[tuple[str, str, str, s
             upstream -= set(table.drop_backend(backend))
         held = {t for b in ("a", "b") for t in table.targets(b)}
         assert held == upstream and len(table) <= 5
+        assert table.backends() == {t.backend for t in held}
+        for b in ("a", "b"):
+            assert table.uris_of(b) == {t.uri for t in held if t.backend == b}
         for target in held:
             assert table.subscribers(target)
             for sub, exposed in table.subscribers(target):

@@ -132,7 +132,7 @@ class _Link:
                 future.set_exception(error)
 
     def _wanted(self) -> set[str]:
-        return {t.uri for t in self.owner.table.targets(self.name)}
+        return self.owner.table.uris_of(self.name)
 
     def _should_run(self) -> bool:
         return not self.closed and self.routable and bool(self._wanted())
@@ -245,8 +245,8 @@ class _Link:
         for uri in sorted(wanted - self.active):
             if self.closed:
                 return
-            if uri not in self._wanted() and uri not in self.waiting:
-                continue
+            if not self.owner.table.has(Target(self.name, uri)) and uri not in self.waiting:
+                continue  # left while an earlier one was subscribed
             try:
                 await self._subscribe(session, uri)
             except Exception as exc:

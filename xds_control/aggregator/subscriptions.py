@@ -15,7 +15,8 @@ that backend knows it). Invariants:
 * A subscriber holds at most `max_per_subscriber` URIs, and the table at
   most `max_targets` targets: a subscription beyond either is refused
   (`SubscriptionLimit`) and changes nothing.
-* Fan-out (`subscribers`) is a lookup of the target: O(subscribers of it).
+* Fan-out (`subscribers`) is a lookup of the target: O(subscribers of it);
+  a backend's targets are indexed too (`targets`, `uris_of`).
 * A subscriber's URI maps to one target; subscribing it again is a no-op
   (or a move, when the URI now routes to another backend).
 """
@@ -51,6 +52,7 @@ class SubscriptionTable:
         self.max_targets = max_targets
         self._by_subscriber: dict[str, dict[str, Target]] = {}  # subscriber -> exposed URI -> target
         self._by_target: dict[Target, dict[str, str]] = {}  # target -> subscriber -> exposed URI
+        self._by_backend: dict[str, dict[str, None]] = {}  # backend -> its targets' URIs, in subscription order
 
     def subscribe(self, subscriber: str, exposed: str, target: Target) -> tuple[bool, Target | None]:
         """Subscribe; returns (the target is new, a target this left without subscribers or None)."""
@@ -66,6 +68,7 @@ class SubscriptionTable:
         orphan = self.unsubscribe(subscriber, exposed) if previous is not None else None
         self._by_subscriber.setdefault(subscriber, {})[exposed] = target
         self._by_target.setdefault(target, {})[subscriber] = exposed
+        self._by_backend.setdefault(target.backend, {})[target.uri] = None
         return new, orphan
 
     def unsubscribe(self, subscriber: str, exposed: str) -> Target | None:
@@ -81,7 +84,14 @@ class SubscriptionTable:
         if subscribers:
             return None
         del self._by_target[target]
+        self._forget_target(target)
         return target
+
+    def _forget_target(self, target: Target) -> None:
+        uris = self._by_backend[target.backend]
+        del uris[target.uri]
+        if not uris:
+            del self._by_backend[target.backend]
 
     def drop_subscriber(self, subscriber: str) -> list[Target]:
         """The subscriber is gone (session ended, stream closed); returns the targets left without subscribers."""
@@ -95,6 +105,7 @@ class SubscriptionTable:
         """The backend is gone: every subscription to it ends; returns its targets."""
         targets = self.targets(backend)
         for target in targets:
+            self._forget_target(target)
             for subscriber, exposed in self._by_target.pop(target).items():
                 held = self._by_subscriber[subscriber]
                 del held[exposed]
@@ -107,10 +118,14 @@ class SubscriptionTable:
         return list(self._by_target.get(target, {}).items())
 
     def targets(self, backend: str) -> list[Target]:
-        return [t for t in self._by_target if t.backend == backend]
+        return [Target(backend, uri) for uri in self._by_backend.get(backend, ())]
+
+    def uris_of(self, backend: str) -> set[str]:
+        """The URIs of the backend's targets: O(its targets)."""
+        return set(self._by_backend.get(backend, ()))
 
     def backends(self) -> set[str]:
-        return {t.backend for t in self._by_target}
+        return set(self._by_backend)
 
     def uris(self, subscriber: str) -> dict[str, Target]:
         return dict(self._by_subscriber.get(subscriber, {}))
