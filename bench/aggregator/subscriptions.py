@@ -6,7 +6,7 @@ the aggregator's memory per idle subscribed client.
 Real processes: one backend (tests/support/resource_backend.py, the Python SDK's low-level server, legacy
 sessions), the aggregator (the in-process `Aggregator` in a child, calling the backend directly), and
 `--workers` client processes that share `--clients` legacy sessions made over raw HTTP: `initialize`,
-`resources/subscribe note://0`, and the session's GET stream, read as it comes. The aggregator holds one
+`resources/subscribe note://0`, and the session's GET stream, read as it comes on a plain socket. The aggregator holds one
 upstream subscription for all of them. Each update is the backend's `touch` tool, which stamps
 `time.monotonic()` (the machine's clock, the same in every process) just before it sends; a client's latency
 is its own `time.monotonic()` when it has read the notification, minus that stamp. The aggregator's share is
@@ -110,15 +110,25 @@ async def session(http: httpx2.AsyncClient, url: str) -> dict[str, str]:
     return headers
 
 
-async def read_stream(http: httpx2.AsyncClient, url: str, headers: dict[str, str], opened: asyncio.Event) -> None:
-    get_headers = {"accept": "text/event-stream", **{k: v for k, v in headers.items() if k.startswith("mcp-")}}
-    async with http.stream("GET", url, headers=get_headers) as stream:
-        opened.set()
-        async for line in stream.aiter_lines():
-            if line.startswith("data:") and "notifications/resources/updated" in line:
-                now = time.monotonic()
-                print("GOT", now, flush=False)
-                sys.stdout.flush()
+async def read_stream(url: str, headers: dict[str, str], opened: asyncio.Event) -> None:
+    """The session's GET stream on a plain socket (lighter than an HTTP client: the figure is the gateway's)."""
+    parsed = httpx2.URL(url)
+    reader, writer = await asyncio.open_connection(parsed.host, parsed.port)
+    lines = [
+        f"GET {parsed.raw_path.decode()} HTTP/1.1",
+        f"host: {parsed.host}:{parsed.port}",
+        "accept: text/event-stream",
+    ]
+    lines += [f"{k}: {v}" for k, v in headers.items() if k.startswith("mcp-")]
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+    status = await reader.readline()
+    assert b" 200 " in status, status
+    while (await reader.readline()) not in (b"\r\n", b""):
+        pass
+    opened.set()
+    while line := await reader.readline():
+        if b"notifications/resources/updated" in line:
+            print("GOT", time.monotonic(), flush=True)
 
 
 async def worker(url: str, count: int) -> None:
@@ -130,7 +140,7 @@ async def worker(url: str, count: int) -> None:
         streams = []
         for headers in sessions:
             opened = asyncio.Event()
-            streams.append(asyncio.create_task(read_stream(http, url, headers, opened)))
+            streams.append(asyncio.create_task(read_stream(url, headers, opened)))
             await opened.wait()
         print("OPENED", flush=True)
         await asyncio.to_thread(sys.stdin.readline)  # go on: subscribe
