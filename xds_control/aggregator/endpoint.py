@@ -120,6 +120,8 @@ class Endpoint:
         def opened(session_id: str) -> None:  # before the client sees the id: its next request finds the session
             issued.append(session_id)
             self.sessions.opened(session_id, self._clock(), admitted=admitted)
+            if verdict.answers_back and (known := self.sessions.get(session_id)) is not None:
+                known.answers_back = True
 
         try:
             await self._to_sdk(scope, receive, send, on_issued=opened)
@@ -139,10 +141,11 @@ class Endpoint:
                 if call is not None and not call.done():
                     call.cancel()
             plain = verdict.plain
-            if plain is not None and self.answering and self._answerable(plain, session):
+            if plain is not None and self.answering and not session.answers_back and self._answerable(plain, session):
                 await self._answer(plain, session, scope, receive, send)
                 return
-            status = await self._to_sdk(scope, receive, send, json_answer=verdict.json_answer)
+            json_answer = verdict.json_answer and not session.answers_back  # a backend may ask before the answer
+            status = await self._to_sdk(scope, receive, send, json_answer=json_answer)
         finally:
             self.sessions.ended(session_id, self._clock())
         ended = scope["method"] == "DELETE" and 200 <= status < 300

@@ -25,6 +25,7 @@ around the requests it answers itself while spans are exported.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -33,11 +34,13 @@ from mcp.server import NotificationOptions, Server, ServerRequestContext
 from mcp.server.caching import CacheHint
 from mcp.server.context import CallNext, HandlerResult
 from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler
+from mcp.shared.exceptions import MCPDeprecationWarning
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel
 
 from xds_control.aggregator import metrics
 from xds_control.aggregator.gateway import Gateway
+from xds_control.aggregator.relay import Caller, offer
 from xds_control.aggregator.sdk_compat import errors_to_sdk
 from xds_control.aggregator.sessions import SessionTable
 from xds_control.aggregator.tracing import TraceHeaderMiddleware, exporting, passthrough
@@ -100,6 +103,18 @@ def client_key(ctx: ServerRequestContext[Any, Any]) -> str | None:
     return ctx.request.headers.get("mcp-session-id")
 
 
+def caller_of(ctx: ServerRequestContext[Any, Any]) -> Caller | None:
+    """The legacy client request being served, when its client answers server-to-client requests (relay.py):
+    a backend's requests ride its stream, or the session's standalone stream when its answer is one JSON body."""
+    key = client_key(ctx)
+    if key is None:
+        return None
+    offered = offer(ctx.session.client_capabilities)
+    if not offered.anything:
+        return None
+    return Caller(key, ctx.request_id if ctx.session.can_send_request else None, ctx.session, offered)
+
+
 def progress_of(ctx: ServerRequestContext[Any, Any], params: types.RequestParams) -> ProgressFn | None:
     """Forward the backend's progress to the client, if the client asked for progress."""
     if params.meta is None or params.meta.get("progress_token") is None:
@@ -146,19 +161,19 @@ def build_server(gateway: Gateway, sessions: SessionTable, bus: InMemorySubscrip
 
     async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> Any:
         return await gateway.call(
-            "tools/call", "tools", params.name, wire(params), client_key=client_key(ctx), progress=progress_of(ctx, params),
+            "tools/call", "tools", params.name, wire(params), client_key=client_key(ctx), progress=progress_of(ctx, params), caller=caller_of(ctx),
             arguments=params.arguments, trace_context=trace_context(ctx),
         )  # fmt: skip
 
     async def read_resource(ctx: Any, params: types.ReadResourceRequestParams) -> Any:
         return await gateway.call(
-            "resources/read", "resources", str(params.uri), wire(params), client_key=client_key(ctx), progress=progress_of(ctx, params),
+            "resources/read", "resources", str(params.uri), wire(params), client_key=client_key(ctx), progress=progress_of(ctx, params), caller=caller_of(ctx),
             trace_context=trace_context(ctx),
         )  # fmt: skip
 
     async def get_prompt(ctx: Any, params: types.GetPromptRequestParams) -> Any:
         return await gateway.call(
-            "prompts/get", "prompts", params.name, wire(params), client_key=client_key(ctx), progress=progress_of(ctx, params),
+            "prompts/get", "prompts", params.name, wire(params), client_key=client_key(ctx), progress=progress_of(ctx, params), caller=caller_of(ctx),
             trace_context=trace_context(ctx),
         )  # fmt: skip
 
@@ -172,7 +187,14 @@ def build_server(gateway: Gateway, sessions: SessionTable, bus: InMemorySubscrip
             wire(params),
             client_key=client_key(ctx),
             backend_params=_complete_params(params),
+            caller=caller_of(ctx),
         )
+
+    async def set_level(ctx: Any, params: types.SetLevelRequestParams) -> types.EmptyResult:
+        key = client_key(ctx)
+        if key:
+            await gateway.set_log_level(key, params.level)
+        return types.EmptyResult()
 
     async def track_sessions(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         session_id = client_key(ctx)
@@ -180,28 +202,31 @@ def build_server(gateway: Gateway, sessions: SessionTable, bus: InMemorySubscrip
             sessions.attach(session_id, ctx.session)
         return await call_next(ctx)
 
-    server = _AggregatorServer(
-        SERVER_NAME,
-        version="0.1.0",
-        instructions=INSTRUCTIONS,
-        cache_hints={
-            "tools/list": _LIST_HINT,
-            "resources/list": _LIST_HINT,
-            "resources/templates/list": _LIST_HINT,
-            "prompts/list": _LIST_HINT,
-            "resources/read": CacheHint(ttl_ms=0, scope="private"),
-        },
-        get_tool_input_schema=lambda name: gateway.tool_schema(name),
-        on_list_tools=list_tools,
-        on_call_tool=call_tool,
-        on_list_resources=list_resources,
-        on_list_resource_templates=list_templates,
-        on_read_resource=read_resource,
-        on_list_prompts=list_prompts,
-        on_get_prompt=get_prompt,
-        on_completion=complete,
-        on_subscriptions_listen=_CountingListenHandler(bus),
-    )
+    with warnings.catch_warnings():  # logging/setLevel: deprecated at 2026-07-28, the legacy family's own
+        warnings.simplefilter("ignore", MCPDeprecationWarning)
+        server = _AggregatorServer(
+            SERVER_NAME,
+            version="0.1.0",
+            instructions=INSTRUCTIONS,
+            cache_hints={
+                "tools/list": _LIST_HINT,
+                "resources/list": _LIST_HINT,
+                "resources/templates/list": _LIST_HINT,
+                "prompts/list": _LIST_HINT,
+                "resources/read": CacheHint(ttl_ms=0, scope="private"),
+            },
+            get_tool_input_schema=lambda name: gateway.tool_schema(name),
+            on_list_tools=list_tools,
+            on_call_tool=call_tool,
+            on_list_resources=list_resources,
+            on_list_resource_templates=list_templates,
+            on_read_resource=read_resource,
+            on_list_prompts=list_prompts,
+            on_get_prompt=get_prompt,
+            on_completion=complete,
+            on_subscriptions_listen=_CountingListenHandler(bus),
+            on_set_logging_level=set_level,
+        )
     server.middleware.insert(0, TraceHeaderMiddleware())  # outermost: before the SDK's span middleware reads `_meta`
     server.middleware.append(track_sessions)
     server.middleware.append(errors_to_sdk)  # innermost: the SDK's span and wire mapping see the SDK's error type

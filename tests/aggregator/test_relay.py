@@ -1,0 +1,228 @@
+"""A backend's requests and notifications reach the client whose call it serves: real asking backends
+(examples/backends/asking_server.py), the in-process aggregator, real SDK clients with handlers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import mcp_types as types
+import pytest
+from mcp.shared.exceptions import MCPError
+
+from tests.aggregator.support import fetch_catalog, mcp_client
+from tests.support.procs import Proc, python_module
+from tests.support.waiting import async_wait_until, free_port
+from xds_control.aggregator import BACKEND_FAILED
+from xds_control.view import Catalog
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Asking:
+    url: str
+    catalog: Catalog
+    proc: Proc
+
+
+def start_asking(name: str = "asking") -> tuple[Proc, str]:
+    port = free_port()
+    proc = python_module("examples.backends.asking_server", "--name", name, "--port", str(port), name=f"backend-{name}")
+    proc.wait_for_line("READY", timeout=30)
+    return proc, f"http://127.0.0.1:{port}/mcp"
+
+
+@pytest.fixture(scope="module")
+def asking() -> Iterator[Asking]:
+    proc, url = start_asking()
+    try:
+        yield Asking(url, asyncio.run(fetch_catalog(url)), proc)
+    finally:
+        proc.signal(signal.SIGTERM)
+        proc.stop()
+
+
+@dataclass
+class Handlers:
+    """A client that answers everything: elicitation with `ok`, sampling with `model`, roots with `roots`."""
+
+    ok: bool = True
+    model: str = "m"
+    roots: tuple[str, ...] = ("file:///work",)
+    asked: list[str] = field(default_factory=list)
+    gate: asyncio.Event | None = None  # when set, elicitation waits for it
+    entered: asyncio.Event = field(default_factory=asyncio.Event)
+    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+    logs: list[str] = field(default_factory=list)
+
+    async def elicit(self, ctx: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
+        self.asked.append(params.message)
+        self.entered.set()
+        if self.gate is not None:
+            try:
+                await self.gate.wait()
+            except asyncio.CancelledError:
+                self.cancelled.set()
+                raise
+        if isinstance(params, types.ElicitRequestURLParams):
+            return types.ElicitResult(action="accept")
+        return types.ElicitResult(action="accept", content={"ok": self.ok})
+
+    async def sample(self, ctx: Any, params: types.CreateMessageRequestParams) -> types.CreateMessageResult:
+        text = params.messages[0].content.text  # type: ignore[union-attr]
+        self.asked.append(text)
+        reply = types.TextContent(type="text", text=f"re: {text}")
+        return types.CreateMessageResult(role="assistant", content=reply, model=self.model)
+
+    async def list_roots(self, ctx: Any) -> types.ListRootsResult:
+        return types.ListRootsResult(roots=[types.Root(uri=u) for u in self.roots])  # type: ignore[arg-type]
+
+    async def log(self, params: types.LoggingMessageNotificationParams) -> None:
+        self.logs.append(f"{params.level}:{params.data}")
+
+    def kwargs(self) -> dict[str, Any]:
+        return {
+            "elicitation_callback": self.elicit,
+            "sampling_callback": self.sample,
+            "list_roots_callback": self.list_roots,
+            "logging_callback": self.log,
+        }
+
+
+@contextlib.asynccontextmanager
+async def asking_client(url: str, handlers: Handlers | None) -> AsyncIterator[Any]:
+    async with mcp_client(url, "legacy", **(handlers.kwargs() if handlers else {})) as client:
+        yield client
+
+
+def text(result: types.CallToolResult) -> str:
+    return result.content[0].text  # type: ignore[union-attr]
+
+
+def entries(asking: Asking) -> list[dict[str, Any]]:
+    return [{"name": "asking", "url": asking.url}]
+
+
+async def test_each_request_reaches_the_calling_client_and_its_answer_the_backend(
+    serve: Callable[..., Any], asking: Asking
+) -> None:
+    async with serve(entries(asking), catalogs={"asking": asking.catalog}, conflict_resolution="priority") as running:
+        handlers = Handlers(ok=True, model="gpt-x", roots=("file:///a", "file:///b"))
+        async with asking_client(running.url, handlers) as client:
+            assert text(await client.call_tool("confirm", {"question": "sure?"})) == "accept: True"
+            assert text(await client.call_tool("visit", {"url": "https://example.com/login"})) == "url accept"
+            assert text(await client.call_tool("summarize", {"text": "hello"})) == "model gpt-x: re: hello"
+            assert text(await client.call_tool("roots", {})) == "file:///a,file:///b"
+            assert handlers.asked == ["sure?", "sign in", "hello"]
+        assert running.aggregator.backchannel.relayed == {"answered": 4}
+
+
+async def test_two_concurrent_clients_each_answer_only_their_own_requests(
+    serve: Callable[..., Any], asking: Asking
+) -> None:
+    async with serve(entries(asking), catalogs={"asking": asking.catalog}, conflict_resolution="priority") as running:
+        one, two = Handlers(ok=True, model="one"), Handlers(ok=False, model="two")
+        async with asking_client(running.url, one) as c1, asking_client(running.url, two) as c2:
+
+            async def calls(client: Any, tag: str) -> list[str]:
+                answers = []
+                for i in range(5):
+                    answers.append(text(await client.call_tool("confirm", {"question": f"{tag}-{i}"})))
+                    answers.append(text(await client.call_tool("summarize", {"text": f"{tag}-{i}"})))
+                return answers
+
+            a1, a2 = await asyncio.gather(calls(c1, "one"), calls(c2, "two"))
+        assert a1 == [x for i in range(5) for x in ("accept: True", f"model one: re: one-{i}")]
+        assert a2 == [x for i in range(5) for x in ("accept: False", f"model two: re: two-{i}")]
+        assert all(q.startswith("one-") for q in one.asked) and len(one.asked) == 10
+        assert all(q.startswith("two-") for q in two.asked) and len(two.asked) == 10
+
+
+async def test_a_client_without_the_capabilities_gets_the_backends_fallback(
+    serve: Callable[..., Any], asking: Asking
+) -> None:
+    async with serve(entries(asking), catalogs={"asking": asking.catalog}, conflict_resolution="priority") as running:
+        async with asking_client(running.url, None) as client:
+            for tool, fallback in (("confirm", "no elicitation"), ("visit", "no url elicitation"),
+                                   ("summarize", "no sampling"), ("roots", "no roots")):  # fmt: skip
+                result = await asyncio.wait_for(client.call_tool(tool, {"question": "q", "url": "u", "text": "t"}), 10)
+                assert text(result) == f"fallback: {fallback}"
+        # a client with elicitation only is not offered sampling or roots
+        only = Handlers()
+        async with mcp_client(running.url, "legacy", elicitation_callback=only.elicit) as client:
+            assert text(await client.call_tool("confirm", {"question": "q"})) == "accept: True"
+            assert text(await client.call_tool("summarize", {"text": "t"})) == "fallback: no sampling"
+            assert text(await client.call_tool("roots", {})) == "fallback: no roots"
+
+
+async def test_a_cancelled_call_cancels_the_pending_elicitation_on_both_sides(
+    serve: Callable[..., Any], asking: Asking
+) -> None:
+    async with serve(entries(asking), catalogs={"asking": asking.catalog}, conflict_resolution="priority") as running:
+        handlers = Handlers(gate=asyncio.Event())
+        async with asking_client(running.url, handlers) as client:
+            before = text(await client.call_tool("stats", {}))
+            call = asyncio.ensure_future(client.call_tool("confirm", {"question": "wait"}))
+            await asyncio.wait_for(handlers.entered.wait(), 10)
+            call.cancel()  # the SDK client sends notifications/cancelled for the call
+            with contextlib.suppress(asyncio.CancelledError):
+                await call
+            await asyncio.wait_for(handlers.cancelled.wait(), 10)  # the backend's cancel came back to the client
+            wanted = f"cancelled={int(before.split('=')[1]) + 1}"
+            await async_wait_until(
+                lambda: _stats(client, wanted), timeout=10, what="the backend to see its call cancelled"
+            )
+            handlers.gate = None
+            assert text(await client.call_tool("confirm", {"question": "again"})) == "accept: True"
+
+
+async def _stats(client: Any, wanted: str) -> bool:
+    return text(await client.call_tool("stats", {})) == wanted
+
+
+async def test_a_backend_killed_mid_elicitation_fails_the_call_and_releases_the_client(
+    serve: Callable[..., Any], asking: Asking
+) -> None:
+    proc, url = start_asking("doomed")
+    try:
+        catalog = await fetch_catalog(url)
+        async with serve([{"name": "doomed", "url": url}], catalogs={"doomed": catalog}, conflict_resolution="priority") as running:
+            handlers = Handlers(gate=asyncio.Event())
+            async with asking_client(running.url, handlers) as client:
+                call = asyncio.ensure_future(client.call_tool("confirm", {"question": "wait"}))
+                await asyncio.wait_for(handlers.entered.wait(), 10)
+                proc.kill()
+                with pytest.raises(MCPError) as info:
+                    await asyncio.wait_for(call, 15)
+                assert info.value.code == BACKEND_FAILED
+                await asyncio.wait_for(handlers.cancelled.wait(), 10)  # the relayed request did not outlive its call
+    finally:
+        proc.stop()
+
+
+async def test_progress_log_levels_and_list_changed(serve: Callable[..., Any], asking: Asking) -> None:
+    async with serve(entries(asking), catalogs={"asking": asking.catalog}, conflict_resolution="priority") as running:
+        handlers = Handlers()
+        async with asking_client(running.url, handlers) as client:
+            progress: list[float] = []
+
+            async def on_progress(value: float, total: float | None, message: str | None) -> None:
+                progress.append(value)
+
+            result = await client.call_tool("count", {"n": 3}, progress_callback=on_progress)
+            assert text(result) == "counted 3" and progress == [1.0, 2.0, 3.0]
+
+            await client.set_logging_level("warning")
+            assert text(await client.call_tool("chatty", {"n": 6})) == "logged 6"
+            await async_wait_until(lambda: len(handlers.logs) >= 2, timeout=5, what="the warning lines")
+            assert handlers.logs == ["warning:line 2", "warning:line 5"]
+
+            assert text(await client.call_tool("grow", {})) == "grown_1"
+            await async_wait_until(
+                lambda: running.source.refreshes == ["asking"], timeout=5, what="a catalog refresh of the backend"
+            )

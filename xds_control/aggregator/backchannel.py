@@ -1,0 +1,214 @@
+"""The backend-to-client direction of legacy sessions: a backend's requests and notifications sent to its client.
+
+The decisions are relay.py's; this shell gives each backend `ClientSession`
+(upstream.py) the callbacks that carry them out:
+
+* `sampling/createMessage`, `elicitation/create`, `roots/list`: offered to a
+  backend only when the client declared them (relay.offer); each is sent to
+  the client on the stream of its call in flight (relay.CallBook.target) or
+  its standalone stream, with the SDK's own request id on that session, and
+  the client's answer (result or error) returned to the backend. A request
+  the client cannot take (not offered, over the pending cap, no way to reach
+  the client) is refused at once with an error, so the backend takes its
+  fallback; a request unanswered within `call_timeout` is answered
+  REQUEST_TIMEOUT and cancelled on the client side. A backend's
+  `notifications/cancelled` cancels the relayed request, and the SDK tells
+  the client; a client's cancelled call cancels the backend request (upstream.py).
+* `notifications/message`: to the client, filtered by the level it set
+  (relay.LogLevels); the level is set on each of its backend sessions.
+* `notifications/*/list_changed`: the backend's catalog is refreshed at once
+  (`refresh(backend)`, through relay.RefreshGate); clients hear the change
+  from the catalog as every other change.
+
+Progress needs nothing here: the client's token stays on its request, the
+backend's on the backend request (upstream.py passes a callback).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import mcp_types as types
+from mcp.shared.exceptions import MCPError
+from mcp.shared.message import ServerMessageMetadata
+from pydantic import BaseModel, TypeAdapter
+
+from xds_control.aggregator.relay import (
+    NOT_SUPPORTED,
+    CallBook,
+    Caller,
+    LoggingLevel,
+    LogLevels,
+    Offer,
+    RefreshGate,
+    passes,
+    refusal,
+)
+
+log = logging.getLogger(__name__)
+
+Standalone = Callable[[str], Any]  # client session key -> the SDK's session object (its standalone stream), or None
+Refresh = Callable[[str], Any]  # backend name -> awaitable refresh of its catalog
+_ANY = TypeAdapter(dict[str, Any])
+_LIST_CHANGED = (types.ToolListChangedNotification, types.PromptListChangedNotification,
+                 types.ResourceListChangedNotification)  # fmt: skip
+
+
+class _Raw(BaseModel):
+    """The client's answer as it came (the backend validates it against what it asked)."""
+
+    model_config = {"extra": "allow"}
+
+
+class Backchannel:
+    def __init__(
+        self,
+        *,
+        call_timeout: float,
+        standalone: Standalone = lambda key: None,
+        refresh: Refresh | None = None,
+        book: CallBook | None = None,
+        levels: LogLevels | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.call_timeout = call_timeout
+        self.standalone = standalone
+        self.refresh = refresh
+        self.book = book or CallBook()
+        self.levels = levels or LogLevels()
+        self.gate = RefreshGate()
+        self.relayed: dict[str, int] = {}  # outcomes of relayed requests (tests, debugging)
+        self._clock = clock
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- calls --------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def calling(self, upstream: tuple[str, str], caller: Caller | None) -> Iterator[None]:
+        """While a client's call is in flight on a backend session: its stream takes the backend's requests."""
+        if caller is None:
+            yield
+            return
+        token = self.book.begin(upstream, caller)
+        try:
+            yield
+        finally:
+            self.book.end(upstream, token)
+
+    def session_options(self, backend: str, key: str, offered: Offer) -> dict[str, Any]:
+        """The `ClientSession` keyword arguments of a backend session opened for client session `key`."""
+        upstream = (backend, key)
+
+        async def relay(method: str, request: BaseModel, ctx: Any) -> Any:
+            return await self._relay(upstream, key, offered, method, request)
+
+        options: dict[str, Any] = {
+            "logging_callback": lambda params: self._log(upstream, key, params),
+            "message_handler": lambda message: self._notified(backend, message),
+        }
+        if offered.sampling is not None:
+            options["sampling_callback"] = lambda ctx, params: relay(
+                "sampling/createMessage", types.CreateMessageRequest(params=params), ctx
+            )
+            options["sampling_capabilities"] = offered.sampling
+        if offered.elicitation is not None:
+            options["elicitation_callback"] = lambda ctx, params: relay(
+                "elicitation/create", types.ElicitRequest(params=params), ctx
+            )
+        if offered.roots:
+            options["list_roots_callback"] = lambda ctx: relay("roots/list", types.ListRootsRequest(), ctx)
+        return options
+
+    async def _relay(self, upstream: tuple[str, str], key: str, offered: Offer, method: str, request: BaseModel) -> Any:
+        data = request.model_dump(by_alias=True, mode="json", exclude_none=True)
+        reason = refusal(method, data.get("params"), offered)
+        if reason is not None:
+            return self._count("refused", types.ErrorData(code=NOT_SUPPORTED, message=reason))
+        caller = self.book.target(upstream)
+        session = caller.session if caller is not None else self.standalone(key)
+        if session is None:
+            return self._count(
+                "unreachable", types.ErrorData(code=NOT_SUPPORTED, message=f"{method}: client not reachable")
+            )
+        if not self.book.admit(key):
+            return self._count(
+                "over_limit", types.ErrorData(code=NOT_SUPPORTED, message=f"{method}: too many pending requests")
+            )
+        related = caller.request_id if caller is not None else None
+        try:
+            raw = await session.send_request(
+                request,
+                _Raw,
+                request_read_timeout_seconds=self.call_timeout,
+                metadata=ServerMessageMetadata(related_request_id=related) if related is not None else None,
+            )
+        except MCPError as exc:
+            if exc.code == types.REQUEST_TIMEOUT:
+                return self._count(
+                    "timeout",
+                    types.ErrorData(code=types.REQUEST_TIMEOUT, message=f"{method}: the client did not answer in time"),
+                )
+            return self._count("client_error", types.ErrorData(code=exc.code, message=exc.message, data=exc.data))
+        except Exception as exc:
+            log.info("relayed request failed", extra={"method": method, "error": type(exc).__name__})
+            return self._count("failed", types.ErrorData(code=NOT_SUPPORTED, message=f"{method}: client not reachable"))
+        finally:
+            self.book.release(key)
+        self._count("answered", None)
+        return _result_of(method, raw.model_dump(by_alias=True, mode="json", exclude_none=True))
+
+    def _count(self, outcome: str, answer: Any) -> Any:
+        self.relayed[outcome] = self.relayed.get(outcome, 0) + 1
+        return answer
+
+    # -- notifications ------------------------------------------------------------------------
+
+    async def _log(self, upstream: tuple[str, str], key: str, params: types.LoggingMessageNotificationParams) -> None:
+        if not key or not passes(params.level, self.levels.get(key)):
+            return
+        caller = self.book.target(upstream)
+        session = caller.session if caller is not None else self.standalone(key)
+        if session is None:
+            return
+        note = types.LoggingMessageNotification(params=params)
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(5.0):
+                await session.send_notification(note, related_request_id=caller.request_id if caller else None)
+
+    async def _notified(self, backend: str, message: Any) -> None:
+        if isinstance(message, _LIST_CHANGED) and self.refresh is not None and self.gate.asked(backend):
+            task = asyncio.get_running_loop().create_task(self._refresh(backend))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _refresh(self, backend: str) -> None:
+        assert self.refresh is not None
+        while True:
+            try:
+                await self.refresh(backend)
+            except Exception as exc:
+                log.info("catalog refresh failed", extra={"backend": backend, "error": type(exc).__name__})
+            if not self.gate.done(backend):
+                return
+
+    def set_level(self, key: str, level: LoggingLevel) -> None:
+        self.levels.set(key, level)
+
+    def forget(self, key: str) -> None:
+        self.levels.forget(key)
+
+
+def _result_of(method: str, raw: dict[str, Any]) -> Any:
+    """The client's answer as the SDK client's callback type for `method` (the backend gets it re-serialized)."""
+    if method == "sampling/createMessage":
+        if isinstance(raw.get("content"), list) or raw.get("stopReason") == "toolUse":
+            return types.CreateMessageResultWithTools.model_validate(raw, by_name=False)
+        return types.CreateMessageResult.model_validate(raw, by_name=False)
+    if method == "elicitation/create":
+        return types.ElicitResult.model_validate(raw, by_name=False)
+    return types.ListRootsResult.model_validate(raw, by_name=False)
