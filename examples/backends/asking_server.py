@@ -45,9 +45,7 @@ LOG_LEVELS: tuple[types.LoggingLevel, ...] = ("debug", "info", "warning")
 
 
 def _tool(name: str, **props: dict[str, Any]) -> types.Tool:
-    return types.Tool(
-        name=name, description=f"asks: {name}", input_schema={"type": "object", "properties": props}
-    )
+    return types.Tool(name=name, description=f"asks: {name}", input_schema={"type": "object", "properties": props})
 
 
 class AskingBackend:
@@ -124,7 +122,9 @@ class AskingBackend:
         n = max(0, min(int(args.get("n", 3)), 1000))
         for i in range(n):
             note = types.LoggingMessageNotification(
-                params=types.LoggingMessageNotificationParams(level=LOG_LEVELS[i % 3], data=f"line {i}", logger=self.name)
+                params=types.LoggingMessageNotificationParams(
+                    level=LOG_LEVELS[i % 3], data=f"line {i}", logger=self.name
+                )
             )
             await ctx.session.send_notification(note, related_request_id=ctx.request_id)
         return f"logged {n}"

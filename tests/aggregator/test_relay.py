@@ -6,15 +6,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import mcp_types as types
 import pytest
-from mcp.shared.exceptions import MCPError
+from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 
-from tests.aggregator.support import fetch_catalog, mcp_client
+from tests.aggregator.support import fetch_catalog, mcp_client, through_envoy
+from tests.support.stack import stack_config
 from tests.support.procs import Proc, python_module
 from tests.support.waiting import async_wait_until, free_port
 from xds_control.aggregator import BACKEND_FAILED
@@ -191,7 +194,9 @@ async def test_a_backend_killed_mid_elicitation_fails_the_call_and_releases_the_
     proc, url = start_asking("doomed")
     try:
         catalog = await fetch_catalog(url)
-        async with serve([{"name": "doomed", "url": url}], catalogs={"doomed": catalog}, conflict_resolution="priority") as running:
+        async with serve(
+            [{"name": "doomed", "url": url}], catalogs={"doomed": catalog}, conflict_resolution="priority"
+        ) as running:
             handlers = Handlers(gate=asyncio.Event())
             async with asking_client(running.url, handlers) as client:
                 call = asyncio.ensure_future(client.call_tool("confirm", {"question": "wait"}))
@@ -217,7 +222,9 @@ async def test_progress_log_levels_and_list_changed(serve: Callable[..., Any], a
             result = await client.call_tool("count", {"n": 3}, progress_callback=on_progress)
             assert text(result) == "counted 3" and progress == [1.0, 2.0, 3.0]
 
-            await client.set_logging_level("warning")
+            with warnings.catch_warnings():  # logging: deprecated at 2026-07-28, still the legacy family's
+                warnings.simplefilter("ignore", MCPDeprecationWarning)
+                await client.set_logging_level("warning")
             assert text(await client.call_tool("chatty", {"n": 6})) == "logged 6"
             await async_wait_until(lambda: len(handlers.logs) >= 2, timeout=5, what="the warning lines")
             assert handlers.logs == ["warning:line 2", "warning:line 5"]
@@ -226,3 +233,22 @@ async def test_progress_log_levels_and_list_changed(serve: Callable[..., Any], a
             await async_wait_until(
                 lambda: running.source.refreshes == ["asking"], timeout=5, what="a catalog refresh of the backend"
             )
+
+
+async def test_elicitation_and_sampling_cross_envoy_for_two_clients(asking: Asking, tmp_path: Path) -> None:
+    config = stack_config([{"name": "asking", "url": asking.url}], aggregator={"conflict_resolution": "priority"})
+    async with through_envoy(config, {"asking": asking.catalog}, tmp_path) as path:
+        one, two = Handlers(ok=True, model="one"), Handlers(ok=False, model="two")
+        async with (
+            asking_client(path.url, one) as c1,
+            asking_client(path.url, two) as c2,
+            asking_client(path.url, None) as bare,
+        ):
+            r1, r2, r3 = await asyncio.gather(
+                c1.call_tool("confirm", {"question": "one?"}),
+                c2.call_tool("confirm", {"question": "two?"}),
+                bare.call_tool("confirm", {"question": "none?"}),
+            )
+            assert (text(r1), text(r2), text(r3)) == ("accept: True", "accept: False", "fallback: no elicitation")
+            assert text(await c2.call_tool("summarize", {"text": "x"})) == "model two: re: x"
+        assert (one.asked, two.asked) == (["one?"], ["two?", "x"])

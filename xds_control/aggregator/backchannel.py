@@ -35,9 +35,9 @@ from typing import Any
 
 import mcp_types as types
 from mcp.shared.exceptions import MCPError
-from mcp.shared.message import ServerMessageMetadata
-from pydantic import BaseModel, TypeAdapter
+from pydantic import BaseModel
 
+from xds_control.aggregator import sdk_compat
 from xds_control.aggregator.relay import (
     NOT_SUPPORTED,
     CallBook,
@@ -54,15 +54,8 @@ log = logging.getLogger(__name__)
 
 Standalone = Callable[[str], Any]  # client session key -> the SDK's session object (its standalone stream), or None
 Refresh = Callable[[str], Any]  # backend name -> awaitable refresh of its catalog
-_ANY = TypeAdapter(dict[str, Any])
 _LIST_CHANGED = (types.ToolListChangedNotification, types.PromptListChangedNotification,
                  types.ResourceListChangedNotification)  # fmt: skip
-
-
-class _Raw(BaseModel):
-    """The client's answer as it came (the backend validates it against what it asked)."""
-
-    model_config = {"extra": "allow"}
 
 
 class Backchannel:
@@ -85,6 +78,7 @@ class Backchannel:
         self.relayed: dict[str, int] = {}  # outcomes of relayed requests (tests, debugging)
         self._clock = clock
         self._tasks: set[asyncio.Task[None]] = set()
+        self._minted = 0
 
     # -- calls --------------------------------------------------------------------------------
 
@@ -139,28 +133,37 @@ class Backchannel:
             return self._count(
                 "over_limit", types.ErrorData(code=NOT_SUPPORTED, message=f"{method}: too many pending requests")
             )
-        related = caller.request_id if caller is not None else None
+        related = caller is not None and caller.request_id is not None
+        self._minted += 1
+        request_id = f"xds-relay-{self._minted}"  # never an integer: no clash with the SDK's own ids
+        answered = False
         try:
-            raw = await session.send_request(
-                request,
-                _Raw,
-                request_read_timeout_seconds=self.call_timeout,
-                metadata=ServerMessageMetadata(related_request_id=related) if related is not None else None,
+            raw = await sdk_compat.send_request_as(
+                session, request_id, method, data.get("params"), related=related, timeout=self.call_timeout
             )
+            answered = True
         except MCPError as exc:
             if exc.code == types.REQUEST_TIMEOUT:
-                return self._count(
-                    "timeout",
-                    types.ErrorData(code=types.REQUEST_TIMEOUT, message=f"{method}: the client did not answer in time"),
+                timeout = types.ErrorData(
+                    code=types.REQUEST_TIMEOUT, message=f"{method}: the client did not answer in time"
                 )
+                return self._count("timeout", timeout)
+            answered = exc.code != types.CONNECTION_CLOSED
             return self._count("client_error", types.ErrorData(code=exc.code, message=exc.message, data=exc.data))
         except Exception as exc:
             log.info("relayed request failed", extra={"method": method, "error": type(exc).__name__})
             return self._count("failed", types.ErrorData(code=NOT_SUPPORTED, message=f"{method}: client not reachable"))
         finally:
             self.book.release(key)
+            if not answered:  # abandoned (the backend cancelled, its session ended, a timeout): tell the client
+                self._spawn(_cancel(session, request_id))
         self._count("answered", None)
-        return _result_of(method, raw.model_dump(by_alias=True, mode="json", exclude_none=True))
+        return _result_of(method, raw)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _count(self, outcome: str, answer: Any) -> Any:
         self.relayed[outcome] = self.relayed.get(outcome, 0) + 1
@@ -182,9 +185,7 @@ class Backchannel:
 
     async def _notified(self, backend: str, message: Any) -> None:
         if isinstance(message, _LIST_CHANGED) and self.refresh is not None and self.gate.asked(backend):
-            task = asyncio.get_running_loop().create_task(self._refresh(backend))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self._refresh(backend))
 
     async def _refresh(self, backend: str) -> None:
         assert self.refresh is not None
@@ -201,6 +202,15 @@ class Backchannel:
 
     def forget(self, key: str) -> None:
         self.levels.forget(key)
+
+
+async def _cancel(session: Any, request_id: str) -> None:
+    """`notifications/cancelled` for a relayed request, on the client session's standalone stream (the stream of
+    the call it rode may be closed by now); best effort."""
+    note = types.CancelledNotification(params=types.CancelledNotificationParams(request_id=request_id))
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(5.0):
+            await session.send_notification(note)
 
 
 def _result_of(method: str, raw: dict[str, Any]) -> Any:
