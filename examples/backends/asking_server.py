@@ -2,7 +2,7 @@
 
     python -m examples.backends.asking_server --port 9101 [--name asking]
 
-Legacy family only (server-to-client requests need a session). Tools:
+Both families; at 2026-07-28 only `confirm` asks (with an `InputRequiredResult`: no back channel). Tools:
 
 * `confirm(question)`: form elicitation (`{"ok": bool}`); without the client's elicitation capability it
   answers `fallback: no elicitation` (what a backend does when the client cannot be asked);
@@ -34,6 +34,7 @@ from mcp.server import NotificationOptions, Server, ServerRequestContext
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp.shared.message import ServerMessageMetadata
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 if __package__ in (None, ""):  # run as a script: make `examples` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -147,11 +148,30 @@ class _Server(Server[Any]):
         )
 
 
+def input_required_confirm(params: types.CallToolRequestParams) -> types.CallToolResult | types.InputRequiredResult:
+    """`confirm` at 2026-07-28: no back channel, so the question comes back as an `InputRequiredResult` and the
+    answer with the retried call."""
+    answer = (params.input_responses or {}).get("ok")
+    if answer is None or params.request_state != "asked":
+        schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+        ask = types.ElicitRequestFormParams(
+            message=str((params.arguments or {}).get("question", "?")), requested_schema=schema
+        )
+        return types.InputRequiredResult(input_requests={"ok": types.ElicitRequest(params=ask)}, request_state="asked")
+    result = types.ElicitResult.model_validate(answer.model_dump(by_alias=True, exclude_none=True), by_name=False)
+    text = f"{result.action}: {(result.content or {}).get('ok')} (modern)"
+    return types.CallToolResult(content=[types.TextContent(type="text", text=text)])
+
+
 def build_app(backend: AskingBackend) -> Any:
     async def list_tools(ctx: Ctx, params: Any) -> types.ListToolsResult:
         return types.ListToolsResult(tools=[t for t, _ in backend.tools.values()])
 
-    async def call_tool(ctx: Ctx, params: types.CallToolRequestParams) -> types.CallToolResult:
+    async def call_tool(
+        ctx: Ctx, params: types.CallToolRequestParams
+    ) -> types.CallToolResult | types.InputRequiredResult:
+        if params.name == "confirm" and ctx.session.protocol_version in MODERN_PROTOCOL_VERSIONS:
+            return input_required_confirm(params)
         entry = backend.tools.get(params.name)
         if entry is None:
             raise MCPError(types.INVALID_PARAMS, f"Unknown tool {params.name}")

@@ -17,8 +17,8 @@ import pytest
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 
 from tests.aggregator.support import fetch_catalog, mcp_client, through_envoy
-from tests.support.stack import stack_config
 from tests.support.procs import Proc, python_module
+from tests.support.stack import stack_config
 from tests.support.waiting import async_wait_until, free_port
 from xds_control.aggregator import BACKEND_FAILED
 from xds_control.view import Catalog
@@ -252,3 +252,22 @@ async def test_elicitation_and_sampling_cross_envoy_for_two_clients(asking: Aski
             assert (text(r1), text(r2), text(r3)) == ("accept: True", "accept: False", "fallback: no elicitation")
             assert text(await c2.call_tool("summarize", {"text": "x"})) == "model two: re: x"
         assert (one.asked, two.asked) == (["one?"], ["two?", "x"])
+
+
+async def test_a_modern_backends_input_required_is_asked_of_a_legacy_client(
+    serve: Callable[..., Any], asking: Asking
+) -> None:
+    modern = await fetch_catalog(asking.url, mode="2026-07-28")
+    entry = {"name": "asking", "url": asking.url, "protocol": "modern"}
+    async with serve([entry], catalogs={"asking": modern}, conflict_resolution="priority") as running:
+        handlers = Handlers(ok=True)
+        async with asking_client(running.url, handlers) as client:
+            assert text(await client.call_tool("confirm", {"question": "modern?"})) == "accept: True (modern)"
+        assert handlers.asked == ["modern?"]
+        async with asking_client(running.url, None) as client:  # a legacy client that cannot be asked: a clear error
+            with pytest.raises(MCPError) as info:
+                await client.call_tool("confirm", {"question": "modern?"})
+            assert info.value.code == types.INVALID_REQUEST and "did not declare" in info.value.message
+        async with mcp_client(running.url, "2026-07-28", elicitation_callback=handlers.elicit) as client:
+            assert text(await client.call_tool("confirm", {"question": "passed?"})) == "accept: True (modern)"
+        assert handlers.asked == ["modern?", "passed?"]  # a modern client answers the backend's own InputRequiredResult

@@ -30,7 +30,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import mcp_types as types
@@ -40,6 +40,7 @@ from pydantic import BaseModel
 from xds_control.aggregator import sdk_compat
 from xds_control.aggregator.relay import (
     NOT_SUPPORTED,
+    RELAYED_REQUESTS,
     CallBook,
     Caller,
     LoggingLevel,
@@ -54,6 +55,8 @@ log = logging.getLogger(__name__)
 
 Standalone = Callable[[str], Any]  # client session key -> the SDK's session object (its standalone stream), or None
 Refresh = Callable[[str], Any]  # backend name -> awaitable refresh of its catalog
+MAX_INPUT_ROUNDS = 8
+MAX_INPUT_REQUESTS = 16
 _LIST_CHANGED = (types.ToolListChangedNotification, types.PromptListChangedNotification,
                  types.ResourceListChangedNotification)  # fmt: skip
 
@@ -120,10 +123,39 @@ class Backchannel:
 
     async def _relay(self, upstream: tuple[str, str], key: str, offered: Offer, method: str, request: BaseModel) -> Any:
         data = request.model_dump(by_alias=True, mode="json", exclude_none=True)
+        return await self._ask(key, offered, method, data, self.book.target(upstream))
+
+    async def input_required(
+        self, raw: dict[str, Any], caller: Caller, resend: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+    ) -> dict[str, Any]:
+        """A 2026-07-28 backend's `InputRequiredResult` for a legacy client: each embedded request goes to the
+        client as a server-to-client request (as `_relay`), and the call is sent again with the answers and the
+        backend's `requestState`, for at most `MAX_INPUT_ROUNDS` rounds of at most `MAX_INPUT_REQUESTS` each."""
+        for _ in range(MAX_INPUT_ROUNDS):
+            requests = raw.get("inputRequests") or {}
+            if not isinstance(requests, dict) or len(requests) > MAX_INPUT_REQUESTS:
+                raise _input_error("too many input requests in one round")
+            responses: dict[str, Any] = {}
+            for name, request in requests.items():
+                method = request.get("method") if isinstance(request, dict) else None
+                if method not in RELAYED_REQUESTS:
+                    raise _input_error("an input request of an unknown kind")
+                answer = await self._ask(caller.key, caller.offer, str(method), request, caller)
+                if isinstance(answer, types.ErrorData):
+                    raise MCPError(code=answer.code, message=answer.message, data=answer.data)
+                responses[str(name)] = answer.model_dump(by_alias=True, mode="json", exclude_none=True)
+            extra: dict[str, Any] = {"inputResponses": responses} if responses else {}
+            if isinstance(raw.get("requestState"), str):
+                extra["requestState"] = raw["requestState"]
+            raw = await resend(extra)
+            if raw.get("resultType") != "input_required":
+                return raw
+        raise _input_error(f"still asking for input after {MAX_INPUT_ROUNDS} rounds")
+
+    async def _ask(self, key: str, offered: Offer, method: str, data: dict[str, Any], caller: Caller | None) -> Any:
         reason = refusal(method, data.get("params"), offered)
         if reason is not None:
             return self._count("refused", types.ErrorData(code=NOT_SUPPORTED, message=reason))
-        caller = self.book.target(upstream)
         session = caller.session if caller is not None else self.standalone(key)
         if session is None:
             return self._count(
@@ -211,6 +243,10 @@ async def _cancel(session: Any, request_id: str) -> None:
     with contextlib.suppress(Exception):
         async with asyncio.timeout(5.0):
             await session.send_notification(note)
+
+
+def _input_error(why: str) -> MCPError:
+    return MCPError(code=types.INVALID_REQUEST, message=f"The backend's request for input cannot be relayed: {why}")
 
 
 def _result_of(method: str, raw: dict[str, Any]) -> Any:

@@ -51,7 +51,7 @@ from xds_control.aggregator.auth import AuthBreaker, Credential, with_auth_retry
 from xds_control.aggregator.backchannel import Backchannel
 from xds_control.aggregator.backend_http import BackendHttp
 from xds_control.aggregator.relay import NOTHING, Caller, LoggingLevel
-from xds_control.aggregator.rpc_errors import GatewayError, backend_failed, backend_timeout
+from xds_control.aggregator.rpc_errors import GatewayError, backend_failed, backend_timeout, caller_error
 from xds_control.aggregator.sdk_transport import abandon_session_in_this_task, sdk_client
 from xds_control.aggregator.upstream_answers import (
     DEFAULT_MAX_RESPONSE_BYTES,
@@ -353,9 +353,24 @@ class BackendUpstream:
         `param_headers` (the `Mcp-Param-*` of a tools/call) go to modern backends only: the legacy protocol has none.
         `caller`: the client request served (legacy sessions: where the backend's own requests go, backchannel.py)."""
         if self.family == "modern":
-            return await with_auth_retry(
-                self.name, self.credential, self.breaker, lambda: self._post(method, params, progress, param_headers)
-            )
+
+            async def post(extra: Mapping[str, Any]) -> dict[str, Any]:
+                sent = {**params, **extra}
+                return await with_auth_retry(
+                    self.name, self.credential, self.breaker, lambda: self._post(method, sent, progress, param_headers)
+                )
+
+            raw = await post({})
+            if raw.get("resultType") == "input_required" and client_key is not None:  # a legacy client
+                if caller is None or self.backchannel is None:
+                    raise caller_error(
+                        "input_unavailable", types.INVALID_REQUEST,
+                        f"Backend {self.name} asks for input (sampling, elicitation or roots) this client did not "
+                        "declare it can give",
+                        {"backend": self.name},
+                    )  # fmt: skip
+                raw = await self.backchannel.input_required(raw, caller, post)
+            return raw
         request = _REQUESTS[method].model_validate({"method": method, "params": params}, by_name=False)
         key = client_key or SHARED
         return await with_auth_retry(
