@@ -17,6 +17,7 @@ import pytest
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 
 from tests.aggregator.support import fetch_catalog, mcp_client, through_envoy
+from tests.examples.test_third_party import needs_servers, start_everything
 from tests.support.procs import Proc, python_module
 from tests.support.stack import stack_config
 from tests.support.waiting import async_wait_until, free_port
@@ -271,3 +272,59 @@ async def test_a_modern_backends_input_required_is_asked_of_a_legacy_client(
         async with mcp_client(running.url, "2026-07-28", elicitation_callback=handlers.elicit) as client:
             assert text(await client.call_tool("confirm", {"question": "passed?"})) == "accept: True (modern)"
         assert handlers.asked == ["modern?", "passed?"]  # a modern client answers the backend's own InputRequiredResult
+
+
+@needs_servers
+async def test_the_typescript_reference_server_asks_the_calling_client_through_envoy(tmp_path: Path) -> None:
+    port = free_port()
+    proc = start_everything(port)
+    try:
+        url = f"http://127.0.0.1:{port}/mcp"
+        handlers = Handlers(roots=("file:///ts-root",), model="ts-model")
+        seen: list[str] = []
+
+        async def decline(ctx: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
+            seen.append(params.message)
+            return types.ElicitResult(action="decline")
+
+        options = {**handlers.kwargs(), "elicitation_callback": decline}
+        # server-everything registers these tools per session, for clients that declare the capability
+        catalog = await fetch_catalog(url, **options)
+        config = stack_config([{"name": "everything", "url": url}])
+        async with through_envoy(config, {"everything": catalog}, tmp_path) as path:
+            async with mcp_client(path.url, "legacy", **options) as client:
+                result = await client.call_tool("everything_trigger-elicitation-request", {})
+                assert "declined" in text(result) and seen == ["Please provide inputs for the following fields:"]
+                result = await client.call_tool("everything_trigger-sampling-request", {"prompt": "hi"})
+                assert "ts-model" in text(result) and handlers.asked == [
+                    "Resource trigger-sampling-request context: hi"
+                ]
+                assert "file:///ts-root" in text(await client.call_tool("everything_get-roots-list", {}))
+                # the client's roots change: the backend hears it and asks again, outside any call (standalone stream)
+                handlers.roots = ("file:///second",)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", MCPDeprecationWarning)
+                    await client.send_roots_list_changed()
+
+                async def second_root() -> bool:
+                    return "file:///second" in text(await client.call_tool("everything_get-roots-list", {}))
+
+                await async_wait_until(second_root, timeout=10, what="the backend to re-read the client's roots")
+                assert any("Roots updated" in line for line in handlers.logs)  # its log messages reach the client
+                progress: list[float] = []
+
+                async def on_progress(value: float, total: float | None, message: str | None) -> None:
+                    progress.append(value)
+
+                await client.call_tool(
+                    "everything_trigger-long-running-operation", {"duration": 0.3, "steps": 3},
+                    progress_callback=on_progress,
+                )  # fmt: skip
+                assert progress == [1, 2, 3]
+            async with mcp_client(path.url, "legacy") as bare:  # no capability: the server has no such tool for it
+                result = await asyncio.wait_for(
+                    bare.call_tool("everything_trigger-sampling-request", {"prompt": "x"}), 10
+                )
+                assert result.is_error and "not found" in text(result)
+    finally:
+        proc.stop()

@@ -328,6 +328,10 @@ class Gateway:
         if self.backchannel is not None:
             self.backchannel.forget(session_id)
 
+    async def roots_changed(self, client_key: str) -> None:
+        """`notifications/roots/list_changed` of a client session, to each of its backend sessions."""
+        await asyncio.gather(*(u.roots_changed(client_key) for u in self.upstreams.values()), return_exceptions=True)
+
     async def set_log_level(self, client_key: str, level: LoggingLevel) -> None:
         """`logging/setLevel` of a client session: kept for its backend sessions to come, sent to the open ones."""
         if self.backchannel is None:

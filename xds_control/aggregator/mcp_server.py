@@ -196,6 +196,11 @@ def build_server(gateway: Gateway, sessions: SessionTable, bus: InMemorySubscrip
             await gateway.set_log_level(key, params.level)
         return types.EmptyResult()
 
+    async def roots_changed(ctx: Any, params: Any) -> None:
+        key = client_key(ctx)
+        if key:
+            await gateway.roots_changed(key)
+
     async def track_sessions(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         session_id = client_key(ctx)
         if session_id:
@@ -226,6 +231,7 @@ def build_server(gateway: Gateway, sessions: SessionTable, bus: InMemorySubscrip
             on_completion=complete,
             on_subscriptions_listen=_CountingListenHandler(bus),
             on_set_logging_level=set_level,
+            on_roots_list_changed=roots_changed,
         )
     server.middleware.insert(0, TraceHeaderMiddleware())  # outermost: before the SDK's span middleware reads `_meta`
     server.middleware.append(track_sessions)

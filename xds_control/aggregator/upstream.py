@@ -405,18 +405,18 @@ class BackendUpstream:
         self, request: BaseModel, key: str, progress: ProgressFn | None, caller: Caller | None
     ) -> dict[str, Any]:
         for last in (False, True):
-            session = await self._session(key, caller)
-            try:
-                with self._calling(key, caller):
+            with self._calling(key, caller):  # booked first: a backend may ask the client while the session opens
+                session = await self._session(key, caller)
+                try:
                     raw = await session.send_request(
                         request,  # type: ignore[arg-type]
                         _RAW,  # type: ignore[arg-type]
                         request_read_timeout_seconds=self.call_timeout,
                         progress_callback=progress,
                     )
-                return clean_result(raw)
-            except Exception as exc:
-                mapped = map_error(self.name, exc, self.call_timeout)
+                    return clean_result(raw)
+                except Exception as exc:
+                    mapped = map_error(self.name, exc, self.call_timeout)
             if isinstance(mapped, _SessionExpired):
                 self._drop(key, abandon=True)
                 if last:
@@ -439,6 +439,13 @@ class BackendUpstream:
         if entry is None or entry.family != "legacy" or not entry.ready.done() or entry.ready.exception():
             return
         await _set_level(entry.ready.result(), level)
+
+    async def roots_changed(self, key: str) -> None:
+        """The client's roots changed: tell its open backend session (new ones ask when they need them)."""
+        entry = self._sessions.get(key)
+        if entry is None or not entry.ready.done() or entry.ready.exception():
+            return
+        await entry.ready.result().send_notification(types.RootsListChangedNotification())  # type: ignore[arg-type]
 
     async def _session(self, key: str, caller: Caller | None = None) -> ClientSession:
         entry = self._sessions.get(key)
