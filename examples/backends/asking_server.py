@@ -12,6 +12,7 @@ Both families; at 2026-07-28 only `confirm` asks (with an `InputRequiredResult`:
 * `count(n)`: n progress notifications, then `counted n`;
 * `chatty(n)`: n log messages (`notifications/message`, levels debug/info/warning in turn), then `logged n`;
 * `grow()`: adds a tool `grown_<k>` and announces `notifications/tools/list_changed` on the call's stream;
+* `flood(n)`: n form elicitations at once, then `answered=<a> refused=<r>`;
 * `stats()`: `cancelled=<k>`: how many of its calls were cancelled while waiting for the client.
 
 Prints `READY http://HOST:PORT/mcp` once it accepts connections; SIGTERM/SIGINT stop it.
@@ -63,6 +64,7 @@ class AskingBackend:
             "chatty": (_tool("chatty", n=INT), self.chatty),
             "grow": (_tool("grow"), self.grow),
             "stats": (_tool("stats"), self.stats),
+            "flood": (_tool("flood", n=INT), self.flood),
         }
 
     @contextlib.contextmanager
@@ -136,6 +138,24 @@ class AskingBackend:
         self.tools[name] = (_tool(name), self.stats)
         await ctx.session.send_notification(types.ToolListChangedNotification(), related_request_id=ctx.request_id)
         return name
+
+    async def flood(self, args: Args, ctx: Ctx) -> str:
+        """n form elicitations at once: how many the client answered and how many were refused."""
+        n = max(0, min(int(args.get("n", 20)), 100))
+        answered = 0
+        schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}}
+
+        async def one(i: int) -> None:
+            nonlocal answered
+            params = types.ElicitRequestFormParams(message=f"flood {i}", requested_schema=schema)
+            with contextlib.suppress(MCPError):
+                await self._ask(ctx, types.ElicitRequest(params=params), types.ElicitResult)
+                answered += 1
+
+        async with anyio.create_task_group() as tg:
+            for i in range(n):
+                tg.start_soon(one, i)
+        return f"answered={answered} refused={n - answered}"
 
     async def stats(self, args: Args, ctx: Ctx) -> str:
         return f"cancelled={self.cancelled}"

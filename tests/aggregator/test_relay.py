@@ -22,6 +22,7 @@ from tests.support.procs import Proc, python_module
 from tests.support.stack import stack_config
 from tests.support.waiting import async_wait_until, free_port
 from xds_control.aggregator import BACKEND_FAILED
+from xds_control.aggregator.relay import DEFAULT_MAX_PENDING
 from xds_control.view import Catalog
 
 pytestmark = pytest.mark.integration
@@ -183,6 +184,22 @@ async def test_a_cancelled_call_cancels_the_pending_elicitation_on_both_sides(
             )
             handlers.gate = None
             assert text(await client.call_tool("confirm", {"question": "again"})) == "accept: True"
+
+
+async def test_relayed_requests_waiting_per_client_are_capped_and_the_rest_refused_at_once(
+    serve: Callable[..., Any], asking: Asking
+) -> None:
+    async with serve(entries(asking), catalogs={"asking": asking.catalog}, conflict_resolution="priority") as running:
+        handlers = Handlers(gate=asyncio.Event())
+        async with asking_client(running.url, handlers) as client:
+            call = asyncio.ensure_future(client.call_tool("flood", {"n": 20}))
+            await async_wait_until(lambda: len(handlers.asked) == DEFAULT_MAX_PENDING, timeout=10, what="16 pending")
+            assert running.aggregator.backchannel.book.waiting() == DEFAULT_MAX_PENDING
+            assert running.aggregator.backchannel.relayed.get("over_limit") == 20 - DEFAULT_MAX_PENDING
+            handlers.gate.set()
+            assert text(await asyncio.wait_for(call, 10)) == f"answered={DEFAULT_MAX_PENDING} refused=4"
+            assert len(handlers.asked) == DEFAULT_MAX_PENDING
+            assert running.aggregator.backchannel.book.waiting() == 0
 
 
 async def _stats(client: Any, wanted: str) -> bool:

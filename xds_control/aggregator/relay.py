@@ -156,6 +156,10 @@ class CallBook:
     def pending(self, key: str) -> int:
         return self._pending.get(key, 0)
 
+    def waiting(self) -> int:
+        """Relayed requests waiting for an answer, over every client session."""
+        return sum(self._pending.values())
+
 
 class LogLevels:
     """The `logging/setLevel` of each client session, at most `max_sessions` (least recently set out first)."""
