@@ -6,7 +6,8 @@ Both families; at 2026-07-28 only `confirm` asks (with an `InputRequiredResult`:
 
 * `confirm(question)`: form elicitation (`{"ok": bool}`); without the client's elicitation capability it
   answers `fallback: no elicitation` (what a backend does when the client cannot be asked);
-* `visit(url)`: URL-mode elicitation; `fallback: no url elicitation` likewise;
+* `visit(url)`: URL-mode elicitation (accepted: `notifications/elicitation/complete` follows);
+  `fallback: no url elicitation` likewise;
 * `summarize(text)`: `sampling/createMessage`; `fallback: no sampling`;
 * `roots()`: `roots/list`, the root URIs joined by commas; `fallback: no roots`;
 * `count(n)`: n progress notifications, then `counted n`;
@@ -96,6 +97,9 @@ class AskingBackend:
             return "fallback: no url elicitation"
         params = types.ElicitRequestURLParams(message="sign in", url=str(args.get("url")), elicitation_id="e-1")
         answer = await self._ask(ctx, types.ElicitRequest(params=params), types.ElicitResult)
+        if answer.action == "accept":  # the out-of-band interaction is done at once here
+            done = types.ElicitCompleteNotification(params=types.ElicitCompleteNotificationParams(elicitation_id="e-1"))
+            await ctx.session.send_notification(done, related_request_id=ctx.request_id)
         return f"url {answer.action}"
 
     async def summarize(self, args: Args, ctx: Ctx) -> str:

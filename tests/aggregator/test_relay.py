@@ -64,6 +64,7 @@ class Handlers:
     entered: asyncio.Event = field(default_factory=asyncio.Event)
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
     logs: list[str] = field(default_factory=list)
+    completed: list[str] = field(default_factory=list)  # notifications/elicitation/complete, by elicitation id
 
     async def elicit(self, ctx: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
         self.asked.append(params.message)
@@ -90,8 +91,13 @@ class Handlers:
     async def log(self, params: types.LoggingMessageNotificationParams) -> None:
         self.logs.append(f"{params.level}:{params.data}")
 
+    async def message(self, message: Any) -> None:
+        if isinstance(message, types.ElicitCompleteNotification):
+            self.completed.append(message.params.elicitation_id)
+
     def kwargs(self) -> dict[str, Any]:
         return {
+            "message_handler": self.message,
             "elicitation_callback": self.elicit,
             "sampling_callback": self.sample,
             "list_roots_callback": self.list_roots,
@@ -121,6 +127,7 @@ async def test_each_request_reaches_the_calling_client_and_its_answer_the_backen
         async with asking_client(running.url, handlers) as client:
             assert text(await client.call_tool("confirm", {"question": "sure?"})) == "accept: True"
             assert text(await client.call_tool("visit", {"url": "https://example.com/login"})) == "url accept"
+            await async_wait_until(lambda: handlers.completed == ["e-1"], timeout=5, what="elicitation/complete")
             assert text(await client.call_tool("summarize", {"text": "hello"})) == "model gpt-x: re: hello"
             assert text(await client.call_tool("roots", {})) == "file:///a,file:///b"
             assert handlers.asked == ["sure?", "sign in", "hello"]

@@ -16,6 +16,7 @@ The decisions are relay.py's; this shell gives each backend `ClientSession`
   the client; a client's cancelled call cancels the backend request (upstream.py).
 * `notifications/message`: to the client, filtered by the level it set
   (relay.LogLevels); the level is set on each of its backend sessions.
+  `notifications/elicitation/complete` (a URL elicitation done): to the client.
 * `notifications/*/list_changed`: the backend's catalog is refreshed at once
   (`refresh(backend)`, through relay.RefreshGate); clients hear the change
   from the catalog as every other change.
@@ -106,7 +107,7 @@ class Backchannel:
 
         options: dict[str, Any] = {
             "logging_callback": lambda params: self._log(upstream, key, params),
-            "message_handler": lambda message: self._notified(backend, message),
+            "message_handler": lambda message: self._notified(upstream, key, message),
         }
         if offered.sampling is not None:
             options["sampling_callback"] = lambda ctx, params: relay(
@@ -206,18 +207,25 @@ class Backchannel:
     async def _log(self, upstream: tuple[str, str], key: str, params: types.LoggingMessageNotificationParams) -> None:
         if not key or not passes(params.level, self.levels.get(key)):
             return
+        await self._to_client(upstream, key, types.LoggingMessageNotification(params=params))
+
+    async def _notified(self, upstream: tuple[str, str], key: str, message: Any) -> None:
+        backend = upstream[0]
+        if isinstance(message, _LIST_CHANGED) and self.refresh is not None and self.gate.asked(backend):
+            self._spawn(self._refresh(backend))
+        elif isinstance(message, types.ElicitCompleteNotification) and key:
+            await self._to_client(upstream, key, message)
+
+    async def _to_client(self, upstream: tuple[str, str], key: str, note: Any) -> None:
+        """A backend's notification to its client: on the stream of its call in flight, else the standalone one."""
         caller = self.book.target(upstream)
         session = caller.session if caller is not None else self.standalone(key)
         if session is None:
             return
-        note = types.LoggingMessageNotification(params=params)
+        related = caller.request_id if caller is not None else None
         with contextlib.suppress(Exception):
             async with asyncio.timeout(5.0):
-                await session.send_notification(note, related_request_id=caller.request_id if caller else None)
-
-    async def _notified(self, backend: str, message: Any) -> None:
-        if isinstance(message, _LIST_CHANGED) and self.refresh is not None and self.gate.asked(backend):
-            self._spawn(self._refresh(backend))
+                await session.send_notification(note, related_request_id=related)
 
     async def _refresh(self, backend: str) -> None:
         assert self.refresh is not None
