@@ -209,6 +209,22 @@ async def test_relayed_requests_waiting_per_client_are_capped_and_the_rest_refus
             assert running.aggregator.backchannel.book.waiting() == 0
 
 
+async def test_a_client_that_never_answers_is_timed_out_within_its_call_and_told_so(
+    serve: Callable[..., Any], asking: Asking
+) -> None:
+    entry = entries(asking)
+    async with serve(
+        entry, catalogs={"asking": asking.catalog}, conflict_resolution="priority", call_timeout=1.5
+    ) as running:
+        handlers = Handlers(gate=asyncio.Event())  # never set: the client never answers
+        async with asking_client(running.url, handlers) as client:
+            with contextlib.suppress(MCPError):
+                await asyncio.wait_for(client.call_tool("confirm", {"question": "anyone?"}), 10)
+            await asyncio.wait_for(handlers.cancelled.wait(), 10)  # the client is told the request is over
+            assert running.aggregator.backchannel.relayed.get("timeout") == 1
+            assert running.aggregator.backchannel.book.waiting() == 0
+
+
 async def _stats(client: Any, wanted: str) -> bool:
     return text(await client.call_tool("stats", {})) == wanted
 

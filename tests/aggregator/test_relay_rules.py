@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from xds_control.aggregator.relay import (
     LEVELS,
     NOTHING,
+    STANDALONE_TIMEOUT,
     CallBook,
     Caller,
     LogLevels,
@@ -17,6 +18,7 @@ from xds_control.aggregator.relay import (
     offer,
     passes,
     refusal,
+    time_left,
 )
 
 
@@ -112,3 +114,12 @@ def test_list_changed_refreshes_once_at_a_time_with_one_more_queued() -> None:
     assert gate.done("w")  # the queued one runs
     assert not gate.done("w")  # nothing queued: idle
     assert gate.asked("w")
+
+
+def test_a_relayed_request_waits_at_most_what_is_left_of_its_call() -> None:
+    caller = Caller("s", 1, object(), NOTHING, started=100.0)
+    assert time_left(caller, 100.0, 30.0) == 30.0
+    assert time_left(caller, 120.0, 30.0) == 10.0
+    assert time_left(caller, 200.0, 30.0) == 0.001  # the call is over: the request fails at once
+    assert time_left(None, 0.0, 300.0) == STANDALONE_TIMEOUT
+    assert time_left(None, 0.0, 5.0) == 5.0

@@ -10,8 +10,8 @@ The decisions are relay.py's; this shell gives each backend `ClientSession`
   the client's answer (result or error) returned to the backend. A request
   the client cannot take (not offered, over the pending cap, no way to reach
   the client) is refused at once with an error, so the backend takes its
-  fallback; a request unanswered within `call_timeout` is answered
-  REQUEST_TIMEOUT and cancelled on the client side. A backend's
+  fallback; a request unanswered within what is left of its call
+  (relay.time_left) is answered REQUEST_TIMEOUT and cancelled on the client side. A backend's
   `notifications/cancelled` cancels the relayed request, and the SDK tells
   the client; a client's cancelled call cancels the backend request (upstream.py).
 * `notifications/message`: to the client, filtered by the level it set
@@ -50,6 +50,7 @@ from xds_control.aggregator.relay import (
     RefreshGate,
     passes,
     refusal,
+    time_left,
 )
 
 log = logging.getLogger(__name__)
@@ -171,16 +172,17 @@ class Backchannel:
         request_id = f"xds-relay-{self._minted}"  # never an integer: no clash with the SDK's own ids
         answered = False
         try:
+            timeout = time_left(caller, self._clock(), self.call_timeout)
             raw = await sdk_compat.send_request_as(
-                session, request_id, method, data.get("params"), related=related, timeout=self.call_timeout
+                session, request_id, method, data.get("params"), related=related, timeout=timeout
             )
             answered = True
         except MCPError as exc:
             if exc.code == types.REQUEST_TIMEOUT:
-                timeout = types.ErrorData(
+                late = types.ErrorData(
                     code=types.REQUEST_TIMEOUT, message=f"{method}: the client did not answer in time"
                 )
-                return self._count("timeout", timeout)
+                return self._count("timeout", late)
             answered = exc.code != types.CONNECTION_CLOSED
             return self._count("client_error", types.ErrorData(code=exc.code, message=exc.message, data=exc.data))
         except Exception as exc:

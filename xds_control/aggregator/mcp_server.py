@@ -25,6 +25,7 @@ around the requests it answers itself while spans are exported.
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -112,7 +113,8 @@ def caller_of(ctx: ServerRequestContext[Any, Any]) -> Caller | None:
     offered = offer(ctx.session.client_capabilities)
     if not offered.anything:
         return None
-    return Caller(key, ctx.request_id if ctx.session.can_send_request else None, ctx.session, offered)
+    request_id = ctx.request_id if ctx.session.can_send_request else None
+    return Caller(key, request_id, ctx.session, offered, started=time.monotonic())
 
 
 def progress_of(ctx: ServerRequestContext[Any, Any], params: types.RequestParams) -> ProgressFn | None:

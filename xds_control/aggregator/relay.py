@@ -19,7 +19,8 @@ clients never see each other's requests. This module decides the rest:
   request rides the stream of the latest of them (the protocol names no call
   in a server-to-client request; every call on one backend session is the
   same client's), or the client's standalone stream when none is in flight.
-  Relayed requests pending per client session are capped (`admit`/`release`).
+  Relayed requests pending per client session are capped (`admit`/`release`);
+  each waits at most what is left of its call (`time_left`).
 * `LogLevels`: the level each client session set with `logging/setLevel`,
   bounded in number; the level a new backend session is given.
 * `RefreshGate`: a backend's `list_changed` asks for its catalog at once, at
@@ -98,12 +99,25 @@ def refusal(method: str, params: Mapping[str, Any] | None, offered: Offer) -> st
 @dataclass(frozen=True, slots=True)
 class Caller:
     """One client request being served (the SDK's per-request session object as `session`): where a backend's
-    related messages go. `key`: the client session ("" for clients without one)."""
+    related messages go. `key`: the client session ("" for clients without one); `started`: when the call began
+    (the clock of `time_left`)."""
 
     key: str
     request_id: Any
     session: Any
     offer: Offer
+    started: float = 0.0
+
+
+STANDALONE_TIMEOUT = 60.0  # a request outside any call: nothing says the client's standalone stream is open
+
+
+def time_left(caller: Caller | None, now: float, call_timeout: float) -> float:
+    """How long a relayed request may wait for the client: what is left of the call it serves (past that the
+    call itself has timed out), or `STANDALONE_TIMEOUT` for one outside any call; never below a millisecond."""
+    if caller is None:
+        return min(call_timeout, STANDALONE_TIMEOUT)
+    return max(0.001, caller.started + call_timeout - now)
 
 
 class CallBook:
