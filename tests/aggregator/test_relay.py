@@ -164,6 +164,11 @@ async def test_a_client_without_the_capabilities_gets_the_backends_fallback(
                                    ("summarize", "no sampling"), ("roots", "no roots")):  # fmt: skip
                 result = await asyncio.wait_for(client.call_tool(tool, {"question": "q", "url": "u", "text": "t"}), 10)
                 assert text(result) == f"fallback: {fallback}"
+        # a 2026-07-28 client has no back channel: however capable, a legacy backend is offered nothing for it
+        capable = Handlers()
+        async with mcp_client(running.url, "2026-07-28", elicitation_callback=capable.elicit) as client:
+            assert text(await client.call_tool("confirm", {"question": "q"})) == "fallback: no elicitation"
+        assert capable.asked == []
         # a client with elicitation only is not offered sampling or roots
         only = Handlers()
         async with mcp_client(running.url, "legacy", elicitation_callback=only.elicit) as client:
