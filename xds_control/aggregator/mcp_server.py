@@ -15,6 +15,11 @@ Neither family is told `resources.subscribe`: backends' resource updates are
 not relayed, so a listen request's resource subscriptions are left out of its
 acknowledgement, and legacy `resources/subscribe` is not a method here.
 
+Legacy clients are also served `logging/setLevel` (kept per session and sent
+to its backend sessions) and `notifications/roots/list_changed` (passed to its
+backend sessions); each call of a client that answers server-to-client
+requests carries a `Caller` (relay.py), so a backend's requests reach it.
+
 Server middleware, outermost first: an HTTP `traceparent` header stands in
 for a missing `_meta.traceparent` (tracing.py); the SDK's span; the SDK's
 session object of a legacy session handed to the session table (for
@@ -53,6 +58,11 @@ _LIST_HINT = CacheHint(ttl_ms=0, scope="public")  # the same for every caller; c
 
 
 class _AggregatorServer(Server[Any]):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        with warnings.catch_warnings():  # logging/setLevel and roots: deprecated at 2026-07-28, the legacy family's
+            warnings.simplefilter("ignore", MCPDeprecationWarning)
+            super().__init__(*args, **kwargs)
+
     def create_initialization_options(
         self, notification_options: NotificationOptions | None = None, *args: Any, **kwargs: Any
     ) -> Any:
@@ -209,32 +219,30 @@ def build_server(gateway: Gateway, sessions: SessionTable, bus: InMemorySubscrip
             sessions.attach(session_id, ctx.session)
         return await call_next(ctx)
 
-    with warnings.catch_warnings():  # logging/setLevel: deprecated at 2026-07-28, the legacy family's own
-        warnings.simplefilter("ignore", MCPDeprecationWarning)
-        server = _AggregatorServer(
-            SERVER_NAME,
-            version="0.1.0",
-            instructions=INSTRUCTIONS,
-            cache_hints={
-                "tools/list": _LIST_HINT,
-                "resources/list": _LIST_HINT,
-                "resources/templates/list": _LIST_HINT,
-                "prompts/list": _LIST_HINT,
-                "resources/read": CacheHint(ttl_ms=0, scope="private"),
-            },
-            get_tool_input_schema=lambda name: gateway.tool_schema(name),
-            on_list_tools=list_tools,
-            on_call_tool=call_tool,
-            on_list_resources=list_resources,
-            on_list_resource_templates=list_templates,
-            on_read_resource=read_resource,
-            on_list_prompts=list_prompts,
-            on_get_prompt=get_prompt,
-            on_completion=complete,
-            on_subscriptions_listen=_CountingListenHandler(bus),
-            on_set_logging_level=set_level,
-            on_roots_list_changed=roots_changed,
-        )
+    server = _AggregatorServer(
+        SERVER_NAME,
+        version="0.1.0",
+        instructions=INSTRUCTIONS,
+        cache_hints={
+            "tools/list": _LIST_HINT,
+            "resources/list": _LIST_HINT,
+            "resources/templates/list": _LIST_HINT,
+            "prompts/list": _LIST_HINT,
+            "resources/read": CacheHint(ttl_ms=0, scope="private"),
+        },
+        get_tool_input_schema=lambda name: gateway.tool_schema(name),
+        on_list_tools=list_tools,
+        on_call_tool=call_tool,
+        on_list_resources=list_resources,
+        on_list_resource_templates=list_templates,
+        on_read_resource=read_resource,
+        on_list_prompts=list_prompts,
+        on_get_prompt=get_prompt,
+        on_completion=complete,
+        on_subscriptions_listen=_CountingListenHandler(bus),
+        on_set_logging_level=set_level,
+        on_roots_list_changed=roots_changed,
+    )
     server.middleware.insert(0, TraceHeaderMiddleware())  # outermost: before the SDK's span middleware reads `_meta`
     server.middleware.append(track_sessions)
     server.middleware.append(errors_to_sdk)  # innermost: the SDK's span and wire mapping see the SDK's error type
