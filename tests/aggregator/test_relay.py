@@ -19,9 +19,9 @@ from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from tests.aggregator.support import fetch_catalog, mcp_client, through_envoy
 from tests.examples.test_third_party import needs_servers, start_everything
 from tests.support.procs import Proc, python_module
-from tests.support.stack import stack_config
+from tests.support.stack import running_control_plane, stack_config
 from tests.support.waiting import async_wait_until, free_port
-from xds_control.aggregator import BACKEND_FAILED
+from xds_control.aggregator import BACKEND_FAILED, AdminViewSource, Aggregator, direct_upstream_url
 from xds_control.aggregator.relay import DEFAULT_MAX_PENDING
 from xds_control.view import Catalog
 
@@ -372,4 +372,37 @@ async def test_the_typescript_reference_server_asks_the_calling_client_through_e
                 )
                 assert result.is_error and "not found" in text(result)
     finally:
+        proc.stop()
+
+
+async def test_a_backends_list_changed_makes_the_control_plane_probe_it_at_once() -> None:
+    proc, url = start_asking("growing")
+    source: AdminViewSource | None = None
+    try:
+        # probes every 60 s and catalogs every 300 s: a new tool within the test's deadline is the refresh's doing
+        config = stack_config(
+            [{"name": "growing", "url": url, "protocol": "legacy"}],
+            health={"interval": "60s", "catalog_refresh": "300s"},
+            aggregator={"conflict_resolution": "priority"},
+        )
+        async with running_control_plane(config, health=True) as plane:
+            source = AdminViewSource(config.control_plane.admin)
+            aggregator = Aggregator(config, source, upstream_url=direct_upstream_url)
+            async with aggregator.running():
+                await async_wait_until(
+                    lambda: aggregator.gateway.catalog.route("tools", "grow") is not None, timeout=30,
+                    what="the first probe's catalog",
+                )  # fmt: skip
+                async with aggregator.serving(config.aggregator.address, config.aggregator.port) as endpoint:
+                    async with mcp_client(endpoint, "legacy") as client:
+                        assert text(await client.call_tool("grow", {})) == "grown_1"
+                        await async_wait_until(
+                            lambda: aggregator.gateway.catalog.route("tools", "grown_1") is not None, timeout=10,
+                            what="the refreshed catalog",
+                        )  # fmt: skip
+                        assert text(await client.call_tool("grown_1", {})).startswith("cancelled=")
+            assert plane.store.current.backend("growing") is not None
+    finally:
+        if source is not None:
+            await source.aclose()
         proc.stop()
