@@ -406,3 +406,38 @@ async def test_a_backends_list_changed_makes_the_control_plane_probe_it_at_once(
         if source is not None:
             await source.aclose()
         proc.stop()
+
+
+async def test_a_modern_backends_list_change_on_its_listen_stream_makes_the_control_plane_probe_it() -> None:
+    port = free_port()
+    proc = python_module(
+        "examples.backends.demo_server", "--name", "modern", "--family", "modern", "--port", str(port), name="modern"
+    )
+    source: AdminViewSource | None = None
+    try:
+        proc.wait_for_line("READY", timeout=30)
+        config = stack_config(
+            [{"name": "modern", "url": f"http://127.0.0.1:{port}/mcp", "protocol": "modern"}],
+            health={"interval": "60s", "catalog_refresh": "300s"},
+            aggregator={"conflict_resolution": "priority"},
+        )
+        async with running_control_plane(config, health=True):
+            source = AdminViewSource(config.control_plane.admin)
+            aggregator = Aggregator(config, source, upstream_url=direct_upstream_url)
+            async with aggregator.running():
+                upstream = aggregator.gateway.upstreams["modern"]
+                await async_wait_until(
+                    lambda: upstream.listen is not None and upstream.listen.acknowledged.is_set(), timeout=30,
+                    what="the aggregator's listen stream to the modern backend",
+                )  # fmt: skip
+                assert aggregator.gateway.catalog.route("tools", "dynamic_1") is None
+                proc.signal(signal.SIGUSR1)  # the demo backend adds dynamic_1 and announces it on listen streams
+                await async_wait_until(
+                    lambda: aggregator.gateway.catalog.route("tools", "dynamic_1") is not None, timeout=10,
+                    what="the refreshed catalog",
+                )  # fmt: skip
+    finally:
+        if source is not None:
+            await source.aclose()
+        proc.signal(signal.SIGTERM)
+        proc.stop()

@@ -17,8 +17,9 @@ The decisions are relay.py's; this shell gives each backend `ClientSession`
 * `notifications/message`: to the client, filtered by the level it set
   (relay.LogLevels); the level is set on each of its backend sessions.
   `notifications/elicitation/complete` (a URL elicitation done): to the client.
-* `notifications/*/list_changed`: the backend's catalog is refreshed at once
-  (`refresh(backend)`, through relay.RefreshGate); clients hear the change
+* `notifications/*/list_changed` (on a legacy session, or a modern backend's
+  listen stream: backend_listen.py): the backend's catalog is refreshed at
+  once (`refresh(backend)`, through relay.RefreshGate); clients hear the change
   from the catalog as every other change.
 
 Progress needs nothing here: the client's token stays on its request, the
@@ -213,8 +214,8 @@ class Backchannel:
 
     async def _notified(self, upstream: tuple[str, str], key: str, message: Any) -> None:
         backend = upstream[0]
-        if isinstance(message, _LIST_CHANGED) and self.refresh is not None and self.gate.asked(backend):
-            self._spawn(self._refresh(backend))
+        if isinstance(message, _LIST_CHANGED):
+            await self.list_changed(backend)
         elif isinstance(message, types.ElicitCompleteNotification) and key:
             await self._to_client(upstream, key, message)
 
@@ -228,6 +229,11 @@ class Backchannel:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(5.0):
                 await session.send_notification(note, related_request_id=related)
+
+    async def list_changed(self, backend: str) -> None:
+        """The backend announced a list change (on a legacy session, or a modern listen stream)."""
+        if self.refresh is not None and self.gate.asked(backend):
+            self._spawn(self._refresh(backend))
 
     async def _refresh(self, backend: str) -> None:
         assert self.refresh is not None

@@ -50,6 +50,7 @@ from xds_control.aggregator import metrics, modern_request
 from xds_control.aggregator.auth import AuthBreaker, Credential, with_auth_retry
 from xds_control.aggregator.backchannel import Backchannel
 from xds_control.aggregator.backend_http import BackendHttp
+from xds_control.aggregator.backend_listen import ListenWatch
 from xds_control.aggregator.relay import NOTHING, Caller, LoggingLevel
 from xds_control.aggregator.rpc_errors import GatewayError, backend_failed, backend_timeout, caller_error
 from xds_control.aggregator.sdk_transport import abandon_session_in_this_task, sdk_client
@@ -305,6 +306,8 @@ class BackendUpstream:
         self._status: BackendStatus | None = None
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
         self._gauge = metrics.UPSTREAM_SESSIONS.labels(backend=backend.name)
+        self.listen: ListenWatch | None = None
+        self.listen_task: asyncio.Task[None] | None = None
 
     # -- view ---------------------------------------------------------------------------------
 
@@ -318,6 +321,34 @@ class BackendUpstream:
             self.close_all()
         self.family = family
         self.modern_version = self.discover_result().supported_versions[0]
+        self._watch_lists(status is not None and status.routable)
+
+    def _watch_lists(self, routable: bool) -> None:
+        """A routable modern backend that announces list changes gets a listen stream (backend_listen.py)."""
+        capabilities = self.discover_result().capabilities
+        announces = any(
+            c is not None and c.list_changed for c in (capabilities.tools, capabilities.prompts, capabilities.resources)
+        )
+        backchannel = self.backchannel
+        wanted = (
+            routable
+            and self.family == "modern"
+            and announces
+            and backchannel is not None
+            and backchannel.refresh is not None
+        )
+        if wanted and self.listen_task is None and backchannel is not None:
+            self.listen = ListenWatch(
+                self.http, self.url, lambda: self.modern_version, lambda: backchannel.list_changed(self.name),
+                self.max_response_bytes,
+            )  # fmt: skip
+            try:
+                self.listen_task = self._spawn(self.listen.run())
+            except RuntimeError:  # not running (a view applied before the aggregator started)
+                self.listen = None
+        elif not wanted and self.listen_task is not None:
+            self.listen_task.cancel()
+            self.listen_task = self.listen = None
 
     def discover_result(self) -> types.DiscoverResult:
         catalog = self._status.catalog if self._status is not None else None
@@ -509,6 +540,8 @@ class BackendUpstream:
         return len(self._sessions)
 
     async def aclose(self) -> None:
+        if self.listen_task is not None:
+            self.listen_task.cancel()
         tasks = [s.task for s in self._sessions.values() if s.task is not None]
         self.close_all()
         if tasks:
