@@ -9,7 +9,8 @@ is relayed minus direct.
 
     .venv/bin/python bench/aggregator/elicitation.py [--calls 300]
 
-Prints medians and p99s; asserts nothing.
+Prints medians and p99s, and the aggregator process's CPU per relayed elicitation (confirm - stats, relayed,
+one tool after the other); asserts nothing.
 """
 
 from __future__ import annotations
@@ -61,6 +62,24 @@ async def timed(client: Any, tool: str, args: dict[str, Any]) -> float:
     return (time.perf_counter() - started) * 1000
 
 
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def aggregator_cpu(relayed_url: str, pid: int, calls: int) -> dict[str, float]:
+    """The aggregator's CPU ms per call of each tool, relayed, one tool after the other."""
+    cpu: dict[str, float] = {}
+    async with mcp_client(relayed_url, "legacy", elicitation_callback=elicit) as client:
+        for tool, args in (("confirm", {"question": "ok?"}), ("stats", {})):
+            before = cpu_seconds(pid)
+            for _ in range(calls):
+                await client.call_tool(tool, args)
+            cpu[tool] = (cpu_seconds(pid) - before) * 1000 / calls
+    return cpu
+
+
 async def measure(direct_url: str, relayed_url: str, calls: int) -> dict[str, dict[str, list[float]]]:
     samples: dict[str, dict[str, list[float]]] = {p: {"confirm": [], "stats": []} for p in ("direct", "relayed")}
     async with (
@@ -106,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         relayed_url = aggregator.wait_for_line("READY", timeout=60).split()[1]
         samples = asyncio.run(measure(direct_url, relayed_url, args.calls))
+        cpu = asyncio.run(aggregator_cpu(relayed_url, aggregator.popen.pid, max(10, args.calls // 3)))
     finally:
         for proc in (aggregator, backend):
             if proc is not None:
@@ -121,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"elicitation round trip (median confirm - median stats): direct {rtt['direct']:.2f} ms, "
           f"relayed {rtt['relayed']:.2f} ms")  # fmt: skip
     print(f"added by the relay: {rtt['relayed'] - rtt['direct']:.2f} ms median (target < 3 ms)")
+    print(f"aggregator CPU per call: confirm {cpu['confirm']:.2f} ms, stats {cpu['stats']:.2f} ms; "
+          f"per relayed elicitation {cpu['confirm'] - cpu['stats']:.2f} ms")  # fmt: skip
     return 0
 
 
