@@ -405,8 +405,16 @@ class BackendUpstream:
         request = _REQUESTS[method].model_validate({"method": method, "params": params}, by_name=False)
         key = client_key or SHARED
         return await with_auth_retry(
-            self.name, self.credential, self.breaker, lambda: self._attempt(request, key, progress, caller)
+            self.name,
+            self.credential,
+            self.breaker,
+            lambda: self._booked(key, caller, self._attempt(request, key, progress, caller)),
         )
+
+    async def _booked(self, key: str, caller: Caller | None, attempt: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+        """The call is booked (backchannel.py) before its session opens: a backend may ask while it initializes."""
+        with self._calling(key, caller):
+            return await attempt
 
     async def _post(
         self,
@@ -436,18 +444,17 @@ class BackendUpstream:
         self, request: BaseModel, key: str, progress: ProgressFn | None, caller: Caller | None
     ) -> dict[str, Any]:
         for last in (False, True):
-            with self._calling(key, caller):  # booked first: a backend may ask the client while the session opens
-                session = await self._session(key, caller)
-                try:
-                    raw = await session.send_request(
-                        request,  # type: ignore[arg-type]
-                        _RAW,  # type: ignore[arg-type]
-                        request_read_timeout_seconds=self.call_timeout,
-                        progress_callback=progress,
-                    )
-                    return clean_result(raw)
-                except Exception as exc:
-                    mapped = map_error(self.name, exc, self.call_timeout)
+            session = await self._session(key, caller)
+            try:
+                raw = await session.send_request(
+                    request,  # type: ignore[arg-type]
+                    _RAW,  # type: ignore[arg-type]
+                    request_read_timeout_seconds=self.call_timeout,
+                    progress_callback=progress,
+                )
+                return clean_result(raw)
+            except Exception as exc:
+                mapped = map_error(self.name, exc, self.call_timeout)
             if isinstance(mapped, _SessionExpired):
                 self._drop(key, abandon=True)
                 if last:
