@@ -113,7 +113,7 @@ class Endpoint:
             await self._answer(verdict.plain, None, scope, receive, send)
             return
         if not verdict.opens:
-            await self._to_sdk_without_session(False, scope, receive, send)
+            await self._to_sdk_without_session(verdict, False, scope, receive, send)
             return
         async with self._opening_turns:
             admitted, evicted = self.sessions.admit()
@@ -122,9 +122,11 @@ class Endpoint:
             if not admitted:
                 await _send_json(send, 503, _error_body(None, -32603, "Too many open sessions"))
                 return
-            await self._to_sdk_without_session(admitted, scope, receive, send)
+            await self._to_sdk_without_session(verdict, admitted, scope, receive, send)
 
-    async def _to_sdk_without_session(self, admitted: bool, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _to_sdk_without_session(
+        self, verdict: Verdict, admitted: bool, scope: Scope, receive: Receive, send: Send
+    ) -> None:
         """The SDK answers a request that carried no session id; a session it issued is kept (`admitted`: the
         place `admit` held for it), a session it made for a request it refused is dropped from the answer."""
         issued: list[str] = []
@@ -132,6 +134,8 @@ class Endpoint:
         def opened(session_id: str) -> None:  # before the client sees the id: its next request finds the session
             issued.append(session_id)
             self.sessions.opened(session_id, self._clock(), admitted=admitted)
+            if verdict.answers_back and (known := self.sessions.get(session_id)) is not None:
+                known.answers_back = True
 
         try:
             await self._to_sdk(scope, receive, send, on_issued=opened)
@@ -151,10 +155,11 @@ class Endpoint:
                 if call is not None and not call.done():
                     call.cancel()
             plain = verdict.plain
-            if plain is not None and self.answering and self._answerable(plain, session):
+            if plain is not None and self.answering and not session.answers_back and self._answerable(plain, session):
                 await self._answer(plain, session, scope, receive, send)
                 return
-            status = await self._to_sdk(scope, receive, send, json_answer=verdict.json_answer)
+            json_answer = verdict.json_answer and not session.answers_back  # a backend may ask before the answer
+            status = await self._to_sdk(scope, receive, send, json_answer=json_answer)
         finally:
             self.sessions.ended(session_id, self._clock())
         ended = scope["method"] == "DELETE" and 200 <= status < 300

@@ -17,6 +17,11 @@ clients name URIs in `subscriptions/listen`, and the acknowledgement honors
 exactly the URIs the gateway subscribed (routable, within the bounds). Both
 families are told `resources.subscribe: true`.
 
+Legacy clients are also served `logging/setLevel` (kept per session and sent
+to its backend sessions) and `notifications/roots/list_changed` (passed to its
+backend sessions); each call of a client that answers server-to-client
+requests carries a `Caller` (relay.py), so a backend's requests reach it.
+
 Server middleware, outermost first: an HTTP `traceparent` header stands in
 for a missing `_meta.traceparent` (tracing.py); the SDK's span; the SDK's
 session object of a legacy session handed to the session table (for
@@ -28,6 +33,8 @@ around the requests it answers itself while spans are exported.
 from __future__ import annotations
 
 import itertools
+import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -36,12 +43,13 @@ from mcp.server import NotificationOptions, Server, ServerRequestContext
 from mcp.server.caching import CacheHint
 from mcp.server.context import CallNext, HandlerResult
 from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler
-from mcp.shared.exceptions import MCPError
+from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel
 
 from xds_control.aggregator import metrics
 from xds_control.aggregator.gateway import Gateway
+from xds_control.aggregator.relay import Caller, offer
 from xds_control.aggregator.resource_updates import ResourceSubscriptions
 from xds_control.aggregator.sdk_compat import errors_to_sdk
 from xds_control.aggregator.sessions import SessionTable
@@ -55,6 +63,11 @@ _LIST_HINT = CacheHint(ttl_ms=0, scope="public")  # the same for every caller; c
 
 
 class _AggregatorServer(Server[Any]):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        with warnings.catch_warnings():  # logging/setLevel and roots: deprecated at 2026-07-28, the legacy family's
+            warnings.simplefilter("ignore", MCPDeprecationWarning)
+            super().__init__(*args, **kwargs)
+
     def create_initialization_options(
         self, notification_options: NotificationOptions | None = None, *args: Any, **kwargs: Any
     ) -> Any:
@@ -110,6 +123,19 @@ def client_key(ctx: ServerRequestContext[Any, Any]) -> str | None:
     return ctx.request.headers.get("mcp-session-id")
 
 
+def caller_of(ctx: ServerRequestContext[Any, Any]) -> Caller | None:
+    """The legacy client request being served, when its client answers server-to-client requests (relay.py):
+    a backend's requests ride its stream, or the session's standalone stream when its answer is one JSON body."""
+    key = client_key(ctx)
+    if key is None:
+        return None
+    offered = offer(ctx.session.client_capabilities)
+    if not offered.anything:
+        return None
+    request_id = ctx.request_id if ctx.session.can_send_request else None
+    return Caller(key, request_id, ctx.session, offered, started=time.monotonic())
+
+
 def progress_of(ctx: ServerRequestContext[Any, Any], params: types.RequestParams) -> ProgressFn | None:
     """Forward the backend's progress to the client, if the client asked for progress."""
     if params.meta is None or params.meta.get("progress_token") is None:
@@ -158,19 +184,19 @@ def build_server(
 
     async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> Any:
         return await gateway.call(
-            "tools/call", "tools", params.name, wire(params), client_key=client_key(ctx), progress=progress_of(ctx, params),
+            "tools/call", "tools", params.name, wire(params), client_key=client_key(ctx), progress=progress_of(ctx, params), caller=caller_of(ctx),
             arguments=params.arguments, trace_context=trace_context(ctx),
         )  # fmt: skip
 
     async def read_resource(ctx: Any, params: types.ReadResourceRequestParams) -> Any:
         return await gateway.call(
-            "resources/read", "resources", str(params.uri), wire(params), client_key=client_key(ctx), progress=progress_of(ctx, params),
+            "resources/read", "resources", str(params.uri), wire(params), client_key=client_key(ctx), progress=progress_of(ctx, params), caller=caller_of(ctx),
             trace_context=trace_context(ctx),
         )  # fmt: skip
 
     async def get_prompt(ctx: Any, params: types.GetPromptRequestParams) -> Any:
         return await gateway.call(
-            "prompts/get", "prompts", params.name, wire(params), client_key=client_key(ctx), progress=progress_of(ctx, params),
+            "prompts/get", "prompts", params.name, wire(params), client_key=client_key(ctx), progress=progress_of(ctx, params), caller=caller_of(ctx),
             trace_context=trace_context(ctx),
         )  # fmt: skip
 
@@ -184,6 +210,7 @@ def build_server(
             wire(params),
             client_key=client_key(ctx),
             backend_params=_complete_params(params),
+            caller=caller_of(ctx),
         )
 
     async def subscribe_resource(ctx: Any, params: types.SubscribeRequestParams) -> types.EmptyResult:
@@ -198,6 +225,17 @@ def build_server(
         if session_id is not None:
             subscriptions.unsubscribe(session_id, str(params.uri))
         return types.EmptyResult()
+
+    async def set_level(ctx: Any, params: types.SetLevelRequestParams) -> types.EmptyResult:
+        key = client_key(ctx)
+        if key:
+            await gateway.set_log_level(key, params.level)
+        return types.EmptyResult()
+
+    async def roots_changed(ctx: Any, params: Any) -> None:
+        key = client_key(ctx)
+        if key:
+            await gateway.roots_changed(key)
 
     async def track_sessions(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         session_id = client_key(ctx)
@@ -228,6 +266,8 @@ def build_server(
         on_subscribe_resource=subscribe_resource,
         on_unsubscribe_resource=unsubscribe_resource,
         on_subscriptions_listen=_CountingListenHandler(bus, subscriptions),
+        on_set_logging_level=set_level,
+        on_roots_list_changed=roots_changed,
     )
     server.middleware.insert(0, TraceHeaderMiddleware())  # outermost: before the SDK's span middleware reads `_meta`
     server.middleware.append(track_sessions)

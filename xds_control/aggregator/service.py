@@ -30,6 +30,7 @@ from typing import Any
 import uvicorn
 from mcp.server.subscriptions import InMemorySubscriptionBus
 
+from xds_control.aggregator.backchannel import Backchannel
 from xds_control.aggregator.coalesce import DEFAULT_WINDOW, ChangeCoalescer
 from xds_control.aggregator.endpoint import DEFAULT_MAX_REQUEST_BYTES, MCP_PATH, Endpoint
 from xds_control.aggregator.gateway import Gateway
@@ -79,12 +80,18 @@ class Aggregator:
         self.report_interval = report_interval
         self._tg: asyncio.TaskGroup | None = None
         self.outcomes = OutcomeBatcher()
+        self.backchannel = Backchannel(
+            call_timeout=config.aggregator.call_timeout,
+            standalone=self._standalone,
+            refresh=getattr(source, "refresh", None),  # a source that cannot refresh leaves it to the next probe
+        )
         self.gateway = Gateway(
             config,
             upstream_url or egress_upstream_url(config),
             self._spawn,
             page_size=page_size,
             outcomes=self.outcomes,
+            backchannel=self.backchannel,
         )
         limits = config.aggregator
         self.bus = InMemorySubscriptionBus()
@@ -112,6 +119,10 @@ class Aggregator:
             max_request_bytes=max_request_bytes,
         )
         self.app = self.endpoint
+
+    def _standalone(self, client_key: str) -> Any:
+        session = self.sessions.get(client_key) if client_key else None
+        return session.sdk if session is not None else None
 
     def _spawn(self, coro: Any) -> asyncio.Task[None]:
         if self._tg is None:
