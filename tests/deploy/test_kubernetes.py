@@ -35,9 +35,12 @@ Obj = dict[str, Any]
 @cache
 def rendered_base() -> Path:
     """A copy of the base with a tokens.env made from the example (every key, a random value)."""
+    import atexit
     import tempfile
 
-    target = Path(tempfile.mkdtemp(prefix="xds-control-k8s-")) / "base"
+    workdir = tempfile.mkdtemp(prefix="xds-control-k8s-")
+    atexit.register(shutil.rmtree, workdir, True)
+    target = Path(workdir) / "base"
     shutil.copytree(BASE, target, ignore=shutil.ignore_patterns("tokens.env"))
     keys = kustomize_lite.read_env_file(BASE / "tokens.env.example")
     (target / "tokens.env").write_text("".join(f"{key}={secrets.token_hex(16)}\n" for key in keys))
