@@ -204,7 +204,9 @@ async def _kill_under_load(scaled: Scaled) -> None:
     failed_after = {name: w.failed - after_aggregator[name] for name, w in workers(loads).items()}
     assert sum(failed_after.values()) == 0, f"the control plane's death failed calls: {summary(loads)}"
     reports = [await asyncio.to_thread(outcome_reports, c) for c in survivors]
-    assert all(r.get("sent", 0) > 0 and r.get("dropped", 0) == 0 for r in reports), reports
+    # The admin token reaches the aggregators: their outcome reports are taken (without it every one is refused
+    # and dropped); a report in flight to the killed control plane, or sent while it failed over, may be lost.
+    assert all(r.get("sent", 0) > 0 and r.get("dropped", 0) <= 2 for r in reports), reports
     calls = sum(s.ok + s.failed for s in stats)
     modern_failed = sum(w.failed for name, w in workers(loads).items() if "modern" in name)
     print(
