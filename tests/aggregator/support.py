@@ -97,9 +97,12 @@ async def next_event(subscription: Any) -> Any:
     return await asyncio.wait_for(anext(subscription), 5)
 
 
-async def fetch_catalog(url: str, *, headers: Mapping[str, str] | None = None, mode: str = "legacy") -> Catalog:
-    """What a prober would record: every page of every list, as raw JSON."""
-    async with mcp_client(url, mode, headers=headers) as client:
+async def fetch_catalog(
+    url: str, *, headers: Mapping[str, str] | None = None, mode: str = "legacy", **client_options: Any
+) -> Catalog:
+    """What a prober would record: every page of every list, as raw JSON (`client_options`: the SDK client's,
+    e.g. callbacks, for servers whose lists depend on the client's capabilities)."""
+    async with mcp_client(url, mode, headers=headers, **client_options) as client:
         lists: dict[str, list[dict[str, Any]]] = {"tools": [], "resources": [], "resource_templates": [], "prompts": []}
         fetchers = {
             "tools": (client.list_tools, "tools"),

@@ -35,6 +35,7 @@ from opentelemetry.trace import Span
 
 from xds_control.aggregator import metrics
 from xds_control.aggregator.arguments import checkable, checker
+from xds_control.aggregator.backchannel import Backchannel
 from xds_control.aggregator.catalog import (
     KINDS,
     Kind,
@@ -48,6 +49,7 @@ from xds_control.aggregator.catalog import (
 )
 from xds_control.aggregator.outcomes import OutcomeBatcher
 from xds_control.aggregator.pagination import PAGE_SIZE, CursorError, page
+from xds_control.aggregator.relay import Caller, LoggingLevel
 from xds_control.aggregator.rpc_errors import OK, caller_error, from_unavailable, list_unavailable
 from xds_control.aggregator.tracing import call_span, finish
 from xds_control.aggregator.upstream import BackendUpstream, ProgressFn, Spawn, UpstreamUrl, clean_params
@@ -83,8 +85,10 @@ class Gateway:
         outcomes: OutcomeBatcher | None = None,
         max_upstream_sessions: int = 512,
         upstream_idle_timeout: float = 300.0,
+        backchannel: Backchannel | None = None,
     ) -> None:
         self.config = config
+        self.backchannel = backchannel
         self.page_size = page_size
         self.outcomes = outcomes or OutcomeBatcher()
         self.catalog: MergedCatalog = empty_catalog(config)
@@ -98,6 +102,7 @@ class Gateway:
                 call_timeout=config.aggregator.call_timeout,
                 max_sessions=max_upstream_sessions,
                 idle_timeout=upstream_idle_timeout,
+                backchannel=backchannel,
             )
             for b in config.backends
         }
@@ -193,6 +198,7 @@ class Gateway:
         arguments: Mapping[str, Any] | None = None,
         backend_params: Callable[[str], dict[str, Any]] | None = None,
         trace_context: Mapping[str, str] | None = None,
+        caller: Caller | None = None,
     ) -> dict[str, Any]:
         """Route one request; `params` is the client's, as wire JSON. `backend_params(original)`, if given, builds
         what the backend gets instead of `params` with its name or URI replaced. `trace_context`: the client's
@@ -201,8 +207,9 @@ class Gateway:
             outcome, category = "cancelled", None
             try:
                 result = await self._route(
-                    method, kind, key, params, span, client_key, progress, arguments, backend_params, trace_context
-                )
+                    method, kind, key, params, span, client_key, progress, arguments, backend_params, trace_context,
+                    caller,
+                )  # fmt: skip
                 outcome = "tool_error" if result.get("isError") is True else OK
                 return result
             except BackendError as exc:
@@ -229,6 +236,7 @@ class Gateway:
         arguments: Mapping[str, Any] | None,
         backend_params: Callable[[str], dict[str, Any]] | None,
         trace_context: Mapping[str, str] | None,
+        caller: Caller | None = None,
     ) -> dict[str, Any]:
         catalog = self.catalog
         route = catalog.route(kind, key)
@@ -261,6 +269,7 @@ class Gateway:
                 client_key=client_key,
                 progress=progress,
                 param_headers=self._param_headers(key, arguments) if kind == "tools" else None,
+                caller=caller,
             )
             outcome = "tool_error" if result.get("isError") is True else OK
             return result
@@ -316,6 +325,21 @@ class Gateway:
     def client_session_closed(self, session_id: str) -> None:
         for upstream in self.upstreams.values():
             upstream.close_client(session_id)
+        if self.backchannel is not None:
+            self.backchannel.forget(session_id)
+
+    async def roots_changed(self, client_key: str) -> None:
+        """`notifications/roots/list_changed` of a client session, to each of its backend sessions."""
+        await asyncio.gather(*(u.roots_changed(client_key) for u in self.upstreams.values()), return_exceptions=True)
+
+    async def set_log_level(self, client_key: str, level: LoggingLevel) -> None:
+        """`logging/setLevel` of a client session: kept for its backend sessions to come, sent to the open ones."""
+        if self.backchannel is None:
+            return
+        self.backchannel.set_level(client_key, level)
+        await asyncio.gather(
+            *(u.set_log_level(client_key, level) for u in self.upstreams.values()), return_exceptions=True
+        )
 
     def sweep(self) -> None:
         for upstream in self.upstreams.values():

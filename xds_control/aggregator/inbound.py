@@ -89,6 +89,7 @@ class Verdict:
     settles: bool = False  # a message that ends a session's opening phase
     cancels: tuple[RequestId, ...] = field(default=())  # ids named by `notifications/cancelled` in the body
     json_answer: bool = False  # legacy: one request nothing but its answer can follow (the SDK's JSON mode)
+    answers_back: bool = False  # an `initialize` declaring sampling, elicitation or roots (relay.py)
 
 
 def host_allowed(rules: Rules, host: str | None, origin: str | None, content_type: str | None) -> bool:
@@ -122,10 +123,21 @@ def classify(scope: Mapping[str, Any], body: bytes, rules: Rules) -> Verdict:
     return Verdict(
         plain=_plain(scope, headers, message, version, session_id, rules, modern=modern, legacy=legacy_session),
         session_id=session_id,
-        opens=session_id is None and not modern and _is_request(message, "initialize"),
+        opens=(opens := session_id is None and not modern and _is_request(message, "initialize")),
         settles=any(m not in _OPENING_METHODS for m in methods),
         cancels=_cancelled_ids(message) if legacy_session else (),
         json_answer=legacy_session and _answered_alone(message, headers),
+        answers_back=opens and _answers_back(message),
+    )
+
+
+def _answers_back(message: Any) -> bool:
+    """An `initialize` whose client declares it answers server-to-client requests: its calls need the SDK's
+    event stream, where a backend's requests can precede the answer."""
+    params = message.get("params")
+    capabilities = params.get("capabilities") if isinstance(params, dict) else None
+    return isinstance(capabilities, dict) and any(
+        isinstance(capabilities.get(k), dict) for k in ("sampling", "elicitation", "roots")
     )
 
 

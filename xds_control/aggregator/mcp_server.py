@@ -11,9 +11,16 @@ streamable-HTTP manager routes each request by its `MCP-Protocol-Version`):
   `subscriptions/listen`, served by the SDK's `ListenHandler` over the
   aggregator's subscription bus.
 
-Neither family is told `resources.subscribe`: backends' resource updates are
-not relayed, so a listen request's resource subscriptions are left out of its
-acknowledgement, and legacy `resources/subscribe` is not a method here.
+Resource subscriptions (resource_updates.py): legacy clients send
+`resources/subscribe` / `resources/unsubscribe` on their session; modern
+clients name URIs in `subscriptions/listen`, and the acknowledgement honors
+exactly the URIs the gateway subscribed (routable, within the bounds). Both
+families are told `resources.subscribe: true`.
+
+Legacy clients are also served `logging/setLevel` (kept per session and sent
+to its backend sessions) and `notifications/roots/list_changed` (passed to its
+backend sessions); each call of a client that answers server-to-client
+requests carries a `Caller` (relay.py), so a backend's requests reach it.
 
 Server middleware, outermost first: an HTTP `traceparent` header stands in
 for a missing `_meta.traceparent` (tracing.py); the SDK's span; the SDK's
@@ -25,6 +32,9 @@ around the requests it answers itself while spans are exported.
 
 from __future__ import annotations
 
+import itertools
+import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -33,15 +43,19 @@ from mcp.server import NotificationOptions, Server, ServerRequestContext
 from mcp.server.caching import CacheHint
 from mcp.server.context import CallNext, HandlerResult
 from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler
+from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel
 
 from xds_control.aggregator import metrics
 from xds_control.aggregator.gateway import Gateway
+from xds_control.aggregator.relay import Caller, offer
+from xds_control.aggregator.resource_updates import ResourceSubscriptions
 from xds_control.aggregator.sdk_compat import errors_to_sdk
 from xds_control.aggregator.sessions import SessionTable
 from xds_control.aggregator.tracing import TraceHeaderMiddleware, exporting, passthrough
 from xds_control.aggregator.upstream import ProgressFn
+from xds_control.errors import AggregatorError
 
 SERVER_NAME = "xds-control"
 INSTRUCTIONS = "One MCP endpoint for the tools, resources and prompts of every healthy backend behind this gateway."
@@ -49,6 +63,11 @@ _LIST_HINT = CacheHint(ttl_ms=0, scope="public")  # the same for every caller; c
 
 
 class _AggregatorServer(Server[Any]):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        with warnings.catch_warnings():  # logging/setLevel and roots: deprecated at 2026-07-28, the legacy family's
+            warnings.simplefilter("ignore", MCPDeprecationWarning)
+            super().__init__(*args, **kwargs)
+
     def create_initialization_options(
         self, notification_options: NotificationOptions | None = None, *args: Any, **kwargs: Any
     ) -> Any:
@@ -57,40 +76,44 @@ class _AggregatorServer(Server[Any]):
         )
         return super().create_initialization_options(options, *args, **kwargs)
 
-    def get_capabilities(self, *args: Any, **kwargs: Any) -> types.ServerCapabilities:
-        """The SDK's, but never `resources.subscribe`: backends' resource updates are not relayed.
-
-        At 2026-07-28 the SDK derives `subscribe` from serving `subscriptions/listen`, which the
-        aggregator serves for list changes only; a client told `subscribe: true` would wait for
-        updates that never come instead of re-reading the resource.
-        """
-        capabilities = super().get_capabilities(*args, **kwargs)
-        if capabilities.resources is not None and capabilities.resources.subscribe:
-            capabilities = capabilities.model_copy(
-                update={"resources": capabilities.resources.model_copy(update={"subscribe": False})}
-            )
-        return capabilities
-
 
 class _CountingListenHandler(ListenHandler):
     """The SDK's handler, counting open listen streams (the modern family's "sessions").
 
-    Resource subscriptions are dropped from the request, so the acknowledgement does not
-    claim them (see `_AggregatorServer.get_capabilities`); list-change kinds are honored.
+    The stream's resource subscriptions go through the gateway's (one subscriber per stream,
+    ended with it); the acknowledgement honors only the URIs subscribed upstream, the first
+    `max_per_subscriber` at most. List-change kinds are honored as they come.
     """
+
+    def __init__(self, bus: InMemorySubscriptionBus, subscriptions: ResourceSubscriptions) -> None:
+        super().__init__(bus)
+        self._subscriptions = subscriptions
+        self._ids = itertools.count(1)
 
     async def __call__(
         self, ctx: ServerRequestContext[Any, Any], params: types.SubscriptionsListenRequestParams
     ) -> types.SubscriptionsListenResult:
-        if params.notifications.resource_subscriptions:
-            notifications = params.notifications.model_copy(update={"resource_subscriptions": None})
-            params = params.model_copy(update={"notifications": notifications})
-        gauge = metrics.SESSIONS.labels(family="modern")
-        gauge.inc()
+        subscriber = f"listen:{next(self._ids)}"
+        wanted = params.notifications.resource_subscriptions
         try:
-            return await super().__call__(ctx, params)
+            if wanted:
+                honored: list[str] = []
+                for uri in dict.fromkeys(wanted[: self._subscriptions.table.max_per_subscriber]):
+                    try:
+                        await self._subscriptions.subscribe(subscriber, uri, None)
+                    except (AggregatorError, MCPError):
+                        continue  # not honored: the acknowledgement leaves it out
+                    honored.append(uri)
+                notifications = params.notifications.model_copy(update={"resource_subscriptions": honored or None})
+                params = params.model_copy(update={"notifications": notifications})
+            gauge = metrics.SESSIONS.labels(family="modern")
+            gauge.inc()
+            try:
+                return await super().__call__(ctx, params)
+            finally:
+                gauge.dec()
         finally:
-            gauge.dec()
+            self._subscriptions.drop_subscriber(subscriber)
 
 
 def client_key(ctx: ServerRequestContext[Any, Any]) -> str | None:
@@ -98,6 +121,19 @@ def client_key(ctx: ServerRequestContext[Any, Any]) -> str | None:
     if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS or ctx.request is None:
         return None
     return ctx.request.headers.get("mcp-session-id")
+
+
+def caller_of(ctx: ServerRequestContext[Any, Any]) -> Caller | None:
+    """The legacy client request being served, when its client answers server-to-client requests (relay.py):
+    a backend's requests ride its stream, or the session's standalone stream when its answer is one JSON body."""
+    key = client_key(ctx)
+    if key is None:
+        return None
+    offered = offer(ctx.session.client_capabilities)
+    if not offered.anything:
+        return None
+    request_id = ctx.request_id if ctx.session.can_send_request else None
+    return Caller(key, request_id, ctx.session, offered, started=time.monotonic())
 
 
 def progress_of(ctx: ServerRequestContext[Any, Any], params: types.RequestParams) -> ProgressFn | None:
@@ -128,7 +164,9 @@ def trace_context(ctx: ServerRequestContext[Any, Any]) -> dict[str, str] | None:
     return passthrough(ctx.meta, ctx.request.headers if ctx.request is not None else None)  # type: ignore[arg-type]
 
 
-def build_server(gateway: Gateway, sessions: SessionTable, bus: InMemorySubscriptionBus) -> Server[Any]:
+def build_server(
+    gateway: Gateway, sessions: SessionTable, bus: InMemorySubscriptionBus, subscriptions: ResourceSubscriptions
+) -> Server[Any]:
     def cursor(params: types.PaginatedRequestParams | None) -> str | None:
         return params.cursor if params is not None else None
 
@@ -146,19 +184,19 @@ def build_server(gateway: Gateway, sessions: SessionTable, bus: InMemorySubscrip
 
     async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> Any:
         return await gateway.call(
-            "tools/call", "tools", params.name, wire(params), client_key=client_key(ctx), progress=progress_of(ctx, params),
+            "tools/call", "tools", params.name, wire(params), client_key=client_key(ctx), progress=progress_of(ctx, params), caller=caller_of(ctx),
             arguments=params.arguments, trace_context=trace_context(ctx),
         )  # fmt: skip
 
     async def read_resource(ctx: Any, params: types.ReadResourceRequestParams) -> Any:
         return await gateway.call(
-            "resources/read", "resources", str(params.uri), wire(params), client_key=client_key(ctx), progress=progress_of(ctx, params),
+            "resources/read", "resources", str(params.uri), wire(params), client_key=client_key(ctx), progress=progress_of(ctx, params), caller=caller_of(ctx),
             trace_context=trace_context(ctx),
         )  # fmt: skip
 
     async def get_prompt(ctx: Any, params: types.GetPromptRequestParams) -> Any:
         return await gateway.call(
-            "prompts/get", "prompts", params.name, wire(params), client_key=client_key(ctx), progress=progress_of(ctx, params),
+            "prompts/get", "prompts", params.name, wire(params), client_key=client_key(ctx), progress=progress_of(ctx, params), caller=caller_of(ctx),
             trace_context=trace_context(ctx),
         )  # fmt: skip
 
@@ -172,7 +210,32 @@ def build_server(gateway: Gateway, sessions: SessionTable, bus: InMemorySubscrip
             wire(params),
             client_key=client_key(ctx),
             backend_params=_complete_params(params),
+            caller=caller_of(ctx),
         )
+
+    async def subscribe_resource(ctx: Any, params: types.SubscribeRequestParams) -> types.EmptyResult:
+        session_id = client_key(ctx)
+        if session_id is None:
+            raise MCPError(types.INVALID_REQUEST, "resources/subscribe needs a session; use subscriptions/listen")
+        await subscriptions.subscribe(session_id, str(params.uri), ctx.session)
+        return types.EmptyResult()
+
+    async def unsubscribe_resource(ctx: Any, params: types.UnsubscribeRequestParams) -> types.EmptyResult:
+        session_id = client_key(ctx)
+        if session_id is not None:
+            subscriptions.unsubscribe(session_id, str(params.uri))
+        return types.EmptyResult()
+
+    async def set_level(ctx: Any, params: types.SetLevelRequestParams) -> types.EmptyResult:
+        key = client_key(ctx)
+        if key:
+            await gateway.set_log_level(key, params.level)
+        return types.EmptyResult()
+
+    async def roots_changed(ctx: Any, params: Any) -> None:
+        key = client_key(ctx)
+        if key:
+            await gateway.roots_changed(key)
 
     async def track_sessions(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         session_id = client_key(ctx)
@@ -200,7 +263,11 @@ def build_server(gateway: Gateway, sessions: SessionTable, bus: InMemorySubscrip
         on_list_prompts=list_prompts,
         on_get_prompt=get_prompt,
         on_completion=complete,
-        on_subscriptions_listen=_CountingListenHandler(bus),
+        on_subscribe_resource=subscribe_resource,
+        on_unsubscribe_resource=unsubscribe_resource,
+        on_subscriptions_listen=_CountingListenHandler(bus, subscriptions),
+        on_set_logging_level=set_level,
+        on_roots_list_changed=roots_changed,
     )
     server.middleware.insert(0, TraceHeaderMiddleware())  # outermost: before the SDK's span middleware reads `_meta`
     server.middleware.append(track_sessions)

@@ -215,6 +215,23 @@ async def end_session(server: Server[Any], session_id: str) -> None:
 # -- the guard ----------------------------------------------------------------------------------
 
 
+async def send_request_as(
+    session: ServerSession,
+    request_id: str,
+    method: str,
+    params: Mapping[str, Any] | None,
+    *,
+    related: bool,
+    timeout: float,
+) -> dict[str, Any]:
+    """A server-to-client request under an id of the caller's (the dispatcher's `request_id` call option), on the
+    stream of the request `session` serves (`related`) or the session's standalone stream: the caller can then
+    name it in a `notifications/cancelled` after that request's stream closed. Private: the two channels of the
+    SDK's per-request `ServerSession`."""
+    channel = session._request_outbound if related else session._connection.outbound
+    return dict(await channel.send_raw_request(method, params, {"request_id": request_id, "timeout": timeout}))
+
+
 def problems() -> list[str]:
     """The private SDK names this module relies on that the installed SDK lacks or changed (empty: none)."""
     found: list[str] = []
@@ -230,6 +247,11 @@ def problems() -> list[str]:
     post = inspect.getsource(StreamableHTTPServerTransport._handle_post_request)
     if "if self.is_json_response_enabled:" not in post:
         found.append("StreamableHTTPServerTransport.is_json_response_enabled (read on each POST)")
+    session_init = inspect.getsource(ServerSession.__init__)
+    if "self._request_outbound = request_outbound" not in session_init or "self._connection = connection" not in (
+        session_init
+    ):
+        found.append("ServerSession._request_outbound, ServerSession._connection.outbound")
     for name in ("protocol_version", "client_params"):
         if not isinstance(getattr(ServerSession, name, None), property):
             found.append(f"ServerSession.{name}")

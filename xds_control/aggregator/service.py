@@ -30,6 +30,7 @@ from typing import Any
 import uvicorn
 from mcp.server.subscriptions import InMemorySubscriptionBus
 
+from xds_control.aggregator.backchannel import Backchannel
 from xds_control.aggregator.coalesce import DEFAULT_WINDOW, ChangeCoalescer
 from xds_control.aggregator.endpoint import DEFAULT_MAX_REQUEST_BYTES, MCP_PATH, Endpoint
 from xds_control.aggregator.gateway import Gateway
@@ -38,6 +39,7 @@ from xds_control.aggregator.mcp_server import build_server
 from xds_control.aggregator.notify import ChangeNotifier
 from xds_control.aggregator.outcomes import OutcomeBatcher, report_outcomes_forever
 from xds_control.aggregator.pagination import PAGE_SIZE
+from xds_control.aggregator.resource_updates import ResourceSubscriptions
 from xds_control.aggregator.sessions import SessionTable
 from xds_control.aggregator.upstream import UpstreamUrl, egress_upstream_url
 from xds_control.aggregator.view_source import (
@@ -78,27 +80,36 @@ class Aggregator:
         self.report_interval = report_interval
         self._tg: asyncio.TaskGroup | None = None
         self.outcomes = OutcomeBatcher()
+        self.backchannel = Backchannel(
+            call_timeout=config.aggregator.call_timeout,
+            standalone=self._standalone,
+            refresh=getattr(source, "refresh", None),  # a source that cannot refresh leaves it to the next probe
+        )
         self.gateway = Gateway(
             config,
             upstream_url or egress_upstream_url(config),
             self._spawn,
             page_size=page_size,
             outcomes=self.outcomes,
+            backchannel=self.backchannel,
         )
         limits = config.aggregator
+        self.bus = InMemorySubscriptionBus()
+        self.subscriptions = ResourceSubscriptions(
+            lambda: self.gateway.catalog, self.gateway.upstreams, self._spawn, self.bus
+        )
         self.sessions = SessionTable(
-            self.gateway.client_session_closed,
+            self._client_session_closed,
             idle_timeout=session_idle_timeout if session_idle_timeout is not None else limits.session_idle_timeout,
             init_timeout=limits.session_init_timeout,
             max_sessions=limits.max_sessions,
             max_opening=limits.max_opening_sessions,
         )
-        self.bus = InMemorySubscriptionBus()
         self.notifier = ChangeNotifier(
             ChangeCoalescer(self.gateway.catalog.hashes, coalesce_window), self.sessions.notifiable, self.bus
         )
         self.follower = ViewFollower(source, self._apply, backoff=backoff)
-        self.server = build_server(self.gateway, self.sessions, self.bus)
+        self.server = build_server(self.gateway, self.sessions, self.bus, self.subscriptions)
         self.endpoint = Endpoint(
             build_sdk_app(config, self.server, health=self.health, max_request_bytes=max_request_bytes),
             gateway=self.gateway,
@@ -109,14 +120,23 @@ class Aggregator:
         )
         self.app = self.endpoint
 
+    def _standalone(self, client_key: str) -> Any:
+        session = self.sessions.get(client_key) if client_key else None
+        return session.sdk if session is not None else None
+
     def _spawn(self, coro: Any) -> asyncio.Task[None]:
         if self._tg is None:
             coro.close()
             raise RuntimeError("the aggregator is not running")
         return self._tg.create_task(coro)
 
+    def _client_session_closed(self, session_id: str) -> None:
+        self.gateway.client_session_closed(session_id)
+        self.subscriptions.drop_subscriber(session_id)
+
     def _apply(self, update: ViewUpdate) -> None:
         catalog = self.gateway.apply_view(update.version, update.backends)
+        self.subscriptions.apply_view(update.backends)
         self.notifier.observe(catalog.hashes)
 
     async def wait_for_view(self, version: int) -> None:
@@ -159,6 +179,7 @@ class Aggregator:
             try:
                 yield self
             finally:
+                await self.subscriptions.aclose()
                 await self.gateway.aclose()
                 for task in tasks:
                     task.cancel()

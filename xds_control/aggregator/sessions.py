@@ -50,6 +50,7 @@ class Session:
     opening: bool = True
     in_flight: int = 0
     sdk: Any = None
+    answers_back: bool = False  # its client answers server-to-client requests: its calls stay on the SDK's stream
     calls: dict[Hashable, Any] = field(default_factory=dict)
 
 

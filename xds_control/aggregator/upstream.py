@@ -31,6 +31,7 @@ MCP session (sdk_transport.abandon_session_in_this_task says why).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import OrderedDict
@@ -47,8 +48,11 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from xds_control.aggregator import metrics, modern_request
 from xds_control.aggregator.auth import AuthBreaker, Credential, with_auth_retry
+from xds_control.aggregator.backchannel import Backchannel
 from xds_control.aggregator.backend_http import BackendHttp
-from xds_control.aggregator.rpc_errors import GatewayError, backend_failed, backend_timeout
+from xds_control.aggregator.backend_listen import ListenWatch
+from xds_control.aggregator.relay import NOTHING, Caller, LoggingLevel
+from xds_control.aggregator.rpc_errors import GatewayError, backend_failed, backend_timeout, caller_error
 from xds_control.aggregator.sdk_transport import abandon_session_in_this_task, sdk_client
 from xds_control.aggregator.upstream_answers import (
     DEFAULT_MAX_RESPONSE_BYTES,
@@ -98,6 +102,9 @@ def family_of(backend: BackendConfig, status: BackendStatus | None) -> Family:
         return backend.protocol
     version = status.catalog.protocol_version if status is not None and status.catalog is not None else ""
     return "modern" if version in MODERN_PROTOCOL_VERSIONS else "legacy"
+
+
+_NO_CALL = contextlib.nullcontext()
 
 
 class _SessionExpired(Exception):
@@ -187,10 +194,18 @@ def clean_result(raw: dict[str, Any]) -> dict[str, Any]:
 class _Session:
     """One SDK `ClientSession` to a backend, run by its own task until `close()`."""
 
-    def __init__(self, owner: BackendUpstream, key: str, family: Family, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        owner: BackendUpstream,
+        key: str,
+        family: Family,
+        clock: Callable[[], float],
+        options: Mapping[str, Any] | None = None,
+    ) -> None:
         self.owner = owner
         self.key = key
         self.family = family
+        self.options = dict(options or {})  # the ClientSession's callbacks (backchannel.py)
         self.ready: asyncio.Future[ClientSession] = asyncio.get_running_loop().create_future()
         self.ready.add_done_callback(_retrieved)
         self.last_used = clock()
@@ -215,10 +230,12 @@ class _Session:
                 terminate_on_close=True,
                 max_sse_event_size=owner.max_response_bytes,
             ) as (read, write):
-                async with ClientSession(read, write, client_info=CLIENT_INFO) as session:
+                async with ClientSession(read, write, client_info=CLIENT_INFO, **self.options) as session:
                     if self.family == "legacy":
                         with anyio.fail_after(owner.open_timeout):
                             await session.initialize()
+                            if (level := owner.log_level(self.key)) is not None:
+                                await _set_level(session, level)
                     else:
                         session.adopt(owner.discover_result())
                     self.ready.set_result(session)
@@ -232,6 +249,18 @@ class _Session:
             if not self.ready.done():
                 self.ready.set_exception(backend_failed(owner.name, "connection_closed"))
             owner._forget(self)
+
+
+async def _set_level(session: ClientSession, level: LoggingLevel) -> None:
+    """`logging/setLevel` on a backend session whose backend declared logging; a refusal is not an error."""
+    capabilities = session.server_capabilities
+    if capabilities is None or capabilities.logging is None:
+        return
+    request = types.SetLevelRequest(params=types.SetLevelRequestParams(level=level))
+    try:
+        await session.send_request(request, types.EmptyResult)  # type: ignore[arg-type]
+    except MCPError:
+        pass
 
 
 def _retrieved(future: asyncio.Future[Any]) -> None:
@@ -254,8 +283,10 @@ class BackendUpstream:
         idle_timeout: float = 300.0,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         clock: Callable[[], float] = time.monotonic,
+        backchannel: Backchannel | None = None,
     ) -> None:
         self.name = backend.name
+        self.backchannel = backchannel
         self.config = backend
         self.url = url
         self._spawn = spawn
@@ -274,6 +305,8 @@ class BackendUpstream:
         self._status: BackendStatus | None = None
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
         self._gauge = metrics.UPSTREAM_SESSIONS.labels(backend=backend.name)
+        self.listen: ListenWatch | None = None
+        self.listen_task: asyncio.Task[None] | None = None
 
     # -- view ---------------------------------------------------------------------------------
 
@@ -287,6 +320,34 @@ class BackendUpstream:
             self.close_all()
         self.family = family
         self.modern_version = self.discover_result().supported_versions[0]
+        self._watch_lists(status is not None and status.routable)
+
+    def _watch_lists(self, routable: bool) -> None:
+        """A routable modern backend that announces list changes gets a listen stream (backend_listen.py)."""
+        capabilities = self.discover_result().capabilities
+        announces = any(
+            c is not None and c.list_changed for c in (capabilities.tools, capabilities.prompts, capabilities.resources)
+        )
+        backchannel = self.backchannel
+        wanted = (
+            routable
+            and self.family == "modern"
+            and announces
+            and backchannel is not None
+            and backchannel.refresh is not None
+        )
+        if wanted and self.listen_task is None and backchannel is not None:
+            self.listen = ListenWatch(
+                self.http, self.url, lambda: self.modern_version, lambda: backchannel.list_changed(self.name),
+                self.max_response_bytes,
+            )  # fmt: skip
+            try:
+                self.listen_task = self._spawn(self.listen.run())
+            except RuntimeError:  # not running (a view applied before the aggregator started)
+                self.listen = None
+        elif not wanted and self.listen_task is not None:
+            self.listen_task.cancel()
+            self.listen_task = self.listen = None
 
     def discover_result(self) -> types.DiscoverResult:
         catalog = self._status.catalog if self._status is not None else None
@@ -316,18 +377,43 @@ class BackendUpstream:
         client_key: str | None,
         progress: ProgressFn | None = None,
         param_headers: Mapping[str, str] | None = None,
+        caller: Caller | None = None,
     ) -> dict[str, Any]:
         """Send `method` with the client's (already renamed) params, as wire JSON; returns the raw result dict.
-        `param_headers` (the `Mcp-Param-*` of a tools/call) go to modern backends only: the legacy protocol has none."""
+        `param_headers` (the `Mcp-Param-*` of a tools/call) go to modern backends only: the legacy protocol has none.
+        `caller`: the client request served (legacy sessions: where the backend's own requests go, backchannel.py)."""
         if self.family == "modern":
-            return await with_auth_retry(
-                self.name, self.credential, self.breaker, lambda: self._post(method, params, progress, param_headers)
-            )
+
+            async def post(extra: Mapping[str, Any]) -> dict[str, Any]:
+                sent = {**params, **extra}
+                return await with_auth_retry(
+                    self.name, self.credential, self.breaker, lambda: self._post(method, sent, progress, param_headers)
+                )
+
+            raw = await post({})
+            if raw.get("resultType") == "input_required" and client_key is not None:  # a legacy client
+                if caller is None or self.backchannel is None:
+                    raise caller_error(
+                        "input_unavailable", types.INVALID_REQUEST,
+                        f"Backend {self.name} asks for input (sampling, elicitation or roots) this client did not "
+                        "declare it can give",
+                        {"backend": self.name},
+                    )  # fmt: skip
+                raw = await self.backchannel.input_required(raw, caller, post)
+            return raw
         request = _REQUESTS[method].model_validate({"method": method, "params": params}, by_name=False)
         key = client_key or SHARED
         return await with_auth_retry(
-            self.name, self.credential, self.breaker, lambda: self._attempt(request, key, progress)
+            self.name,
+            self.credential,
+            self.breaker,
+            lambda: self._booked(key, caller, self._attempt(request, key, progress, caller)),
         )
+
+    async def _booked(self, key: str, caller: Caller | None, attempt: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+        """The call is booked (backchannel.py) before its session opens: a backend may ask while it initializes."""
+        with self._calling(key, caller):
+            return await attempt
 
     async def _post(
         self,
@@ -353,9 +439,11 @@ class BackendUpstream:
             raise map_post_error(self.name, exc, self.call_timeout) from None
         return clean_result(raw)
 
-    async def _attempt(self, request: BaseModel, key: str, progress: ProgressFn | None) -> dict[str, Any]:
+    async def _attempt(
+        self, request: BaseModel, key: str, progress: ProgressFn | None, caller: Caller | None
+    ) -> dict[str, Any]:
         for last in (False, True):
-            session = await self._session(key)
+            session = await self._session(key, caller)
             try:
                 raw = await session.send_request(
                     request,  # type: ignore[arg-type]
@@ -376,13 +464,37 @@ class BackendUpstream:
             raise mapped
         raise AssertionError("unreachable")
 
-    async def _session(self, key: str) -> ClientSession:
+    def _calling(self, key: str, caller: Caller | None) -> Any:
+        return self.backchannel.calling((self.name, key), caller) if self.backchannel is not None else _NO_CALL
+
+    def log_level(self, key: str) -> LoggingLevel | None:
+        return self.backchannel.levels.get(key) if self.backchannel is not None and key else None
+
+    async def set_log_level(self, key: str, level: LoggingLevel) -> None:
+        """A client set its log level: so do its open backend session (new ones get it when they open)."""
+        entry = self._sessions.get(key)
+        if entry is None or entry.family != "legacy" or not entry.ready.done() or entry.ready.exception():
+            return
+        await _set_level(entry.ready.result(), level)
+
+    async def roots_changed(self, key: str) -> None:
+        """The client's roots changed: tell its open backend session (new ones ask when they need them)."""
+        entry = self._sessions.get(key)
+        if entry is None or not entry.ready.done() or entry.ready.exception():
+            return
+        await entry.ready.result().send_notification(types.RootsListChangedNotification())  # type: ignore[arg-type]
+
+    async def _session(self, key: str, caller: Caller | None = None) -> ClientSession:
         entry = self._sessions.get(key)
         if entry is not None and not entry.usable:
             self._drop(key)
             entry = None
         if entry is None:
-            entry = _Session(self, key, self.family, self._clock)
+            options = None
+            if self.backchannel is not None:  # a modern backend session (no SDK requests back) or a legacy one
+                offered = caller.offer if caller is not None and key != SHARED else NOTHING
+                options = self.backchannel.session_options(self.name, key, offered)
+            entry = _Session(self, key, self.family, self._clock, options)
             self._sessions[key] = entry
             entry.task = self._spawn(entry.run())
             self._gauge.set(len(self._sessions))
@@ -434,6 +546,8 @@ class BackendUpstream:
         return len(self._sessions)
 
     async def aclose(self) -> None:
+        if self.listen_task is not None:
+            self.listen_task.cancel()
         tasks = [s.task for s in self._sessions.values() if s.task is not None]
         self.close_all()
         if tasks:

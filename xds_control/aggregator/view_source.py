@@ -29,7 +29,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -87,9 +87,17 @@ class ViewSource(Protocol):
 class StoreViewSource:
     """A `ViewSource` over an in-process `ViewStore` (same event loop). Outcome reports are kept in `reports`."""
 
-    def __init__(self, store: ViewStore) -> None:
+    def __init__(self, store: ViewStore, refresh: Callable[[str], Awaitable[Any]] | None = None) -> None:
         self.store = store
         self.reports: list[OutcomeReport] = []
+        self.refreshes: list[str] = []  # backends whose catalog the aggregator asked to refresh
+        self._refresh = refresh
+
+    async def refresh(self, backend: str) -> None:
+        """A backend announced a list change: `refresh` (when given) re-reads its catalog into the store."""
+        self.refreshes.append(backend)
+        if self._refresh is not None:
+            await self._refresh(backend)
 
     async def watch(self) -> AsyncIterator[ViewUpdate]:
         view = self.store.current
@@ -144,6 +152,11 @@ class AdminViewSource:
         finally:
             if len(self.targets) > 1 and self.target == target:
                 self._at = (self._at + 1) % len(self.targets)  # this one failed (or we are closing): the next
+
+    async def refresh(self, backend: str) -> None:
+        """A backend announced a list change: the control plane probes it now (`ProbeNow`), catalog included;
+        the new catalog arrives on the Watch stream."""
+        await self._admin().probe_now(backend)
 
     async def report_outcomes(self, reports: Sequence[OutcomeReport]) -> None:
         from xds_control.admin.client import Outcome
