@@ -589,8 +589,9 @@ class Config(_Model):
 
     def egress_url(self, backend: str) -> str:
         """The URL the aggregator calls a backend through (Envoy's egress listener)."""
-        host = dial_host(self.aggregator.egress_address or self.egress.address)
-        return f"http://{host}:{self.egress.port}/backends/{backend}/mcp"
+        host = dial_host(self.aggregator.egress_address or self.egress.address).strip("[]")
+        authority = f"[{host}]:{self.egress.port}" if ":" in host else f"{host}:{self.egress.port}"
+        return f"http://{authority}/backends/{backend}/mcp"
 
     def public_url(self) -> str:
         """The MCP endpoint clients use."""

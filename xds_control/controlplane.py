@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import gc
 import logging
 import signal
-import socket
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from xds_control.config import Config
-from xds_control.view import BackendStatus, ViewStore
+from xds_control.hostnames import follow_hostnames
+from xds_control.view import ViewStore
 from xds_control.xds.bootstrap import xds_token
 from xds_control.xds.nodes import NodeDirectory
 from xds_control.xds.publisher import Publisher
@@ -72,7 +70,7 @@ class ControlPlane:
                     self._start_monitor(group)
                 await self._start_admin()
                 self._start_metrics()
-                group.create_task(self._resolve_hostnames(), name="resolve-hostnames")
+                group.create_task(follow_hostnames(self.store), name="resolve-hostnames")
                 if self.config_path is not None:
                     self._start_reload(group)
                 if ready is not None:
@@ -143,26 +141,6 @@ class ControlPlane:
             self.store.replace_config(config)
         _freeze_heap()
 
-    # -- host-name endpoints ----------------------------------------------------------------------
-
-    async def _resolve_hostnames(self, interval: float = 30.0) -> None:
-        """EDS endpoints need IP addresses: resolve backend host names and keep them in the view."""
-        loop = asyncio.get_running_loop()
-        while True:
-            for backend in self.store.current.config.backends:
-                for url in backend.endpoint_urls:
-                    if _is_ip(url.host) or url.host == "localhost":
-                        continue
-                    try:
-                        infos = await loop.getaddrinfo(url.host, url.port, type=socket.SOCK_STREAM)
-                        address = str(infos[0][4][0])
-                    except (OSError, IndexError):
-                        continue  # keep the last known address; the prober reports DNS failures
-                    self.store.update_backend(
-                        backend.name, functools.partial(_with_address, url=url.url, address=address)
-                    )
-            await asyncio.sleep(interval)
-
 
 def _freeze_heap() -> None:
     """Move the long-lived encoded snapshot out of the collector's sight, so a full collection never walks
@@ -174,14 +152,6 @@ def _freeze_heap() -> None:
 
 class _Stop(Exception):
     """Raised inside the task group to end it (cancels every sibling task)."""
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
-        return True
-    except OSError:
-        return False
 
 
 async def serve_forever(
@@ -212,10 +182,3 @@ async def serve_forever(
         if tracer_provider is not None:
             tracer_provider.shutdown()
     return 0
-
-
-def _with_address(status: BackendStatus, *, url: str, address: str) -> BackendStatus:
-    """`status` with the endpoint `url` resolved to `address`."""
-    return replace(
-        status, endpoints=tuple(replace(e, address=address) if e.url == url else e for e in status.endpoints)
-    )

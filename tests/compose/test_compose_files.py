@@ -233,7 +233,10 @@ def test_envoy_flags_are_known_to_the_envoy_binary_of_the_same_version():
     from xds_control.runner.up import _envoy_binary
 
     help_text = subprocess.run([_envoy_binary(None), "--help"], capture_output=True, text=True, timeout=30).stdout
-    for flag in (arg for arg in envoy_command() if arg.startswith("--")):
+    scaled = shlex.split(
+        compose_file("docker-compose.scaled.yml")["services"]["envoy"]["command"][2].split("&& exec ", 1)[1]
+    )
+    for flag in (arg for arg in [*envoy_command(), *scaled] if arg.startswith("--")):
         assert re.search(rf"(^|[\s\[,]){re.escape(flag)}\b", help_text, re.M), f"envoy does not know {flag}"
 
 
@@ -283,3 +286,126 @@ def test_the_image_copies_everything_the_install_needs_and_the_dockerignore_keep
         if line.strip() and not line.startswith("#")
     ]
     assert not set(ignored) & copied
+
+
+# -- both compose files: hardening, tokens -----------------------------------------------------------------
+
+COMPOSE_FILES = ("docker-compose.yml", "docker-compose.scaled.yml")
+
+
+@cache
+def compose_file(name: str) -> dict[str, Any]:
+    return yaml.safe_load((COMPOSE / name).read_text())
+
+
+@pytest.mark.parametrize("name", COMPOSE_FILES)
+def test_every_container_is_read_only_with_no_capabilities_and_no_privilege_gain(name):
+    for service_name, svc in compose_file(name)["services"].items():
+        assert svc.get("read_only") is True, f"{name}: {service_name}"
+        assert svc.get("cap_drop") == ["ALL"], f"{name}: {service_name}"
+        assert "no-new-privileges:true" in svc.get("security_opt", []), f"{name}: {service_name}"
+        assert any(t.split(":")[0] == "/tmp" for t in svc.get("tmpfs", [])), f"{name}: {service_name} needs a /tmp"
+    envoy_user = compose_file(name)["services"]["envoy"]["user"]
+    assert envoy_user.split(":")[0] not in ("0", "root")
+
+
+@pytest.mark.parametrize("name", COMPOSE_FILES)
+def test_each_part_gets_exactly_the_tokens_it_needs_and_compose_refuses_to_start_without_them(name):
+    cfg = load_config(COMPOSE / ("config.yaml" if name == "docker-compose.yml" else "config.scaled.yaml"))
+    admin, xds = cfg.control_plane.admin_token_env, cfg.control_plane.xds_token_env
+    assert admin and xds
+    for service_name, svc in compose_file(name)["services"].items():
+        command = " ".join(svc["command"])
+        if "xds-control serve" in command:
+            wanted = {admin, xds}
+        elif "xds-control aggregator" in command:
+            wanted = {admin}  # its outcome reports are mutating admin calls
+        elif service_name == "envoy":
+            wanted = {xds}
+        else:
+            wanted = set()
+        given = svc.get("environment", {})
+        assert set(given) == wanted, f"{name}: {service_name}"
+        for variable, value in given.items():
+            assert value.startswith(f"${{{variable}:?"), f"{name}: {service_name} must not start without {variable}"
+
+
+# -- the scaled stack (docker-compose.scaled.yml) -------------------------------------------------------
+
+
+def scaled_services() -> dict[str, dict[str, Any]]:
+    return compose_file("docker-compose.scaled.yml")["services"]
+
+
+@cache
+def scaled_config() -> Config:
+    return load_config(COMPOSE / "config.scaled.yaml")
+
+
+def test_the_scaled_stack_has_two_envoys_two_control_planes_and_three_aggregators():
+    svc = scaled_services()
+    assert svc["envoy"]["deploy"]["replicas"] == 2
+    assert svc["aggregator"]["deploy"]["replicas"] == 3
+    planes = [name for name, s in svc.items() if s["command"][:2] == ["xds-control", "serve"]]
+    assert planes == ["control-plane-1", "control-plane-2"]
+    backends = {urlsplit(b.url or "").hostname for b in scaled_config().backends}
+    assert set(svc) == {"envoy", "aggregator", *planes, *backends}
+    assert main(["check", "-c", str(COMPOSE / "config.scaled.yaml")]) == 0
+
+
+def test_the_scaled_parts_list_every_control_plane_in_failover_order_and_reach_replicas_by_service_name():
+    cfg = scaled_config()
+    xds, admin = cfg.control_plane.xds_host_port[1], cfg.control_plane.admin_host_port[1]
+    assert cfg.xds_dials() == [("control-plane-1", xds), ("control-plane-2", xds)]
+    assert [host_port(a) for a in cfg.admin_dials()] == [("control-plane-1", admin), ("control-plane-2", admin)]
+    assert cfg.aggregator_upstreams() == [("aggregator", cfg.aggregator.port)]  # Docker's DNS: every replica
+    assert cfg.aggregator.replicas == 1
+    assert cfg.egress_url("echo") == f"http://envoy:{cfg.egress.port}/backends/echo/mcp"
+
+
+def test_only_the_scaled_envoys_are_published_each_on_its_own_host_port():
+    published = {name: svc["ports"] for name, svc in scaled_services().items() if svc.get("ports")}
+    port = scaled_config().listener.port
+    assert published == {"envoy": [f"${{XDS_CONTROL_PUBLIC_PORTS:-{port}-{port + 1}}}:{port}"]}
+
+
+def test_the_scaled_bootstrap_is_rendered_from_the_scaled_config_and_each_envoy_names_itself():
+    committed = (COMPOSE / "envoy-bootstrap.scaled.yaml").read_text()
+    assert committed == render_bootstrap(scaled_config(), placeholder=True), (
+        "compose/envoy-bootstrap.scaled.yaml is stale: run\n"
+        "  xds-control bootstrap -c compose/config.scaled.yaml > compose/envoy-bootstrap.scaled.yaml"
+    )
+    script = scaled_services()["envoy"]["command"][2]
+    assert script.split("&& exec ", 1)[0] == services()["envoy"]["command"][2].split("&& exec ", 1)[0]
+    argv = shlex.split(script.split("&& exec ", 1)[1])
+    assert argv[argv.index("--service-node") + 1] == "$${HOSTNAME}"  # compose's $$: the container's host name
+    mounted = {v.split(":")[1]: v.split(":")[0] for v in scaled_services()["envoy"]["volumes"]}
+    assert mounted["/etc/envoy/envoy.yaml.in"] == "./envoy-bootstrap.scaled.yaml"
+
+
+@pytest.mark.parametrize("name", ["control-plane-1", "control-plane-2", "aggregator"])
+def test_the_scaled_project_services_run_real_subcommands_on_the_scaled_config(name, capsys):
+    svc = scaled_services()[name]
+    command = svc["command"]
+    assert main([*command[1:], "--help"]) == 0, capsys.readouterr().err
+    assert command[command.index("-c") + 1] == CONFIG_IN_CONTAINER
+    assert svc["volumes"] == [f"./config.scaled.yaml:{CONFIG_IN_CONTAINER}:ro"]
+    assert svc["image"] == "xds-control:local"
+
+
+def test_the_scaled_healthchecks_probe_the_ports_the_config_gives():
+    cfg = scaled_config()
+
+    def probed_port(name: str) -> int:
+        command = " ".join(scaled_services()[name]["healthcheck"]["test"][1:])
+        match = re.search(r"\('127\.0\.0\.1', (\d+)\)|/dev/tcp/127\.0\.0\.1/(\d+)", command)
+        assert match, command
+        return int(match.group(1) or match.group(2))
+
+    assert probed_port("envoy") == cfg.envoy.admin_port
+    assert probed_port("control-plane-1") == probed_port("control-plane-2") == cfg.control_plane.xds_host_port[1]
+    assert probed_port("aggregator") == cfg.aggregator.port
+    for backend in cfg.backends:
+        assert probed_port(backend.name) == urlsplit(backend.url or "").port
+        args = scaled_services()[backend.name]["command"]
+        assert args[args.index("--port") + 1] == str(urlsplit(backend.url or "").port)

@@ -10,9 +10,12 @@ import os
 import secrets
 import subprocess
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
+from tests.support.compose import docker_client, project_containers, project_logs
 from tests.support.procs import ROOT
 from tests.support.waiting import wait_until
 
@@ -21,23 +24,17 @@ pytestmark = [pytest.mark.docker, pytest.mark.integration, pytest.mark.timeout(9
 COMPOSE_FILE = ROOT / "compose" / "docker-compose.yml"
 
 
-def docker_client():
-    try:
-        import docker
-
-        client = docker.from_env(timeout=5)
-        client.ping()
-    except Exception as exc:
-        pytest.skip(f"no Docker engine answers: {exc.__class__.__name__}: {exc}")
-    try:
-        subprocess.run(["docker", "compose", "version"], check=True, capture_output=True, timeout=30)
-    except (OSError, subprocess.SubprocessError) as exc:
-        pytest.skip(f"the docker compose plugin is not available: {exc}")
-    return client
+@dataclass(frozen=True)
+class Stack:
+    client: Any
+    project: str
+    public: str
+    env: dict[str, str]
+    base: list[str]
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[tuple[object, str, str]]:
+def stack() -> Iterator[Stack]:
     client = docker_client()
     project = f"xds-control-test-{secrets.token_hex(3)}"
     # Host port 0: Docker picks a free one at bind time (no check-then-bind race with other processes).
@@ -55,7 +52,7 @@ def stack() -> Iterator[tuple[object, str, str]]:
         published = subprocess.run(
             [*base, "port", "envoy", "10000"], check=True, env=env, capture_output=True, text=True, timeout=60
         ).stdout.strip()
-        yield client, project, f"http://127.0.0.1:{published.rsplit(':', 1)[1]}"
+        yield Stack(client, project, f"http://127.0.0.1:{published.rsplit(':', 1)[1]}", env, base)
     finally:
         subprocess.run([*base, "logs", "--no-color", "--tail", "50"], env=env, timeout=60)
         subprocess.run([*base, "down", "--volumes", "--remove-orphans", "--timeout", "5"], env=env, timeout=120)
@@ -71,19 +68,34 @@ def tool_names(public: str) -> list[str]:
     return asyncio.run(asyncio.wait_for(listing(), 10))
 
 
+def forecast(public: str) -> str:
+    """A tools/call through the whole data path: Envoy, an aggregator, Envoy's egress listener, the backend."""
+    from mcp import Client
+
+    async def call() -> str:
+        async with Client(f"{public}/mcp") as client:
+            result = await client.call_tool("weather_get_forecast", {"city": "Oslo"})
+            assert not result.is_error, result
+            return str(result.content[0].text)  # type: ignore[union-attr]
+
+    return asyncio.run(asyncio.wait_for(call(), 10))
+
+
 def backends_listed(public: str) -> set[str]:
     names = tool_names(public)
     return {b for b in ("weather", "calendar", "notes") if any(name.startswith(f"{b}_") for name in names)}
 
 
 def test_the_stack_serves_every_backend_and_survives_a_backend_kill(stack):
-    client, project, public = stack
+    client, project, public = stack.client, stack.project, stack.public
     wait_until(
         lambda: backends_listed(public) == {"weather", "calendar", "notes"},
         timeout=60,
         interval=1,
         what="all backends on /mcp",
     )
+
+    assert "Oslo" in forecast(public)
 
     weather = client.containers.get(f"{project}-weather-1")
     weather.kill()
@@ -98,3 +110,17 @@ def test_the_stack_serves_every_backend_and_survives_a_backend_kill(stack):
         interval=1,
         what="weather to come back",
     )
+
+
+def test_every_container_is_read_only_non_root_and_no_token_reaches_a_log(stack):
+    containers = project_containers(stack.client, stack.project)
+    assert len(containers) == 6
+    for container in containers:
+        host, config = container.attrs["HostConfig"], container.attrs["Config"]
+        assert host["ReadonlyRootfs"] is True, container.name
+        assert host["CapDrop"] == ["ALL"], container.name
+        assert config["User"] not in ("", "root", "0", "0:0"), container.name
+    logs = project_logs(stack.base, stack.env)
+    assert "control plane ready" in logs  # the logs are there ...
+    for name in ("XDS_CONTROL_ADMIN_TOKEN", "XDS_CONTROL_XDS_TOKEN"):
+        assert stack.env[name] not in logs, f"{name}'s value is in a container's log"  # ... and hold no token

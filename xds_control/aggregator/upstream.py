@@ -87,10 +87,9 @@ _REQUESTS: Mapping[str, type[BaseModel]] = {
 
 
 def egress_upstream_url(config: Config) -> UpstreamUrl:
-    """Backends through Envoy's egress listener: `http://{egress}/backends/{name}/mcp`."""
-    host = config.egress.address
-    authority = f"[{host}]:{config.egress.port}" if ":" in host else f"{host}:{config.egress.port}"
-    return lambda backend: f"http://{authority}/backends/{backend.name}/mcp"
+    """Backends through Envoy's egress listener, where the aggregator dials it (`Config.egress_url`:
+    `aggregator.egress_address`, else the listener's own address)."""
+    return lambda backend: config.egress_url(backend.name)
 
 
 def direct_upstream_url(backend: BackendConfig) -> str:
