@@ -37,6 +37,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel
 
 from xds_control.aggregator import metrics
+from xds_control.aggregator.access import caller_of
 from xds_control.aggregator.gateway import Gateway
 from xds_control.aggregator.sdk_compat import errors_to_sdk
 from xds_control.aggregator.sessions import SessionTable
@@ -133,33 +134,33 @@ def build_server(gateway: Gateway, sessions: SessionTable, bus: InMemorySubscrip
         return params.cursor if params is not None else None
 
     async def list_tools(ctx: Any, params: types.PaginatedRequestParams | None) -> Any:
-        return gateway.list_page("tools", cursor(params))
+        return gateway.list_page("tools", cursor(params), caller=caller_of(ctx.request))
 
     async def list_resources(ctx: Any, params: types.PaginatedRequestParams | None) -> Any:
-        return gateway.list_page("resources", cursor(params))
+        return gateway.list_page("resources", cursor(params), caller=caller_of(ctx.request))
 
     async def list_templates(ctx: Any, params: types.PaginatedRequestParams | None) -> Any:
-        return gateway.list_page("resource_templates", cursor(params))
+        return gateway.list_page("resource_templates", cursor(params), caller=caller_of(ctx.request))
 
     async def list_prompts(ctx: Any, params: types.PaginatedRequestParams | None) -> Any:
-        return gateway.list_page("prompts", cursor(params))
+        return gateway.list_page("prompts", cursor(params), caller=caller_of(ctx.request))
 
     async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> Any:
         return await gateway.call(
             "tools/call", "tools", params.name, wire(params), client_key=client_key(ctx), progress=progress_of(ctx, params),
-            arguments=params.arguments, trace_context=trace_context(ctx),
+            arguments=params.arguments, trace_context=trace_context(ctx), caller=caller_of(ctx.request),
         )  # fmt: skip
 
     async def read_resource(ctx: Any, params: types.ReadResourceRequestParams) -> Any:
         return await gateway.call(
             "resources/read", "resources", str(params.uri), wire(params), client_key=client_key(ctx), progress=progress_of(ctx, params),
-            trace_context=trace_context(ctx),
+            trace_context=trace_context(ctx), caller=caller_of(ctx.request),
         )  # fmt: skip
 
     async def get_prompt(ctx: Any, params: types.GetPromptRequestParams) -> Any:
         return await gateway.call(
             "prompts/get", "prompts", params.name, wire(params), client_key=client_key(ctx), progress=progress_of(ctx, params),
-            trace_context=trace_context(ctx),
+            trace_context=trace_context(ctx), caller=caller_of(ctx.request),
         )  # fmt: skip
 
     async def complete(ctx: Any, params: types.CompleteRequestParams) -> Any:
@@ -172,6 +173,7 @@ def build_server(gateway: Gateway, sessions: SessionTable, bus: InMemorySubscrip
             wire(params),
             client_key=client_key(ctx),
             backend_params=_complete_params(params),
+            caller=caller_of(ctx.request),
         )
 
     async def track_sessions(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:

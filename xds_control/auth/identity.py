@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from xds_control.config import Config
 from xds_control.sanitize import preview
 
 PAYLOAD_HEADER = "x-xds-control-jwt-payload"
@@ -63,3 +64,17 @@ def identity_of(header: str | bytes | None, principal_claim: str) -> Identity | 
     value = claims.get(principal_claim)
     principal = preview(value, MAX_PRINCIPAL_CHARS) if isinstance(value, str | int) and value != "" else "-"
     return Identity(principal, claims)
+
+
+def _quoted(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def challenge(config: Config, *, error: str | None = None, scope: str | None = None) -> str:
+    """The `WWW-Authenticate` value (RFC 6750 §3, RFC 9728 §5.1)."""
+    parts = [f"resource_metadata={_quoted(config.resource_metadata_url())}"]
+    if error is not None:
+        parts.append(f"error={_quoted(error)}")
+    if scope is not None:
+        parts.append(f"scope={_quoted(scope)}")
+    return "Bearer " + ", ".join(parts)

@@ -30,7 +30,7 @@ import math
 from typing import Any
 from urllib.parse import urlsplit
 
-from xds_control.auth.identity import IDENTITY_HEADERS, PAYLOAD_HEADER, PRINCIPAL_HEADER
+from xds_control.auth.identity import IDENTITY_HEADERS, PAYLOAD_HEADER, PRINCIPAL_HEADER, challenge
 from xds_control.config import WELL_KNOWN_RESOURCE, Config, IncomingAuthConfig, IssuerConfig, RateLimitConfig
 
 Spec = dict[str, Any]
@@ -224,28 +224,17 @@ def strip_identity_headers() -> list[Spec]:
     ]
 
 
-def _quoted(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def challenge(config: Config, *, error: str | None = None, scope: str | None = None) -> str:
-    """The `WWW-Authenticate` value (RFC 6750 §3, RFC 9728 §5.1)."""
-    parts = [f"resource_metadata={_quoted(config.resource_metadata_url())}"]
-    if error is not None:
-        parts.append(f"error={_quoted(error)}")
-    if scope is not None:
-        parts.append(f"scope={_quoted(scope)}")
-    return "Bearer " + ", ".join(parts)
-
-
-def _mapper(status: int, extra: list[Spec], value: str) -> Spec:
+def _mapper(status: int, extra: list[Spec], value: str, *, new_status: int | None = None) -> Spec:
     code = {"status_code_filter": {"comparison": {"op": "EQ", "value": {"default_value": status, "runtime_key": f"xds_control.auth.status_{status}"}}}}  # fmt: skip
-    return {
+    mapper: Spec = {
         "filter": {"and_filter": {"filters": [code, *extra]}} if extra else code,
         "headers_to_add": [
             {"header": {"key": "www-authenticate", "value": value}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
         ],
     }
+    if new_status is not None:
+        mapper["status_code"] = new_status
+    return mapper
 
 
 def local_reply_config(config: Config) -> Spec:
@@ -253,8 +242,14 @@ def local_reply_config(config: Config) -> Spec:
     auth = config.auth
     assert auth is not None
     token_sent = {"header_filter": {"header": {"name": "authorization", "present_match": True}}}
+    # No verified payload (jwt_authn sets the header only after a verification; a client's copy is removed
+    # first): a 403 is then jwt_authn's (an audience not allowed), not the scope check's.
+    unverified = {"header_filter": {"header": {"name": PAYLOAD_HEADER, "present_match": True, "invert_match": True}}}
+    invalid = challenge(config, error="invalid_token")
     mappers = [
-        _mapper(401, [token_sent], challenge(config, error="invalid_token")),
+        # jwt_authn answers some verification failures (an audience not allowed) with 403: RFC 6750 says 401
+        _mapper(403, [unverified], invalid, new_status=401),
+        _mapper(401, [token_sent], invalid),
         _mapper(401, [], challenge(config)),
     ]
     if auth.required_scopes:

@@ -1,0 +1,145 @@
+"""Who asks and what they may see: the aggregator's authorization (docs/dev/auth.md).
+
+`Access(config)` is off without an `auth` section: every request is
+anonymous and granted everything (`policy.EVERYTHING`), and nothing is read
+from the request. With `auth`, `Access.caller(scope)` reads the identity
+Envoy verified (auth/identity.py: the payload header, which Envoy strips from
+clients and sets only after verifying a token) and returns a `Caller`: the
+principal and its grant. No verified identity (the request did not come
+through Envoy's authenticated listener) is `None`: the endpoint answers 401.
+
+The endpoint puts the caller on the ASGI scope (`CALLER_KEY`); the SDK's
+handlers read it back from their request (`caller_of`). Lists are filtered by
+the grant (`visible`: one filtered list per catalog, kind and grant, kept
+while that catalog is current); a routed request for a name the grant does
+not cover is refused as an unknown name (gateway.py).
+
+`apply_config` swaps the rules (a config reload); grants of the old rules
+have other keys, so no page of theirs is served again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import Counter
+
+from xds_control.aggregator.catalog import MergedCatalog, MergedList
+from xds_control.auth.identity import PAYLOAD_HEADER, challenge, identity_of
+from xds_control.auth.policy import EVERYTHING, Grant, Kind, Policy
+from xds_control.config import Config
+from xds_control.sanitize import preview
+
+log = logging.getLogger("xds_control.aggregator.access")
+audit_log = logging.getLogger("xds_control.aggregator.audit")
+CALLER_KEY = "xds_control.caller"
+MAX_FILTERED_LISTS = 512
+_PAYLOAD = PAYLOAD_HEADER.encode()
+_NAME_KEY = {"tools": "name", "prompts": "name", "resources": "uri", "resource_templates": "uriTemplate"}
+
+DENIED = Counter(
+    "xds_control_aggregator_denied_total",
+    "Routed requests refused by authorization (answered as an unknown name), by kind and the rules that matched.",
+    ["kind", "rules"],
+)
+UNVERIFIED = Counter(
+    "xds_control_aggregator_unverified_requests_total",
+    "Requests refused 401 because they carried no identity verified by Envoy (they did not come through it).",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    principal: str  # escaped, truncated: safe to log
+    grant: Grant
+
+
+ANONYMOUS = Caller("-", EVERYTHING)
+# The caller of the request being served, for what is asked without a request at hand (the SDK's tool-schema
+# lookup for `Mcp-Param-*` checks): a tool the caller may not use has no schema, as an unknown one has none.
+CURRENT_CALLER: ContextVar[Caller] = ContextVar("xds_control_caller", default=ANONYMOUS)
+
+
+class Access:
+    def __init__(self, config: Config) -> None:
+        self.apply_config(config)
+        self._lists: dict[tuple[int, Kind, Any], tuple[MergedCatalog, MergedList]] = {}
+
+    def apply_config(self, config: Config) -> None:
+        self.enabled = config.auth is not None
+        self.principal_claim = config.auth.principal_claim if config.auth is not None else "sub"
+        self.policy = Policy(config.authorization)
+        self.challenge = challenge(config).encode() if config.auth is not None else b""
+
+    def caller(self, scope: Mapping[str, Any]) -> Caller | None:
+        """The caller of an HTTP request (see the module docstring); `ANONYMOUS` when auth is off."""
+        if not self.enabled:
+            return ANONYMOUS
+        header = next((v for k, v in scope.get("headers") or () if k == _PAYLOAD), None)
+        identity = identity_of(header, self.principal_claim)
+        if identity is None:
+            UNVERIFIED.inc()
+            return None
+        return Caller(identity.principal, self.policy.grant(identity.claims))
+
+    def visible(self, catalog: MergedCatalog, kind: Kind, grant: Grant) -> MergedList:
+        """`catalog`'s list of `kind` as `grant` sees it (the list itself for a grant of everything)."""
+        merged = catalog.lists[kind]
+        if grant.everything:
+            return merged
+        key = (id(catalog), kind, grant.key)
+        found = self._lists.get(key)
+        if found is not None and found[0] is catalog:
+            return found[1]
+        if len(self._lists) >= MAX_FILTERED_LISTS or (
+            self._lists and next(iter(self._lists.values()))[0] is not catalog
+        ):
+            self._lists.clear()  # a new catalog: the old one's filtered lists are never asked for again
+        field = _NAME_KEY[kind]
+        items = tuple(item for item in merged.items if grant.allows(kind, str(item.get(field, ""))))
+        routes = {k: v for k, v in merged.routes.items() if grant.allows(kind, k)}
+        # The same on every replica (a cursor issued by one is valid at another): a digest, never hash().
+        audience = hashlib.sha256(repr(grant.key).encode()).hexdigest()[:12]
+        filtered = MergedList(kind, items, routes, f"{merged.hash}.{audience}")
+        self._lists[key] = (catalog, filtered)
+        return filtered
+
+
+def caller_of_scope(scope: Mapping[str, Any]) -> Caller:
+    """The caller the endpoint put on an ASGI scope (`ANONYMOUS` when there is none: auth off)."""
+    found = scope.get(CALLER_KEY)
+    return found if isinstance(found, Caller) else ANONYMOUS
+
+
+def caller_of(request: Any) -> Caller:
+    """The caller of an SDK handler's request (see `caller_of_scope`)."""
+    scope = getattr(request, "scope", None)
+    return caller_of_scope(scope) if isinstance(scope, dict) else ANONYMOUS
+
+
+def audit(caller: Caller, method: str, name: str, backend: str | None, outcome: str, seconds: float) -> None:
+    """One line per routed request of an authenticated caller."""
+    name = preview(name, 200)
+    audit_log.info(
+        "%s %s %s by %s: %s",
+        method,
+        name,
+        backend or "-",
+        caller.principal,
+        outcome,
+        extra={
+            "event": "audit",
+            "principal": caller.principal,
+            "method": method,
+            "exposed_name": name,
+            "backend": backend or "",
+            "outcome": outcome,
+            "duration_ms": round(seconds * 1000, 3),
+            "rules": caller.grant.rule_label,
+        },
+    )
