@@ -86,6 +86,7 @@ async def auth_stack(
     """Control plane + real Envoy + aggregator with `auth` (a file issuer and a URL issuer), `authorization`
     (`RULES`, default deny) unless `sections` say otherwise."""
     file_issuer, url_issuer = Issuer(ISSUER_FILE, "RS256"), Issuer(ISSUER_URL, "ES256")
+    tmp_path.mkdir(parents=True, exist_ok=True)
     jwks_file = tmp_path / "jwks.json"
     jwks_file.write_text(file_issuer.jwks())
     with JwksServer(url_issuer.jwks()).running() as server:
