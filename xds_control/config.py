@@ -531,7 +531,7 @@ class RateLimitConfig(_Model):
         10_000,
         ge=1,
         le=1_000_000,
-        description="principals tracked at once; the least recently seen share a bucket past it",
+        description="principals with a bucket at once (Envoy dynamic descriptors); past it the least recently seen is forgotten",
     )
 
 
