@@ -259,6 +259,35 @@ def local_reply_config(config: Config) -> Spec:
     return {"mappers": mappers}
 
 
+def refusal_access_log(listener: str) -> Spec:
+    """One line on Envoy's stderr per request Envoy refused for authentication (401), scope (403) or rate
+    (429), with Envoy's reason (`details=jwt_authn_access_denied{Jwt_is_expired}`, `local_rate_limited`,
+    ...). No header but the verified principal, so never a token."""
+    line = (
+        f"[auth] %START_TIME% listener={listener} %REQ(:METHOD)% %PATH(NQ)% status=%RESPONSE_CODE% "
+        f"details=%RESPONSE_CODE_DETAILS% principal=%REQ({PRINCIPAL_HEADER}):64% duration_ms=%DURATION%\n"
+    )
+    codes = [
+        {
+            "status_code_filter": {
+                "comparison": {
+                    "op": "EQ",
+                    "value": {"default_value": code, "runtime_key": f"xds_control.auth.log_{code}"},
+                }
+            }
+        }  # fmt: skip
+        for code in (401, 403, 429)
+    ]
+    return {
+        "name": "envoy.access_loggers.stderr",
+        "filter": {"or_filter": {"filters": codes}},
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StderrAccessLog",
+            "log_format": {"text_format_source": {"inline_string": line}},
+        },
+    }
+
+
 # -- RFC 9728 metadata ------------------------------------------------------------------------
 
 

@@ -232,6 +232,7 @@ def _listener(
     if authenticating:
         hcm["early_header_mutation_extensions"] = auth_filters.strip_identity_headers()
         hcm["local_reply_config"] = auth_filters.local_reply_config(config)
+        hcm["access_log"].append(auth_filters.refusal_access_log(name))
     return {
         "name": name,
         "address": _socket(address, port),
