@@ -224,8 +224,14 @@ def strip_identity_headers() -> list[Spec]:
     ]
 
 
+def _status_is(status: int, runtime_key: str) -> Spec:
+    """An access-log filter: the response status is `status`."""
+    value = {"default_value": status, "runtime_key": runtime_key}
+    return {"status_code_filter": {"comparison": {"op": "EQ", "value": value}}}
+
+
 def _mapper(status: int, extra: list[Spec], value: str, *, new_status: int | None = None) -> Spec:
-    code = {"status_code_filter": {"comparison": {"op": "EQ", "value": {"default_value": status, "runtime_key": f"xds_control.auth.status_{status}"}}}}  # fmt: skip
+    code = _status_is(status, f"xds_control.auth.status_{status}")
     mapper: Spec = {
         "filter": {"and_filter": {"filters": [code, *extra]}} if extra else code,
         "headers_to_add": [
@@ -267,20 +273,11 @@ def refusal_access_log(listener: str) -> Spec:
         f"[auth] %START_TIME% listener={listener} %REQ(:METHOD)% %PATH(NQ)% status=%RESPONSE_CODE% "
         f"details=%RESPONSE_CODE_DETAILS% principal=%REQ({PRINCIPAL_HEADER}):64% duration_ms=%DURATION%\n"
     )
-    codes = [
-        {
-            "status_code_filter": {
-                "comparison": {
-                    "op": "EQ",
-                    "value": {"default_value": code, "runtime_key": f"xds_control.auth.log_{code}"},
-                }
-            }
-        }  # fmt: skip
-        for code in (401, 403, 429)
-    ]
     return {
         "name": "envoy.access_loggers.stderr",
-        "filter": {"or_filter": {"filters": codes}},
+        "filter": {
+            "or_filter": {"filters": [_status_is(code, f"xds_control.auth.log_{code}") for code in (401, 403, 429)]}
+        },
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StderrAccessLog",
             "log_format": {"text_format_source": {"inline_string": line}},
