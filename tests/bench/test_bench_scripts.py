@@ -35,6 +35,10 @@ BENCHMARKS = {
         ["aggregators=1 concurrency=4:", "aggregators=2 concurrency=4:", "backend stub CPU"],
     ),
     "relay_floor": (["bench/aggregator/relay_floor.py", "--calls", "5", "--seconds", "1", "--blocks", "2"], ["relay", "interleaved with direct calls"]),
+    "auth": (
+        ["bench/auth.py", "--calls", "5", "--blocks", "2", "--concurrency", "2", "--seconds", "1", "--warmup", "0.5"],
+        ["added median latency (auth - open)", "authenticated / open calls/s"],
+    ),
     "hostile": (["bench/hostile.py", "--small", "--only", "admin-report-outcomes"], ["admin-report-outcomes", "targets: stall < 100 ms"]),
     "sessions": (["bench/aggregator/sessions.py", "--sessions", "20"], ["opening  sessions: 20", "settled sessions again"]),
     "edge_post": (["bench/aggregator/edge_post.py", "--rounds", "1", "--requests", "5"], ["lean   CPU ms per request", "the plain POST saves"]),
