@@ -63,6 +63,9 @@ async def test_metadata_401_challenges_and_good_tokens_of_both_issuers(backends:
             "HS256 with the public key": _hs256(devtoken.claims(sub="alice", audience=aud, issuer=iss), public_pem, key.kid),
             "no exp": key.sign({"iss": iss, "aud": aud, "sub": "alice"}),
             "garbage": "not.a.jwt",
+            "thousands of claims, bad signature": stranger.sign(
+                {**devtoken.claims(sub="alice", audience=aud, issuer=iss), **{f"c{i}": i for i in range(2000)}}
+            ),
         }  # fmt: skip
         for label, token in bad_tokens.items():
             answer = await post(stack.url, {"authorization": f"Bearer {token}"})

@@ -4,6 +4,7 @@ passthrough to backends, per-principal rate limits with 429 + Retry-After."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,10 @@ async def _error(client: Any, tool: str) -> dict[str, Any]:
     return {"code": info.value.code, "message": info.value.message, "data": info.value.data}
 
 
-async def test_each_principal_sees_and_calls_only_what_it_is_granted(backends: Backends, tmp_path: Path) -> None:
+async def test_each_principal_sees_and_calls_only_what_it_is_granted(
+    backends: Backends, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="xds_control.aggregator.audit")
     async with auth_stack(backends, tmp_path) as stack:
         ops = {"authorization": f"Bearer {stack.token('alice', groups=['ops'])}"}
         planner = {"authorization": f"Bearer {stack.token('bob', scope='calendar')}"}
@@ -61,6 +65,14 @@ async def test_each_principal_sees_and_calls_only_what_it_is_granted(backends: B
                 assert "Standup" in result.content[0].text
             async with mcp_client(stack.url, mode, headers=nobody) as client:  # default: deny
                 assert await _names(client) == {"tools": [], "resources": [], "prompts": []}
+        audit = [r.__dict__ for r in caplog.records if r.name == "xds_control.aggregator.audit"]
+        assert {(a["principal"], a["exposed_name"], a["outcome"], a["backend"]) for a in audit} >= {
+            ("alice", "weather_get_current_conditions", "ok", "weather"),
+            ("alice", "calendar_list_events", "denied", ""),
+            ("bob", "calendar_list_events", "ok", "calendar"),
+        }
+        assert all(a["method"] == "tools/call" and a["duration_ms"] >= 0 for a in audit)
+        assert not any("Bearer" in r.getMessage() or "eyJ" in r.getMessage() for r in caplog.records)
 
 
 async def test_a_forged_identity_header_grants_nothing(backends: Backends, tmp_path: Path) -> None:
