@@ -209,3 +209,21 @@ def test_a_bad_jwks_file_keeps_the_last_good_keys(tmp_path: Path) -> None:
         assert store.current.keys[str(path)] == newer and store.version == version + 1
 
     asyncio.run(run())
+
+
+def test_a_reload_swaps_the_rules_for_the_next_request() -> None:
+    header = {"headers": [(PAYLOAD_HEADER.encode(), _header({"sub": "x", "groups": ["ops"]}).encode())]}
+    access = Access(parse_config({"auth": AUTH, "authorization": {"rules": [OPS]}}))
+    before = access.caller(header)
+    assert before is not None and before.grant.allows("tools", "weather_a")
+    narrower = {**OPS, "tools": ["weather_get_*"]}
+    access.apply_config(parse_config({"auth": AUTH, "authorization": {"rules": [narrower]}}))
+    after = access.caller(header)
+    assert (
+        after is not None
+        and not after.grant.allows("tools", "weather_a")
+        and after.grant.allows("tools", "weather_get_x")
+    )
+    assert after.grant.key != before.grant.key  # the old grant's pages are never served to the new one
+    access.apply_config(parse_config({}))  # auth removed: an open gateway again
+    assert access.caller({"headers": []}) is ANONYMOUS
