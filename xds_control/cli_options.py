@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,13 @@ def load_or_exit(path: Path | None) -> Config:
 
 
 def run_async(coro: Any) -> int:
-    """Run a service coroutine until it returns or SIGINT/SIGTERM cancels it."""
+    """Run a service coroutine until it returns or SIGINT/SIGTERM cancels it.
+
+    What the imports made lives as long as the process and is never garbage: it is frozen out of the cyclic
+    collector first (`gc.freeze`), so the full collections that churn of sessions and streams triggers walk
+    only what was made since, and never stall the event loop over the whole heap."""
+    gc.collect()
+    gc.freeze()
     try:
         return int(asyncio.run(coro) or 0)
     except KeyboardInterrupt:

@@ -62,7 +62,7 @@ async def test_merged_lists_per_strategy(
                 and capabilities.prompts.list_changed
                 and capabilities.resources.list_changed
             )
-            assert not capabilities.resources.subscribe  # backends' resource updates are not relayed
+            assert capabilities.resources.subscribe  # resource updates are relayed (test_resource_subscriptions.py)
             listed = await client.list_tools()
             assert tool_names(listed) == tools
             assert listed.tools[0].meta == {"xds-control/backend": "alpha"}
@@ -76,9 +76,12 @@ async def test_merged_lists_per_strategy(
             assert result.content[0].text == f"via {mode}" and not result.is_error
 
 
-async def test_a_modern_listen_is_not_told_resource_subscriptions_are_honored(serve: Any, fleet: Fleet) -> None:
-    """The ack names what will be delivered: list changes yes, a resource's updates no (they are not relayed;
-    the SDK would echo the URI back and never fire it). The stream still serves the list changes."""
+async def test_a_modern_listen_is_not_told_a_subscription_its_backend_refused_is_honored(
+    serve: Any, fleet: Fleet
+) -> None:
+    """The ack names what will be delivered: list changes yes, the updates of a resource whose backend does not
+    serve `resources/subscribe` no (the SDK would echo the URI back and never fire it). The stream still serves
+    the list changes."""
     async with serve([fleet.entry("alpha"), fleet.entry("beta")]) as running:
         async with mcp_client(running.url, MODERN) as client:
             async with client.listen(tools_list_changed=True, resource_subscriptions=["demo://alpha/info"]) as sub:

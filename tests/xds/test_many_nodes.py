@@ -58,7 +58,7 @@ async def _clusters(admin_port: int) -> dict[str, list[str]]:
     return {
         entry["name"]: [h.get("health_status", {}).get("eds_health_status", "") for h in entry.get("host_statuses", [])]
         for entry in json.loads(body).get("cluster_statuses", [])
-        if entry["name"] != t.XDS_CLUSTER
+        if entry["name"] != "xds_cluster"  # the bootstrap's static cluster (envoy/bootstrap.yaml.tmpl)
     }
 
 

@@ -91,6 +91,14 @@ def test_public_listener_routes_mcp_to_aggregator_and_backends_only_when_exposed
     assert set(exposed) == {"/mcp", "/backends/weather/mcp", "/backends/replicas/mcp", "/backends/remote/mcp"}
 
 
+def test_the_aggregator_cluster_lets_every_request_retry_a_dead_replica_at_once():
+    cluster = build_resources(ViewStore(_config()).current)[t.CLUSTER][t.AGGREGATOR_CLUSTER]
+    thresholds = cluster["circuit_breakers"]["thresholds"][0]
+    assert thresholds["max_retries"] > 3, "Envoy's default of 3 retries in flight fails clients when a replica dies"
+    decoded = Cluster.parse(encode_message(t.CLUSTER, cluster))
+    assert decoded.circuit_breakers.thresholds[0].max_retries == thresholds["max_retries"]
+
+
 def test_listeners_bind_configured_addresses_and_use_rds():
     config = _config(listener={"address": "0.0.0.0", "port": 8080}, egress={"port": 8081})
     listeners = build_resources(ViewStore(config).current)[t.LISTENER]

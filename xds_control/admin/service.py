@@ -82,14 +82,27 @@ def _rpc(method: str, *, mutating: bool = False, stream: bool = False) -> Callab
     """Wrap a handler: token check, error -> status mapping, one metric per call."""
 
     def decorate(fn: F) -> F:
-        async def fail(context: grpc.aio.ServicerContext, exc: Exception) -> None:
-            code, message = _status_of(exc)
-            record_call(method, code)  # before abort: the caller may hear the status before abort returns
-            if code is grpc.StatusCode.INTERNAL:
-                log.error("admin %s failed", method, exc_info=exc)
-            elif code is grpc.StatusCode.UNAUTHENTICATED:
-                log.warning("admin %s refused: missing or wrong token", method, extra={"peer": context.peer()})
-            await context.abort(code, message)
+        @contextlib.asynccontextmanager
+        async def counted(context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+            """One metric per call; an error becomes the caller's status (and a log line when it is ours)."""
+            code: grpc.StatusCode | None = grpc.StatusCode.OK
+            try:
+                yield
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except Exception as exc:
+                code = None  # counted here, before abort: the caller may hear the status before abort returns
+                status, message = _status_of(exc)
+                record_call(method, status)
+                if status is grpc.StatusCode.INTERNAL:
+                    log.error("admin %s failed", method, exc_info=exc)
+                elif status is grpc.StatusCode.UNAUTHENTICATED:
+                    log.warning("admin %s refused: missing or wrong token", method, extra={"peer": context.peer()})
+                await context.abort(status, message)
+            finally:
+                if code is not None:
+                    record_call(method, code)
 
         if stream:
 
@@ -97,39 +110,18 @@ def _rpc(method: str, *, mutating: bool = False, stream: bool = False) -> Callab
             async def stream_handler(
                 self: AdminService, request: Any, context: grpc.aio.ServicerContext
             ) -> AsyncIterator[Any]:
-                code: grpc.StatusCode | None = grpc.StatusCode.OK
-                try:
-                    async with contextlib.aclosing(fn(self, request, context)) as items:
-                        async for item in items:
-                            yield item
-                except asyncio.CancelledError:
-                    code = grpc.StatusCode.CANCELLED
-                    raise
-                except Exception as exc:
-                    code = None  # counted by fail()
-                    await fail(context, exc)
-                finally:
-                    if code is not None:
-                        record_call(method, code)
+                async with counted(context), contextlib.aclosing(fn(self, request, context)) as items:
+                    async for item in items:
+                        yield item
 
             return stream_handler  # type: ignore[return-value]
 
         @functools.wraps(fn)
         async def handler(self: AdminService, request: Any, context: grpc.aio.ServicerContext) -> Any:
-            code: grpc.StatusCode | None = grpc.StatusCode.OK
-            try:
+            async with counted(context):
                 if mutating:
                     self.guard.check(context.invocation_metadata(), method)
                 return await fn(self, request, context)
-            except asyncio.CancelledError:
-                code = grpc.StatusCode.CANCELLED
-                raise
-            except Exception as exc:
-                code = None  # counted by fail()
-                await fail(context, exc)
-            finally:
-                if code is not None:
-                    record_call(method, code)
 
         return handler  # type: ignore[return-value]
 

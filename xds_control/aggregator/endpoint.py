@@ -55,6 +55,10 @@ from xds_control.telemetry.trace_context import exporting
 
 MCP_PATH = "/mcp"
 DEFAULT_MAX_REQUEST_BYTES = 4 * 1024 * 1024
+# Requests that may open a legacy session (`initialize`) handed to the SDK at once; the rest wait their turn.
+# Opening a session is the dearest thing a caller can ask for nothing: a flood of them, each in flight at once,
+# lengthens every turn of the event loop for every other request; in turn, they cost the same and stall nothing.
+OPENING_AT_ONCE = 4
 _KIND = {"tools/list": "tools", "resources/list": "resources", "resources/templates/list": "resource_templates",
          "prompts/list": "prompts"}  # fmt: skip
 _SESSION_HEADER = b"mcp-session-id"
@@ -81,6 +85,7 @@ class Endpoint:
         self.max_request_bytes = max_request_bytes
         self._clock = clock
         self._shape = sdk_compat.Shaper(server)
+        self._opening_turns = asyncio.Semaphore(OPENING_AT_ONCE)
         self.answering = True  # False: every request goes to the SDK (tests compare both answers)
         self.answered: Counter[str] = Counter()  # requests answered here, by method
 
@@ -121,14 +126,21 @@ class Endpoint:
         if verdict.plain is not None and self.answering:
             await self._answer(verdict.plain, None, scope, receive, send)
             return
-        admitted = False
-        if verdict.opens:
+        if not verdict.opens:
+            await self._to_sdk_without_session(False, scope, receive, send)
+            return
+        async with self._opening_turns:
             admitted, evicted = self.sessions.admit()
             for session_id in evicted:
                 await sdk_compat.end_session(self.server, session_id)
             if not admitted:
                 await _send_json(send, 503, _error_body(None, -32603, "Too many open sessions"))
                 return
+            await self._to_sdk_without_session(admitted, scope, receive, send)
+
+    async def _to_sdk_without_session(self, admitted: bool, scope: Scope, receive: Receive, send: Send) -> None:
+        """The SDK answers a request that carried no session id; a session it issued is kept (`admitted`: the
+        place `admit` held for it), a session it made for a request it refused is dropped from the answer."""
         issued: list[str] = []
 
         def opened(session_id: str) -> None:  # before the client sees the id: its next request finds the session

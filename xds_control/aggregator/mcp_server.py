@@ -11,9 +11,11 @@ streamable-HTTP manager routes each request by its `MCP-Protocol-Version`):
   `subscriptions/listen`, served by the SDK's `ListenHandler` over the
   aggregator's subscription bus.
 
-Neither family is told `resources.subscribe`: backends' resource updates are
-not relayed, so a listen request's resource subscriptions are left out of its
-acknowledgement, and legacy `resources/subscribe` is not a method here.
+Resource subscriptions (resource_updates.py): legacy clients send
+`resources/subscribe` / `resources/unsubscribe` on their session; modern
+clients name URIs in `subscriptions/listen`, and the acknowledgement honors
+exactly the URIs the gateway subscribed (routable, within the bounds). Both
+families are told `resources.subscribe: true`.
 
 Server middleware, outermost first: an HTTP `traceparent` header stands in
 for a missing `_meta.traceparent` (tracing.py); the SDK's span; the SDK's
@@ -25,6 +27,7 @@ around the requests it answers itself while spans are exported.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from typing import Any
 
@@ -33,16 +36,20 @@ from mcp.server import NotificationOptions, Server, ServerRequestContext
 from mcp.server.caching import CacheHint
 from mcp.server.context import CallNext, HandlerResult
 from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler
+from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel
 
 from xds_control.aggregator import metrics
 from xds_control.aggregator.access import caller_of
-from xds_control.aggregator.gateway import Gateway
+from xds_control.aggregator.gateway import RESOURCE_NOT_FOUND, Gateway
+from xds_control.aggregator.resource_updates import ResourceSubscriptions
+from xds_control.aggregator.rpc_errors import caller_error
 from xds_control.aggregator.sdk_compat import errors_to_sdk
 from xds_control.aggregator.sessions import SessionTable
 from xds_control.aggregator.tracing import TraceHeaderMiddleware, exporting, passthrough
 from xds_control.aggregator.upstream import ProgressFn
+from xds_control.errors import AggregatorError
 
 SERVER_NAME = "xds-control"
 INSTRUCTIONS = "One MCP endpoint for the tools, resources and prompts of every healthy backend behind this gateway."
@@ -58,40 +65,47 @@ class _AggregatorServer(Server[Any]):
         )
         return super().create_initialization_options(options, *args, **kwargs)
 
-    def get_capabilities(self, *args: Any, **kwargs: Any) -> types.ServerCapabilities:
-        """The SDK's, but never `resources.subscribe`: backends' resource updates are not relayed.
-
-        At 2026-07-28 the SDK derives `subscribe` from serving `subscriptions/listen`, which the
-        aggregator serves for list changes only; a client told `subscribe: true` would wait for
-        updates that never come instead of re-reading the resource.
-        """
-        capabilities = super().get_capabilities(*args, **kwargs)
-        if capabilities.resources is not None and capabilities.resources.subscribe:
-            capabilities = capabilities.model_copy(
-                update={"resources": capabilities.resources.model_copy(update={"subscribe": False})}
-            )
-        return capabilities
-
 
 class _CountingListenHandler(ListenHandler):
     """The SDK's handler, counting open listen streams (the modern family's "sessions").
 
-    Resource subscriptions are dropped from the request, so the acknowledgement does not
-    claim them (see `_AggregatorServer.get_capabilities`); list-change kinds are honored.
+    The stream's resource subscriptions go through the gateway's (one subscriber per stream,
+    ended with it); the acknowledgement honors only the URIs subscribed upstream, the first
+    `max_per_subscriber` at most. List-change kinds are honored as they come.
     """
+
+    def __init__(self, bus: InMemorySubscriptionBus, subscriptions: ResourceSubscriptions) -> None:
+        super().__init__(bus)
+        self._subscriptions = subscriptions
+        self._ids = itertools.count(1)
 
     async def __call__(
         self, ctx: ServerRequestContext[Any, Any], params: types.SubscriptionsListenRequestParams
     ) -> types.SubscriptionsListenResult:
-        if params.notifications.resource_subscriptions:
-            notifications = params.notifications.model_copy(update={"resource_subscriptions": None})
-            params = params.model_copy(update={"notifications": notifications})
-        gauge = metrics.SESSIONS.labels(family="modern")
-        gauge.inc()
+        subscriber = f"listen:{next(self._ids)}"
+        wanted = params.notifications.resource_subscriptions
         try:
-            return await super().__call__(ctx, params)
+            if wanted:
+                honored: list[str] = []
+                grant = caller_of(ctx.request).grant
+                for uri in dict.fromkeys(wanted[: self._subscriptions.table.max_per_subscriber]):
+                    if not grant.allows("resources", uri):
+                        continue  # not the caller's to see: left out like an unknown URI
+                    try:
+                        await self._subscriptions.subscribe(subscriber, uri, None)
+                    except (AggregatorError, MCPError):
+                        continue  # not honored: the acknowledgement leaves it out
+                    honored.append(uri)
+                notifications = params.notifications.model_copy(update={"resource_subscriptions": honored or None})
+                params = params.model_copy(update={"notifications": notifications})
+            gauge = metrics.SESSIONS.labels(family="modern")
+            gauge.inc()
+            try:
+                return await super().__call__(ctx, params)
+            finally:
+                gauge.dec()
         finally:
-            gauge.dec()
+            self._subscriptions.drop_subscriber(subscriber)
 
 
 def client_key(ctx: ServerRequestContext[Any, Any]) -> str | None:
@@ -129,7 +143,9 @@ def trace_context(ctx: ServerRequestContext[Any, Any]) -> dict[str, str] | None:
     return passthrough(ctx.meta, ctx.request.headers if ctx.request is not None else None)  # type: ignore[arg-type]
 
 
-def build_server(gateway: Gateway, sessions: SessionTable, bus: InMemorySubscriptionBus) -> Server[Any]:
+def build_server(
+    gateway: Gateway, sessions: SessionTable, bus: InMemorySubscriptionBus, subscriptions: ResourceSubscriptions
+) -> Server[Any]:
     def cursor(params: types.PaginatedRequestParams | None) -> str | None:
         return params.cursor if params is not None else None
 
@@ -176,6 +192,21 @@ def build_server(gateway: Gateway, sessions: SessionTable, bus: InMemorySubscrip
             caller=caller_of(ctx.request),
         )
 
+    async def subscribe_resource(ctx: Any, params: types.SubscribeRequestParams) -> types.EmptyResult:
+        session_id = client_key(ctx)
+        if session_id is None:
+            raise MCPError(types.INVALID_REQUEST, "resources/subscribe needs a session; use subscriptions/listen")
+        if not caller_of(ctx.request).grant.allows("resources", str(params.uri)):  # refused like an unknown URI
+            raise caller_error("not_found", RESOURCE_NOT_FOUND, "Resource not found", {"uri": str(params.uri)})
+        await subscriptions.subscribe(session_id, str(params.uri), ctx.session)
+        return types.EmptyResult()
+
+    async def unsubscribe_resource(ctx: Any, params: types.UnsubscribeRequestParams) -> types.EmptyResult:
+        session_id = client_key(ctx)
+        if session_id is not None:
+            subscriptions.unsubscribe(session_id, str(params.uri))
+        return types.EmptyResult()
+
     async def track_sessions(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         session_id = client_key(ctx)
         if session_id:
@@ -202,7 +233,9 @@ def build_server(gateway: Gateway, sessions: SessionTable, bus: InMemorySubscrip
         on_list_prompts=list_prompts,
         on_get_prompt=get_prompt,
         on_completion=complete,
-        on_subscriptions_listen=_CountingListenHandler(bus),
+        on_subscribe_resource=subscribe_resource,
+        on_unsubscribe_resource=unsubscribe_resource,
+        on_subscriptions_listen=_CountingListenHandler(bus, subscriptions),
     )
     server.middleware.insert(0, TraceHeaderMiddleware())  # outermost: before the SDK's span middleware reads `_meta`
     server.middleware.append(track_sessions)

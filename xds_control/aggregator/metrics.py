@@ -64,3 +64,12 @@ OUTCOME_REPORTS = Counter(
     "Data-path outcome batches sent to the control plane, by result (sent, dropped).",
     ["result"],
 )
+RESOURCE_SUBSCRIPTIONS = Gauge(
+    f"{_NS}_resource_subscriptions",
+    "Resource subscriptions held upstream: one per (backend, URI), shared by every subscribed client.",
+)
+RESOURCE_UPDATES = Counter(
+    f"{_NS}_resource_updates_total",
+    "notifications/resources/updated towards clients, by family and result (legacy: sent, dropped; modern: published).",
+    ["family", "result"],
+)

@@ -38,6 +38,7 @@ from xds_control.aggregator.mcp_server import build_server
 from xds_control.aggregator.notify import ChangeNotifier
 from xds_control.aggregator.outcomes import OutcomeBatcher, report_outcomes_forever
 from xds_control.aggregator.pagination import PAGE_SIZE
+from xds_control.aggregator.resource_updates import ResourceSubscriptions
 from xds_control.aggregator.sessions import SessionTable
 from xds_control.aggregator.upstream import UpstreamUrl, egress_upstream_url
 from xds_control.aggregator.view_source import (
@@ -88,19 +89,22 @@ class Aggregator:
             outcomes=self.outcomes,
         )
         limits = config.aggregator
+        self.bus = InMemorySubscriptionBus()
+        self.subscriptions = ResourceSubscriptions(
+            lambda: self.gateway.catalog, self.gateway.upstreams, self._spawn, self.bus
+        )
         self.sessions = SessionTable(
-            self.gateway.client_session_closed,
+            self._client_session_closed,
             idle_timeout=session_idle_timeout if session_idle_timeout is not None else limits.session_idle_timeout,
             init_timeout=limits.session_init_timeout,
             max_sessions=limits.max_sessions,
             max_opening=limits.max_opening_sessions,
         )
-        self.bus = InMemorySubscriptionBus()
         self.notifier = ChangeNotifier(
             ChangeCoalescer(self.gateway.catalog.hashes, coalesce_window), self.sessions.notifiable, self.bus
         )
         self.follower = ViewFollower(source, self._apply, backoff=backoff)
-        self.server = build_server(self.gateway, self.sessions, self.bus)
+        self.server = build_server(self.gateway, self.sessions, self.bus, self.subscriptions)
         self.endpoint = Endpoint(
             build_sdk_app(config, self.server, health=self.health, max_request_bytes=max_request_bytes),
             gateway=self.gateway,
@@ -121,8 +125,13 @@ class Aggregator:
             raise RuntimeError("the aggregator is not running")
         return self._tg.create_task(coro)
 
+    def _client_session_closed(self, session_id: str) -> None:
+        self.gateway.client_session_closed(session_id)
+        self.subscriptions.drop_subscriber(session_id)
+
     def _apply(self, update: ViewUpdate) -> None:
         catalog = self.gateway.apply_view(update.version, update.backends)
+        self.subscriptions.apply_view(update.backends)
         self.notifier.observe(catalog.hashes)
 
     async def wait_for_view(self, version: int) -> None:
@@ -165,6 +174,7 @@ class Aggregator:
             try:
                 yield self
             finally:
+                await self.subscriptions.aclose()
                 await self.gateway.aclose()
                 for task in tasks:
                     task.cancel()

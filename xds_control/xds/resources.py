@@ -128,6 +128,9 @@ def aggregator_cluster(config: Config) -> Spec:
             "base_ejection_time": "5s",
             "max_ejection_percent": 100,
         },
+        # Envoy allows 3 retries in flight per cluster by default: when a replica dies, every client's next
+        # request fails to connect at once and needs its retry to the survivor, so the cap is that of requests.
+        "circuit_breakers": {"thresholds": [{"max_retries": 1024}]},
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                 "@type": HTTP_OPTIONS_TYPE,
