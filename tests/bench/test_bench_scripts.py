@@ -36,7 +36,7 @@ BENCHMARKS = {
     ),
     "relay_floor": (["bench/aggregator/relay_floor.py", "--calls", "5", "--seconds", "1", "--blocks", "2"], ["relay", "interleaved with direct calls"]),
     "auth": (
-        ["bench/auth.py", "--calls", "5", "--blocks", "2", "--concurrency", "2", "--seconds", "1", "--warmup", "0.5"],
+        ["bench/auth.py", "--calls", "5", "--blocks", "2", "--concurrency", "2", "--seconds", "1", "--warmup", "0.5", "--pairs", "1"],
         ["added median latency (auth - open)", "authenticated / open calls/s"],
     ),
     "hostile": (["bench/hostile.py", "--small", "--only", "admin-report-outcomes"], ["admin-report-outcomes", "targets: stall < 100 ms"]),

@@ -14,8 +14,10 @@ the grant (`visible`: one filtered list per catalog, kind and grant, kept
 while that catalog is current); a routed request for a name the grant does
 not cover is refused as an unknown name (gateway.py).
 
-`apply_config` swaps the rules (a config reload); grants of the old rules
-have other keys, so no page of theirs is served again.
+`apply_config` swaps the rules (a config reload) and forgets every caller
+read so far; grants of the old rules have other keys, so no page of theirs is
+served again. A payload header seen before maps to its caller without being
+decoded again (at most `MAX_CALLERS` kept; the set is dropped when full).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ log = logging.getLogger("xds_control.aggregator.access")
 audit_log = logging.getLogger("xds_control.aggregator.audit")
 CALLER_KEY = "xds_control.caller"
 MAX_FILTERED_LISTS = 512
+MAX_CALLERS = 4096  # payload headers remembered with their caller (Envoy verified each; the rules decide once)
 _PAYLOAD = PAYLOAD_HEADER.encode()
 _NAME_KEY = {"tools": "name", "prompts": "name", "resources": "uri", "resource_templates": "uriTemplate"}
 
@@ -74,6 +77,7 @@ class Access:
         self.enabled = config.auth is not None
         self.principal_claim = config.auth.principal_claim if config.auth is not None else "sub"
         self.policy = Policy(config.authorization)
+        self._callers: dict[bytes, Caller] = {}  # payload header -> its caller (a client repeats its token)
         self.challenge = challenge(config).encode() if config.auth is not None else b""
 
     def caller(self, scope: Mapping[str, Any]) -> Caller | None:
@@ -81,11 +85,17 @@ class Access:
         if not self.enabled:
             return ANONYMOUS
         header = next((v for k, v in scope.get("headers") or () if k == _PAYLOAD), None)
+        if header is not None and (known := self._callers.get(header)) is not None:
+            return known
         identity = identity_of(header, self.principal_claim)
-        if identity is None:
+        if identity is None or header is None:
             UNVERIFIED.inc()
             return None
-        return Caller(identity.principal, self.policy.grant(identity.claims))
+        caller = Caller(identity.principal, self.policy.grant(identity.claims))
+        if len(self._callers) >= MAX_CALLERS:
+            self._callers.clear()
+        self._callers[header] = caller
+        return caller
 
     def visible(self, catalog: MergedCatalog, kind: Kind, grant: Grant) -> MergedList:
         """`catalog`'s list of `kind` as `grant` sees it (the list itself for a grant of everything)."""

@@ -46,6 +46,8 @@ RBAC_FILTER = "envoy.filters.http.rbac"
 RATE_LIMIT_FILTER = "envoy.filters.http.local_ratelimit"
 PAYLOAD_METADATA = "jwt_payload"
 PRINCIPAL_DESCRIPTOR = "principal"
+JWT_CACHE_SIZE = 1024  # verified tokens kept per provider (per Envoy worker)
+JWT_CACHE_MAX_TOKEN = 8192  # larger tokens are verified every time, never kept
 MIN_FILL_INTERVAL = 0.05  # Envoy's lower bound for a token bucket's fill_interval
 EMPTY_JWKS = '{"keys":[]}'
 
@@ -76,6 +78,8 @@ def _provider(index: int, issuer: IssuerConfig, auth: IncomingAuthConfig, config
         "claim_to_headers": [{"header_name": PRINCIPAL_HEADER, "claim_name": auth.principal_claim}],
         "payload_in_metadata": PAYLOAD_METADATA,
         "clock_skew_seconds": math.ceil(auth.clock_skew),
+        # A token seen again skips the signature check (its expiry is still checked on every request).
+        "jwt_cache_config": {"jwt_cache_size": JWT_CACHE_SIZE, "jwt_max_token_size": JWT_CACHE_MAX_TOKEN},
     }
     if issuer.jwks_file is not None:
         provider["local_jwks"] = {"inline_string": keys.get(issuer.jwks_file, EMPTY_JWKS)}
