@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from xds_control.aggregator.access import ANONYMOUS, CALLER_KEY, Access, Caller
+from xds_control.aggregator.access import ANONYMOUS, PRINCIPAL_KEY, Access, Principal
 from xds_control.aggregator.catalog import merge_catalog
 from xds_control.aggregator.pagination import CursorError, page
 from xds_control.auth import devtoken
@@ -114,14 +114,14 @@ def test_the_forwarded_payload_is_read_defensively() -> None:
 def test_access_reads_identity_only_with_auth_and_only_from_envoys_header() -> None:
     open_gateway = Access(parse_config({}))
     forged = {"headers": [(PAYLOAD_HEADER.encode(), _header({"sub": "x", "groups": ["ops"]}).encode())]}
-    assert open_gateway.caller(forged) is ANONYMOUS  # nothing is read without auth
+    assert open_gateway.principal(forged) is ANONYMOUS  # nothing is read without auth
     guarded = Access(parse_config({"auth": AUTH, "authorization": {"rules": [OPS]}}))
-    assert guarded.caller({"headers": []}) is None
-    assert guarded.caller({"headers": [(b"x-other", b"1")]}) is None
-    caller = guarded.caller(forged)
-    assert caller is not None and caller.principal == "x" and caller.grant.rules == ("ops",)
+    assert guarded.principal({"headers": []}) is None
+    assert guarded.principal({"headers": [(b"x-other", b"1")]}) is None
+    principal = guarded.principal(forged)
+    assert principal is not None and principal.name == "x" and principal.grant.rules == ("ops",)
     assert guarded.challenge.startswith(b'Bearer resource_metadata="http://127.0.0.1:10000/.well-known/')
-    assert CALLER_KEY not in forged
+    assert PRINCIPAL_KEY not in forged
 
 
 def _status(name: str, tools: int) -> BackendStatus:
@@ -153,7 +153,7 @@ def test_every_page_of_a_filtered_list_holds_only_granted_items() -> None:
         page(filtered, first_cursor, 30)
     assert access.visible(catalog, "tools", EVERYTHING) is catalog.lists["tools"]
     assert access.visible(catalog, "resources", grant).items == ()
-    assert Caller("x", grant).grant.rule_label == "a"
+    assert Principal("x", grant).grant.rule_label == "a"
 
 
 def test_auth_sections_are_validated_with_field_paths() -> None:
@@ -214,11 +214,11 @@ def test_a_bad_jwks_file_keeps_the_last_good_keys(tmp_path: Path) -> None:
 def test_a_reload_swaps_the_rules_for_the_next_request() -> None:
     header = {"headers": [(PAYLOAD_HEADER.encode(), _header({"sub": "x", "groups": ["ops"]}).encode())]}
     access = Access(parse_config({"auth": AUTH, "authorization": {"rules": [OPS]}}))
-    before = access.caller(header)
+    before = access.principal(header)
     assert before is not None and before.grant.allows("tools", "weather_a")
     narrower = {**OPS, "tools": ["weather_get_*"]}
     access.apply_config(parse_config({"auth": AUTH, "authorization": {"rules": [narrower]}}))
-    after = access.caller(header)
+    after = access.principal(header)
     assert (
         after is not None
         and not after.grant.allows("tools", "weather_a")
@@ -226,4 +226,4 @@ def test_a_reload_swaps_the_rules_for_the_next_request() -> None:
     )
     assert after.grant.key != before.grant.key  # the old grant's pages are never served to the new one
     access.apply_config(parse_config({}))  # auth removed: an open gateway again
-    assert access.caller({"headers": []}) is ANONYMOUS
+    assert access.principal({"headers": []}) is ANONYMOUS

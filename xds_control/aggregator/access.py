@@ -2,22 +2,22 @@
 
 `Access(config)` is off without an `auth` section: every request is
 anonymous and granted everything (`policy.EVERYTHING`), and nothing is read
-from the request. With `auth`, `Access.caller(scope)` reads the identity
+from the request. With `auth`, `Access.principal(scope)` reads the identity
 Envoy verified (auth/identity.py: the payload header, which Envoy strips from
-clients and sets only after verifying a token) and returns a `Caller`: the
+clients and sets only after verifying a token) and returns a `Principal`: the
 principal and its grant. No verified identity (the request did not come
 through Envoy's authenticated listener) is `None`: the endpoint answers 401.
 
-The endpoint puts the caller on the ASGI scope (`CALLER_KEY`); the SDK's
-handlers read it back from their request (`caller_of`). Lists are filtered by
+The endpoint puts the principal on the ASGI scope (`PRINCIPAL_KEY`); the SDK's
+handlers read it back from their request (`principal_of`). Lists are filtered by
 the grant (`visible`: one filtered list per catalog, kind and grant, kept
 while that catalog is current); a routed request for a name the grant does
 not cover is refused as an unknown name (gateway.py).
 
-`apply_config` swaps the rules (a config reload) and forgets every caller
+`apply_config` swaps the rules (a config reload) and forgets every principal
 read so far; grants of the old rules have other keys, so no page of theirs is
-served again. A payload header seen before maps to its caller without being
-decoded again (at most `MAX_CALLERS` kept; the set is dropped when full).
+served again. A payload header seen before maps to its principal without being
+decoded again (at most `MAX_PRINCIPALS` kept; the set is dropped when full).
 """
 
 from __future__ import annotations
@@ -39,9 +39,9 @@ from xds_control.sanitize import preview
 
 log = logging.getLogger("xds_control.aggregator.access")
 audit_log = logging.getLogger("xds_control.aggregator.audit")
-CALLER_KEY = "xds_control.caller"
+PRINCIPAL_KEY = "xds_control.principal"
 MAX_FILTERED_LISTS = 512
-MAX_CALLERS = 4096  # payload headers remembered with their caller (Envoy verified each; the rules decide once)
+MAX_PRINCIPALS = 4096  # payload headers remembered with their principal (Envoy verified each; the rules decide once)
 _PAYLOAD = PAYLOAD_HEADER.encode()
 _NAME_KEY = {"tools": "name", "prompts": "name", "resources": "uri", "resource_templates": "uriTemplate"}
 
@@ -57,15 +57,15 @@ UNVERIFIED = Counter(
 
 
 @dataclass(frozen=True, slots=True)
-class Caller:
-    principal: str  # escaped, truncated: safe to log
+class Principal:
+    name: str  # escaped, truncated: safe to log
     grant: Grant
 
 
-ANONYMOUS = Caller("-", EVERYTHING)
-# The caller of the request being served, for what is asked without a request at hand (the SDK's tool-schema
-# lookup for `Mcp-Param-*` checks): a tool the caller may not use has no schema, as an unknown one has none.
-CURRENT_CALLER: ContextVar[Caller] = ContextVar("xds_control_caller", default=ANONYMOUS)
+ANONYMOUS = Principal("-", EVERYTHING)
+# The principal of the request being served, for what is asked without a request at hand (the SDK's tool-schema
+# lookup for `Mcp-Param-*` checks): a tool the principal may not use has no schema, as an unknown one has none.
+CURRENT_PRINCIPAL: ContextVar[Principal] = ContextVar("xds_control_caller", default=ANONYMOUS)
 
 
 class Access:
@@ -77,25 +77,25 @@ class Access:
         self.enabled = config.auth is not None
         self.principal_claim = config.auth.principal_claim if config.auth is not None else "sub"
         self.policy = Policy(config.authorization)
-        self._callers: dict[bytes, Caller] = {}  # payload header -> its caller (a client repeats its token)
+        self._principals: dict[bytes, Principal] = {}  # payload header -> its principal (a client repeats its token)
         self.challenge = challenge(config).encode() if config.auth is not None else b""
 
-    def caller(self, scope: Mapping[str, Any]) -> Caller | None:
-        """The caller of an HTTP request (see the module docstring); `ANONYMOUS` when auth is off."""
+    def principal(self, scope: Mapping[str, Any]) -> Principal | None:
+        """The principal of an HTTP request (see the module docstring); `ANONYMOUS` when auth is off."""
         if not self.enabled:
             return ANONYMOUS
         header = next((v for k, v in scope.get("headers") or () if k == _PAYLOAD), None)
-        if header is not None and (known := self._callers.get(header)) is not None:
+        if header is not None and (known := self._principals.get(header)) is not None:
             return known
         identity = identity_of(header, self.principal_claim)
         if identity is None or header is None:
             UNVERIFIED.inc()
             return None
-        caller = Caller(identity.principal, self.policy.grant(identity.claims))
-        if len(self._callers) >= MAX_CALLERS:
-            self._callers.clear()
-        self._callers[header] = caller
-        return caller
+        principal = Principal(identity.principal, self.policy.grant(identity.claims))
+        if len(self._principals) >= MAX_PRINCIPALS:
+            self._principals.clear()
+        self._principals[header] = principal
+        return principal
 
     def visible(self, catalog: MergedCatalog, kind: Kind, grant: Grant) -> MergedList:
         """`catalog`'s list of `kind` as `grant` sees it (the list itself for a grant of everything)."""
@@ -120,36 +120,36 @@ class Access:
         return filtered
 
 
-def caller_of_scope(scope: Mapping[str, Any]) -> Caller:
-    """The caller the endpoint put on an ASGI scope (`ANONYMOUS` when there is none: auth off)."""
-    found = scope.get(CALLER_KEY)
-    return found if isinstance(found, Caller) else ANONYMOUS
+def principal_of_scope(scope: Mapping[str, Any]) -> Principal:
+    """The principal the endpoint put on an ASGI scope (`ANONYMOUS` when there is none: auth off)."""
+    found = scope.get(PRINCIPAL_KEY)
+    return found if isinstance(found, Principal) else ANONYMOUS
 
 
-def caller_of(request: Any) -> Caller:
-    """The caller of an SDK handler's request (see `caller_of_scope`)."""
+def principal_of(request: Any) -> Principal:
+    """The principal of an SDK handler's request (see `principal_of_scope`)."""
     scope = getattr(request, "scope", None)
-    return caller_of_scope(scope) if isinstance(scope, dict) else ANONYMOUS
+    return principal_of_scope(scope) if isinstance(scope, dict) else ANONYMOUS
 
 
-def audit(caller: Caller, method: str, name: str, backend: str | None, outcome: str, seconds: float) -> None:
-    """One line per routed request of an authenticated caller."""
+def audit(principal: Principal, method: str, name: str, backend: str | None, outcome: str, seconds: float) -> None:
+    """One line per routed request of an authenticated principal."""
     name = preview(name, 200)
     audit_log.info(
         "%s %s %s by %s: %s",
         method,
         name,
         backend or "-",
-        caller.principal,
+        principal.name,
         outcome,
         extra={
             "event": "audit",
-            "principal": caller.principal,
+            "principal": principal.name,
             "method": method,
             "exposed_name": name,
             "backend": backend or "",
             "outcome": outcome,
             "duration_ms": round(seconds * 1000, 3),
-            "rules": caller.grant.rule_label,
+            "rules": principal.grant.rule_label,
         },
     )

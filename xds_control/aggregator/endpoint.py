@@ -46,7 +46,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from xds_control.aggregator import sdk_compat
-from xds_control.aggregator.access import CALLER_KEY, CURRENT_CALLER, caller_of_scope
+from xds_control.aggregator.access import CURRENT_PRINCIPAL, PRINCIPAL_KEY, principal_of_scope
 from xds_control.aggregator.gateway import Gateway
 from xds_control.aggregator.inbound import Plain, Rules, Verdict, classify
 from xds_control.aggregator.sessions import Session, SessionTable
@@ -100,8 +100,8 @@ class Endpoint:
                 return
             body = read
             receive = _replaying(body, receive)
-        caller = self.gateway.access.caller(scope)
-        if caller is None:  # auth is on and Envoy verified no identity: the request did not come through it
+        principal = self.gateway.access.principal(scope)
+        if principal is None:  # auth is on and Envoy verified no identity: the request did not come through it
             await _send_json(
                 send,
                 401,
@@ -109,8 +109,8 @@ class Endpoint:
                 [(b"www-authenticate", self.gateway.access.challenge)],
             )
             return
-        scope[CALLER_KEY] = caller
-        token = CURRENT_CALLER.set(caller)  # what tool schemas this request may see (Gateway.tool_schema)
+        scope[PRINCIPAL_KEY] = principal
+        token = CURRENT_PRINCIPAL.set(principal)  # what tool schemas this request may see (Gateway.tool_schema)
         try:
             verdict = classify(scope, body, self.rules)
             if verdict.session_id is None:
@@ -118,7 +118,7 @@ class Endpoint:
             else:
                 await self._in_session(verdict, verdict.session_id, scope, receive, send)
         finally:
-            CURRENT_CALLER.reset(token)
+            CURRENT_PRINCIPAL.reset(token)
 
     # -- sessions -------------------------------------------------------------------------------
 
@@ -181,10 +181,10 @@ class Endpoint:
             return False
         if plain.method == "tools/call":
             catalog = self.gateway.catalog
-            return caller_of_scope(scope).grant.allows("tools", plain.name) and (
+            return principal_of_scope(scope).grant.allows("tools", plain.name) and (
                 catalog.route("tools", plain.name) is not None
                 or catalog.unavailable_owner("tools", plain.name) is not None
-            )  # a name the caller may not use goes to the SDK, as an unknown one does
+            )  # a name the principal may not use goes to the SDK, as an unknown one does
         return sdk_compat.list_params_valid(plain.method, sdk.protocol_version, plain.params)
 
     async def sweep(self) -> None:
@@ -272,7 +272,7 @@ class Endpoint:
             )
         result = await self.gateway.call(
             "tools/call", "tools", plain.name, params, client_key=session.id if session is not None else None,
-            arguments=params.get("arguments"), trace_context=trace_context, caller=caller_of_scope(scope),
+            arguments=params.get("arguments"), trace_context=trace_context, principal=principal_of_scope(scope),
         )  # fmt: skip
         return self._shape(plain.method, version, result, sieved=getattr(result, "version", None) == version)
 
@@ -293,11 +293,11 @@ class Endpoint:
     async def _page(self, plain: Plain, version: str, session: Session | None, scope: Scope) -> bytes:
         catalog = self.gateway.catalog
         cursor = plain.params.get("cursor")
-        caller = caller_of_scope(scope)
-        key = (caller.grant.key, plain.method, version, self.gateway.page_size, cursor)
+        principal = principal_of_scope(scope)
+        key = (principal.grant.key, plain.method, version, self.gateway.page_size, cursor)
         page = catalog.pages.get(key)
         if page is None:
-            result = self.gateway.list_page(_KIND[plain.method], cursor, catalog=catalog, caller=caller)  # type: ignore[arg-type]
+            result = self.gateway.list_page(_KIND[plain.method], cursor, catalog=catalog, principal=principal)  # type: ignore[arg-type]
             page = _dumps(self._shape(plain.method, version, result))
             catalog.pages.keep(key, page)
         return page

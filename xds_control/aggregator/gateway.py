@@ -34,7 +34,7 @@ from mcp.shared.inbound import find_invalid_x_mcp_header, mcp_param_headers, x_m
 from opentelemetry.trace import Span
 
 from xds_control.aggregator import access, metrics
-from xds_control.aggregator.access import ANONYMOUS, Access, Caller
+from xds_control.aggregator.access import ANONYMOUS, Access, Principal
 from xds_control.aggregator.arguments import checkable, checker
 from xds_control.aggregator.catalog import (
     KINDS,
@@ -160,10 +160,10 @@ class Gateway:
     # -- lists ----------------------------------------------------------------------------------
 
     def list_page(
-        self, kind: Kind, cursor: str | None, *, catalog: MergedCatalog | None = None, caller: Caller = ANONYMOUS
+        self, kind: Kind, cursor: str | None, *, catalog: MergedCatalog | None = None, principal: Principal = ANONYMOUS
     ) -> dict[str, Any]:
         """One page of a merged list (of `catalog`, default the current one) with the failure mode applied, as
-        `caller`'s grant sees it."""
+        `principal`'s grant sees it."""
         catalog = catalog or self.catalog
         if self.config.aggregator.failure_mode == "fail" and catalog.configured:
             required = [u for u in catalog.unavailable if u.required]
@@ -172,7 +172,7 @@ class Gateway:
             if catalog.routable == 0:
                 raise list_unavailable(kind, catalog.unavailable, reason="no backend is routable")
         try:
-            items, next_cursor = page(self.access.visible(catalog, kind, caller.grant), cursor, self.page_size)
+            items, next_cursor = page(self.access.visible(catalog, kind, principal.grant), cursor, self.page_size)
         except CursorError as exc:
             raise caller_error(
                 "bad_cursor", types.INVALID_PARAMS, str(exc), {"cursor": cursor, "reason": exc.reason}
@@ -198,19 +198,19 @@ class Gateway:
         arguments: Mapping[str, Any] | None = None,
         backend_params: Callable[[str], dict[str, Any]] | None = None,
         trace_context: Mapping[str, str] | None = None,
-        caller: Caller = ANONYMOUS,
+        principal: Principal = ANONYMOUS,
     ) -> dict[str, Any]:
         """Route one request; `params` is the client's, as wire JSON. `backend_params(original)`, if given, builds
         what the backend gets instead of `params` with its name or URI replaced. `trace_context`: the client's
         `traceparent`/`tracestate` to forward as they came (when this process exports no spans of its own).
-        A name `caller`'s grant does not cover is refused exactly as an unknown one."""
+        A name `principal`'s grant does not cover is refused exactly as an unknown one."""
         started = time.perf_counter()
-        denied = not caller.grant.allows(kind, key)
+        denied = not principal.grant.allows(kind, key)
         with call_span(method, kind, key) as span:
             outcome, category = "cancelled", None
             try:
                 if denied:
-                    access.DENIED.labels(kind=kind, rules=caller.grant.rule_label).inc()
+                    access.DENIED.labels(kind=kind, rules=principal.grant.rule_label).inc()
                     raise self._unknown(kind, key)
                 result = await self._route(
                     method, kind, key, params, span, client_key, progress, arguments, backend_params, trace_context
@@ -228,10 +228,10 @@ class Gateway:
                 raise
             finally:
                 finish(span, outcome, category)
-                if caller is not ANONYMOUS:
+                if principal is not ANONYMOUS:
                     route = None if denied else self.catalog.route(kind, key)
                     access.audit(
-                        caller, method, key, route.backend if route else None, "denied" if denied else outcome,
+                        principal, method, key, route.backend if route else None, "denied" if denied else outcome,
                         time.perf_counter() - started,
                     )  # fmt: skip
 
@@ -320,8 +320,8 @@ class Gateway:
         return mcp_param_headers(header_map, arguments or {}) if header_map else None
 
     def tool_schema(self, tool: str) -> Mapping[str, Any] | None:
-        """The exposed tool's inputSchema (None when unknown, or when the current caller may not use it)."""
-        if not access.CURRENT_CALLER.get().grant.allows("tools", tool):
+        """The exposed tool's inputSchema (None when unknown, or when the current principal may not use it)."""
+        if not access.CURRENT_PRINCIPAL.get().grant.allows("tools", tool):
             return None
         return self._schema(tool)
 
