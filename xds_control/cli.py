@@ -7,7 +7,7 @@ problem named on a bad one) and hands it to the part that does the work.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import click
@@ -21,6 +21,7 @@ from xds_control.cli_options import (
     report_config_error,
     run_async,
 )
+from xds_control.config import Config
 from xds_control.errors import ConfigError, ConfigIssue
 from xds_control.schema import schema
 
@@ -139,7 +140,13 @@ def aggregator(config_path: Path | None, replica: int) -> None:
     except ConfigError as exc:
         report_config_error(exc)
         raise SystemExit(EXIT_CONFIG) from None
-    raise SystemExit(run_async(serve_forever(config)))
+
+    def watch(on_config: Callable[[Config], None]) -> Awaitable[None]:
+        from xds_control.health.reload import watch_config  # the file watcher the control plane uses
+
+        return watch_config(config_path or "", lambda new: on_config(new.for_aggregator_replica(replica)), sighup=False)
+
+    raise SystemExit(run_async(serve_forever(config, watch=watch if config_path is not None else None)))
 
 
 @cli.command()
@@ -160,6 +167,59 @@ def up(config_path: Path | None, quiet: bool, aggregators: int | None) -> None:
 
     config = load_or_exit(config_path) if config_path is not None else None
     raise SystemExit(run_async(run_up(config, config_path=config_path, quiet=quiet, aggregators=aggregators)))
+
+
+@cli.command("dev-token")
+@config_option
+@click.option("--keys", "keys_dir", type=click.Path(path_type=Path), default=Path("dev-keys"), show_default=True,
+              help="Directory of the development issuer's key (dev-issuer.pem) and jwks.json.")  # fmt: skip
+@click.option("--init", is_flag=True, help="Make a new key and jwks.json in --keys first (replacing any).")
+@click.option(
+    "--alg", type=click.Choice(["ES256", "RS256"]), default="ES256", show_default=True, help="Key type for --init."
+)
+@click.option("--sub", default="dev-user", show_default=True, help="The token's subject (the principal).")
+@click.option("--groups", default="", help="Comma-separated groups claim, e.g. ops,dev.")
+@click.option("--scope", default="", help="Space-separated scope claim, e.g. 'mcp'.")
+@click.option(
+    "--issuer", default=None, help="iss claim; default: the first auth issuer with a jwks_file, else a dev one."
+)
+@click.option("--audience", default=None, help="aud claim; default: the config's auth.resource (its /mcp URL).")
+@click.option("--lifetime", default="1h", show_default=True, help="How long the token is valid (5m, 1h, ...).")
+@common_options
+def dev_token(
+    config_path: Path | None, keys_dir: Path, init: bool, alg: str, sub: str, groups: str, scope: str,
+    issuer: str | None, audience: str | None, lifetime: str,
+) -> None:  # fmt: skip
+    """FOR DEVELOPMENT ONLY: a local issuer's keys and a signed token for the gateway (prints the token)."""
+    from xds_control.auth import devtoken
+    from xds_control.config import parse_duration
+
+    config = load_or_exit(config_path) if config_path is not None else None
+    if init:
+        devtoken.init_dir(keys_dir, alg)  # type: ignore[arg-type]
+        click.echo(
+            f"wrote {keys_dir / devtoken.JWKS_FILE} (public) and {keys_dir / devtoken.PRIVATE_KEY_FILE} (private, 0600)",
+            err=True,
+        )
+    if not (keys_dir / devtoken.PRIVATE_KEY_FILE).exists():
+        raise click.UsageError(f"no key in {keys_dir}: run with --init first")
+    if audience is None:
+        if config is None:
+            raise click.UsageError("give --audience or -c CONFIG (its auth.resource)")
+        audience = config.auth_resource()
+    if issuer is None:
+        files = [i for i in (config.auth.issuers if config is not None and config.auth else []) if i.jwks_file]
+        issuer = files[0].issuer if files else devtoken.DEV_ISSUER
+    try:
+        seconds = parse_duration(lifetime)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--lifetime") from None
+    key = devtoken.load_dir(keys_dir)
+    claims = devtoken.claims(
+        sub=sub, audience=audience, issuer=issuer, groups=[g for g in groups.split(",") if g], scope=scope or None,
+        lifetime=seconds,
+    )  # fmt: skip
+    click.echo(key.sign(claims))
 
 
 cli.add_command(admin)

@@ -383,6 +383,158 @@ class AuthConfig(_Model):
         return (self.header_name, f"Bearer {token}" if self.type == "bearer" else token)
 
 
+# -- incoming authentication, authorization, rate limits (docs/dev/auth.md) ---------------------------------
+
+MAX_ISSUERS = 16
+WELL_KNOWN_RESOURCE = "/.well-known/oauth-protected-resource"
+MAX_RULES = 256
+MAX_PATTERNS = 256
+_CLAIM_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_SCOPE = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]{1,128}$")  # RFC 6749 scope-token
+
+
+def _http_url(value: str, field: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.fragment:
+        raise ValueError(f"{field} must be an http(s) URL without a fragment")
+    return value
+
+
+class IssuerConfig(_Model):
+    issuer: str = Field(description="the iss value tokens of this issuer carry")
+    audiences: list[str] = Field(
+        default_factory=list,
+        description="aud values accepted (RFC 8707: this gateway's resource URI); empty: auth.resource",
+    )
+    jwks_file: str | None = Field(
+        None, description="JWKS file the control plane reads and pushes to Envoy, re-read when it changes"
+    )
+    jwks_url: str | None = Field(None, description="JWKS URL Envoy fetches itself (set this or jwks_file)")
+    jwks_cache_duration: Duration = Field(300.0, description="how long Envoy keeps keys fetched from jwks_url")
+    jwks_timeout: Duration = Field(5.0, description="deadline of one fetch of jwks_url")
+    jwks_ca_file: str = Field(
+        "/etc/ssl/certs/ca-certificates.crt",
+        description="CA bundle (on Envoy's machine) that verifies an https jwks_url",
+    )
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> IssuerConfig:
+        if (self.jwks_file is None) == (self.jwks_url is None):
+            raise ValueError("set exactly one of jwks_file or jwks_url")
+        if self.jwks_url is not None:
+            _http_url(self.jwks_url, "jwks_url")
+        if not self.issuer or len(self.issuer) > 1024:
+            raise ValueError("issuer must be 1 to 1024 characters")
+        return self
+
+
+class IncomingAuthConfig(_Model):
+    issuers: list[IssuerConfig] = Field(
+        description="trusted token issuers; a token of any of them is accepted", min_length=1, max_length=MAX_ISSUERS
+    )
+    resource: str | None = Field(
+        None, description="this gateway's canonical resource URI (RFC 8707/9728); default: the listener's /mcp URL"
+    )
+    authorization_servers: list[str] = Field(
+        default_factory=list, description="authorization servers in the RFC 9728 metadata; empty: the issuers"
+    )
+    scopes_supported: list[str] = Field(default_factory=list, description="scopes_supported in the RFC 9728 metadata")
+    required_scopes: list[str] = Field(
+        default_factory=list, description="scopes every token must carry; one missing: 403 insufficient_scope"
+    )
+    principal_claim: str = Field("sub", description="the claim that names a principal (audit, rate limits)")
+    clock_skew: Duration = Field(60.0, description="tolerance on exp and nbf")
+
+    @field_validator("resource")
+    @classmethod
+    def _check_resource(cls, value: str | None) -> str | None:
+        return None if value is None else _http_url(value, "resource")
+
+    @field_validator("authorization_servers")
+    @classmethod
+    def _check_servers(cls, value: list[str]) -> list[str]:
+        return [_http_url(v, "authorization_servers") for v in value]
+
+    @field_validator("scopes_supported", "required_scopes")
+    @classmethod
+    def _check_scopes(cls, value: list[str]) -> list[str]:
+        for scope in value:
+            if not _SCOPE.match(scope):
+                raise ValueError(f"{scope[:40]!r} is not a scope token (printable ASCII, no space, quote or backslash)")
+        return value
+
+    @field_validator("principal_claim")
+    @classmethod
+    def _check_claim(cls, value: str) -> str:
+        if not _CLAIM_NAME.match(value):
+            raise ValueError("a claim name is 1 to 64 of [A-Za-z0-9_.:-]")
+        return value
+
+
+class ClaimMatch(_Model):
+    claim: str = Field(description="the claim a rule looks at (sub, groups, scope, ...)")
+    any_of: list[str] = Field(
+        description="values that match: one is enough (a list claim: any element; scope: any space-separated one)",
+        min_length=1,
+        max_length=MAX_PATTERNS,
+    )
+
+    @field_validator("claim")
+    @classmethod
+    def _check_claim(cls, value: str) -> str:
+        if not _CLAIM_NAME.match(value):
+            raise ValueError("a claim name is 1 to 64 of [A-Za-z0-9_.:-]")
+        return value
+
+
+class AuthorizationRule(_Model):
+    name: str = Field(description="the rule's name, in audit lines and the denials metric", min_length=1, max_length=64)
+    match: ClaimMatch = Field(description="which principals the rule is for")
+    tools: list[str] = Field(
+        default_factory=list, description="exposed tool names granted, as globs", max_length=MAX_PATTERNS
+    )
+    resources: list[str] = Field(
+        default_factory=list,
+        description="resource URIs and URI templates granted, as globs",
+        max_length=MAX_PATTERNS,
+    )
+    prompts: list[str] = Field(
+        default_factory=list, description="exposed prompt names granted, as globs", max_length=MAX_PATTERNS
+    )
+
+    @field_validator("tools", "resources", "prompts")
+    @classmethod
+    def _check_globs(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            if not 1 <= len(pattern) <= 256:
+                raise ValueError("a pattern is 1 to 256 characters")
+        return value
+
+
+class AuthorizationConfig(_Model):
+    default: Literal["allow", "deny"] = Field(
+        "deny", description="allow or deny, for authenticated principals no rule matches"
+    )
+    rules: list[AuthorizationRule] = Field(
+        default_factory=list,
+        description="grants by claim; a principal gets the union of its matching rules",
+        max_length=MAX_RULES,
+    )
+
+
+class RateLimitConfig(_Model):
+    requests_per_second: float = Field(
+        20.0, gt=0, le=1_000_000, description="each principal's sustained request rate at Envoy"
+    )
+    burst: int = Field(40, ge=1, le=1_000_000, description="requests a principal may make at once before 429")
+    max_principals: int = Field(
+        10_000,
+        ge=1,
+        le=1_000_000,
+        description="principals with a bucket at once (Envoy dynamic descriptors); past it the least recently seen is forgotten",
+    )
+
+
 class ToolFilterConfig(_Model):
     include: list[str] = Field(
         default_factory=lambda: ["*"], description="glob patterns of the backend's tool names to expose"
@@ -521,6 +673,13 @@ class Config(_Model):
     )
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig, description="OpenTelemetry tracing")
     backends: list[BackendConfig] = Field(default_factory=list, description="the MCP servers behind the gateway")
+    auth: IncomingAuthConfig | None = Field(
+        None, description="incoming authentication: JWT bearer tokens checked by Envoy; absent: an open gateway"
+    )
+    authorization: AuthorizationConfig | None = Field(
+        None, description="which principal may use which tools, resources and prompts; absent: all of them"
+    )
+    rate_limit: RateLimitConfig | None = Field(None, description="per-principal rate limits in Envoy; absent: none")
 
     def backend(self, name: str) -> BackendConfig | None:
         return next((b for b in self.backends if b.name == name), None)
@@ -596,6 +755,17 @@ class Config(_Model):
     def public_url(self) -> str:
         """The MCP endpoint clients use."""
         return f"http://{dial_host(self.listener.address)}:{self.listener.port}/mcp"
+
+    def auth_resource(self) -> str:
+        """This gateway's canonical resource URI: `auth.resource`, or the listener's /mcp URL."""
+        return (self.auth.resource if self.auth is not None else None) or self.public_url()
+
+    def resource_metadata_url(self) -> str:
+        """Where the RFC 9728 metadata of `auth_resource()` is served: `/.well-known/oauth-protected-resource`
+        between the resource's origin and its path."""
+        parts = urlsplit(self.auth_resource())
+        path = parts.path.rstrip("/")
+        return f"{parts.scheme}://{parts.netloc}{WELL_KNOWN_RESOURCE}{path}"
 
     def bound_sockets(self) -> dict[str, tuple[str, int]]:
         """Every socket the stack binds, by field path."""
@@ -686,6 +856,9 @@ def _cross_checks(config: Config) -> list[ConfigIssue]:
                 issues.append(ConfigIssue(b, f"port clashes with {a}", pb))
     if config.aggregator.conflict_resolution == "manual":
         issues.extend(_manual_conflicts(config))
+    for section in ("authorization", "rate_limit"):
+        if getattr(config, section) is not None and config.auth is None:
+            issues.append(ConfigIssue(section, "needs the auth section: it acts on principals Envoy verified"))
     return issues
 
 

@@ -43,6 +43,15 @@ class ControlPlane:
         self.config_path = config_path
         self._listen = dict(listen or {})  # control_plane addresses from the command line: kept across reloads
         self.store = ViewStore(config)
+        if config.auth is not None:
+            from xds_control.auth.jwks import read_keys
+
+            self.store.set_keys(read_keys(config))  # ConfigError naming a missing or bad jwks_file
+        else:
+            log.warning(
+                "no auth section: the gateway is open, anyone who reaches the listener may call every tool",
+                extra={"event": "auth_open"},
+            )
         self.cache = SnapshotCache()
         self.nodes = NodeDirectory()
         self.publisher = Publisher(self.store, self.cache)
@@ -54,6 +63,7 @@ class ControlPlane:
         self._xds_port = xds_port
         self._group: asyncio.TaskGroup | None = None
         self._stopping = asyncio.Event()
+        self._keys_wanted = asyncio.Event()
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -71,6 +81,7 @@ class ControlPlane:
                 await self._start_admin()
                 self._start_metrics()
                 group.create_task(follow_hostnames(self.store), name="resolve-hostnames")
+                group.create_task(self._watch_keys(), name="jwks-watch")
                 if self.config_path is not None:
                     self._start_reload(group)
                 if ready is not None:
@@ -131,9 +142,24 @@ class ControlPlane:
         if self.config_path is not None:  # (checked by the caller; for the type checker)
             group.create_task(watch_config(self.config_path, self.apply_config), name="config-reload")
 
+    async def _watch_keys(self) -> None:
+        from xds_control.auth.jwks import watch_keys
+
+        while True:  # a reload may add the first jwks_file
+            await watch_keys(lambda: self.config, self.store)
+            await self._keys_wanted.wait()
+            self._keys_wanted.clear()
+
     def apply_config(self, config: Config) -> None:
-        """Apply a reloaded config: probes (if running) and the view; the view change pushes to Envoy."""
+        """Apply a reloaded config: probes (if running) and the view; the view change pushes to Envoy. A config
+        whose JWKS files cannot be read is refused as a whole (ConfigError) before anything changes."""
         config = config.with_control_plane(**self._listen)
+        if config.auth is not None:
+            from xds_control.auth.jwks import read_keys
+
+            keys = read_keys(config)
+            self.store.set_keys({**self.store.current.keys, **keys})  # before the listener needs them
+            self._keys_wanted.set()
         self.config = config
         if self.monitor is not None:
             self.monitor.apply_config(config)

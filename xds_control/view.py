@@ -232,6 +232,9 @@ class View:
     version: int
     config: Config
     backends: Mapping[str, BackendStatus]
+    # The JWKS documents of `auth.issuers[].jwks_file`, by path, as the control plane last read them (the
+    # public listener carries them inline, so a key rotation is a listener push, not an Envoy restart).
+    keys: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     def backend(self, name: str) -> BackendStatus | None:
         return self.backends.get(name)
@@ -282,7 +285,7 @@ class ViewStore:
         """`statuses`: a new dict, owned by the store from now on (views share it read-only)."""
         version = self._view.version + 1 if significant else self._view.version
         self._statuses = statuses
-        self._view = View(version=version, config=config, backends=MappingProxyType(statuses))
+        self._view = View(version=version, config=config, backends=MappingProxyType(statuses), keys=self._view.keys)
         if significant:
             event, self._changed = self._changed, asyncio.Event()
             event.set()
@@ -325,6 +328,13 @@ class ViewStore:
             return replace(status, state=new_state, endpoints=endpoints)
 
         return self.update_backend(name, change)
+
+    def set_keys(self, keys: Mapping[str, str]) -> View:
+        """Replace the JWKS documents (`View.keys`); a change is significant (the listener carries them)."""
+        if dict(keys) == dict(self._view.keys):
+            return self._view
+        self._view = replace(self._view, keys=MappingProxyType(dict(keys)))
+        return self._publish(self._view.config, self._statuses, True)
 
     def set_drained(self, name: str, drained: bool) -> View:
         return self.update_backend(name, lambda s: replace(s, drained=drained))

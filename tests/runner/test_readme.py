@@ -78,7 +78,7 @@ def test_readme_shows_the_two_commands_and_ci_runs_the_test_one():
 
 def test_the_command_line_section_names_every_subcommand():
     block = section("Command line")
-    named = set(re.findall(r"^xds-control (\w+)", block, re.M))
+    named = set(re.findall(r"^xds-control ([\w-]+)", block, re.M))
     assert named == set(cli.commands)
 
 

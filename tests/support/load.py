@@ -81,8 +81,19 @@ def _parse(content: bytes, content_type: str, want_id: int) -> dict[str, Any]:
 class CallLoad:
     """`modern` + `legacy` workers calling `tool` (an echo) on `url` until `stop()`; `stats` as they go."""
 
-    def __init__(self, url: str, tool: str, *, modern: int = 2, legacy: int = 2, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        tool: str,
+        *,
+        modern: int = 2,
+        legacy: int = 2,
+        timeout: float = 10.0,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """`headers`: sent with every request besides the protocol's (e.g. `authorization`)."""
         self.url, self.tool, self.timeout = url, tool, timeout
+        self.base_headers = {**BASE_HEADERS, **(headers or {})}
         self.counts = {"modern": modern, "legacy": legacy}
         self.stats = LoadStats()
         self._ids = itertools.count(1)
@@ -126,7 +137,12 @@ class CallLoad:
         self.stats.failures.append(Failure(time.monotonic(), worker.name, what))
 
     async def _modern(self, worker: WorkerStats) -> None:
-        headers = {**BASE_HEADERS, "mcp-protocol-version": MODERN, "mcp-method": "tools/call", "mcp-name": self.tool}
+        headers = {
+            **self.base_headers,
+            "mcp-protocol-version": MODERN,
+            "mcp-method": "tools/call",
+            "mcp-name": self.tool,
+        }
         while not self._stop.is_set():
             problem = await self._call(headers, {"_meta": META})
             if problem is None:
@@ -138,11 +154,11 @@ class CallLoad:
         init = {"protocolVersion": LEGACY, "capabilities": {}, "clientInfo": {"name": "load", "version": "0"}}
         try:
             status, headers, _body = await self._post(
-                BASE_HEADERS, {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": init}
+                self.base_headers, {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": init}
             )
             if status != 200 or "mcp-session-id" not in headers:
                 return None
-            session = {**BASE_HEADERS, "mcp-protocol-version": LEGACY, "mcp-session-id": headers["mcp-session-id"]}
+            session = {**self.base_headers, "mcp-protocol-version": LEGACY, "mcp-session-id": headers["mcp-session-id"]}
             async with asyncio.timeout(self.timeout):
                 body = b'{"jsonrpc":"2.0","method":"notifications/initialized"}'
                 async with self._http.stream("POST", self.url, headers=session, content=body) as r:

@@ -21,9 +21,13 @@ from envoy_data_plane.envoy.config.route.v3 import RouteConfiguration
 
 # Registers the typed_config types in betterproto2's pool, so envoy-data-plane's from_dict can parse `@type`.
 from envoy_data_plane.envoy.extensions.access_loggers.stream import v3 as _stream_logs  # noqa: F401
+from envoy_data_plane.envoy.extensions.filters.http.jwt_authn import v3 as _jwt_authn  # noqa: F401
+from envoy_data_plane.envoy.extensions.filters.http.local_ratelimit import v3 as _local_ratelimit  # noqa: F401
+from envoy_data_plane.envoy.extensions.filters.http.rbac import v3 as _rbac  # noqa: F401
 from envoy_data_plane.envoy.extensions.filters.http.router import v3 as _router  # noqa: F401
 from envoy_data_plane.envoy.extensions.filters.http.stateful_session import v3 as _stateful_session  # noqa: F401
 from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager import v3 as _hcm  # noqa: F401
+from envoy_data_plane.envoy.extensions.http.early_header_mutation.header_mutation import v3 as _header_mutation  # noqa: F401
 from envoy_data_plane.envoy.extensions.http.stateful_session.envelope import v3 as _envelope_session  # noqa: F401
 from envoy_data_plane.envoy.extensions.transport_sockets.tls import v3 as _tls  # noqa: F401
 from envoy_data_plane.envoy.extensions.upstreams.http import v3 as _http_options  # noqa: F401
@@ -97,6 +101,29 @@ def _views() -> list[Any]:
         store.set_state("weather", state)
         store.update_backend("weather", lambda s, b=breaker, d=drained: replace(s, breaker=b, drained=d))
         views.append(store.current)
+    authenticated = ViewStore(
+        parse_config(
+            {
+                "backends": [{"name": "weather", "url": "http://127.0.0.1:9001/mcp"}],
+                "listener": {"expose_backends": True},
+                "auth": {
+                    "issuers": [
+                        {"issuer": "https://idp.test", "jwks_file": "/keys/jwks.json"},
+                        {
+                            "issuer": "https://other.test",
+                            "jwks_url": "https://other.test/jwks.json",
+                            "audiences": ["a"],
+                        },
+                    ],
+                    "resource": "https://gw.example.com/gateway/mcp",
+                    "required_scopes": ["mcp", "tools.read"],
+                },
+                "rate_limit": {"requests_per_second": 0.5, "burst": 3},
+            }
+        )
+    )
+    authenticated.set_keys({"/keys/jwks.json": '{"keys": [{"kty": "EC", "crv": "P-256", "x": "a", "y": "b"}]}'})
+    views.append(authenticated.current)
     return views
 
 

@@ -46,9 +46,9 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from xds_control.aggregator import sdk_compat
+from xds_control.aggregator.access import CURRENT_PRINCIPAL, PRINCIPAL_KEY, principal_of_scope
 from xds_control.aggregator.gateway import Gateway
 from xds_control.aggregator.inbound import Plain, Rules, Verdict, classify
-from xds_control.aggregator.list_pages import EVERYONE
 from xds_control.aggregator.sessions import Session, SessionTable
 from xds_control.aggregator.tracing import passthrough
 from xds_control.telemetry.trace_context import exporting
@@ -100,11 +100,25 @@ class Endpoint:
                 return
             body = read
             receive = _replaying(body, receive)
-        verdict = classify(scope, body, self.rules)
-        if verdict.session_id is None:
-            await self._without_session(verdict, scope, receive, send)
-        else:
-            await self._in_session(verdict, verdict.session_id, scope, receive, send)
+        principal = self.gateway.access.principal(scope)
+        if principal is None:  # auth is on and Envoy verified no identity: the request did not come through it
+            await _send_json(
+                send,
+                401,
+                _error_body(None, -32001, "Unauthorized"),
+                [(b"www-authenticate", self.gateway.access.challenge)],
+            )
+            return
+        scope[PRINCIPAL_KEY] = principal
+        token = CURRENT_PRINCIPAL.set(principal)  # what tool schemas this request may see (Gateway.tool_schema)
+        try:
+            verdict = classify(scope, body, self.rules)
+            if verdict.session_id is None:
+                await self._without_session(verdict, scope, receive, send)
+            else:
+                await self._in_session(verdict, verdict.session_id, scope, receive, send)
+        finally:
+            CURRENT_PRINCIPAL.reset(token)
 
     # -- sessions -------------------------------------------------------------------------------
 
@@ -155,7 +169,12 @@ class Endpoint:
                 if call is not None and not call.done():
                     call.cancel()
             plain = verdict.plain
-            if plain is not None and self.answering and not session.answers_back and self._answerable(plain, session):
+            if (
+                plain is not None
+                and self.answering
+                and not session.answers_back
+                and self._answerable(plain, session, scope)
+            ):
                 await self._answer(plain, session, scope, receive, send)
                 return
             json_answer = verdict.json_answer and not session.answers_back  # a backend may ask before the answer
@@ -166,16 +185,16 @@ class Endpoint:
         if ended or (status == 404 and not sdk_compat.session_live(self.server, session_id)):
             self.sessions.closed(session_id)
 
-    def _answerable(self, plain: Plain, session: Session) -> bool:
+    def _answerable(self, plain: Plain, session: Session, scope: Scope) -> bool:
         sdk = session.sdk
         if sdk is None or sdk.client_params is None or not sdk_compat.session_live(self.server, session.id):
             return False
         if plain.method == "tools/call":
             catalog = self.gateway.catalog
-            return (
+            return principal_of_scope(scope).grant.allows("tools", plain.name) and (
                 catalog.route("tools", plain.name) is not None
                 or catalog.unavailable_owner("tools", plain.name) is not None
-            )
+            )  # a name the principal may not use goes to the SDK, as an unknown one does
         return sdk_compat.list_params_valid(plain.method, sdk.protocol_version, plain.params)
 
     async def sweep(self) -> None:
@@ -263,7 +282,7 @@ class Endpoint:
             )
         result = await self.gateway.call(
             "tools/call", "tools", plain.name, params, client_key=session.id if session is not None else None,
-            arguments=params.get("arguments"), trace_context=trace_context,
+            arguments=params.get("arguments"), trace_context=trace_context, principal=principal_of_scope(scope),
         )  # fmt: skip
         return self._shape(plain.method, version, result, sieved=getattr(result, "version", None) == version)
 
@@ -284,10 +303,11 @@ class Endpoint:
     async def _page(self, plain: Plain, version: str, session: Session | None, scope: Scope) -> bytes:
         catalog = self.gateway.catalog
         cursor = plain.params.get("cursor")
-        key = (EVERYONE, plain.method, version, self.gateway.page_size, cursor)
+        principal = principal_of_scope(scope)
+        key = (principal.grant.key, plain.method, version, self.gateway.page_size, cursor)
         page = catalog.pages.get(key)
         if page is None:
-            result = self.gateway.list_page(_KIND[plain.method], cursor, catalog=catalog)  # type: ignore[arg-type]
+            result = self.gateway.list_page(_KIND[plain.method], cursor, catalog=catalog, principal=principal)  # type: ignore[arg-type]
             page = _dumps(self._shape(plain.method, version, result))
             catalog.pages.keep(key, page)
         return page

@@ -33,7 +33,8 @@ from mcp.shared.exceptions import MCPError
 from mcp.shared.inbound import find_invalid_x_mcp_header, mcp_param_headers, x_mcp_header_map
 from opentelemetry.trace import Span
 
-from xds_control.aggregator import metrics
+from xds_control.aggregator import access, metrics
+from xds_control.aggregator.access import ANONYMOUS, Access, Principal
 from xds_control.aggregator.arguments import checkable, checker
 from xds_control.aggregator.backchannel import Backchannel
 from xds_control.aggregator.catalog import (
@@ -89,6 +90,7 @@ class Gateway:
     ) -> None:
         self.config = config
         self.backchannel = backchannel
+        self.access = Access(config)
         self.page_size = page_size
         self.outcomes = outcomes or OutcomeBatcher()
         self.catalog: MergedCatalog = empty_catalog(config)
@@ -162,8 +164,11 @@ class Gateway:
 
     # -- lists ----------------------------------------------------------------------------------
 
-    def list_page(self, kind: Kind, cursor: str | None, *, catalog: MergedCatalog | None = None) -> dict[str, Any]:
-        """One page of a merged list (of `catalog`, default the current one) with the failure mode applied."""
+    def list_page(
+        self, kind: Kind, cursor: str | None, *, catalog: MergedCatalog | None = None, principal: Principal = ANONYMOUS
+    ) -> dict[str, Any]:
+        """One page of a merged list (of `catalog`, default the current one) with the failure mode applied, as
+        `principal`'s grant sees it."""
         catalog = catalog or self.catalog
         if self.config.aggregator.failure_mode == "fail" and catalog.configured:
             required = [u for u in catalog.unavailable if u.required]
@@ -172,7 +177,7 @@ class Gateway:
             if catalog.routable == 0:
                 raise list_unavailable(kind, catalog.unavailable, reason="no backend is routable")
         try:
-            items, next_cursor = page(catalog.lists[kind], cursor, self.page_size)
+            items, next_cursor = page(self.access.visible(catalog, kind, principal.grant), cursor, self.page_size)
         except CursorError as exc:
             raise caller_error(
                 "bad_cursor", types.INVALID_PARAMS, str(exc), {"cursor": cursor, "reason": exc.reason}
@@ -199,13 +204,20 @@ class Gateway:
         backend_params: Callable[[str], dict[str, Any]] | None = None,
         trace_context: Mapping[str, str] | None = None,
         caller: Caller | None = None,
+        principal: Principal = ANONYMOUS,
     ) -> dict[str, Any]:
         """Route one request; `params` is the client's, as wire JSON. `backend_params(original)`, if given, builds
         what the backend gets instead of `params` with its name or URI replaced. `trace_context`: the client's
-        `traceparent`/`tracestate` to forward as they came (when this process exports no spans of its own)."""
+        `traceparent`/`tracestate` to forward as they came (when this process exports no spans of its own).
+        A name `principal`'s grant does not cover is refused exactly as an unknown one."""
+        started = time.perf_counter()
+        denied = not principal.grant.allows(kind, key)
         with call_span(method, kind, key) as span:
             outcome, category = "cancelled", None
             try:
+                if denied:
+                    access.DENIED.labels(kind=kind, rules=principal.grant.rule_label).inc()
+                    raise self._unknown(kind, key)
                 result = await self._route(
                     method, kind, key, params, span, client_key, progress, arguments, backend_params, trace_context,
                     caller,
@@ -223,6 +235,12 @@ class Gateway:
                 raise
             finally:
                 finish(span, outcome, category)
+                if principal is not ANONYMOUS:
+                    route = None if denied else self.catalog.route(kind, key)
+                    access.audit(
+                        principal, method, key, route.backend if route else None, "denied" if denied else outcome,
+                        time.perf_counter() - started,
+                    )  # fmt: skip
 
     async def _route(
         self,
@@ -248,11 +266,7 @@ class Gateway:
                 metrics.FAST_FAILED.labels(backend=owner.backend, state=owner.state).inc()
                 metrics.CALLS.labels(backend=owner.backend, method=method, tool=label, outcome="unavailable").inc()
                 raise from_unavailable(owner)
-            if kind == "resources":
-                raise caller_error("not_found", RESOURCE_NOT_FOUND, "Resource not found", {"uri": key})
-            raise caller_error(
-                "unknown_name", types.INVALID_PARAMS, f"Unknown {_WHAT[kind]}: {key}", {_WHAT[kind]: key}
-            )
+            raise self._unknown(kind, key)
         span.set_attributes({"backend": route.backend, "original": route.original})
         if kind == "tools":
             self._check_arguments(key, arguments)
@@ -285,6 +299,12 @@ class Gateway:
                 metrics.CALL_LATENCY.labels(backend=route.backend, method=method).observe(time.perf_counter() - started)
             self.outcomes.record(route.backend, OK if outcome in ("tool_error", "error") else outcome, category)
 
+    @staticmethod
+    def _unknown(kind: Kind, key: str) -> CallerError:
+        if kind == "resources":
+            return caller_error("not_found", RESOURCE_NOT_FOUND, "Resource not found", {"uri": key})
+        return caller_error("unknown_name", types.INVALID_PARAMS, f"Unknown {_WHAT[kind]}: {key}", {_WHAT[kind]: key})
+
     def _check_arguments(self, tool: str, arguments: Mapping[str, Any] | None) -> None:
         if tool not in self._validators:
             self._validators[tool] = self._validator(tool)
@@ -303,13 +323,18 @@ class Gateway:
         whose annotations are invalid: the SDK does not honour those either)."""
         header_map = self._header_maps.get(tool)
         if header_map is None:
-            schema = self.tool_schema(tool)
+            schema = self._schema(tool)
             valid = schema is not None and find_invalid_x_mcp_header(schema) is None
             header_map = self._header_maps[tool] = x_mcp_header_map(schema) if valid else {}
         return mcp_param_headers(header_map, arguments or {}) if header_map else None
 
     def tool_schema(self, tool: str) -> Mapping[str, Any] | None:
-        """The exposed tool's inputSchema (None when unknown)."""
+        """The exposed tool's inputSchema (None when unknown, or when the current principal may not use it)."""
+        if not access.CURRENT_PRINCIPAL.get().grant.allows("tools", tool):
+            return None
+        return self._schema(tool)
+
+    def _schema(self, tool: str) -> Mapping[str, Any] | None:
         if not self._tools_by_name:
             self._tools_by_name = {item["name"]: item for item in self.catalog.lists["tools"].items}
         schema = self._tools_by_name.get(tool, {}).get("inputSchema")
@@ -317,7 +342,7 @@ class Gateway:
 
     def _validator(self, tool: str) -> Any:
         """A validator for the tool's inputSchema (arguments.py: linear time), or None when it is not checked here."""
-        schema = self.tool_schema(tool)
+        schema = self._schema(tool)
         return checker(schema, tool) if schema is not None else None
 
     # -- lifecycle ------------------------------------------------------------------------------

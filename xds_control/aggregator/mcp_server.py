@@ -48,9 +48,11 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel
 
 from xds_control.aggregator import metrics
-from xds_control.aggregator.gateway import Gateway
+from xds_control.aggregator.access import principal_of
+from xds_control.aggregator.gateway import RESOURCE_NOT_FOUND, Gateway
 from xds_control.aggregator.relay import Caller, offer
 from xds_control.aggregator.resource_updates import ResourceSubscriptions
+from xds_control.aggregator.rpc_errors import caller_error
 from xds_control.aggregator.sdk_compat import errors_to_sdk
 from xds_control.aggregator.sessions import SessionTable
 from xds_control.aggregator.tracing import TraceHeaderMiddleware, exporting, passthrough
@@ -98,7 +100,10 @@ class _CountingListenHandler(ListenHandler):
         try:
             if wanted:
                 honored: list[str] = []
+                grant = principal_of(ctx.request).grant
                 for uri in dict.fromkeys(wanted[: self._subscriptions.table.max_per_subscriber]):
+                    if not grant.allows("resources", uri):
+                        continue  # not the principal's to see: left out like an unknown URI
                     try:
                         await self._subscriptions.subscribe(subscriber, uri, None)
                     except (AggregatorError, MCPError):
@@ -171,32 +176,32 @@ def build_server(
         return params.cursor if params is not None else None
 
     async def list_tools(ctx: Any, params: types.PaginatedRequestParams | None) -> Any:
-        return gateway.list_page("tools", cursor(params))
+        return gateway.list_page("tools", cursor(params), principal=principal_of(ctx.request))
 
     async def list_resources(ctx: Any, params: types.PaginatedRequestParams | None) -> Any:
-        return gateway.list_page("resources", cursor(params))
+        return gateway.list_page("resources", cursor(params), principal=principal_of(ctx.request))
 
     async def list_templates(ctx: Any, params: types.PaginatedRequestParams | None) -> Any:
-        return gateway.list_page("resource_templates", cursor(params))
+        return gateway.list_page("resource_templates", cursor(params), principal=principal_of(ctx.request))
 
     async def list_prompts(ctx: Any, params: types.PaginatedRequestParams | None) -> Any:
-        return gateway.list_page("prompts", cursor(params))
+        return gateway.list_page("prompts", cursor(params), principal=principal_of(ctx.request))
 
     async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> Any:
         return await gateway.call(
-            "tools/call", "tools", params.name, wire(params), client_key=client_key(ctx), progress=progress_of(ctx, params), caller=caller_of(ctx),
+            "tools/call", "tools", params.name, wire(params), client_key=client_key(ctx), progress=progress_of(ctx, params), caller=caller_of(ctx), principal=principal_of(ctx.request),
             arguments=params.arguments, trace_context=trace_context(ctx),
         )  # fmt: skip
 
     async def read_resource(ctx: Any, params: types.ReadResourceRequestParams) -> Any:
         return await gateway.call(
-            "resources/read", "resources", str(params.uri), wire(params), client_key=client_key(ctx), progress=progress_of(ctx, params), caller=caller_of(ctx),
+            "resources/read", "resources", str(params.uri), wire(params), client_key=client_key(ctx), progress=progress_of(ctx, params), caller=caller_of(ctx), principal=principal_of(ctx.request),
             trace_context=trace_context(ctx),
         )  # fmt: skip
 
     async def get_prompt(ctx: Any, params: types.GetPromptRequestParams) -> Any:
         return await gateway.call(
-            "prompts/get", "prompts", params.name, wire(params), client_key=client_key(ctx), progress=progress_of(ctx, params), caller=caller_of(ctx),
+            "prompts/get", "prompts", params.name, wire(params), client_key=client_key(ctx), progress=progress_of(ctx, params), caller=caller_of(ctx), principal=principal_of(ctx.request),
             trace_context=trace_context(ctx),
         )  # fmt: skip
 
@@ -211,12 +216,15 @@ def build_server(
             client_key=client_key(ctx),
             backend_params=_complete_params(params),
             caller=caller_of(ctx),
+            principal=principal_of(ctx.request),
         )
 
     async def subscribe_resource(ctx: Any, params: types.SubscribeRequestParams) -> types.EmptyResult:
         session_id = client_key(ctx)
         if session_id is None:
             raise MCPError(types.INVALID_REQUEST, "resources/subscribe needs a session; use subscriptions/listen")
+        if not principal_of(ctx.request).grant.allows("resources", str(params.uri)):  # refused like an unknown URI
+            raise caller_error("not_found", RESOURCE_NOT_FOUND, "Resource not found", {"uri": str(params.uri)})
         await subscriptions.subscribe(session_id, str(params.uri), ctx.session)
         return types.EmptyResult()
 

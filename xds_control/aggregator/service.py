@@ -24,7 +24,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import uvicorn
@@ -53,6 +53,8 @@ from xds_control.aggregator.view_source import (
 from xds_control.config import Config
 from xds_control.errors import XdsControlError
 from xds_control.telemetry.metrics_server import start_metrics_server
+
+ConfigWatch = Callable[[Callable[[Config], None]], Awaitable[None]]
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +125,10 @@ class Aggregator:
     def _standalone(self, client_key: str) -> Any:
         session = self.sessions.get(client_key) if client_key else None
         return session.sdk if session is not None else None
+
+    def apply_config(self, config: Config) -> None:
+        """A reloaded config: what the aggregator takes without a restart (authorization)."""
+        self.gateway.access.apply_config(config)
 
     def _spawn(self, coro: Any) -> asyncio.Task[None]:
         if self._tg is None:
@@ -281,8 +287,10 @@ def _first_xds_error(group: BaseExceptionGroup) -> XdsControlError | None:
     return None
 
 
-async def serve_forever(config: Config) -> int:
-    """`xds-control aggregator -c CFG`: follow the control plane, serve `/mcp`, until SIGTERM/SIGINT."""
+async def serve_forever(config: Config, *, watch: ConfigWatch | None = None) -> int:
+    """`xds-control aggregator -c CFG`: follow the control plane, serve `/mcp`, until SIGTERM/SIGINT. `watch(on_config)`
+    (the config file's watcher, from the command line) hands each reloaded config in: the authorization rules
+    take effect at once (grants of the old rules have other keys: none of their pages is served again)."""
     from xds_control.admin.cookie import token_source  # the admin token: configured, else the cookie file
 
     token: TokenSource
@@ -314,8 +322,13 @@ async def serve_forever(config: Config) -> int:
 
     try:
         async with aggregator.running():
-            async with aggregator.serving(host, port, handle_signals=True) as url:
-                announce(url)
+            reload = asyncio.ensure_future(watch(aggregator.apply_config)) if watch is not None else None
+            try:
+                async with aggregator.serving(host, port, handle_signals=True) as url:
+                    announce(url)
+            finally:
+                if reload is not None:
+                    reload.cancel()
     except BaseExceptionGroup as group:
         found = _first_xds_error(group)
         if found is None:

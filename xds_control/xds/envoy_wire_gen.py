@@ -30,6 +30,7 @@ WELL_KNOWN = {
     for m in (any_pb2, duration_pb2, empty_pb2, struct_pb2, timestamp_pb2, wrappers_pb2)
     for name in m.DESCRIPTOR.message_types_by_name
 }
+WELL_KNOWN_ENUMS = {name: struct_pb2.DESCRIPTOR.name for name in struct_pb2.DESCRIPTOR.enum_types_by_name}
 ROOTS = (
     ("envoy.config.cluster.v3", "Cluster"),
     ("envoy.config.endpoint.v3", "ClusterLoadAssignment"),
@@ -44,6 +45,10 @@ ROOTS = (
     ("envoy.extensions.transport_sockets.tls.v3", "UpstreamTlsContext"),
     ("envoy.extensions.upstreams.http.v3", "HttpProtocolOptions"),
     ("envoy.extensions.retry.host.previous_hosts.v3", "PreviousHostsPredicate"),
+    ("envoy.extensions.filters.http.jwt_authn.v3", "JwtAuthentication"),
+    ("envoy.extensions.filters.http.rbac.v3", "Rbac"),
+    ("envoy.extensions.filters.http.local_ratelimit.v3", "LocalRateLimit"),
+    ("envoy.extensions.http.early_header_mutation.header_mutation.v3", "HeaderMutation"),
 )
 F = descriptor_pb2.FieldDescriptorProto
 SCALARS = {
@@ -187,6 +192,10 @@ class _Schema:
             cls = fm.unwrap()
         if fm.proto_type in SCALARS and fm.unwrap is None:
             field.type = SCALARS[fm.proto_type]
+        elif fm.proto_type == "enum" and self._package(cls) == "google.protobuf":  # NullValue: struct.proto's
+            field.type = F.TYPE_ENUM
+            field.type_name = f".google.protobuf.{cls.__name__}"
+            self._depend(package, WELL_KNOWN_ENUMS[cls.__name__])
         elif fm.proto_type == "enum":
             field.type = F.TYPE_ENUM
             field.type_name = "." + self._enum(cls)

@@ -14,6 +14,7 @@ from typing import Any
 
 from xds_control.config import BackendConfig, Config
 from xds_control.view import BackendStatus, EnvoyHealth, View, envoy_health
+from xds_control.xds import auth_filters
 from xds_control.xds import typeurls as t
 from xds_control.xds.profiles import DEFAULT_PROFILE, NodeProfile
 
@@ -202,15 +203,25 @@ def _session_affinity() -> Spec:
 
 
 def _listener(
-    name: str, address: str, port: int, route_config: str, config: Config, *, sticky_sessions: bool = False
+    name: str,
+    address: str,
+    port: int,
+    route_config: str,
+    config: Config,
+    *,
+    sticky_sessions: bool = False,
+    keys: Mapping[str, str] | None = None,
 ) -> Spec:
+    """`keys`: the public listener's JWKS documents (View.keys); None: a listener without incoming auth."""
     router = {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}}
-    hcm = {
+    authenticating = keys is not None and config.auth is not None
+    auth = auth_filters.auth_http_filters(config, dict(keys or {})) if authenticating else []
+    hcm: Spec = {
         "@type": HCM_TYPE,
         "stat_prefix": name,
         "codec_type": "AUTO",
         "rds": {"route_config_name": route_config, "config_source": ADS_SOURCE},
-        "http_filters": [_session_affinity(), router] if sticky_sessions else [router],
+        "http_filters": [*auth, _session_affinity(), router] if sticky_sessions else [*auth, router],
         "stream_idle_timeout": _duration(config.listener.idle_timeout),
         # Slow clients (a slowloris) are cut off: headers, then the whole request, each within its bound; the
         # response is not timed (MCP streams are long-lived), and a connection with no stream closes when idle.
@@ -221,6 +232,10 @@ def _listener(
         "merge_slashes": True,
         "access_log": [_failure_access_log(name)],
     }
+    if authenticating:
+        hcm["early_header_mutation_extensions"] = auth_filters.strip_identity_headers()
+        hcm["local_reply_config"] = auth_filters.local_reply_config(config)
+        hcm["access_log"].append(auth_filters.refusal_access_log(name))
     return {
         "name": name,
         "address": _socket(address, port),
@@ -280,6 +295,11 @@ def public_routes(config: Config) -> Spec:
     routes = [_mcp_route("/mcp", t.AGGREGATOR_CLUSTER, config, rewrite=None)]
     if config.listener.expose_backends:
         routes += [_mcp_route(backend_path(b.name), b.name, config, rewrite=b.path) for b in config.backends]
+    if config.auth is not None and config.rate_limit is not None:
+        limit = auth_filters.route_rate_limit(config.rate_limit)
+        for route in routes:
+            route["typed_per_filter_config"] = {auth_filters.RATE_LIMIT_FILTER: limit}
+    routes = auth_filters.metadata_routes(config) + routes
     return {"name": t.PUBLIC_ROUTES, "virtual_hosts": [{"name": "public", "domains": ["*"], "routes": routes}]}
 
 
@@ -318,6 +338,8 @@ def plan_clusters(view: View, profile: NodeProfile = DEFAULT_PROFILE) -> Plan:
             (tuple(config.aggregator_upstreams()),),
             partial(aggregator_cluster, config),
         )
+        for name, spec in auth_filters.jwks_clusters(config).items():
+            plan[t.CLUSTER][name] = ((spec,), partial(dict, spec))
     return plan
 
 
@@ -328,8 +350,9 @@ def plan_listeners(view: View, profile: NodeProfile = DEFAULT_PROFILE) -> Plan:
     route_inputs = (config.listener, tuple(config.backends))
     if profile.public:
         port = profile.listener_port or config.listener.port
+        auth_inputs = (config.auth, config.rate_limit, tuple(sorted(view.keys.items())) if config.auth else ())
         plan[t.LISTENER][t.PUBLIC_LISTENER] = (
-            (config.listener, port),
+            (config.listener, port, auth_inputs),
             partial(
                 _listener,
                 t.PUBLIC_LISTENER,
@@ -338,9 +361,13 @@ def plan_listeners(view: View, profile: NodeProfile = DEFAULT_PROFILE) -> Plan:
                 t.PUBLIC_ROUTES,
                 config,
                 sticky_sessions=True,  # a legacy session stays on the aggregator replica that opened it
+                keys=view.keys,
             ),
         )
-        plan[t.ROUTE][t.PUBLIC_ROUTES] = (route_inputs, partial(public_routes, config))
+        plan[t.ROUTE][t.PUBLIC_ROUTES] = (
+            (*route_inputs, config.auth, config.rate_limit),
+            partial(public_routes, config),
+        )
     if profile.egress:
         port = profile.egress_port or config.egress.port
         plan[t.LISTENER][t.EGRESS_LISTENER] = (

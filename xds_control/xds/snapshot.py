@@ -161,7 +161,7 @@ def _encode_plan(plan: Plan, memo: Memo) -> dict[str, TypeSnapshot]:
 class SnapshotBuilder:
     """View -> Snapshot, re-encoding only resources whose inputs changed since the last build.
 
-    A view with the same config object as the last one built differs only in health (the ViewStore keeps
+    A view with the same config and keys objects as the last one built differs only in health (the ViewStore keeps
     every unchanged backend's status object): then only the assignments of backends whose status object
     changed are planned again, and every other type is the last snapshot's. A thousand first verdicts at
     start-up are then a thousand small builds, not a thousand full ones."""
@@ -182,7 +182,7 @@ class SnapshotBuilder:
 
     def build(self, view: View) -> Snapshot:
         """The default profile's snapshot: every cluster, both listeners on the config's ports."""
-        if self._last is not None and self._last[0].config is view.config:
+        if self._last is not None and self._last[0].config is view.config and self._last[0].keys is view.keys:
             snapshot = self._health_only(view, *self._last)
         else:
             snapshot = Snapshot(
@@ -228,14 +228,14 @@ class SnapshotBuilder:
             gone, _ = self._profiles.popitem(last=False)
             self._listeners.pop(gone, None)
         cached = self._listeners.get(profile)
-        if cached is not None and cached[0] is view.config:  # listeners depend on the config only
+        if cached is not None and cached[0][0] is view.config and cached[0][1] is view.keys:  # listeners: config, keys
             types.update(cached[1])
             return Snapshot(types=MappingProxyType(types), view_version=view.version)
         listeners = _encode_plan(plan_listeners(view, profile), memo)
         types.update(listeners)
         snapshot = Snapshot(types=MappingProxyType(types), view_version=view.version)
         snapshot.check((t.LISTENER,))  # CDS/EDS were checked with the subset
-        self._listeners[profile] = (view.config, listeners)
+        self._listeners[profile] = ((view.config, view.keys), listeners)
         return snapshot
 
     def _clusters_for(self, base: Snapshot, wanted: tuple[bool, bool]) -> dict[str, TypeSnapshot]:

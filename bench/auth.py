@@ -1,0 +1,170 @@
+"""What incoming authentication and authorization cost on a `tools/call`: the same stack with and without `auth`.
+
+Real processes, two stacks side by side (each: `xds-control serve`, Envoy, `xds-control aggregator`), one
+lightweight MCP backend (bench/health/mcp_stub.py: an echo tool) behind both. The authenticated stack has an
+issuer (a JWKS file, ES256), `authorization` rules (the principal's group grants `alpha_*`; other rules that
+do not match are evaluated too) and, with `--rate-limit`, a per-principal limit far above the load. Every call
+is a 2026-07-28 `tools/call` on Envoy's `/mcp`; the authenticated one carries `Authorization: Bearer <JWT>`.
+
+1. Added latency: one call at a time, `--blocks` blocks of `--calls` calls, alternating open and
+   authenticated stacks block by block (a loaded machine slows both alike); the medians and their difference.
+   Target: authentication + authorization add < 0.3 ms at the median.
+2. Throughput: `--concurrency` workers for `--seconds` on each stack (after a warm-up), `--pairs` times open and
+   authenticated back to back (the order alternating), calls/s and the median of the pairs' ratios. Target: the
+   authenticated gateway >= 90 % of the open one.
+
+Run: .venv/bin/python bench/auth.py [--calls 200] [--blocks 10] [--concurrency 16] [--seconds 10] [--rate-limit]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.support.load import BASE_HEADERS, META, CallLoad
+from tests.support.stack import FullStack, stack_config
+from xds_control.auth import devtoken
+from xds_control.http11 import HttpClient
+
+HERE = Path(__file__).resolve().parent
+MODERN = "2026-07-28"
+RULES = [
+    {"name": f"team-{i}", "match": {"claim": "groups", "any_of": [f"team-{i}"]}, "tools": [f"team{i}_*"]}
+    for i in range(20)
+] + [{"name": "bench", "match": {"claim": "groups", "any_of": ["bench"]}, "tools": ["alpha_*"], "resources": ["*"]}]
+
+
+async def one_call(http: HttpClient, url: str, headers: dict[str, str], n: int) -> float:
+    body = {"jsonrpc": "2.0", "id": n, "method": "tools/call",
+            "params": {"name": "alpha_echo", "arguments": {"text": f"t{n}"}, "_meta": META}}  # fmt: skip
+    started = time.perf_counter()
+    async with http.stream("POST", url, headers=headers, content=json.dumps(body).encode()) as answer:
+        data = b"".join([chunk async for chunk in answer.aiter_bytes()])
+    elapsed = time.perf_counter() - started
+    if answer.status_code != 200 or f'"t{n}"'.encode() not in data:
+        raise RuntimeError(f"call failed: HTTP {answer.status_code} {data[:120]!r}")
+    return elapsed
+
+
+async def until_ready(http: HttpClient, url: str, headers: dict[str, str], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    n = 0
+    while True:
+        n += 1
+        try:
+            await one_call(http, url, headers, n)
+            return
+        except Exception as exc:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{url} never answered a call: {exc}") from None
+            await asyncio.sleep(0.2)  # polling a condition with a deadline
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", type=int, default=200)
+    parser.add_argument("--blocks", type=int, default=10)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--pairs", type=int, default=4, help="throughput windows: open and auth back to back")
+    parser.add_argument("--rate-limit", action="store_true", help="also a per-principal rate limit (never reached)")
+    args = parser.parse_args()
+
+    stub = subprocess.Popen(
+        [sys.executable, str(HERE / "health" / "mcp_stub.py"), "--count", "1"],
+        stdout=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    stacks: list[FullStack] = []
+    try:
+        assert stub.stdout is not None
+        port = int(stub.stdout.readline().split()[1])
+        backends = [{"name": "alpha", "url": f"http://127.0.0.1:{port}/mcp"}]
+        with tempfile.TemporaryDirectory(prefix="bench-auth-") as tmp:
+            key = devtoken.new_key("ES256")
+            (Path(tmp) / "jwks.json").write_text(devtoken.jwks(key))
+            sections: dict[str, Any] = {
+                "auth": {"issuers": [{"issuer": devtoken.DEV_ISSUER, "jwks_file": str(Path(tmp) / "jwks.json")}]},
+                "authorization": {"rules": RULES},
+            }
+            if args.rate_limit:
+                sections["rate_limit"] = {"requests_per_second": 1_000_000, "burst": 1_000_000}
+            for name in ("open", "auth"):  # one after the other: free ports are picked when a config is made
+                config = stack_config(backends, health={"interval": "2s"}, **(sections if name == "auth" else {}))
+                stack = FullStack(config, Path(tmp) / name)
+                stacks.append(stack)
+                await stack.start()
+            token = key.sign(devtoken.claims(sub="bench", audience=stacks[1].config.auth_resource(), groups=["bench"],
+                                             lifetime=3600))  # fmt: skip
+            urls = {"open": stacks[0].mcp_url, "auth": stacks[1].mcp_url}
+            headers = {"open": {**BASE_HEADERS, "mcp-protocol-version": MODERN, "mcp-method": "tools/call",
+                                "mcp-name": "alpha_echo"}}  # fmt: skip
+            headers["auth"] = {**headers["open"], "authorization": f"Bearer {token}"}
+            clients = {name: HttpClient(None, max_idle=4) for name in urls}  # an HttpClient talks to one server
+            for name in urls:
+                await until_ready(clients[name], urls[name], headers[name])
+            lat: dict[str, list[float]] = {"open": [], "auth": []}
+            n = 0
+            for block in range(args.blocks):
+                order = ("open", "auth") if block % 2 == 0 else ("auth", "open")
+                for name in order:
+                    for _ in range(args.calls):
+                        n += 1
+                        lat[name].append(await one_call(clients[name], urls[name], headers[name], n))
+            med = {k: statistics.median(v) * 1000 for k, v in lat.items()}
+            p90 = {k: statistics.quantiles(v, n=10)[-1] * 1000 for k, v in lat.items()}
+            print(
+                f"latency, one call at a time ({args.blocks} blocks x {args.calls} calls each, interleaved):",
+                flush=True,
+            )
+            for name in ("open", "auth"):
+                print(f"  {name:4}: median {med[name]:.3f} ms, p90 {p90[name]:.3f} ms")
+            print(
+                f"added median latency (auth - open): {med['auth'] - med['open']:+.3f} ms (target < 0.3 ms)", flush=True
+            )
+
+            ratios: list[float] = []
+            for pair in range(args.pairs):  # open and auth back to back, the order alternating: drift hits both
+                rates: dict[str, float] = {}
+                for name in ("open", "auth") if pair % 2 == 0 else ("auth", "open"):
+                    extra = {"authorization": headers["auth"]["authorization"]} if name == "auth" else None
+                    load = CallLoad(urls[name], "alpha_echo", modern=args.concurrency, legacy=0, headers=extra)
+                    await load.start()
+                    await asyncio.sleep(args.warmup)  # a sampler's warm-up, not a synchronisation
+                    ok0, failed0, t0 = load.stats.ok, load.stats.failed, time.monotonic()
+                    await asyncio.sleep(args.seconds)  # the measuring window
+                    rates[name] = (load.stats.ok - ok0) / (time.monotonic() - t0)
+                    failed = load.stats.failed - failed0
+                    await load.stop()
+                    print(
+                        f"throughput {name:4} concurrency={args.concurrency}: {rates[name]:.0f} calls/s, failed {failed}",
+                        flush=True,
+                    )
+                ratios.append(rates["auth"] / rates["open"])
+            print(
+                f"authenticated / open calls/s: median {statistics.median(ratios) * 100:.0f} % of {len(ratios)} back-to-back "
+                f"pairs ({', '.join(f'{r * 100:.0f}' for r in ratios)}; target >= 90 %); machine: {os.cpu_count()} cores, "
+                f"load average {os.getloadavg()[0]:.1f}",
+                flush=True,
+            )
+    finally:
+        for stack in stacks:
+            stack.stop()
+        stub.terminate()
+        stub.wait(timeout=10)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
