@@ -10,7 +10,8 @@ sessions), the aggregator (the in-process `Aggregator` in a child, calling the b
 upstream subscription for all of them. Each update is the backend's `touch` tool, which stamps
 `time.monotonic()` (the machine's clock, the same in every process) just before it sends; a client's latency
 is its own `time.monotonic()` when it has read the notification, minus that stamp. The aggregator's share is
-measured in it too: from the backend's notification reaching the fan-out to each session's send returning. The next update goes
+measured in it too: from the backend's notification reaching the fan-out to each session's event leaving the
+SDK's GET stream writer (`_create_event_data`, on the way to that session's SSE response). The next update goes
 out once every client has heard the previous one.
 
 The aggregator child freezes its start-up objects out of the garbage collector as `xds-control aggregator`
@@ -44,27 +45,30 @@ INIT = {"jsonrpc": "2.0", "id": 0, "method": "initialize",
 SERVER = """
 import asyncio, gc, sys, time
 from dataclasses import replace
-from mcp.server.session import ServerSession
+from mcp.server.streamable_http import StreamableHTTPServerTransport
 from tests.aggregator.support import fetch_catalog
 from xds_control.aggregator.resource_updates import ResourceSubscriptions
 from xds_control.aggregator import Aggregator, StoreViewSource, direct_upstream_url
 from xds_control.config import parse_config
 from xds_control.view import BackendState, ViewStore
 
-# the aggregator's own share: from the backend's notification reaching `updated` to each session's send returning
+# the aggregator's own share: from the backend's notification reaching `updated` to each session's event leaving
+# the SDK's GET stream writer for its SSE response (the last step in the aggregator's code before the wire)
 arrived: list[float] = []
 fanout: list[float] = []
-_updated, _send = ResourceSubscriptions.updated, ServerSession.send_resource_updated
+_updated, _event_data = ResourceSubscriptions.updated, StreamableHTTPServerTransport._create_event_data
 
 async def updated(self, backend, uri):
     arrived.append(time.monotonic())
     await _updated(self, backend, uri)
 
-async def send(self, uri):
-    await _send(self, uri)
-    fanout.append((time.monotonic() - arrived[-1]) * 1000)
+def event_data(self, event_message):
+    data = _event_data(self, event_message)
+    if "resources/updated" in data["data"]:
+        fanout.append((time.monotonic() - arrived[-1]) * 1000)
+    return data
 
-ResourceSubscriptions.updated, ServerSession.send_resource_updated = updated, send
+ResourceSubscriptions.updated, StreamableHTTPServerTransport._create_event_data = updated, event_data
 
 async def main() -> None:
     n, port, backend = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
@@ -240,7 +244,7 @@ async def main(argv: list[str] | None = None) -> int:
             f"{args.clients} subscribed legacy clients, {args.updates} updates ({len(latencies)} deliveries): "
             f"backend send -> client read p50 {p(0.5):.1f} ms, p99 {p(0.99):.1f} ms, max {latencies[-1]:.1f} ms, "
             f"mean {statistics.fmean(latencies):.1f} ms; of which in the aggregator (notification in -> "
-            f"session's send done) p50 {float(f50):.1f} ms, p99 {float(f99):.1f} ms, max {float(fmax):.1f} ms"
+            f"event out of the session's GET stream writer) p50 {float(f50):.1f} ms, p99 {float(f99):.1f} ms, max {float(fmax):.1f} ms"
         )
         per_session = (opened - base) / args.clients
         per_subscription = (subscribed - opened) / args.clients
