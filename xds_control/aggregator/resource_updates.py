@@ -512,7 +512,7 @@ class ResourceSubscriptions:
                 try:
                     async with asyncio.timeout(self.send_timeout):
                         delivered = await self._streams.put(subscriber, _event(uri))
-                except TimeoutError:
+                except Exception:  # timed out, or the stream went: this one is lost, the session goes on
                     delivered = False
                 result = "sent" if delivered else "dropped"
                 metrics.RESOURCE_UPDATES.labels(family="legacy", result=result).inc()
