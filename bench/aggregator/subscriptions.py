@@ -10,12 +10,14 @@ sessions), the aggregator (the in-process `Aggregator` in a child, calling the b
 upstream subscription for all of them. Each update is the backend's `touch` tool, which stamps
 `time.monotonic()` (the machine's clock, the same in every process) just before it sends; a client's latency
 is its own `time.monotonic()` when it has read the notification, minus that stamp. The aggregator's share is
-measured in it too: from the backend's notification reaching the fan-out to each session's send returning. The next update goes
+measured in it too: from the backend's notification reaching the fan-out to each session's SSE chunk being handed
+to the HTTP server (sse-starlette's `ensure_bytes`, just before the ASGI send that writes the socket). The next update goes
 out once every client has heard the previous one.
 
 The aggregator child freezes its start-up objects out of the garbage collector as `xds-control aggregator`
 does; the sessions made afterwards stay in it, and a full collection over them is a pause every client of
-that update waits for (`--freeze-sessions` freezes them too, to show that share).
+that update waits for (`--freeze-sessions` freezes them too, to show that share). The full collections made in the
+aggregator while the updates go out are counted (a `gc.callbacks` probe), with the longest.
 
 Memory: the aggregator's RSS growth while the clients open their sessions and GET streams, then while they
 subscribe, each per client.
@@ -44,27 +46,41 @@ INIT = {"jsonrpc": "2.0", "id": 0, "method": "initialize",
 SERVER = """
 import asyncio, gc, sys, time
 from dataclasses import replace
-from mcp.server.session import ServerSession
+from sse_starlette import sse
 from tests.aggregator.support import fetch_catalog
 from xds_control.aggregator.resource_updates import ResourceSubscriptions
 from xds_control.aggregator import Aggregator, StoreViewSource, direct_upstream_url
 from xds_control.config import parse_config
 from xds_control.view import BackendState, ViewStore
 
-# the aggregator's own share: from the backend's notification reaching `updated` to each session's send returning
+# the aggregator's own share: from the backend's notification reaching `updated` to each session's SSE chunk being
+# handed to the HTTP server (sse-starlette's `ensure_bytes`, right before the ASGI send that writes the socket)
 arrived: list[float] = []
 fanout: list[float] = []
-_updated, _send = ResourceSubscriptions.updated, ServerSession.send_resource_updated
+_updated, _ensure_bytes = ResourceSubscriptions.updated, sse.ensure_bytes
 
 async def updated(self, backend, uri):
     arrived.append(time.monotonic())
     await _updated(self, backend, uri)
 
-async def send(self, uri):
-    await _send(self, uri)
-    fanout.append((time.monotonic() - arrived[-1]) * 1000)
+def ensure_bytes(data, sep):
+    chunk = _ensure_bytes(data, sep)
+    if b"resources/updated" in chunk:
+        fanout.append((time.monotonic() - arrived[-1]) * 1000)
+    return chunk
 
-ResourceSubscriptions.updated, ServerSession.send_resource_updated = updated, send
+ResourceSubscriptions.updated, sse.ensure_bytes = updated, ensure_bytes
+
+# full (generation 2) collections while the updates go out: how many, and the longest
+full_gcs: list[float] = []
+_gc_started = [0.0]
+
+def gc_probe(phase, info):
+    if info["generation"] == 2:
+        if phase == "start":
+            _gc_started[0] = time.perf_counter()
+        else:
+            full_gcs.append((time.perf_counter() - _gc_started[0]) * 1000)
 
 async def main() -> None:
     n, port, backend = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
@@ -83,10 +99,13 @@ async def main() -> None:
                 gc.collect()
                 gc.freeze()
             if line.strip() == "fanout":
+                gc.callbacks.remove(gc_probe)
                 fanout.sort()
-                print("FANOUT", fanout[len(fanout) // 2], fanout[int(len(fanout) * 0.99)], fanout[-1], flush=True)
+                print("FANOUT", fanout[len(fanout) // 2], fanout[int(len(fanout) * 0.99)], fanout[-1],
+                      len(full_gcs), max(full_gcs, default=0.0), flush=True)
                 continue
             fanout.clear()
+            gc.callbacks.append(gc_probe)
             print("SUBSCRIPTIONS", len(aggregator.subscriptions.table), aggregator.subscriptions.table.subscriber_count(), flush=True)
 
 asyncio.run(main())
@@ -233,14 +252,15 @@ async def main(argv: list[str] | None = None) -> int:
                         got.append(float((await line(w, 60)).split()[1]))
                 latencies += [(t - sent_at) * 1000 for t in got]
         await tell(aggregator, b"fanout")
-        _, f50, f99, fmax = (await line(aggregator)).split()
+        _, f50, f99, fmax, n_gcs, gc_max = (await line(aggregator)).split()
         latencies.sort()
         p = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))]  # noqa: E731
         print(
             f"{args.clients} subscribed legacy clients, {args.updates} updates ({len(latencies)} deliveries): "
             f"backend send -> client read p50 {p(0.5):.1f} ms, p99 {p(0.99):.1f} ms, max {latencies[-1]:.1f} ms, "
             f"mean {statistics.fmean(latencies):.1f} ms; of which in the aggregator (notification in -> "
-            f"session's send done) p50 {float(f50):.1f} ms, p99 {float(f99):.1f} ms, max {float(fmax):.1f} ms"
+            f"the session's SSE chunk to the HTTP server) p50 {float(f50):.1f} ms, p99 {float(f99):.1f} ms, max {float(fmax):.1f} ms; "
+            f"{n_gcs} full garbage collections in the aggregator meanwhile, the longest {float(gc_max):.0f} ms"
         )
         per_session = (opened - base) / args.clients
         per_subscription = (subscribed - opened) / args.clients
@@ -249,7 +269,7 @@ async def main(argv: list[str] | None = None) -> int:
             f"({per_session:.1f} KiB each), +{(subscribed - opened) / 1024:.1f} MiB for their subscriptions "
             f"({per_subscription:.1f} KiB each): {per_session + per_subscription:.1f} KiB per idle subscribed client"
         )
-        print(json.dumps({"aggregator_p99_ms": round(float(f99), 2), "p50_ms": round(p(0.5), 2), "p99_ms": round(p(0.99), 2), "max_ms": round(latencies[-1], 2),
+        print(json.dumps({"aggregator_p50_ms": round(float(f50), 2), "aggregator_p99_ms": round(float(f99), 2), "p50_ms": round(p(0.5), 2), "p99_ms": round(p(0.99), 2), "max_ms": round(latencies[-1], 2), "full_gcs": int(n_gcs), "full_gc_max_ms": round(float(gc_max)),
                           "kib_per_session": round(per_session, 1), "kib_per_subscription": round(per_subscription, 1)}))  # fmt: skip
     finally:
         for proc in procs:

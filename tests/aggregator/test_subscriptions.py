@@ -4,6 +4,7 @@ standing in for client sessions)."""
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -109,19 +110,28 @@ def test_the_invariants_hold_after_any_sequence(ops: list[tuple[str, str, str, s
             assert len(table.uris(sub)) <= 3
 
 
-class _Sink:
-    """Stands in for a legacy client's ServerSession: records what it is sent; `stuck` never returns."""
+class _Streams:
+    """Stands in for `sdk_compat.GetStreams`: records the URIs each session's GET stream is given; a `stuck`
+    session's queue is full (`offer` refuses) and `put` never returns."""
 
-    def __init__(self, stuck: bool = False) -> None:
-        self.stuck = stuck
-        self.got: list[str] = []
-        self.received = asyncio.Event()
+    def __init__(self, *stuck: str) -> None:
+        self.stuck = set(stuck)
+        self.got: dict[str, list[str]] = {}
 
-    async def send_resource_updated(self, uri: str) -> None:
-        if self.stuck:
+    def _record(self, session_id: str, event: Any) -> None:
+        self.got.setdefault(session_id, []).append(json.loads(event.message.model_dump_json())["params"]["uri"])
+
+    def offer(self, session_id: str, event: Any) -> bool | None:
+        if session_id in self.stuck:
+            return False
+        self._record(session_id, event)
+        return True
+
+    async def put(self, session_id: str, event: Any) -> bool:
+        if session_id in self.stuck:
             await asyncio.Event().wait()
-        self.got.append(uri)
-        self.received.set()
+        self._record(session_id, event)
+        return True
 
 
 async def test_a_client_that_stopped_reading_delays_nobody_and_its_backlog_is_bounded() -> None:
@@ -133,21 +143,44 @@ async def test_a_client_that_stopped_reading_delays_nobody_and_its_backlog_is_bo
         task.add_done_callback(tasks.discard)
         return task
 
-    subs = ResourceSubscriptions(lambda: None, {}, spawn, InMemorySubscriptionBus(), send_timeout=30)  # type: ignore[arg-type, return-value]
-    slow, quick = _Sink(stuck=True), _Sink()
-    for name, sink in (("slow", slow), ("quick", quick)):
+    streams = _Streams("slow")
+    subs = ResourceSubscriptions(lambda: None, {}, spawn, InMemorySubscriptionBus(), streams, send_timeout=30)  # type: ignore[arg-type, return-value]
+    for name in ("slow", "quick"):
         subs.table.subscribe(name, "x://1", A)
-        subs._sinks[name] = sink  # type: ignore[assignment]
+        subs._sinks[name] = object()  # type: ignore[assignment]  # a legacy session
     for _ in range(1000):
         await subs.updated("a", "x://1")
     assert subs._outboxes["slow"].pending == {"x://1": None}  # repeats coalesce: one pending URI, not 1000
-    await asyncio.wait_for(quick.received.wait(), 5)
+    assert streams.got["quick"] == ["x://1"] * 1000  # written at once, no task of its own
     await asyncio.wait_for(_until(lambda: len(tasks) == 1), 5)  # only the stuck client's sender is left
-    assert quick.got == ["x://1"]
     await subs.updated("a", "x://1")
-    await asyncio.wait_for(_until(lambda: len(quick.got) == 2), 5)  # the stuck one still delays nobody
+    assert len(streams.got["quick"]) == 1001  # the stuck one still delays nobody
     assert len(subs._outboxes["slow"].pending) == 1
     subs.drop_subscriber("slow")  # its session ends: its sender is cancelled
+    await asyncio.wait_for(_until(lambda: not tasks), 5)
+
+
+async def test_a_full_queue_goes_through_the_outbox_and_later_updates_wait_behind_it() -> None:
+    tasks: set[asyncio.Task[None]] = set()
+
+    def spawn(coro: Any) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coro)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        return task
+
+    streams = _Streams("s")
+    subs = ResourceSubscriptions(lambda: None, {}, spawn, InMemorySubscriptionBus(), streams)  # type: ignore[arg-type, return-value]
+    subs.table.subscribe("s", "x://1", A)
+    subs.table.subscribe("s", "x://2", Target("a", "x://2"))
+    subs._sinks["s"] = object()  # type: ignore[assignment]
+    await subs.updated("a", "x://1")  # the queue is full: into the outbox, whose sender waits for room
+    await asyncio.wait_for(_until(lambda: not subs._outboxes["s"].pending), 5)
+    streams.stuck.clear()  # room again, but the outbox is not empty: a later update must not overtake it
+    await subs.updated("a", "x://2")
+    assert "s" not in streams.got  # not written past the outbox
+    assert subs._outboxes["s"].pending == {"x://2": None}
+    subs.drop_subscriber("s")
     await asyncio.wait_for(_until(lambda: not tasks), 5)
 
 

@@ -16,12 +16,17 @@ of a URI waits for the backend's answer (its error is the client's); later
 ones join at once.
 
 Down the other way, an update for (backend, URI) goes to exactly the
-subscribers of that target, under the URI each subscribed with: each legacy
-session through its own outbox (a set of URIs, so repeats coalesce and it
-never holds more than the session's subscriptions) drained by its own task,
-each send within `send_timeout`, so a slow client delays nobody else; modern
-streams through one publish per URI on the subscription bus, whose listen
-handlers filter by URI and end a stream whose backlog is full.
+subscribers of that target, under the URI each subscribed with. Legacy
+sessions: the event is serialized once per URI and put, without waiting, on
+each session's GET stream (`sdk_compat.GetStreams`, the SDK's bounded
+queue); a session without a GET stream open hears nothing, as with the SDK.
+A session whose queue is full (a slow reader), or whose outbox is not empty,
+gets the URI in its outbox instead (a set of URIs, so repeats coalesce and
+it never holds more than the session's subscriptions) drained by its own
+task, each put within `send_timeout`: a slow client delays nobody else and
+still hears the latest update once it reads again. Modern streams: one
+publish per URI on the subscription bus, whose listen handlers filter by URI
+and end a stream whose backlog is full.
 
 Recovery: the link pings a legacy backend every `keepalive` seconds; a
 failed ping or a broken listen stream (a restart, a dead replica) reopens
@@ -53,6 +58,7 @@ from xds_control.aggregator import metrics
 from xds_control.aggregator.catalog import MergedCatalog
 from xds_control.aggregator.gateway import RESOURCE_NOT_FOUND
 from xds_control.aggregator.rpc_errors import backend_failed, caller_error, from_unavailable
+from xds_control.aggregator.sdk_compat import GetStreams
 from xds_control.aggregator.sdk_transport import abandon_session_in_this_task
 from xds_control.aggregator.subscriptions import SubscriptionLimit, SubscriptionTable, Target
 from xds_control.aggregator.upstream import CLIENT_INFO, BackendUpstream, Spawn, map_error
@@ -70,10 +76,9 @@ _BACKOFF_FIRST, _BACKOFF_MAX = 0.1, 5.0
 class _Outbox:
     """The URIs a legacy session is still to hear `updated` for, and the task sending them."""
 
-    __slots__ = ("pending", "sink", "task")
+    __slots__ = ("pending", "task")
 
-    def __init__(self, sink: ServerSession) -> None:
-        self.sink = sink
+    def __init__(self) -> None:
         self.pending: dict[str, None] = {}
         self.task: asyncio.Task[None] | None = None
 
@@ -323,6 +328,12 @@ def _root(exc: BaseException) -> BaseException:
     return exc
 
 
+def _event(exposed: str) -> object:
+    return GetStreams.event(
+        types.JSONRPCNotification(jsonrpc="2.0", method="notifications/resources/updated", params={"uri": exposed})
+    )
+
+
 def _retrieved(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()
@@ -337,6 +348,7 @@ class ResourceSubscriptions:
         upstreams: Mapping[str, BackendUpstream],
         spawn: Spawn,
         bus: InMemorySubscriptionBus,
+        streams: GetStreams,
         *,
         table: SubscriptionTable | None = None,
         keepalive: float = KEEPALIVE,
@@ -346,6 +358,7 @@ class ResourceSubscriptions:
         self._upstreams = upstreams
         self.spawn = spawn
         self._bus = bus
+        self._streams = streams
         self.table = table or SubscriptionTable()
         self.keepalive = keepalive
         self.send_timeout = send_timeout
@@ -454,12 +467,26 @@ class ResourceSubscriptions:
     async def updated(self, backend: str, uri: str) -> None:
         """A backend said `uri` changed: every subscriber of that target hears it."""
         modern: set[str] = set()
+        events: dict[str, object] = {}
+        sent = dropped = 0
         for subscriber, exposed in self.table.subscribers(Target(backend, uri)):
-            sink = self._sinks.get(subscriber)
-            if sink is None:
+            if self._sinks.get(subscriber) is None:
                 modern.add(exposed)
-            else:
-                self._queue(subscriber, sink, exposed)
+                continue
+            if subscriber not in self._outboxes:
+                event = events.get(exposed)
+                if event is None:
+                    event = events[exposed] = _event(exposed)
+                offered = self._streams.offer(subscriber, event)
+                if offered is not False:
+                    sent += offered is True
+                    dropped += offered is None
+                    continue
+            self._queue(subscriber, exposed)  # a full queue, or a backlog already: the outbox keeps the order
+        if sent:
+            metrics.RESOURCE_UPDATES.labels(family="legacy", result="sent").inc(sent)
+        if dropped:
+            metrics.RESOURCE_UPDATES.labels(family="legacy", result="dropped").inc(dropped)
         for exposed in sorted(modern):
             await self._bus.publish(ResourceUpdated(uri=exposed))
             metrics.RESOURCE_UPDATES.labels(family="modern", result="published").inc()
@@ -469,10 +496,10 @@ class ResourceSubscriptions:
         for target in self.table.targets(backend):
             await self.updated(backend, target.uri)
 
-    def _queue(self, subscriber: str, sink: ServerSession, exposed: str) -> None:
+    def _queue(self, subscriber: str, exposed: str) -> None:
         box = self._outboxes.get(subscriber)
         if box is None:
-            box = self._outboxes[subscriber] = _Outbox(sink)
+            box = self._outboxes[subscriber] = _Outbox()
         box.pending[exposed] = None  # within the session's subscriptions: bounded by them
         if box.task is None:
             box.task = self.spawn(self._drain(subscriber, box))
@@ -484,11 +511,11 @@ class ResourceSubscriptions:
                 del box.pending[uri]
                 try:
                     async with asyncio.timeout(self.send_timeout):
-                        await box.sink.send_resource_updated(uri)
-                except Exception:
-                    metrics.RESOURCE_UPDATES.labels(family="legacy", result="dropped").inc()
-                    continue
-                metrics.RESOURCE_UPDATES.labels(family="legacy", result="sent").inc()
+                        delivered = await self._streams.put(subscriber, _event(uri))
+                except Exception:  # timed out, or the stream went: this one is lost, the session goes on
+                    delivered = False
+                result = "sent" if delivered else "dropped"
+                metrics.RESOURCE_UPDATES.labels(family="legacy", result=result).inc()
         finally:
             box.task = None
             if not box.pending and self._outboxes.get(subscriber) is box:

@@ -40,6 +40,7 @@ from xds_control.aggregator.notify import ChangeNotifier
 from xds_control.aggregator.outcomes import OutcomeBatcher, report_outcomes_forever
 from xds_control.aggregator.pagination import PAGE_SIZE
 from xds_control.aggregator.resource_updates import ResourceSubscriptions
+from xds_control.aggregator.sdk_compat import GetStreams
 from xds_control.aggregator.sessions import SessionTable
 from xds_control.aggregator.upstream import UpstreamUrl, egress_upstream_url
 from xds_control.aggregator.view_source import (
@@ -98,7 +99,7 @@ class Aggregator:
         limits = config.aggregator
         self.bus = InMemorySubscriptionBus()
         self.subscriptions = ResourceSubscriptions(
-            lambda: self.gateway.catalog, self.gateway.upstreams, self._spawn, self.bus
+            lambda: self.gateway.catalog, self.gateway.upstreams, self._spawn, self.bus, GetStreams(lambda: self.server)
         )
         self.sessions = SessionTable(
             self._client_session_closed,

@@ -1,0 +1,132 @@
+"""The fan-out of `notifications/resources/updated` to legacy sessions' GET streams, on real sockets: the in-process
+aggregator calling a real SDK backend (tests/support/resource_backend.py) directly, GET streams read raw.
+
+A client that stops reading fills its own bounded queue; the others go on hearing every update at once, and the
+stopped one still hears the latest update of each URI once it reads again (its outbox coalesces meanwhile)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
+import httpx2
+import pytest
+
+from tests.aggregator.support import fetch_catalog, legacy_session, make_config
+from tests.support.procs import python_module
+from tests.support.waiting import async_wait_until, free_ports
+from xds_control.aggregator import Aggregator, StoreViewSource, direct_upstream_url
+from xds_control.view import BackendState, ViewStore
+
+pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore:resources/(un)?subscribe is removed")]
+
+
+class Stream:
+    """A session's GET stream on a plain socket with a small receive buffer; counts the updates per URI read."""
+
+    def __init__(self) -> None:
+        self.heard: dict[str, int] = {}
+        self.reading = asyncio.Event()
+        self.reading.set()
+        self.task: asyncio.Task[None] | None = None
+        self.session = ""
+
+    async def open(self, url: str, headers: dict[str, str]) -> None:
+        self.session = headers["mcp-session-id"]
+        parsed = httpx2.URL(url)
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (parsed.host, parsed.port))
+        reader, writer = await asyncio.open_connection(sock=sock, limit=1024)
+        lines = [f"GET {parsed.raw_path.decode()} HTTP/1.1", f"host: {parsed.host}:{parsed.port}"]
+        lines += ["accept: text/event-stream", *(f"{k}: {v}" for k, v in headers.items() if k.startswith("mcp-"))]
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+        assert b" 200 " in await reader.readline()
+        while (await reader.readline()) not in (b"\r\n", b""):
+            pass
+        self.task = asyncio.create_task(self._read(reader, writer))
+
+    async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                await self.reading.wait()
+                line = await reader.readline()
+                if not line:
+                    return
+                if b"notifications/resources/updated" in line:
+                    uri = line.split(b'"uri":"', 1)[1].split(b'"', 1)[0].decode()
+                    self.heard[uri] = self.heard.get(uri, 0) + 1
+        finally:
+            writer.close()
+
+
+@contextlib.asynccontextmanager
+async def gateway() -> AsyncIterator[tuple[Aggregator, str]]:
+    backend_port, port = free_ports(2)
+    backend_url = f"http://127.0.0.1:{backend_port}/mcp"
+    proc = python_module("tests.support.resource_backend", "--port", str(backend_port), name="backend-note")
+    try:
+        proc.wait_for_line("READY", timeout=20)
+        config = make_config([{"name": "notes", "url": backend_url, "protocol": "legacy"}], port=port)
+        store = ViewStore(config)
+        catalog = await fetch_catalog(backend_url)
+        store.update_backend("notes", lambda s: replace(s, state=BackendState.HEALTHY, catalog=catalog))
+        aggregator = Aggregator(config, StoreViewSource(store), upstream_url=direct_upstream_url)
+        async with aggregator.running(), aggregator.serving("127.0.0.1", port) as url:
+            await aggregator.wait_for_view(store.version)
+            yield aggregator, url
+    finally:
+        proc.kill()
+
+
+async def subscribed_stream(http: httpx2.AsyncClient, url: str) -> Stream:
+    headers = await legacy_session(http, url)
+    stream = Stream()
+    await stream.open(url, headers)
+    for i, uri in enumerate(("note://0", "note://1")):
+        body = {"jsonrpc": "2.0", "id": i + 1, "method": "resources/subscribe", "params": {"uri": uri}}
+        answer = await http.post(url, json=body, headers=headers)
+        assert answer.status_code == 200 and "error" not in answer.text, answer.text
+    return stream
+
+
+async def test_a_client_that_stops_reading_delays_nobody_and_hears_the_latest_update_later() -> None:
+    async with gateway() as (aggregator, url), httpx2.AsyncClient(trust_env=False, timeout=30) as http:
+        stuck, live = await subscribed_stream(http, url), await subscribed_stream(http, url)
+        try:
+            await flood(aggregator, stuck, live)
+        finally:
+            for stream in (stuck, live):
+                if stream.task is not None:
+                    stream.task.cancel()
+
+
+async def flood(aggregator: Aggregator, stuck: Stream, live: Stream) -> None:
+    subs = aggregator.subscriptions
+    await subs.updated("notes", "note://1")  # both read: both hear it at once
+    await async_wait_until(lambda: stuck.heard.get("note://1") == live.heard.get("note://1") == 1, timeout=10)
+    stuck.reading.clear()
+    for _ in range(1_000):  # until the stuck client's queue stays full: the socket buffers before it are
+        for _ in range(100):
+            await subs.updated("notes", "note://0")
+            await asyncio.sleep(0)
+        if stuck.session not in subs._outboxes:
+            continue
+        heard = live.heard["note://0"]
+        await subs.updated("notes", "note://0")
+        await async_wait_until(lambda: live.heard["note://0"] > heard, timeout=10, what="the live client reads")
+        if stuck.session in subs._outboxes:
+            break
+    assert stuck.session in subs._outboxes and len(subs._outboxes[stuck.session].pending) <= 2
+    await subs.updated("notes", "note://1")
+    await async_wait_until(lambda: live.heard.get("note://1") == 2, timeout=10, what="the live client hears it")
+    assert stuck.heard.get("note://1") == 1
+    assert all(len(box.pending) <= 2 for box in subs._outboxes.values())  # at most its subscriptions, coalesced
+    stuck.reading.set()
+    await async_wait_until(
+        lambda: stuck.heard.get("note://1") == 2, timeout=20, what="the stuck client hears the latest update"
+    )
