@@ -33,6 +33,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.support.load import BASE_HEADERS, META, CallLoad
+from tests.support.procs import unwind_on_sigterm
 from tests.support.stack import FullStack, stack_config
 from xds_control.auth import devtoken
 from xds_control.http11 import HttpClient
@@ -81,6 +82,7 @@ async def main() -> int:
     parser.add_argument("--pairs", type=int, default=4, help="throughput windows: open and auth back to back")
     parser.add_argument("--rate-limit", action="store_true", help="also a per-principal rate limit (never reached)")
     args = parser.parse_args()
+    unwind_on_sigterm()
 
     stub = subprocess.Popen(
         [sys.executable, str(HERE / "health" / "mcp_stub.py"), "--count", "1"],

@@ -27,6 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.hostile.support import MB, TARGETS, Report, Scale, load_attacks, run_attack
+from tests.support.procs import unwind_on_sigterm
 
 
 def row(report: Report) -> dict[str, object]:
@@ -80,6 +81,7 @@ async def main() -> int:
     parser.add_argument("--small", action="store_true", help="the tests' size, not the issue's")
     parser.add_argument("--json", action="store_true", help="also print one JSON object per attack")
     args = parser.parse_args()
+    unwind_on_sigterm()
     attacks = load_attacks()
     names = args.only.split(",") if args.only else sorted(attacks)
     unknown = [n for n in names if n not in attacks]

@@ -27,6 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tests.support.procs import unwind_on_sigterm
 from tests.support.stack import async_start_envoy, envoy_get, running_control_plane, stack_config
 from tests.support.waiting import async_wait_until, free_ports
 from xds_control.view import BackendState
@@ -158,6 +159,7 @@ async def main() -> None:
     parser.add_argument("--envoy-backends", type=int, default=10)
     parser.add_argument("--envoy-flips", type=int, default=50)
     args = parser.parse_args()
+    unwind_on_sigterm()
     with tempfile.TemporaryDirectory() as tmp:
         for n in (int(s) for s in args.sizes.split(",")):
             r = await flip_latency(n, args.flips, Path(tmp))

@@ -54,7 +54,6 @@ import itertools
 import json
 import os
 import resource
-import signal
 import statistics
 import subprocess
 import sys
@@ -73,7 +72,7 @@ import httpx2  # noqa: E402
 from mcp.shared.exceptions import MCPError  # noqa: E402
 
 from tests.aggregator.support import MODERN, mcp_client  # noqa: E402
-from tests.support.procs import Proc  # noqa: E402
+from tests.support.procs import Proc, unwind_on_sigterm  # noqa: E402
 from tests.support.stack import envoy_binary, stack_config  # noqa: E402
 from tests.support.waiting import async_wait_until, free_port  # noqa: E402
 from xds_control.config import dump_config  # noqa: E402
@@ -962,10 +961,7 @@ def main() -> int:
     clients = ["raw", "sdk"] if args.client == "both" else [args.client]
     RAW_HTTP[0] = args.raw_http
 
-    def stop(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt  # unwinds through the finally blocks that stop every child
-
-    signal.signal(signal.SIGTERM, stop)
+    unwind_on_sigterm()
     started = time.monotonic()
     print(f"cpus: {os.cpu_count()}, load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     with tempfile.TemporaryDirectory() as tmp, running_stack(args, Path(tmp)) as stack:

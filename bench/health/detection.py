@@ -61,6 +61,7 @@ from tests.e2e.support import (
     stop_proc,
     write_config,
 )
+from tests.support.procs import unwind_on_sigterm
 from tests.support.stack import async_start_envoy, stack_config
 from tests.support.waiting import free_port
 from xds_control.admin.client import AdminClient
@@ -349,6 +350,7 @@ def main() -> int:
     parser.add_argument("--unhealthy-threshold", type=int, default=3)
     parser.add_argument("--healthy-threshold", type=int, default=1)
     args = parser.parse_args()
+    unwind_on_sigterm()
     with tempfile.TemporaryDirectory(prefix="detection-") as tmp:
         samples = asyncio.run(bench(args, Path(tmp)))
     report(args, samples)

@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import httpx2
 
 from tests.e2e.support import start_serve, stop_proc, write_config
+from tests.support.procs import unwind_on_sigterm
 from tests.support.stack import stack_config, start_envoy
 from tests.support.waiting import free_ports, wait_until
 from xds_control.admin.client import AdminClient
@@ -134,6 +135,7 @@ def main() -> int:
     parser.add_argument("--no-envoy", action="store_true")
     parser.add_argument("--dead", action="store_true", help="no backend listens: probe cost in a mass outage")
     args = parser.parse_args()
+    unwind_on_sigterm()
 
     stub = subprocess.Popen(
         [sys.executable, str(HERE / "mcp_stub.py"), "--count", str(0 if args.dead else args.backends)],

@@ -25,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.support.load import CallLoad
+from tests.support.procs import unwind_on_sigterm
 from tests.support.scaled import ScaledStack, scaled_config
 
 HERE = Path(__file__).resolve().parent
@@ -80,6 +81,7 @@ async def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=3.0)
     args = parser.parse_args()
+    unwind_on_sigterm()
     stub = subprocess.Popen(
         [sys.executable, str(HERE.parent / "health" / "mcp_stub.py"), "--count", "1"],
         stdout=subprocess.PIPE, text=True, start_new_session=True,

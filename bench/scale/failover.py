@@ -31,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.support.load import CallLoad
-from tests.support.procs import demo_backend
+from tests.support.procs import demo_backend, unwind_on_sigterm
 from tests.support.scaled import ScaledStack, scaled_config
 from tests.support.stack import admin_get
 from tests.support.waiting import async_wait_until, free_ports
@@ -128,6 +128,7 @@ async def main() -> int:
     parser.add_argument("--modern", type=int, default=4)
     parser.add_argument("--legacy", type=int, default=4)
     args = parser.parse_args()
+    unwind_on_sigterm()
     alpha_port, beta_port = free_ports(2)
     backends = [demo_backend("alpha", alpha_port), demo_backend("beta", beta_port)]
     config, planes = scaled_config(

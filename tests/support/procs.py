@@ -139,3 +139,13 @@ def demo_backend(name: str, port: int, *args: str, env: dict[str, str] | None = 
         proc.stop()
         raise
     return proc
+
+
+def unwind_on_sigterm() -> None:
+    """SIGTERM (`timeout`, `kill`) unwinds like Ctrl-C, through the `finally` blocks that stop every child:
+    a benchmark killed from outside leaves no control plane, Envoy or backend behind."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
