@@ -61,7 +61,7 @@ from xds_control.aggregator.rpc_errors import backend_failed, caller_error, from
 from xds_control.aggregator.sdk_compat import GetStreams
 from xds_control.aggregator.sdk_transport import abandon_session_in_this_task
 from xds_control.aggregator.subscriptions import SubscriptionLimit, SubscriptionTable, Target
-from xds_control.aggregator.upstream import CLIENT_INFO, BackendUpstream, Spawn, map_error
+from xds_control.aggregator.upstream import CLIENT_INFO, BackendUpstream, Spawn, map_error, retrieved, unwrap
 from xds_control.errors import AggregatorError
 from xds_control.view import BackendStatus
 
@@ -118,7 +118,7 @@ class _Link:
         future = self.waiting.get(uri)
         if future is None:
             future = self.waiting[uri] = asyncio.get_running_loop().create_future()
-            future.add_done_callback(_retrieved)
+            future.add_done_callback(retrieved)
         self.wake.set()
         return future
 
@@ -159,7 +159,7 @@ class _Link:
                     self.fail_waiting(_link_error(self.name, exc, self.upstream.open_timeout))
                     log.info(
                         "resource subscription link lost",
-                        extra={"backend": self.name, "error": type(_root(exc)).__name__},
+                        extra={"backend": self.name, "error": type(unwrap(exc)).__name__},
                     )
                     await self._sleep(backoff)
                     backoff = min(backoff * 2, _BACKOFF_MAX)
@@ -181,7 +181,7 @@ class _Link:
         async with self._open() as session:
             self.active = set()
             self._down = asyncio.get_running_loop().create_future()
-            self._down.add_done_callback(_retrieved)
+            self._down.add_done_callback(retrieved)
             try:
                 first = True
                 while not self.closed and self.routable:
@@ -322,21 +322,10 @@ def _link_error(backend: str, exc: BaseException, timeout: float) -> BaseExcepti
     return mapped if isinstance(mapped, MCPError | AggregatorError) else backend_failed(backend, "connection_closed")
 
 
-def _root(exc: BaseException) -> BaseException:
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
-
-
 def _event(exposed: str) -> object:
     return GetStreams.event(
         types.JSONRPCNotification(jsonrpc="2.0", method="notifications/resources/updated", params={"uri": exposed})
     )
-
-
-def _retrieved(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
 
 
 class ResourceSubscriptions:

@@ -111,7 +111,8 @@ class _SessionExpired(Exception):
     """The backend answered 404 for our session id: it restarted or expired us; the request was not processed."""
 
 
-def _unwrap(exc: BaseException) -> BaseException:
+def unwrap(exc: BaseException) -> BaseException:
+    """The one exception inside nested single-member exception groups (anyio's task groups wrap them)."""
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
     return exc
@@ -119,7 +120,7 @@ def _unwrap(exc: BaseException) -> BaseException:
 
 def map_error(backend: str, exc: BaseException, timeout: float | None) -> BaseException:
     """What a failed upstream request raises towards the client (see the module docstring)."""
-    exc = _unwrap(exc)
+    exc = unwrap(exc)
     if isinstance(exc, GatewayError | _SessionExpired):
         return exc
     if isinstance(exc, MCPError):
@@ -207,7 +208,7 @@ class _Session:
         self.family = family
         self.options = dict(options or {})  # the ClientSession's callbacks (backchannel.py)
         self.ready: asyncio.Future[ClientSession] = asyncio.get_running_loop().create_future()
-        self.ready.add_done_callback(_retrieved)
+        self.ready.add_done_callback(retrieved)
         self.last_used = clock()
         self._closing = asyncio.Event()
         self._abandoned = False
@@ -263,7 +264,7 @@ async def _set_level(session: ClientSession, level: LoggingLevel) -> None:
         pass
 
 
-def _retrieved(future: asyncio.Future[Any]) -> None:
+def retrieved(future: asyncio.Future[Any]) -> None:
     """Mark a session's outcome as seen even when every waiter was cancelled (no "never retrieved" noise)."""
     if not future.cancelled():
         future.exception()
