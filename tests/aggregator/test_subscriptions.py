@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -134,7 +135,8 @@ class _Streams:
         return True
 
 
-async def test_a_client_that_stopped_reading_delays_nobody_and_its_backlog_is_bounded() -> None:
+def _spawner() -> tuple[set[asyncio.Task[None]], Callable[[Any], asyncio.Task[None]]]:
+    """The tasks spawned so far (each leaves the set when done) and the spawn function that makes them."""
     tasks: set[asyncio.Task[None]] = set()
 
     def spawn(coro: Any) -> asyncio.Task[None]:
@@ -143,6 +145,11 @@ async def test_a_client_that_stopped_reading_delays_nobody_and_its_backlog_is_bo
         task.add_done_callback(tasks.discard)
         return task
 
+    return tasks, spawn
+
+
+async def test_a_client_that_stopped_reading_delays_nobody_and_its_backlog_is_bounded() -> None:
+    tasks, spawn = _spawner()
     streams = _Streams("slow")
     subs = ResourceSubscriptions(lambda: None, {}, spawn, InMemorySubscriptionBus(), streams, send_timeout=30)  # type: ignore[arg-type, return-value]
     for name in ("slow", "quick"):
@@ -161,14 +168,7 @@ async def test_a_client_that_stopped_reading_delays_nobody_and_its_backlog_is_bo
 
 
 async def test_a_full_queue_goes_through_the_outbox_and_later_updates_wait_behind_it() -> None:
-    tasks: set[asyncio.Task[None]] = set()
-
-    def spawn(coro: Any) -> asyncio.Task[None]:
-        task = asyncio.get_running_loop().create_task(coro)
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-        return task
-
+    tasks, spawn = _spawner()
     streams = _Streams("s")
     subs = ResourceSubscriptions(lambda: None, {}, spawn, InMemorySubscriptionBus(), streams)  # type: ignore[arg-type, return-value]
     subs.table.subscribe("s", "x://1", A)
