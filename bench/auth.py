@@ -58,6 +58,12 @@ async def one_call(http: HttpClient, url: str, headers: dict[str, str], n: int) 
     return elapsed
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (every thread) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def until_ready(http: HttpClient, url: str, headers: dict[str, str], timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     n = 0
@@ -137,6 +143,7 @@ async def main() -> int:
             )
 
             ratios: list[float] = []
+            cpus: dict[str, list[dict[str, float]]] = {"open": [], "auth": []}
             for pair in range(args.pairs):  # open and auth back to back, the order alternating: drift hits both
                 rates: dict[str, float] = {}
                 for name in ("open", "auth") if pair % 2 == 0 else ("auth", "open"):
@@ -144,9 +151,15 @@ async def main() -> int:
                     load = CallLoad(urls[name], "alpha_echo", modern=args.concurrency, legacy=0, headers=extra)
                     await load.start()
                     await asyncio.sleep(args.warmup)  # a sampler's warm-up, not a synchronisation
+                    stack = stacks[0 if name == "open" else 1]
+                    pids = {k: p.popen.pid for k, p in stack.procs.items()} | {"stub": stub.pid, "client": os.getpid()}
+                    cpu0 = {k: cpu_seconds(pid) for k, pid in pids.items()}
                     ok0, failed0, t0 = load.stats.ok, load.stats.failed, time.monotonic()
                     await asyncio.sleep(args.seconds)  # the measuring window
-                    rates[name] = (load.stats.ok - ok0) / (time.monotonic() - t0)
+                    done = load.stats.ok - ok0
+                    rates[name] = done / (time.monotonic() - t0)
+                    cpu = {k: (cpu_seconds(pid) - cpu0[k]) * 1000 / max(done, 1) for k, pid in pids.items()}
+                    cpus[name].append(cpu)
                     failed = load.stats.failed - failed0
                     await load.stop()
                     print(
@@ -154,6 +167,16 @@ async def main() -> int:
                         flush=True,
                     )
                 ratios.append(rates["auth"] / rates["open"])
+            print("CPU per call, median of the windows (ms; every process of the stack, the stub and this client):")
+            total = {}
+            for name in ("open", "auth"):
+                per = {k: statistics.median(c[k] for c in cpus[name]) for k in cpus[name][0]}
+                total[name] = sum(per.values())
+                print(f"  {name:4}: " + ", ".join(f"{k} {v:.3f}" for k, v in per.items()) + f"; all {total[name]:.3f}")
+            print(
+                f"  the machine's CPU per call, open / auth: {total['open'] / total['auth'] * 100:.0f} % "
+                "(the calls/s ratio a CPU-bound machine allows)"
+            )
             print(
                 f"authenticated / open calls/s: median {statistics.median(ratios) * 100:.0f} % of {len(ratios)} back-to-back "
                 f"pairs ({', '.join(f'{r * 100:.0f}' for r in ratios)}; target >= 90 %); machine: {os.cpu_count()} cores, "

@@ -36,6 +36,7 @@ from xds_control.auth.identity import PAYLOAD_HEADER, challenge, identity_of
 from xds_control.auth.policy import EVERYTHING, Grant, Kind, Policy
 from xds_control.config import Config
 from xds_control.sanitize import preview
+from xds_control.telemetry.logs import log_fast
 
 log = logging.getLogger("xds_control.aggregator.access")
 audit_log = logging.getLogger("xds_control.aggregator.audit")
@@ -135,14 +136,10 @@ def principal_of(request: Any) -> Principal:
 def audit(principal: Principal, method: str, name: str, backend: str | None, outcome: str, seconds: float) -> None:
     """One line per routed request of an authenticated principal."""
     name = preview(name, 200)
-    audit_log.info(
-        "%s %s %s by %s: %s",
-        method,
-        name,
-        backend or "-",
-        principal.name,
-        outcome,
-        extra={
+    log_fast(
+        audit_log,
+        f"{method} {name} {backend or '-'} by {principal.name}: {outcome}",
+        {
             "event": "audit",
             "principal": principal.name,
             "method": method,

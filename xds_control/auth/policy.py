@@ -37,6 +37,7 @@ MAX_CLAIM_VALUES = 1024
 MAX_VALUE_CHARS = 1024
 MAX_NAME_CHARS = 4096
 MAX_CACHED_GRANTS = 1024
+MAX_REMEMBERED_NAMES = 4096  # per pattern set: a name's answer, so a name asked again costs one dict lookup
 _SPACE_SEPARATED = frozenset({"scope", "scp"})  # OAuth scope claims: one string of space-separated scopes
 
 
@@ -55,7 +56,7 @@ def _glob_regex(pattern: str) -> str:
 class Patterns:
     """A set of globs as one anchored RE2 expression (None: matches nothing; `everything`: matches all)."""
 
-    __slots__ = ("_regex", "everything", "globs")
+    __slots__ = ("_answers", "_regex", "everything", "globs")
 
     def __init__(self, globs: Iterable[str]) -> None:
         self.globs = tuple(sorted(set(globs)))
@@ -67,13 +68,19 @@ class Patterns:
             if self.globs and not self.everything
             else None
         )
+        self._answers: dict[str, bool] = {}
 
     def match(self, name: str) -> bool:
         if self.everything:
             return True
         if self._regex is None or len(name) > MAX_NAME_CHARS:
             return False
-        return self._regex.fullmatch(name) is not None
+        found = self._answers.get(name)
+        if found is None:
+            if len(self._answers) >= MAX_REMEMBERED_NAMES:
+                self._answers.clear()  # names are the clients' to choose: the memo stays bounded
+            found = self._answers[name] = self._regex.fullmatch(name) is not None
+        return found
 
 
 @dataclass(frozen=True, eq=False)

@@ -76,11 +76,12 @@ def _provider(index: int, issuer: IssuerConfig, auth: IncomingAuthConfig, config
         "forward": False,  # the token stops here: no passthrough to the aggregator or a backend
         "forward_payload_header": PAYLOAD_HEADER,
         "claim_to_headers": [{"header_name": PRINCIPAL_HEADER, "claim_name": auth.principal_claim}],
-        "payload_in_metadata": PAYLOAD_METADATA,
         "clock_skew_seconds": math.ceil(auth.clock_skew),
         # A token seen again skips the signature check (its expiry is still checked on every request).
         "jwt_cache_config": {"jwt_cache_size": JWT_CACHE_SIZE, "jwt_max_token_size": JWT_CACHE_MAX_TOKEN},
     }
+    if auth.required_scopes:
+        provider["payload_in_metadata"] = PAYLOAD_METADATA  # what the scope check reads (`rbac_filter`)
     if issuer.jwks_file is not None:
         provider["local_jwks"] = {"inline_string": keys.get(issuer.jwks_file, EMPTY_JWKS)}
     else:
