@@ -13,7 +13,7 @@ is a 2026-07-28 `tools/call` on Envoy's `/mcp`; the authenticated one carries `A
    authenticated back to back (the order alternating), calls/s and the median of the pairs' ratios. Target: the
    authenticated gateway >= 90 % of the open one.
 
-Run: .venv/bin/python bench/auth.py [--calls 200] [--blocks 10] [--concurrency 16] [--seconds 10] [--rate-limit]
+Run: .venv/bin/python bench/auth.py [--calls 200] [--blocks 10] [--concurrency 16] [--seconds 5] [--pairs 10] [--rate-limit]
 """
 
 from __future__ import annotations
@@ -83,9 +83,9 @@ async def main() -> int:
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--blocks", type=int, default=10)
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=2.0)
-    parser.add_argument("--pairs", type=int, default=4, help="throughput windows: open and auth back to back")
+    parser.add_argument("--pairs", type=int, default=10, help="throughput windows: open and auth back to back")
     parser.add_argument("--rate-limit", action="store_true", help="also a per-principal rate limit (never reached)")
     args = parser.parse_args()
     unwind_on_sigterm()

@@ -14,10 +14,11 @@ measured in it too: from the backend's notification reaching the fan-out to each
 to the HTTP server (sse-starlette's `ensure_bytes`, just before the ASGI send that writes the socket). The next update goes
 out once every client has heard the previous one.
 
-The aggregator child freezes its start-up objects out of the garbage collector as `xds-control aggregator`
-does; the sessions made afterwards stay in it, and a full collection over them is a pause every client of
-that update waits for (`--freeze-sessions` freezes them too, to show that share). The full collections made in the
-aggregator while the updates go out are counted (a `gc.callbacks` probe), with the longest.
+The aggregator child manages the garbage collector as `xds-control aggregator` does (`manage_gc`,
+aggregator/collector.py: start-up objects frozen, settled sessions frozen out of full collections a tick after
+they open); `--no-manage-gc` leaves the sessions in the collector, to show what a full collection over them
+costs the updates it delays. The full collections made in the aggregator while the updates go out are counted
+(a `gc.callbacks` probe), with the longest.
 
 Memory: the aggregator's RSS growth while the clients open their sessions and GET streams, then while they
 subscribe, each per client.
@@ -83,21 +84,18 @@ def gc_probe(phase, info):
             full_gcs.append((time.perf_counter() - _gc_started[0]) * 1000)
 
 async def main() -> None:
-    n, port, backend = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    n, port, backend, manage_gc = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4] == "manage"
     config = parse_config({"aggregator": {"port": port, "max_sessions": n + 100, "max_opening_sessions": n + 100},
                            "backends": [{"name": "notes", "url": backend, "protocol": "legacy"}]})
     store = ViewStore(config)
     catalog = await fetch_catalog(backend)
     store.update_backend("notes", lambda s: replace(s, state=BackendState.HEALTHY, catalog=catalog))
-    aggregator = Aggregator(config, StoreViewSource(store), upstream_url=direct_upstream_url)
+    aggregator = Aggregator(config, StoreViewSource(store), upstream_url=direct_upstream_url, manage_gc=manage_gc)
     async with aggregator.running(), aggregator.serving("127.0.0.1", port) as url:
         await aggregator.wait_for_view(store.version)
         gc.freeze()  # as `xds-control aggregator` does once started: start-up objects leave the collector's scans
         print("READY", url, flush=True)
         while (line := await asyncio.to_thread(sys.stdin.readline)):
-            if line.strip() == "freeze":
-                gc.collect()
-                gc.freeze()
             if line.strip() == "fanout":
                 gc.callbacks.remove(gc_probe)
                 fanout.sort()
@@ -195,7 +193,7 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--updates", type=int, default=20)
     parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--freeze-sessions", action="store_true", help="freeze the sessions out of the collector")
+    parser.add_argument("--no-manage-gc", action="store_true", help="leave the sessions in the collector's scans")
     parser.add_argument("--worker", nargs=2, metavar=("URL", "COUNT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -226,7 +224,10 @@ async def main(argv: list[str] | None = None) -> int:
     try:
         backend = await spawn(sys.executable, "-m", "tests.support.resource_backend", "--port", str(backend_port))
         assert (await line(backend)).startswith("READY")
-        aggregator = await spawn(sys.executable, "-c", SERVER, str(args.clients), str(port), backend_url)
+        aggregator = await spawn(
+            sys.executable, "-c", SERVER, str(args.clients), str(port), backend_url,
+            "plain" if args.no_manage_gc else "manage",
+        )  # fmt: skip
         url = (await line(aggregator)).split()[-1]
         base = rss_kib(aggregator.pid)
         shares = [args.clients // args.workers + (i < args.clients % args.workers) for i in range(args.workers)]
@@ -239,7 +240,7 @@ async def main(argv: list[str] | None = None) -> int:
         for w in workers:
             assert await line(w, 300) == "SUBSCRIBED"
         subscribed = rss_kib(aggregator.pid)
-        await tell(aggregator, b"freeze" if args.freeze_sessions else b"go")
+        await tell(aggregator)
         print(f"aggregator: {await line(aggregator)} (upstream subscriptions, subscribers)")
 
         latencies: list[float] = []

@@ -118,7 +118,7 @@ def serve(fleet: Fleet) -> Callable[..., contextlib.AbstractAsyncContextManager[
     @contextlib.asynccontextmanager
     async def run(
         entries: list[dict[str, Any]], *, healthy: tuple[str, ...] | None = None, catalogs: dict[str, Catalog] | None = None,
-        session_idle_timeout: float | None = None, **aggregator: Any,
+        session_idle_timeout: float | None = None, manage_gc: bool = False, **aggregator: Any,
     ) -> AsyncIterator[Running]:  # fmt: skip
         port = free_port()
         config: Config = make_config(entries, port=port, **aggregator)
@@ -131,8 +131,9 @@ def serve(fleet: Fleet) -> Callable[..., contextlib.AbstractAsyncContextManager[
         source = StoreViewSource(store)
         idle = {"session_idle_timeout": session_idle_timeout} if session_idle_timeout is not None else {}
         agg = Aggregator(
-            config, source, upstream_url=direct_upstream_url, report_interval=0.05, coalesce_window=0.02, **idle
-        )
+            config, source, upstream_url=direct_upstream_url, report_interval=0.05, coalesce_window=0.02,
+            manage_gc=manage_gc, **idle,
+        )  # fmt: skip
         async with agg.running():
             await agg.wait_for_view(store.version)
             async with agg.serving("127.0.0.1", port) as url:

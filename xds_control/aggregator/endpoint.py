@@ -158,7 +158,9 @@ class Endpoint:
                 self.sessions.opened(None, self._clock())
 
     async def _in_session(self, verdict: Verdict, session_id: str, scope: Scope, receive: Receive, send: Send) -> None:
-        session = self.sessions.started(session_id, self._clock(), settles=verdict.settles)
+        session = self.sessions.started(
+            session_id, self._clock(), settles=verdict.settles, stream=scope["method"] == "GET"
+        )
         if session is None:  # not a session this server issued: the SDK answers (404), nothing is kept
             await self._to_sdk(scope, receive, send, json_answer=verdict.json_answer)
             return

@@ -1,7 +1,7 @@
 """The aggregation sidecar as a service: `Aggregator` wires the parts; `serve_forever(config)` runs it.
 
     aggregator = Aggregator(config, StoreViewSource(store), upstream_url=direct_upstream_url)
-    async with aggregator.running():        # view follower, notifier, reporter, upkeep
+    async with aggregator.running():        # view follower, notifier, reporter, upkeep (, collector)
         async with aggregator.serving(config.aggregator.address, config.aggregator.port) as url:
             ...                               # url: http://HOST:PORT/mcp
 
@@ -12,7 +12,10 @@ it (http_app.allowed_hosts).
 control plane's admin Watch stream, calls backends through Envoy's egress
 listener, listens on `aggregator.address:port` and prints
 `READY http://HOST:PORT/mcp` once it accepts connections. SIGTERM/SIGINT stop
-it gracefully (backend sessions are closed).
+it gracefully (backend sessions are closed). It also manages the cyclic
+collector (`manage_gc`, collector.py): a process holding many sessions should
+not stall on full collections over them; tests' in-process aggregators leave
+the collector alone.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from mcp.server.subscriptions import InMemorySubscriptionBus
 
 from xds_control.aggregator.backchannel import Backchannel
 from xds_control.aggregator.coalesce import DEFAULT_WINDOW, ChangeCoalescer
+from xds_control.aggregator.collector import GcPolicy
 from xds_control.aggregator.endpoint import DEFAULT_MAX_REQUEST_BYTES, MCP_PATH, Endpoint
 from xds_control.aggregator.gateway import Gateway
 from xds_control.aggregator.http_app import build_sdk_app, inbound_rules
@@ -60,6 +64,7 @@ ConfigWatch = Callable[[Callable[[Config], None]], Awaitable[None]]
 log = logging.getLogger(__name__)
 
 UPKEEP_INTERVAL = 10.0
+GC_TICK = 1.0
 
 
 class Aggregator:
@@ -77,8 +82,11 @@ class Aggregator:
         backoff: Backoff | None = None,
         session_idle_timeout: float | None = None,
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+        manage_gc: bool = False,
     ) -> None:
+        """`manage_gc`: freeze and thaw the process's objects as collector.py decides (a process of its own)."""
         self.config = config
+        self.gc_policy = GcPolicy() if manage_gc else None
         self.source = source
         self.report_interval = report_interval
         self._tg: asyncio.TaskGroup | None = None
@@ -169,6 +177,25 @@ class Aggregator:
             await self.endpoint.sweep()
             self.gateway.sweep()
 
+    async def _collector(self, policy: GcPolicy) -> None:
+        loop = asyncio.get_running_loop()
+        policy.last_thaw = loop.time()
+        while True:
+            await asyncio.sleep(GC_TICK)
+            now, table = loop.time(), self.sessions
+            opened = table.opened_total + table.streams_total + self.subscriptions.table.subscribed_total
+            action = policy.decide(now, opened, table.closed_total)
+            if action is None:
+                continue
+            if action == "thaw":
+                gc.unfreeze()
+            collected = gc.collect()
+            gc.freeze()
+            policy.done(action, now, opened, table.closed_total, len(table))
+            log.debug(
+                "collector: %s", action, extra={"collected": collected, "pause_ms": round((loop.time() - now) * 1000)}
+            )
+
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Aggregator]:
         """Run the background tasks; on exit close every backend session and stop them."""
@@ -183,6 +210,8 @@ class Aggregator:
                 ),
                 tg.create_task(self._upkeep(), name="aggregator-upkeep"),
             ]
+            if self.gc_policy is not None:
+                tasks.append(tg.create_task(self._collector(self.gc_policy), name="aggregator-gc"))
             try:
                 yield self
             finally:
@@ -302,7 +331,7 @@ async def serve_forever(config: Config, *, watch: ConfigWatch | None = None) -> 
     ):
         token = None  # each control plane's own cookie (admin-<port>.cookie), which AdminClient finds per target
     source = AdminViewSource(targets, token=token)
-    aggregator = Aggregator(config, source)
+    aggregator = Aggregator(config, source, manage_gc=True)
     host, port = config.aggregator.address, config.aggregator.port
     metrics_host, _, metrics_port = config.aggregator.metrics.rpartition(":")
     metrics = start_metrics_server(metrics_host, int(metrics_port))

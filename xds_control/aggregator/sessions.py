@@ -77,6 +77,10 @@ class SessionTable:
         self._busy: OrderedDict[str, None] = OrderedDict()
         self._n_opening = 0
         self._admitting = 0  # requests that may open a session, handed to the SDK and not answered yet
+        # Since the table began (collector.py reads them): sessions opened and closed, GET streams started.
+        self.opened_total = 0
+        self.closed_total = 0
+        self.streams_total = 0
         self._gauge = metrics.SESSIONS.labels(family="legacy")
 
     # -- admission ------------------------------------------------------------------------------
@@ -106,6 +110,7 @@ class SessionTable:
         self._sessions[session_id] = Session(session_id, now)
         self._opening[session_id] = None
         self._n_opening += 1
+        self.opened_total += 1
         self._gauge.set(len(self._sessions))
 
     def _oldest_opening(self) -> str | None:
@@ -125,12 +130,13 @@ class SessionTable:
     def get(self, session_id: str) -> Session | None:
         return self._sessions.get(session_id)
 
-    def started(self, session_id: str, now: float, *, settles: bool) -> Session | None:
+    def started(self, session_id: str, now: float, *, settles: bool, stream: bool = False) -> Session | None:
         """A request of `session_id` starts (None: not a session this server issued; nothing changes).
-        `settles`: it carries a message that ends the opening phase."""
+        `settles`: it carries a message that ends the opening phase; `stream`: it is a GET stream."""
         session = self._sessions.get(session_id)
         if session is None:
             return None
+        self.streams_total += stream
         if settles and session.opening:
             session.opening = False
             self._n_opening -= 1
@@ -168,6 +174,7 @@ class SessionTable:
         for order in (self._opening, self._idle, self._busy):
             order.pop(session_id, None)
         self._n_opening -= session.opening
+        self.closed_total += 1
         self._gauge.set(len(self._sessions))
         self._on_closed(session_id)
         return True

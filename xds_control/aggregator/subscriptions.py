@@ -53,6 +53,7 @@ class SubscriptionTable:
         self._by_subscriber: dict[str, dict[str, Target]] = {}  # subscriber -> exposed URI -> target
         self._by_target: dict[Target, dict[str, str]] = {}  # target -> subscriber -> exposed URI
         self._by_backend: dict[str, dict[str, None]] = {}  # backend -> its targets' URIs, in subscription order
+        self.subscribed_total = 0  # subscriptions made since the table began (the aggregator's collector reads it)
 
     def subscribe(self, subscriber: str, exposed: str, target: Target) -> tuple[bool, Target | None]:
         """Subscribe; returns (the target is new, a target this left without subscribers or None)."""
@@ -69,6 +70,7 @@ class SubscriptionTable:
         self._by_subscriber.setdefault(subscriber, {})[exposed] = target
         self._by_target.setdefault(target, {})[subscriber] = exposed
         self._by_backend.setdefault(target.backend, {})[target.uri] = None
+        self.subscribed_total += 1
         return new, orphan
 
     def unsubscribe(self, subscriber: str, exposed: str) -> Target | None:
