@@ -16,7 +16,7 @@ out once every client has heard the previous one.
 
 The aggregator child manages the garbage collector as `xds-control aggregator` does (`manage_gc`,
 aggregator/collector.py: start-up objects frozen, settled sessions frozen out of full collections a tick after
-they open); `--no-manage-gc` leaves the sessions in the collector, to show what a full collection over them
+they open; the updates start once it has); `--no-manage-gc` leaves the sessions in the collector, to show what a full collection over them
 costs the updates it delays. The full collections made in the aggregator while the updates go out are counted
 (a `gc.callbacks` probe), with the longest.
 
@@ -102,6 +102,13 @@ async def main() -> None:
                 print("FANOUT", fanout[len(fanout) // 2], fanout[int(len(fanout) * 0.99)], fanout[-1],
                       len(full_gcs), max(full_gcs, default=0.0), flush=True)
                 continue
+            if manage_gc:  # the updates start once the collector has frozen what settled, as it does in service
+                table, subs = aggregator.sessions, aggregator.subscriptions.table
+                deadline = time.monotonic() + 30
+                while aggregator.gc_policy.opened_seen != table.opened_total + table.streams_total + subs.subscribed_total:
+                    if time.monotonic() > deadline:
+                        raise SystemExit("the collector never froze the settled sessions")
+                    await asyncio.sleep(0.1)  # polling a condition with a deadline
             fanout.clear()
             gc.callbacks.append(gc_probe)
             print("SUBSCRIPTIONS", len(aggregator.subscriptions.table), aggregator.subscriptions.table.subscriber_count(), flush=True)

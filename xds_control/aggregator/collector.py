@@ -12,6 +12,9 @@ pause a full collection always cost, now paid once per many closes instead of ev
 
 Invariants (`GcPolicy.decide`, called once per tick with the session table's running counts):
 
+* Nothing is done on a tick whose counts differ from the previous tick's (sessions are being opened or closed,
+  as in a flood): freezing or thawing then would be a full collection every tick. What stays frozen meanwhile is
+  bounded by what was frozen last, at most the sessions the table may hold.
 * Freeze when sessions were opened, GET streams started or resources subscribed since the last freeze or
   thaw (`opened` counts them all: what is made to last); nothing to do otherwise.
 * Thaw when the sessions closed since the last thaw reach `max(min_closed, thaw_fraction x the sessions live at
@@ -39,10 +42,14 @@ class GcPolicy:
     opened_seen: int = 0  # the table's opened count at the last freeze
     closed_seen: int = 0  # the table's closed count at the last thaw
     changed_seen: int = 0  # opened + closed at the last thaw
+    previous: tuple[int, int] = (0, 0)  # the counts at the previous tick
 
     def decide(self, now: float, opened: int, closed: int) -> Action | None:
         """`opened`: sessions opened, GET streams started and subscriptions made, `closed`: sessions closed, since the table began
         (running counts)."""
+        moving, self.previous = (opened, closed) != self.previous, (opened, closed)
+        if moving:
+            return None
         closed_since = closed - self.closed_seen
         if closed_since >= max(self.min_closed, self.thaw_fraction * self.frozen_sessions):
             return "thaw"
