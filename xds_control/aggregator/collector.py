@@ -4,7 +4,9 @@ A full collection walks every object the collector tracks, on the event loop: wi
 the SDK's objects, about 100 KiB) that walk is the longest stall of the loop, and Python starts one whenever
 enough objects have survived since the last, for instance while an update fans out to every session. So the
 aggregator collects what is young and freezes what survives (`gc.collect(); gc.freeze()`) once sessions were
-opened, GET streams started or resources subscribed since the last freeze: later full collections walk only what was made since.
+opened, GET streams started or resources subscribed since the last freeze: later full collections walk only
+what was made since. Where something moves every second (clients arriving or reconnecting without pause), the
+policy waits, and the collector works as Python's own does until a quiet second.
 
 A frozen object is still freed when its last reference goes, but cyclic garbage among frozen objects (a closed
 session's) waits until they are thawed (`gc.unfreeze(); gc.collect(); gc.freeze()`: one full collection, the
@@ -45,8 +47,8 @@ class GcPolicy:
     previous: tuple[int, int] = (0, 0)  # the counts at the previous tick
 
     def decide(self, now: float, opened: int, closed: int) -> Action | None:
-        """`opened`: sessions opened, GET streams started and subscriptions made, `closed`: sessions closed, since the table began
-        (running counts)."""
+        """`opened`: sessions opened, GET streams started and subscriptions made; `closed`: sessions closed
+        (running counts since the table began)."""
         moving, self.previous = (opened, closed) != self.previous, (opened, closed)
         if moving:
             return None
