@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import re
 import secrets
 import subprocess
@@ -23,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.compose import docker_client, project_containers, project_logs
+from tests.support.compose import compose_env, docker_client, project_containers, project_logs
 from tests.support.load import CallLoad, LoadStats
 from tests.support.procs import ROOT
 from tests.support.waiting import async_wait_until
@@ -51,12 +50,7 @@ class Scaled:
 def scaled() -> Iterator[Scaled]:
     client = docker_client()
     project = f"xds-control-scaled-{secrets.token_hex(3)}"
-    env = {
-        **os.environ,
-        "XDS_CONTROL_ADMIN_TOKEN": secrets.token_hex(16),
-        "XDS_CONTROL_XDS_TOKEN": secrets.token_hex(16),
-        "XDS_CONTROL_PUBLIC_PORTS": "0",  # each replica on a port Docker picks at bind time
-    }
+    env = compose_env(XDS_CONTROL_PUBLIC_PORTS="0")  # each replica on a port Docker picks at bind time
     base = ["docker", "compose", "-f", str(COMPOSE_FILE), "-p", project]
     started = time.monotonic()
     try:

@@ -6,7 +6,6 @@ Needs a Docker engine and the compose plugin; skipped, saying why, where none an
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 import subprocess
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.compose import docker_client, project_containers, project_logs
+from tests.support.compose import compose_env, docker_client, project_containers, project_logs
 from tests.support.procs import ROOT
 from tests.support.waiting import wait_until
 
@@ -38,12 +37,7 @@ def stack() -> Iterator[Stack]:
     client = docker_client()
     project = f"xds-control-test-{secrets.token_hex(3)}"
     # Host port 0: Docker picks a free one at bind time (no check-then-bind race with other processes).
-    env = {
-        **os.environ,
-        "XDS_CONTROL_ADMIN_TOKEN": secrets.token_hex(16),
-        "XDS_CONTROL_XDS_TOKEN": secrets.token_hex(16),
-        "XDS_CONTROL_PUBLIC_PORT": "0",
-    }
+    env = compose_env(XDS_CONTROL_PUBLIC_PORT="0")
     base = ["docker", "compose", "-f", str(COMPOSE_FILE), "-p", project]
     try:
         subprocess.run(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 import subprocess
 from typing import Any
 
@@ -22,6 +24,16 @@ def docker_client() -> Any:
     except (OSError, subprocess.SubprocessError) as exc:
         pytest.skip(f"the docker compose plugin is not available: {exc}")
     return client
+
+
+def compose_env(**extra: str) -> dict[str, str]:
+    """The environment of a compose project under test: fresh admin and ADS tokens, plus `extra`."""
+    return {
+        **os.environ,
+        "XDS_CONTROL_ADMIN_TOKEN": secrets.token_hex(16),
+        "XDS_CONTROL_XDS_TOKEN": secrets.token_hex(16),
+        **extra,
+    }
 
 
 def project_logs(base: list[str], env: dict[str, str]) -> str:
