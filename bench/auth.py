@@ -33,7 +33,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.support.load import BASE_HEADERS, META, CallLoad
-from tests.support.procs import unwind_on_sigterm
+from tests.support.procs import cpu_seconds, unwind_on_sigterm
 from tests.support.stack import FullStack, stack_config
 from xds_control.auth import devtoken
 from xds_control.http11 import HttpClient
@@ -56,12 +56,6 @@ async def one_call(http: HttpClient, url: str, headers: dict[str, str], n: int) 
     if answer.status_code != 200 or f'"t{n}"'.encode() not in data:
         raise RuntimeError(f"call failed: HTTP {answer.status_code} {data[:120]!r}")
     return elapsed
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process (every thread) so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def until_ready(http: HttpClient, url: str, headers: dict[str, str], timeout: float = 60) -> None:

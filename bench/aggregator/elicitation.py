@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 import mcp_types as types  # noqa: E402
 
 from tests.aggregator.support import fetch_catalog, make_config, mcp_client  # noqa: E402
-from tests.support.procs import Proc, python_module  # noqa: E402
+from tests.support.procs import Proc, cpu_seconds, python_module  # noqa: E402
 from tests.support.waiting import free_port  # noqa: E402
 
 
@@ -60,12 +60,6 @@ async def timed(client: Any, tool: str, args: dict[str, Any]) -> float:
     started = time.perf_counter()
     await client.call_tool(tool, args)
     return (time.perf_counter() - started) * 1000
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def aggregator_cpu(relayed_url: str, pid: int, calls: int) -> dict[str, float]:

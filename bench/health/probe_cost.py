@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import re
 import statistics
 import subprocess
@@ -40,19 +39,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import httpx2
 
 from tests.e2e.support import start_serve, stop_proc, write_config
-from tests.support.procs import unwind_on_sigterm
+from tests.support.procs import cpu_seconds, unwind_on_sigterm
 from tests.support.stack import stack_config, start_envoy
 from tests.support.waiting import free_ports, wait_until
 from xds_control.admin.client import AdminClient
 
 HERE = Path(__file__).resolve().parent
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of every thread of `pid`, in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK  # fields 14 and 15 of proc(5), counted after "(comm)"
 
 
 def rss_mib(pid: int) -> float:

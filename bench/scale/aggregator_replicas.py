@@ -25,16 +25,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.support.load import CallLoad
-from tests.support.procs import unwind_on_sigterm
+from tests.support.procs import cpu_seconds, unwind_on_sigterm
 from tests.support.scaled import ScaledStack, scaled_config
 
 HERE = Path(__file__).resolve().parent
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 def _self_cpu() -> float:

@@ -149,3 +149,9 @@ def unwind_on_sigterm() -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of every thread of `pid` so far (fields 14 and 15 of proc(5), after "(comm)")."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
