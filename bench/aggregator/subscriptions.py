@@ -11,7 +11,7 @@ upstream subscription for all of them. Each update is the backend's `touch` tool
 `time.monotonic()` (the machine's clock, the same in every process) just before it sends; a client's latency
 is its own `time.monotonic()` when it has read the notification, minus that stamp. The aggregator's share is
 measured in it too: from the backend's notification reaching the fan-out to each session's SSE chunk being handed
-to the HTTP server (sse-starlette's `ensure_bytes`, just before the ASGI send that writes the socket). The next update goes
+to the HTTP server (the ASGI send of the session's GET request, which writes the socket). The next update goes
 out once every client has heard the previous one.
 
 The aggregator child manages the garbage collector as `xds-control aggregator` does (`manage_gc`,
@@ -47,7 +47,6 @@ INIT = {"jsonrpc": "2.0", "id": 0, "method": "initialize",
 SERVER = """
 import asyncio, gc, sys, time
 from dataclasses import replace
-from sse_starlette import sse
 from tests.aggregator.support import fetch_catalog
 from xds_control.aggregator.resource_updates import ResourceSubscriptions
 from xds_control.aggregator import Aggregator, StoreViewSource, direct_upstream_url
@@ -55,22 +54,25 @@ from xds_control.config import parse_config
 from xds_control.view import BackendState, ViewStore
 
 # the aggregator's own share: from the backend's notification reaching `updated` to each session's SSE chunk being
-# handed to the HTTP server (sse-starlette's `ensure_bytes`, right before the ASGI send that writes the socket)
+# handed to the HTTP server (the ASGI send of the session's GET request, which writes the socket)
 arrived: list[float] = []
 fanout: list[float] = []
-_updated, _ensure_bytes = ResourceSubscriptions.updated, sse.ensure_bytes
+_updated = ResourceSubscriptions.updated
 
 async def updated(self, backend, uri):
     arrived.append(time.monotonic())
     await _updated(self, backend, uri)
 
-def ensure_bytes(data, sep):
-    chunk = _ensure_bytes(data, sep)
-    if b"resources/updated" in chunk:
-        fanout.append((time.monotonic() - arrived[-1]) * 1000)
-    return chunk
+ResourceSubscriptions.updated = updated
 
-ResourceSubscriptions.updated, sse.ensure_bytes = updated, ensure_bytes
+def timed(app):
+    async def wrapped(scope, receive, send):
+        async def timed_send(message):
+            if b"resources/updated" in message.get("body", b""):
+                fanout.append((time.monotonic() - arrived[-1]) * 1000)
+            await send(message)
+        await app(scope, receive, timed_send if scope.get("method") == "GET" else send)
+    return wrapped
 
 # full (generation 2) collections while the updates go out: how many, and the longest
 full_gcs: list[float] = []
@@ -91,6 +93,7 @@ async def main() -> None:
     catalog = await fetch_catalog(backend)
     store.update_backend("notes", lambda s: replace(s, state=BackendState.HEALTHY, catalog=catalog))
     aggregator = Aggregator(config, StoreViewSource(store), upstream_url=direct_upstream_url, manage_gc=manage_gc)
+    aggregator.app = timed(aggregator.app)
     async with aggregator.running(), aggregator.serving("127.0.0.1", port) as url:
         await aggregator.wait_for_view(store.version)
         gc.freeze()  # as `xds-control aggregator` does once started: start-up objects leave the collector's scans

@@ -130,3 +130,31 @@ async def flood(aggregator: Aggregator, stuck: Stream, live: Stream) -> None:
     await async_wait_until(
         lambda: stuck.heard.get("note://1") == 2, timeout=20, what="the stuck client hears the latest update"
     )
+
+
+async def test_a_get_stream_closed_and_reopened_hears_the_updates_after_it_and_a_second_one_is_refused() -> None:
+    async with gateway() as (aggregator, url), httpx2.AsyncClient(trust_env=False, timeout=30) as http:
+        aggregator.subscriptions.keepalive = 3600  # a URI added to a link that is up goes at once, not at a ping
+        first = await asyncio.wait_for(subscribed_stream(http, url), 10)
+        headers = {"mcp-session-id": first.session, "mcp-protocol-version": "2025-11-25"}
+        try:
+            await aggregator.subscriptions.updated("notes", "note://0")
+            await async_wait_until(lambda: first.heard.get("note://0") == 1, timeout=10)
+            second = await http.get(url, headers={**headers, "accept": "text/event-stream"})
+            assert second.status_code == 409  # the SDK's answer: one GET stream per session
+            assert first.task is not None
+            first.task.cancel()  # the client goes away: its stream is forgotten, not written to
+            await async_wait_until(lambda: len(aggregator.get_streams) == 0, timeout=10, what="the stream ends")
+            await aggregator.subscriptions.updated("notes", "note://0")  # nobody to hear it: nothing kept
+            again = Stream()
+            await again.open(url, headers)
+            try:
+                await async_wait_until(lambda: len(aggregator.get_streams) == 1, timeout=10)
+                await aggregator.subscriptions.updated("notes", "note://1")
+                await async_wait_until(lambda: again.heard == {"note://1": 1}, timeout=10, what="the new stream hears")
+            finally:
+                assert again.task is not None
+                again.task.cancel()
+        finally:
+            if first.task is not None:
+                first.task.cancel()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import mcp_types as types
 import pytest
 from mcp.server import Server
-from mcp.server.streamable_http import StreamableHTTPServerTransport
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import LATEST_MODERN_VERSION
 
@@ -48,19 +47,3 @@ def test_json_answers_are_chosen_per_request() -> None:
     with sdk_compat.json_answers(True):
         assert sdk_compat.JSON_PER_REQUEST
     assert not sdk_compat.JSON_PER_REQUEST
-
-
-def test_a_get_stream_event_is_serialized_once_and_rendered_by_the_sdks_own_writer() -> None:
-    notification = types.JSONRPCNotification(
-        jsonrpc="2.0", method="notifications/resources/updated", params={"uri": "x://1"}
-    )
-    event = sdk_compat.GetStreams.event(notification)
-    transport = StreamableHTTPServerTransport(mcp_session_id="s", is_json_response_enabled=False)
-    rendered = transport._create_event_data(event)  # type: ignore[arg-type]
-    assert rendered == {
-        "event": "message",
-        "data": '{"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri":"x://1"}}',
-    }
-    server: Server = Server("s")
-    streams = sdk_compat.GetStreams(lambda: server)
-    assert streams.offer("no-such-session", event) is None  # no GET stream: nothing kept, as in the SDK

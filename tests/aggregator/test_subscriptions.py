@@ -112,7 +112,7 @@ def test_the_invariants_hold_after_any_sequence(ops: list[tuple[str, str, str, s
 
 
 class _Streams:
-    """Stands in for `sdk_compat.GetStreams`: records the URIs each session's GET stream is given; a `stuck`
+    """Stands in for `get_streams.GetStreams`: records the URIs each session's GET stream is given; a `stuck`
     session's queue is full (`offer` refuses) and `put` never returns."""
 
     def __init__(self, *stuck: str) -> None:
@@ -120,7 +120,8 @@ class _Streams:
         self.got: dict[str, list[str]] = {}
 
     def _record(self, session_id: str, event: Any) -> None:
-        self.got.setdefault(session_id, []).append(json.loads(event.message.model_dump_json())["params"]["uri"])
+        data = event.split(b"data: ", 1)[1].split(b"\r\n", 1)[0]
+        self.got.setdefault(session_id, []).append(json.loads(data)["params"]["uri"])
 
     def offer(self, session_id: str, event: Any) -> bool | None:
         if session_id in self.stuck:

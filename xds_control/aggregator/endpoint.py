@@ -48,6 +48,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from xds_control.aggregator import sdk_compat
 from xds_control.aggregator.access import CURRENT_PRINCIPAL, PRINCIPAL_KEY, principal_of_scope
 from xds_control.aggregator.gateway import Gateway
+from xds_control.aggregator.get_streams import GetStreams
 from xds_control.aggregator.inbound import Plain, Rules, Verdict, classify
 from xds_control.aggregator.sessions import Session, SessionTable
 from xds_control.aggregator.tracing import passthrough
@@ -74,10 +75,12 @@ class Endpoint:
         server: Server[Any],
         sessions: SessionTable,
         rules: Rules,
+        get_streams: GetStreams | None = None,
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.sdk_app = sdk_app
+        self.get_streams = get_streams if get_streams is not None else GetStreams()
         self.gateway = gateway
         self.server = server
         self.sessions = sessions
@@ -180,7 +183,8 @@ class Endpoint:
                 await self._answer(plain, session, scope, receive, send)
                 return
             json_answer = verdict.json_answer and not session.answers_back  # a backend may ask before the answer
-            status = await self._to_sdk(scope, receive, send, json_answer=json_answer)
+            stream_of = session_id if scope["method"] == "GET" else None
+            status = await self._to_sdk(scope, receive, send, json_answer=json_answer, stream_of=stream_of)
         finally:
             self.sessions.ended(session_id, self._clock())
         ended = scope["method"] == "DELETE" and 200 <= status < 300
@@ -212,13 +216,17 @@ class Endpoint:
         *,
         json_answer: bool = False,
         on_issued: Callable[[str], None] | None = None,
+        stream_of: str | None = None,
     ) -> int:
         """The SDK answers; its status. `on_issued`: the request carried no session id; called with the id of a
-        session the SDK issued in its answer, before the answer goes out."""
+        session the SDK issued in its answer, before the answer goes out. `stream_of`: the request is that
+        session's GET; once its stream is open, `get_streams` writes events onto it too, until its end."""
         status = 0
 
         async def watch(message: Message) -> None:
             nonlocal status
+            if stream_of is not None and message["type"] == "http.response.body" and not message.get("more_body"):
+                self.get_streams.ended(stream_of, send)  # nothing may follow the stream's last message
             if message["type"] == "http.response.start":
                 status = message["status"]
                 if on_issued is not None:
@@ -230,9 +238,15 @@ class Endpoint:
                         if issued is not None:
                             on_issued(issued)
             await send(message)
+            if stream_of is not None and message["type"] == "http.response.start" and status == 200:
+                self.get_streams.opened(stream_of, send)
 
-        with sdk_compat.json_answers(json_answer):
-            await self.sdk_app(scope, receive, watch)
+        try:
+            with sdk_compat.json_answers(json_answer):
+                await self.sdk_app(scope, receive, watch)
+        finally:
+            if stream_of is not None:
+                self.get_streams.ended(stream_of, send)
         return status
 
     # -- answers --------------------------------------------------------------------------------

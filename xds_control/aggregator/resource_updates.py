@@ -17,9 +17,10 @@ ones join at once.
 
 Down the other way, an update for (backend, URI) goes to exactly the
 subscribers of that target, under the URI each subscribed with. Legacy
-sessions: the event is serialized once per URI and put, without waiting, on
-each session's GET stream (`sdk_compat.GetStreams`, the SDK's bounded
-queue); a session without a GET stream open hears nothing, as with the SDK.
+sessions: the event is encoded once per URI and queued, without waiting, on
+each session's GET stream (get_streams.py: a bounded queue per stream, written
+by its own task); a session without a GET stream open hears nothing, as with
+the SDK.
 A session whose queue is full (a slow reader), or whose outbox is not empty,
 gets the URI in its outbox instead (a set of URIs, so repeats coalesce and
 it never holds more than the session's subscriptions) drained by its own
@@ -57,8 +58,8 @@ from mcp.shared.exceptions import MCPError
 from xds_control.aggregator import metrics
 from xds_control.aggregator.catalog import MergedCatalog
 from xds_control.aggregator.gateway import RESOURCE_NOT_FOUND
+from xds_control.aggregator.get_streams import GetStreams
 from xds_control.aggregator.rpc_errors import backend_failed, caller_error, from_unavailable
-from xds_control.aggregator.sdk_compat import GetStreams
 from xds_control.aggregator.sdk_transport import abandon_session_in_this_task
 from xds_control.aggregator.subscriptions import SubscriptionLimit, SubscriptionTable, Target
 from xds_control.aggregator.upstream import CLIENT_INFO, BackendUpstream, Spawn, map_error, retrieved, unwrap
@@ -234,7 +235,9 @@ class _Link:
         wake: asyncio.Future[Any] = asyncio.ensure_future(self.wake.wait())
         try:
             while True:
-                done, _ = await asyncio.wait({wake, down}, timeout=self.owner.keepalive)
+                done, _ = await asyncio.wait(
+                    {wake, down}, timeout=self.owner.keepalive, return_when=asyncio.FIRST_COMPLETED
+                )
                 if down in done:
                     raise _LinkDown("a listen stream broke")
                 if wake in done:

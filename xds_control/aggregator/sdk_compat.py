@@ -6,9 +6,6 @@ session table needs to end a session in the SDK. Some of that is private to
 the SDK: `StreamableHTTPSessionManager._server_instances` (the live sessions),
 `ServerRunner._serialize` (a result's wire shape), and one behaviour, that the
 transport reads `is_json_response_enabled` on each POST (`JSON_PER_REQUEST`).
-`GetStreams` writes one pre-serialized event straight onto a session's GET
-stream: the transport's `_request_streams[GET_STREAM_KEY]` queue, whose
-writer turns each `EventMessage` into SSE with `message.model_dump_json`.
 
 `problems()` lists every private name this module relies on that the
 installed SDK lacks; tests/aggregator/test_sdk_compat.py fails naming it, and
@@ -21,21 +18,17 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
-import anyio
 from mcp.server import Server, ServerRequestContext
 from mcp.server.context import CallNext, HandlerResult
 from mcp.server.runner import ServerRunner, modern_error_data
 from mcp.server.session import ServerSession
 from mcp.server.streamable_http import (
-    GET_STREAM_KEY,
     REQUEST_CANCELLED,
-    EventMessage,
     StreamableHTTPServerTransport,
     check_accept_headers,
 )
@@ -50,7 +43,7 @@ from mcp.shared.inbound import (
     validate_mcp_param_headers,
 )
 from mcp.shared.jsonrpc_dispatcher import cancelled_request_id_from_params, handler_exception_to_error_data
-from mcp_types import ErrorData, JSONRPCNotification
+from mcp_types import ErrorData
 from mcp_types import methods as mcp_methods
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
@@ -223,77 +216,6 @@ async def end_session(server: Server[Any], session_id: str) -> None:
         await transport.terminate()
 
 
-# -- one event written to many GET streams ---------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Serialized:
-    """A JSON-RPC message already in its wire form: the GET stream's writer asks it for `model_dump_json`."""
-
-    wire: str
-
-    def model_dump_json(self, **_: Any) -> str:
-        return self.wire
-
-
-class GetStreams:
-    """Server-to-client notifications written onto legacy sessions' GET streams without the SDK's per-session
-    send path (a model, the session's write stream, its message router): the event is serialized once and the
-    same object goes into each stream's bounded queue (the SDK's own, `REQUEST_STREAM_BUFFER_SIZE` deep)."""
-
-    def __init__(self, server: Callable[[], Server[Any]]) -> None:
-        self._server = server  # read at each write: the server is built after its subscriptions
-
-    @staticmethod
-    def event(notification: JSONRPCNotification) -> object:
-        return EventMessage(_Serialized(notification.model_dump_json(by_alias=True, exclude_unset=True)))  # type: ignore[arg-type]
-
-    def _queue(self, session_id: str) -> Any:
-        transport = _transports(self._server()).get(session_id)
-        if transport is None or transport.is_terminated:
-            return None
-        streams = transport._request_streams.get(GET_STREAM_KEY)
-        return None if streams is None else streams[0]
-
-    def offer(self, session_id: str, event: object) -> bool | None:
-        """Put `event` on the session's GET stream now: True, or False when its queue is full (a slow reader);
-        None when the session has no GET stream open (as in the SDK, nothing is kept for it)."""
-        queue = self._queue(session_id)
-        if queue is None:
-            return None
-        try:
-            queue.send_nowait(event)
-        except anyio.WouldBlock:
-            return False
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            return None
-        return True
-
-    async def put(self, session_id: str, event: object) -> bool:
-        """Put `event` on the session's GET stream, waiting for room; False when it has none open."""
-        queue = self._queue(session_id)
-        if queue is None:
-            return False
-        try:
-            await queue.send(event)
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            return False
-        return True
-
-
-def _get_stream_problems() -> list[str]:
-    found: list[str] = []
-    if "self._request_streams[GET_STREAM_KEY] = anyio.create_memory_object_stream" not in inspect.getsource(
-        StreamableHTTPServerTransport._handle_get_request
-    ):
-        found.append("StreamableHTTPServerTransport._request_streams[GET_STREAM_KEY] (the GET stream's queue)")
-    if "event_message.message.model_dump_json(" not in inspect.getsource(
-        StreamableHTTPServerTransport._create_event_data
-    ):
-        found.append("StreamableHTTPServerTransport._create_event_data (message.model_dump_json)")
-    return found
-
-
 # -- the guard ----------------------------------------------------------------------------------
 
 
@@ -337,5 +259,4 @@ def problems() -> list[str]:
     for name in ("protocol_version", "client_params"):
         if not isinstance(getattr(ServerSession, name, None), property):
             found.append(f"ServerSession.{name}")
-    found += _get_stream_problems()
     return found

@@ -38,13 +38,13 @@ from xds_control.aggregator.coalesce import DEFAULT_WINDOW, ChangeCoalescer
 from xds_control.aggregator.collector import GcPolicy
 from xds_control.aggregator.endpoint import DEFAULT_MAX_REQUEST_BYTES, MCP_PATH, Endpoint
 from xds_control.aggregator.gateway import Gateway
+from xds_control.aggregator.get_streams import GetStreams
 from xds_control.aggregator.http_app import build_sdk_app, inbound_rules
 from xds_control.aggregator.mcp_server import build_server
 from xds_control.aggregator.notify import ChangeNotifier
 from xds_control.aggregator.outcomes import OutcomeBatcher, report_outcomes_forever
 from xds_control.aggregator.pagination import PAGE_SIZE
 from xds_control.aggregator.resource_updates import ResourceSubscriptions
-from xds_control.aggregator.sdk_compat import GetStreams
 from xds_control.aggregator.sessions import SessionTable
 from xds_control.aggregator.upstream import UpstreamUrl, egress_upstream_url
 from xds_control.aggregator.view_source import (
@@ -106,8 +106,9 @@ class Aggregator:
         )
         limits = config.aggregator
         self.bus = InMemorySubscriptionBus()
+        self.get_streams = GetStreams()
         self.subscriptions = ResourceSubscriptions(
-            lambda: self.gateway.catalog, self.gateway.upstreams, self._spawn, self.bus, GetStreams(lambda: self.server)
+            lambda: self.gateway.catalog, self.gateway.upstreams, self._spawn, self.bus, self.get_streams
         )
         self.sessions = SessionTable(
             self._client_session_closed,
@@ -127,6 +128,7 @@ class Aggregator:
             server=self.server,
             sessions=self.sessions,
             rules=inbound_rules(config, self.gateway.tool_schema),
+            get_streams=self.get_streams,
             max_request_bytes=max_request_bytes,
         )
         self.app = self.endpoint
