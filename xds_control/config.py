@@ -233,6 +233,16 @@ class AggregatorConfig(_Model):
     session_init_timeout: Annotated[Duration, Field(gt=0)] = Field(
         10.0, description="a session that sends nothing after initialize for this long is ended"
     )
+    max_subscriptions_per_client: int = Field(
+        100,
+        ge=1,
+        description="resource URIs one client (a legacy session, or a subscriptions/listen stream) may be subscribed to; beyond, the subscription is refused (-32600)",
+    )
+    max_subscriptions: int = Field(
+        10_000,
+        ge=1,
+        description="distinct (backend, URI) subscriptions held upstream for all clients together; beyond, a new one is refused (-32600)",
+    )
     replicas: int = Field(
         1,
         ge=1,

@@ -64,7 +64,8 @@ SCHEMES = {"notes": "note", "memos": "memo"}
 
 
 @contextlib.asynccontextmanager
-async def stack(tmp_path: Path) -> AsyncIterator[tuple[EnvoyPath, Backends]]:
+async def stack(tmp_path: Path, **aggregator: Any) -> AsyncIterator[tuple[EnvoyPath, Backends]]:
+    """Both backends behind a control plane, Envoy and the aggregator; `aggregator`: keys of that section."""
     ports = free_ports(2)
     backends = Backends(dict(zip(SCHEMES, ports, strict=True)))
     try:
@@ -74,7 +75,8 @@ async def stack(tmp_path: Path) -> AsyncIterator[tuple[EnvoyPath, Backends]]:
             [
                 {"name": "notes", "url": backends.url("notes"), "protocol": "legacy"},
                 {"name": "memos", "url": backends.url("memos"), "protocol": "modern"},
-            ]
+            ],
+            aggregator=aggregator,
         )
         catalogs = {
             "notes": await fetch_catalog(backends.url("notes"), mode="legacy"),
@@ -254,8 +256,7 @@ async def test_a_removed_backend_ends_its_subscriptions_and_a_down_one_resumes(t
 
 
 async def test_refusals_unknown_uris_templates_and_the_per_session_bound(tmp_path: Path) -> None:
-    async with stack(tmp_path) as (path, backends):
-        path.aggregator.subscriptions.table.max_per_subscriber = 3
+    async with stack(tmp_path, max_subscriptions_per_client=3) as (path, backends):
         async with legacy(path) as (a, a_updates):
             with pytest.raises(MCPError) as info:
                 await a.subscribe_resource("note://extra/refused")  # the backend's own refusal passes unchanged

@@ -79,7 +79,7 @@ class Backchannel:
         self.standalone = standalone
         self.refresh = refresh
         self.book = book or CallBook()
-        self.levels = levels or LogLevels()
+        self.levels = levels if levels is not None else LogLevels()  # an empty one is falsy
         self.gate = RefreshGate()
         self.relayed: dict[str, int] = {}  # outcomes of relayed requests (tests, debugging)
         self._clock = clock

@@ -351,7 +351,7 @@ class ResourceSubscriptions:
         self.spawn = spawn
         self._bus = bus
         self._streams = streams
-        self.table = table or SubscriptionTable()
+        self.table = table if table is not None else SubscriptionTable()
         self.keepalive = keepalive
         self.send_timeout = send_timeout
         self._links: dict[str, _Link] = {}

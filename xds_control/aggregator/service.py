@@ -46,6 +46,7 @@ from xds_control.aggregator.outcomes import OutcomeBatcher, report_outcomes_fore
 from xds_control.aggregator.pagination import PAGE_SIZE
 from xds_control.aggregator.resource_updates import ResourceSubscriptions
 from xds_control.aggregator.sessions import SessionTable
+from xds_control.aggregator.subscriptions import SubscriptionTable
 from xds_control.aggregator.upstream import UpstreamUrl, egress_upstream_url
 from xds_control.aggregator.view_source import (
     AdminViewSource,
@@ -108,7 +109,14 @@ class Aggregator:
         self.bus = InMemorySubscriptionBus()
         self.get_streams = GetStreams()
         self.subscriptions = ResourceSubscriptions(
-            lambda: self.gateway.catalog, self.gateway.upstreams, self._spawn, self.bus, self.get_streams
+            lambda: self.gateway.catalog,
+            self.gateway.upstreams,
+            self._spawn,
+            self.bus,
+            self.get_streams,
+            table=SubscriptionTable(
+                max_per_subscriber=limits.max_subscriptions_per_client, max_targets=limits.max_subscriptions
+            ),
         )
         self.sessions = SessionTable(
             self._client_session_closed,
