@@ -127,3 +127,39 @@ async def test_rate_limit_is_per_principal_with_429_and_retry_after(backends: Ba
             for _ in range(6):
                 answer = await http.get(f"{stack.base}/.well-known/oauth-protected-resource/mcp")
                 assert answer.status_code == 200
+
+
+async def test_a_legacy_session_serves_only_the_principal_that_opened_it(backends: Backends, tmp_path: Path) -> None:
+    """Another principal (another subject, or the same subject from another issuer) naming the session is told what
+    a made-up session id is told, for a request, its GET stream and its DELETE; the owner goes on unharmed."""
+    init = {"jsonrpc": "2.0", "id": 0, "method": "initialize",
+            "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}  # fmt: skip
+    listing = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+    accept = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+    async with auth_stack(backends, tmp_path) as stack, httpx2.AsyncClient(trust_env=False, timeout=30) as http:
+
+        def bearer(token: str) -> dict[str, str]:
+            return {**accept, "authorization": f"Bearer {token}", "mcp-protocol-version": "2025-11-25"}
+
+        alice = bearer(stack.token("alice", groups=["ops"]))
+        opened = await http.post(stack.url, json=init, headers=alice)
+        assert opened.status_code == 200
+        session = {"mcp-session-id": opened.headers["mcp-session-id"]}
+        assert (await http.post(stack.url, json={"jsonrpc": "2.0", "method": "notifications/initialized"},
+                                headers={**alice, **session})).status_code == 202  # fmt: skip
+        bob = bearer(stack.token("bob", groups=["ops"]))
+        other_issuer = bearer(stack.token("alice", issuer=stack.url_issuer, groups=["ops"]))
+        made_up = await http.post(stack.url, json=listing, headers={**bob, "mcp-session-id": "0" * 32})
+        assert made_up.status_code == 404
+        foreign_before = stack.path.aggregator.endpoint.sessions.get(session["mcp-session-id"])
+        for stranger in (bob, other_issuer):
+            answer = await http.post(stack.url, json=listing, headers={**stranger, **session})
+            assert (answer.status_code, answer.json()) == (404, made_up.json())
+            stream = await http.get(stack.url, headers={**stranger, **session, "accept": "text/event-stream"})
+            assert stream.status_code == 404
+            ended = await http.delete(stack.url, headers={**stranger, **session})
+            assert ended.status_code == 404
+        assert stack.path.aggregator.endpoint.sessions.get(session["mcp-session-id"]) is foreign_before
+        mine = await http.post(stack.url, json=listing, headers={**alice, **session})
+        assert mine.status_code == 200 and "weather_get_current_conditions" in mine.text
+        assert (await http.delete(stack.url, headers={**alice, **session})).status_code == 200

@@ -111,6 +111,22 @@ def test_the_forwarded_payload_is_read_defensively() -> None:
     assert identity_of(_header({"groups": []}), "sub").principal == "-"  # type: ignore[union-attr]
 
 
+def test_a_sessions_owner_is_the_exact_issuer_and_principal_claim() -> None:
+    def owner(claims: dict[str, Any]) -> bytes:
+        who = identity_of(_header(claims), "sub")
+        assert who is not None
+        return who.owner
+
+    alice = owner({"iss": "https://a.test", "sub": "alice", "groups": ["ops"]})
+    assert alice == owner({"iss": "https://a.test", "sub": "alice", "groups": [], "exp": 1})  # other claims: same
+    long = "x" * 300  # beyond what the logged name keeps: two such subjects still differ
+    others = [{"iss": "https://b.test", "sub": "alice"}, {"iss": "https://a.test", "sub": "alicE"},
+              {"iss": "https://a.test", "sub": long + "1"}, {"iss": "https://a.test", "sub": long + "2"},
+              {"iss": "https://a.test"}, {"sub": "alice"}]  # fmt: skip
+    owners = {alice, *(owner(claims) for claims in others)}
+    assert len(owners) == 1 + len(others) and ANONYMOUS.owner not in owners
+
+
 def test_access_reads_identity_only_with_auth_and_only_from_envoys_header() -> None:
     open_gateway = Access(parse_config({}))
     forged = {"headers": [(PAYLOAD_HEADER.encode(), _header({"sub": "x", "groups": ["ops"]}).encode())]}

@@ -51,6 +51,10 @@ DENIED = Counter(
     "Routed requests refused by authorization (answered as an unknown name), by kind and the rules that matched.",
     ["kind", "rules"],
 )
+FOREIGN_SESSIONS = Counter(
+    "xds_control_aggregator_foreign_session_requests_total",
+    "Requests naming a legacy session another principal opened (answered 404, as an unknown session).",
+)
 UNVERIFIED = Counter(
     "xds_control_aggregator_unverified_requests_total",
     "Requests refused 401 because they carried no identity verified by Envoy (they did not come through it).",
@@ -61,6 +65,7 @@ UNVERIFIED = Counter(
 class Principal:
     name: str  # escaped, truncated: safe to log
     grant: Grant
+    owner: bytes = b""  # the exact identity (auth/identity.py `Identity.owner`); a legacy session is bound to it
 
 
 ANONYMOUS = Principal("-", EVERYTHING)
@@ -92,7 +97,7 @@ class Access:
         if identity is None or header is None:
             UNVERIFIED.inc()
             return None
-        principal = Principal(identity.principal, self.policy.grant(identity.claims))
+        principal = Principal(identity.principal, self.policy.grant(identity.claims), identity.owner)
         if len(self._principals) >= MAX_PRINCIPALS:
             self._principals.clear()
         self._principals[header] = principal

@@ -46,7 +46,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from xds_control.aggregator import sdk_compat
-from xds_control.aggregator.access import CURRENT_PRINCIPAL, PRINCIPAL_KEY, principal_of_scope
+from xds_control.aggregator.access import CURRENT_PRINCIPAL, FOREIGN_SESSIONS, PRINCIPAL_KEY, principal_of_scope
 from xds_control.aggregator.gateway import Gateway
 from xds_control.aggregator.get_streams import GetStreams
 from xds_control.aggregator.inbound import Plain, Rules, Verdict, classify
@@ -150,7 +150,7 @@ class Endpoint:
 
         def opened(session_id: str) -> None:  # before the client sees the id: its next request finds the session
             issued.append(session_id)
-            self.sessions.opened(session_id, self._clock(), admitted=admitted)
+            self.sessions.opened(session_id, self._clock(), admitted=admitted, owner=principal_of_scope(scope).owner)
             if verdict.answers_back and (known := self.sessions.get(session_id)) is not None:
                 known.answers_back = True
 
@@ -161,6 +161,11 @@ class Endpoint:
                 self.sessions.opened(None, self._clock())
 
     async def _in_session(self, verdict: Verdict, session_id: str, scope: Scope, receive: Receive, send: Send) -> None:
+        known = self.sessions.get(session_id)
+        if known is not None and known.owner != principal_of_scope(scope).owner:
+            FOREIGN_SESSIONS.inc()  # another principal's session: answered as the SDK answers an unknown one
+            await _send_json(send, 404, _error_body(None, -32600, "Session not found"))
+            return
         session = self.sessions.started(
             session_id, self._clock(), settles=verdict.settles, stream=scope["method"] == "GET"
         )

@@ -51,6 +51,7 @@ class Session:
     in_flight: int = 0
     sdk: Any = None
     answers_back: bool = False  # its client answers server-to-client requests: its calls stay on the SDK's stream
+    owner: bytes = b""  # the principal that opened it (access.Principal.owner): nobody else may use it
     calls: dict[Hashable, Any] = field(default_factory=dict)
 
 
@@ -100,14 +101,14 @@ class SessionTable:
         self._admitting += 1
         return True, evicted
 
-    def opened(self, session_id: str | None, now: float, *, admitted: bool = True) -> None:
+    def opened(self, session_id: str | None, now: float, *, admitted: bool = True, owner: bytes = b"") -> None:
         """The answer to a request without a session id: `session_id` if it carried a new session's id with a 2xx
-        status. `admitted`: the request was admitted (`admit` returned True)."""
+        status, opened by `owner`. `admitted`: the request was admitted (`admit` returned True)."""
         if admitted:
             self._admitting = max(0, self._admitting - 1)
         if session_id is None or session_id in self._sessions:
             return
-        self._sessions[session_id] = Session(session_id, now)
+        self._sessions[session_id] = Session(session_id, now, owner=owner)
         self._opening[session_id] = None
         self._n_opening += 1
         self.opened_total += 1

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ MAX_PRINCIPAL_CHARS = 256
 class Identity:
     principal: str  # escaped and truncated: safe to log
     claims: Mapping[str, Any]
+    owner: bytes = b""  # who this is exactly (issuer and principal claim, digested): what a session is bound to
 
 
 def claims_of(header: str | bytes | None) -> dict[str, Any] | None:
@@ -63,7 +65,8 @@ def identity_of(header: str | bytes | None, principal_claim: str) -> Identity | 
         return None
     value = claims.get(principal_claim)
     principal = preview(value, MAX_PRINCIPAL_CHARS) if isinstance(value, str | int) and value != "" else "-"
-    return Identity(principal, claims)
+    exact = json.dumps([claims.get("iss"), value], sort_keys=True, default=str)
+    return Identity(principal, claims, hashlib.blake2b(exact.encode(), digest_size=16).digest())
 
 
 def _quoted(value: str) -> str:
