@@ -55,6 +55,7 @@ def test_with_auth_every_request_is_verified_and_the_identity_headers_are_stripp
     jwt = public["http_filters"][0]["typed_config"]
     provider = jwt["providers"]["issuer-0"]
     assert provider["forward"] is False and provider["forward_payload_header"] == PAYLOAD_HEADER
+    assert provider["from_headers"] == [{"name": "authorization", "value_prefix": "Bearer "}]  # never the query
     assert provider["audiences"] == ["http://127.0.0.1:10000/mcp"] and provider["require_expiration"] is True
     assert provider["local_jwks"] == {"inline_string": JWKS}
     assert jwt["rules"][0] == {"match": {"prefix": "/.well-known/oauth-protected-resource"}}

@@ -8,7 +8,8 @@ With `auth` configured, the public listener gets, in this order:
   JWKS: inline from `jwks_file`, or fetched by Envoy from `jwks_url` through
   a cluster made here), `iss`, `aud` (the gateway's resource URI unless
   listed), `exp` required, `nbf`, the clock skew. Every path but the RFC 9728
-  metadata requires a token of one of the issuers. The verified payload is
+  metadata requires a token of one of the issuers, read from the
+  `Authorization` header only (never the query). The verified payload is
   forwarded to the aggregator as a header, the principal claim as another
   when something reads it (`principal_header_read`: the rate limiter, the
   refusal log); the token itself is not forwarded (`forward: false`);
@@ -81,6 +82,9 @@ def _provider(index: int, issuer: IssuerConfig, auth: IncomingAuthConfig, config
         "issuer": issuer.issuer,
         "audiences": list(issuer.audiences) or [config.auth_resource()],
         "require_expiration": True,
+        # The Authorization header only: Envoy's default also takes an `access_token` query parameter, which the
+        # MCP authorization spec forbids (a token in a URL ends up in logs) and the metadata does not offer.
+        "from_headers": [{"name": "authorization", "value_prefix": "Bearer "}],
         "forward": False,  # the token stops here: no passthrough to the aggregator or a backend
         "forward_payload_header": PAYLOAD_HEADER,
         "clock_skew_seconds": math.ceil(auth.clock_skew),
