@@ -12,8 +12,14 @@ is a 2026-07-28 `tools/call` on Envoy's `/mcp`; the authenticated one carries `A
 2. Throughput: `--concurrency` workers for `--seconds` on each stack (after a warm-up), `--pairs` times open and
    authenticated back to back (the order alternating), calls/s and the median of the pairs' ratios. Target: the
    authenticated gateway >= 90 % of the open one.
+3. Throughput side by side: half the workers on each stack at once, `--side-by-side` windows of `--seconds`;
+   calls/s of each, the median of the windows' ratios and each stack's CPU per call. Both stacks share the
+   machine's two cores and whatever else slows it at that moment, so the ratio is the cost ratio without the
+   drift between windows that spreads the pairs of 2. `--both-open` makes the second stack open too: the
+   ratio the method reads when nothing differs.
 
-Run: .venv/bin/python bench/auth.py [--calls 200] [--blocks 10] [--concurrency 16] [--seconds 5] [--pairs 10] [--rate-limit]
+Run: .venv/bin/python bench/auth.py [--calls 200] [--blocks 10] [--concurrency 16] [--seconds 5] [--pairs 10]
+     [--side-by-side 5] [--rate-limit] [--both-open]
 """
 
 from __future__ import annotations
@@ -72,6 +78,63 @@ async def until_ready(http: HttpClient, url: str, headers: dict[str, str], timeo
             await asyncio.sleep(0.2)  # polling a condition with a deadline
 
 
+def _extra(headers: dict[str, dict[str, str]], name: str) -> dict[str, str] | None:
+    """What a `CallLoad` on stack `name` sends besides the protocol's headers."""
+    return {"authorization": headers[name]["authorization"]} if "authorization" in headers[name] else None
+
+
+async def side_by_side(
+    args: argparse.Namespace, stacks: list[FullStack], urls: dict[str, str], headers: dict[str, dict[str, str]]
+) -> None:
+    """Measurement 3 of the module docstring."""
+    workers = max(1, args.concurrency // 2)
+    loads = {
+        name: CallLoad(urls[name], "alpha_echo", modern=workers, legacy=0, headers=_extra(headers, name))
+        for name in ("open", "auth")
+    }
+    pids = {
+        (name, k): p.popen.pid
+        for name, stack in zip(("open", "auth"), stacks, strict=True)
+        for k, p in stack.procs.items()
+    }
+    ratios: list[float] = []
+    cpus: list[dict[tuple[str, str], float]] = []
+    for load in loads.values():
+        await load.start()
+    try:
+        await asyncio.sleep(args.warmup)  # a sampler's warm-up, not a synchronisation
+        for _ in range(args.side_by_side):
+            cpu0 = {k: cpu_seconds(pid) for k, pid in pids.items()}
+            ok0, t0 = {n: load.stats.ok for n, load in loads.items()}, time.monotonic()
+            await asyncio.sleep(args.seconds)  # the measuring window
+            elapsed = time.monotonic() - t0
+            done = {n: load.stats.ok - ok0[n] for n, load in loads.items()}
+            cpus.append({k: (cpu_seconds(pid) - cpu0[k]) * 1000 / max(done[k[0]], 1) for k, pid in pids.items()})
+            ratios.append(done["auth"] / max(done["open"], 1))
+            print(
+                f"side by side, {workers} workers each: open {done['open'] / elapsed:.0f} calls/s, "
+                f"auth {done['auth'] / elapsed:.0f} calls/s ({ratios[-1] * 100:.0f} %)",
+                flush=True,
+            )
+    finally:
+        for load in loads.values():
+            await load.stop()
+    failed = sum(load.stats.failed for load in loads.values())
+    print("side by side, CPU per call, median of the windows (ms; each stack's own processes):")
+    total = {}
+    for name in ("open", "auth"):
+        per = {k: statistics.median(c[(name, k)] for c in cpus) for k in stacks[0].procs}
+        total[name] = sum(per.values())
+        print(f"  {name:4}: " + ", ".join(f"{k} {v:.3f}" for k, v in per.items()) + f"; all {total[name]:.3f}")
+    print(
+        f"side by side, authenticated / open calls/s: median {statistics.median(ratios) * 100:.0f} % of "
+        f"{len(ratios)} windows ({', '.join(f'{r * 100:.0f}' for r in ratios)}; target >= 90 %); stacks' CPU per "
+        f"call open / auth {total['open'] / total['auth'] * 100:.0f} %; failed {failed}; load average "
+        f"{os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
+
+
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=200)
@@ -80,7 +143,9 @@ async def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--pairs", type=int, default=10, help="throughput windows: open and auth back to back")
+    parser.add_argument("--side-by-side", type=int, default=5, help="windows with both stacks loaded at once")
     parser.add_argument("--rate-limit", action="store_true", help="also a per-principal rate limit (never reached)")
+    parser.add_argument("--both-open", action="store_true", help="a control run: the second stack is open too")
     args = parser.parse_args()
     unwind_on_sigterm()
 
@@ -103,7 +168,8 @@ async def main() -> int:
             if args.rate_limit:
                 sections["rate_limit"] = {"requests_per_second": 1_000_000, "burst": 1_000_000}
             for name in ("open", "auth"):  # one after the other: free ports are picked when a config is made
-                config = stack_config(backends, health={"interval": "2s"}, **(sections if name == "auth" else {}))
+                authenticated = name == "auth" and not args.both_open
+                config = stack_config(backends, health={"interval": "2s"}, **(sections if authenticated else {}))
                 stack = FullStack(config, Path(tmp) / name)
                 stacks.append(stack)
                 await stack.start()
@@ -113,6 +179,8 @@ async def main() -> int:
             headers = {"open": {**BASE_HEADERS, "mcp-protocol-version": MODERN, "mcp-method": "tools/call",
                                 "mcp-name": "alpha_echo"}}  # fmt: skip
             headers["auth"] = {**headers["open"], "authorization": f"Bearer {token}"}
+            if args.both_open:
+                headers["auth"] = headers["open"]
             clients = {name: HttpClient(None, max_idle=4) for name in urls}  # an HttpClient talks to one server
             for name in urls:
                 await until_ready(clients[name], urls[name], headers[name])
@@ -141,7 +209,7 @@ async def main() -> int:
             for pair in range(args.pairs):  # open and auth back to back, the order alternating: drift hits both
                 rates: dict[str, float] = {}
                 for name in ("open", "auth") if pair % 2 == 0 else ("auth", "open"):
-                    extra = {"authorization": headers["auth"]["authorization"]} if name == "auth" else None
+                    extra = _extra(headers, name)
                     load = CallLoad(urls[name], "alpha_echo", modern=args.concurrency, legacy=0, headers=extra)
                     await load.start()
                     await asyncio.sleep(args.warmup)  # a sampler's warm-up, not a synchronisation
@@ -177,6 +245,8 @@ async def main() -> int:
                 f"load average {os.getloadavg()[0]:.1f}",
                 flush=True,
             )
+            if args.side_by_side:
+                await side_by_side(args, stacks, urls, headers)
     finally:
         for stack in stacks:
             stack.stop()

@@ -79,6 +79,11 @@ async def test_metadata_401_challenges_and_good_tokens_of_both_issuers(backends:
             assert answer.status_code == 401, header
         huge = await post(stack.url, {"authorization": "Bearer " + "A" * (1024 * 1024)})
         assert huge.status_code in (401, 431)  # Envoy refuses an oversized header block before any filter
+        # A good token anywhere but the Authorization header (the MCP authorization spec: never in the query)
+        good = stack.token(groups=["ops"])
+        for where in ("?access_token=", "?token="):
+            answer = await post(stack.url + where + good)
+            assert answer.status_code == 401, where
         assert unverified() == before  # none of them reached the aggregator
 
         for issuer in (stack.file_issuer, stack.url_issuer):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from xds_control.auth.identity import IDENTITY_HEADERS, PAYLOAD_HEADER
+from xds_control.auth.identity import IDENTITY_HEADERS, PAYLOAD_HEADER, PRINCIPAL_HEADER
 from xds_control.config import parse_config
 from xds_control.view import ViewStore
 from xds_control.xds import typeurls as t
@@ -55,6 +55,7 @@ def test_with_auth_every_request_is_verified_and_the_identity_headers_are_stripp
     jwt = public["http_filters"][0]["typed_config"]
     provider = jwt["providers"]["issuer-0"]
     assert provider["forward"] is False and provider["forward_payload_header"] == PAYLOAD_HEADER
+    assert provider["from_headers"] == [{"name": "authorization", "value_prefix": "Bearer "}]  # never the query
     assert provider["audiences"] == ["http://127.0.0.1:10000/mcp"] and provider["require_expiration"] is True
     assert provider["local_jwks"] == {"inline_string": JWKS}
     assert jwt["rules"][0] == {"match": {"prefix": "/.well-known/oauth-protected-resource"}}
@@ -83,6 +84,27 @@ def test_with_auth_every_request_is_verified_and_the_identity_headers_are_stripp
         assert limit["token_bucket"] == {"max_tokens": 5, "tokens_per_fill": 1, "fill_interval": "0.500s"}
         assert limit["response_headers_to_add"][0]["header"] == {"key": "retry-after", "value": "1"}
     assert all("typed_per_filter_config" not in r for r in metadata)  # the metadata is never limited
+
+
+def _provider(sections: dict[str, Any]) -> dict[str, Any]:
+    store = ViewStore(parse_config({"backends": BACKENDS, **sections}))
+    store.set_keys({"/k/jwks.json": JWKS})
+    jwt = _hcm(build_resources(store.current), t.PUBLIC_LISTENER)["http_filters"][0]["typed_config"]
+    provider: dict[str, Any] = jwt["providers"]["issuer-0"]
+    return provider
+
+
+def test_the_principal_header_is_set_only_for_its_readers() -> None:
+    """The rate limiter keys on it and the refusal log prints it for a 403 of the scope check or a 429; without
+    either nobody reads it, and the verified payload alone goes to the aggregator."""
+    principal = [{"header_name": PRINCIPAL_HEADER, "claim_name": "sub"}]
+    plain = _provider({"auth": AUTH})
+    assert "claim_to_headers" not in plain and "payload_in_metadata" not in plain
+    assert plain["forward_payload_header"] == PAYLOAD_HEADER
+    limited = _provider({"auth": AUTH, "rate_limit": {"requests_per_second": 2, "burst": 5}})
+    assert limited["claim_to_headers"] == principal
+    scoped = _provider({"auth": {**AUTH, "required_scopes": ["mcp"]}})
+    assert scoped["claim_to_headers"] == principal and scoped["payload_in_metadata"]
 
 
 def test_a_resource_with_its_own_path_has_its_metadata_url() -> None:

@@ -90,7 +90,11 @@ class Access:
         """The principal of an HTTP request (see the module docstring); `ANONYMOUS` when auth is off."""
         if not self.enabled:
             return ANONYMOUS
-        header = next((v for k, v in scope.get("headers") or () if k == _PAYLOAD), None)
+        header = None
+        for name, value in scope.get("headers") or ():
+            if name == _PAYLOAD:
+                header = value
+                break
         if header is not None and (known := self._principals.get(header)) is not None:
             return known
         identity = identity_of(header, self.principal_claim)

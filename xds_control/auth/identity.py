@@ -6,7 +6,9 @@ With `auth` configured, Envoy's public listener
    filter runs (the HCM's early header mutation), so a client cannot send one;
 2. verifies the bearer token (jwt_authn) and only then sets
    `PAYLOAD_HEADER` to the token's payload (base64url JSON) and
-   `PRINCIPAL_HEADER` to the principal claim (the rate limiter's key);
+   `PRINCIPAL_HEADER` to the principal claim (the rate limiter's key; set
+   only when a rate limit or a scope check is configured, as nothing else
+   reads it);
 3. drops the `Authorization` header (jwt_authn `forward: false`): the token
    never reaches the aggregator, let alone a backend.
 

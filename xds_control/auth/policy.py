@@ -22,6 +22,7 @@ Invariants:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Hashable, Iterable, Mapping, Sequence
@@ -103,7 +104,7 @@ class Grant:
             return self.prompts.match(name)
         return self.resources.match(name)  # a resource's URI or a template's uriTemplate
 
-    @property
+    @functools.cached_property
     def rule_label(self) -> str:
         """The matched rules for the denials metric and audit lines ("default" when none matched)."""
         return ",".join(self.rules) if self.rules else "default"

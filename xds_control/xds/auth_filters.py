@@ -8,9 +8,11 @@ With `auth` configured, the public listener gets, in this order:
   JWKS: inline from `jwks_file`, or fetched by Envoy from `jwks_url` through
   a cluster made here), `iss`, `aud` (the gateway's resource URI unless
   listed), `exp` required, `nbf`, the clock skew. Every path but the RFC 9728
-  metadata requires a token of one of the issuers. The verified payload is
-  forwarded to the aggregator as a header, the principal claim as another;
-  the token itself is not forwarded (`forward: false`);
+  metadata requires a token of one of the issuers, read from the
+  `Authorization` header only (never the query). The verified payload is
+  forwarded to the aggregator as a header, the principal claim as another
+  when something reads it (`principal_header_read`: the rate limiter, the
+  refusal log); the token itself is not forwarded (`forward: false`);
 * `rbac` when `required_scopes` is set: every scope must be a word of the
   token's `scope` claim, else 403;
 * `local_ratelimit` (configured per MCP route, so the metadata is never
@@ -68,18 +70,29 @@ def jwks_cluster_name(index: int) -> str:
 # -- the filters ------------------------------------------------------------------------------
 
 
+def principal_header_read(config: Config) -> bool:
+    """Does anything read `PRINCIPAL_HEADER`? The rate limiter (its key) and the refusal log line of a 403 from
+    the scope check or a 429 (the principal of a refused but verified request). Envoy's other refusals come before
+    a verification, so without either the header would only cost every call a claim lookup and a header."""
+    return config.auth is not None and (config.rate_limit is not None or bool(config.auth.required_scopes))
+
+
 def _provider(index: int, issuer: IssuerConfig, auth: IncomingAuthConfig, config: Config, keys: dict[str, str]) -> Spec:
     provider: Spec = {
         "issuer": issuer.issuer,
         "audiences": list(issuer.audiences) or [config.auth_resource()],
         "require_expiration": True,
+        # The Authorization header only: Envoy's default also takes an `access_token` query parameter, which the
+        # MCP authorization spec forbids (a token in a URL ends up in logs) and the metadata does not offer.
+        "from_headers": [{"name": "authorization", "value_prefix": "Bearer "}],
         "forward": False,  # the token stops here: no passthrough to the aggregator or a backend
         "forward_payload_header": PAYLOAD_HEADER,
-        "claim_to_headers": [{"header_name": PRINCIPAL_HEADER, "claim_name": auth.principal_claim}],
         "clock_skew_seconds": math.ceil(auth.clock_skew),
         # A token seen again skips the signature check (its expiry is still checked on every request).
         "jwt_cache_config": {"jwt_cache_size": JWT_CACHE_SIZE, "jwt_max_token_size": JWT_CACHE_MAX_TOKEN},
     }
+    if principal_header_read(config):
+        provider["claim_to_headers"] = [{"header_name": PRINCIPAL_HEADER, "claim_name": auth.principal_claim}]
     if auth.required_scopes:
         provider["payload_in_metadata"] = PAYLOAD_METADATA  # what the scope check reads (`rbac_filter`)
     if issuer.jwks_file is not None:
