@@ -5,6 +5,8 @@ lightweight MCP backend (bench/health/mcp_stub.py: an echo tool) behind both. Th
 issuer (a JWKS file, ES256), `authorization` rules (the principal's group grants `alpha_*`; other rules that
 do not match are evaluated too) and, with `--rate-limit`, a per-principal limit far above the load. Every call
 is a 2026-07-28 `tools/call` on Envoy's `/mcp`; the authenticated one carries `Authorization: Bearer <JWT>`.
+Each gateway process writes its output (the authenticated aggregator's audit line per call included) to a file
+in its stack's directory, as a log collector would take it: this process, which makes the load, reads none of it.
 
 1. Added latency: one call at a time, `--blocks` blocks of `--calls` calls, alternating open and
    authenticated stacks block by block (a loaded machine slows both alike); the medians and their difference.
@@ -170,7 +172,7 @@ async def main() -> int:
             for name in ("open", "auth"):  # one after the other: free ports are picked when a config is made
                 authenticated = name == "auth" and not args.both_open
                 config = stack_config(backends, health={"interval": "2s"}, **(sections if authenticated else {}))
-                stack = FullStack(config, Path(tmp) / name)
+                stack = FullStack(config, Path(tmp) / name, logs_to_files=True)  # nobody here reads an audit line
                 stacks.append(stack)
                 await stack.start()
             token = key.sign(devtoken.claims(sub="bench", audience=stacks[1].config.auth_resource(), groups=["bench"],

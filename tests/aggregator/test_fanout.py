@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -142,6 +143,8 @@ async def test_a_get_stream_closed_and_reopened_hears_the_updates_after_it_and_a
             await async_wait_until(lambda: first.heard.get("note://0") == 1, timeout=10)
             second = await http.get(url, headers={**headers, "accept": "text/event-stream"})
             assert second.status_code == 409  # the SDK's answer: one GET stream per session
+            await aggregator.subscriptions.updated("notes", "note://1")  # the refused one left the first unharmed
+            await async_wait_until(lambda: first.heard.get("note://1") == 1, timeout=10)
             assert first.task is not None
             first.task.cancel()  # the client goes away: its stream is forgotten, not written to
             await async_wait_until(lambda: len(aggregator.get_streams) == 0, timeout=10, what="the stream ends")
@@ -158,3 +161,68 @@ async def test_a_get_stream_closed_and_reopened_hears_the_updates_after_it_and_a
         finally:
             if first.task is not None:
                 first.task.cancel()
+
+
+def _dechunked(data: bytes) -> tuple[list[bytes], bytes | None]:
+    """An HTTP/1.1 chunked body: its chunks, and what follows its terminating chunk (None: not terminated)."""
+    chunks: list[bytes] = []
+    at = 0
+    while at < len(data):
+        eol = data.index(b"\r\n", at)
+        size = int(data[at:eol], 16)
+        if size == 0:
+            assert data[eol : eol + 4] == b"\r\n\r\n"
+            return chunks, data[eol + 4 :]
+        chunks.append(data[eol + 2 : eol + 2 + size])
+        assert data[eol + 2 + size : eol + 4 + size] == b"\r\n"
+        at = eol + 4 + size
+    return chunks, None
+
+
+async def test_a_session_deleted_while_updates_pour_in_ends_its_stream_cleanly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Every chunk on the wire is one whole SSE event and the body's terminating chunk comes last: nothing is
+    written to a GET stream once its last message went (the server would refuse it: a warning)."""
+    caplog.set_level(logging.WARNING, logger="xds_control.aggregator.get_streams")
+    async with gateway() as (aggregator, url), httpx2.AsyncClient(trust_env=False, timeout=30) as http:
+        headers = await legacy_session(http, url)
+        parsed = httpx2.URL(url)
+        reader, writer = await asyncio.open_connection(parsed.host, parsed.port)
+        lines = [f"GET {parsed.raw_path.decode()} HTTP/1.1", f"host: {parsed.host}:{parsed.port}"]
+        lines += ["accept: text/event-stream", *(f"{k}: {v}" for k, v in headers.items() if k.startswith("mcp-"))]
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert b" 200 " in head and b"transfer-encoding: chunked" in head.lower()
+        body = {"jsonrpc": "2.0", "id": 1, "method": "resources/subscribe", "params": {"uri": "note://0"}}
+        assert "error" not in (await http.post(url, json=body, headers=headers)).text
+        received = bytearray()
+        reading = asyncio.create_task(_read_all(reader, received))
+        pouring = True
+
+        async def pour() -> None:
+            while pouring:
+                await aggregator.subscriptions.updated("notes", "note://0")
+                await asyncio.sleep(0)
+
+        updates = asyncio.create_task(pour())
+        try:
+            await async_wait_until(lambda: received.count(b"resources/updated") >= 50, timeout=10)
+            assert (await http.delete(url, headers=headers)).status_code == 200
+            await asyncio.wait_for(reading, 10)  # the server ended the body
+        finally:
+            pouring = False
+            await updates
+            writer.close()
+        chunks, after = _dechunked(bytes(received))
+        assert after == b"" and len(chunks) >= 50
+        assert all(c.startswith((b"event: message\r\n", b": ping")) and c.endswith(b"\r\n\r\n") for c in chunks)
+        assert len(aggregator.get_streams) == 0
+    assert [r.getMessage() for r in caplog.records if r.name == "xds_control.aggregator.get_streams"] == []
+
+
+async def _read_all(reader: asyncio.StreamReader, into: bytearray) -> None:
+    while chunk := await reader.read(65536):
+        into += chunk
+        if into.endswith(b"0\r\n\r\n") and _dechunked(bytes(into))[1] is not None:
+            return

@@ -102,3 +102,33 @@ async def test_a_new_stream_replaces_the_old_and_the_old_ones_end_leaves_it() ->
     assert streams.offer("s", b"n") is True
     await _until(lambda: new.bodies == [b"n"])
     assert old.bodies == []
+
+
+async def test_the_endpoint_ends_a_stream_before_its_last_message_and_registers_only_a_200() -> None:
+    """`Endpoint._to_sdk` around an SDK answer to a GET: open once its 200 went out, ended before the body's last
+    message (a chunk offered after it would follow the end of the response), never opened for a refusal."""
+    from xds_control.aggregator.endpoint import Endpoint
+
+    streams, sent = GetStreams(), _Send()
+    endpoint = Endpoint.__new__(Endpoint)  # only what `_to_sdk` uses: the SDK app and the streams
+    endpoint.get_streams = streams
+    seen: list[bool | None] = []
+
+    async def sdk_app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        seen.append(streams.offer("s", b"between"))
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        seen.append(streams.offer("s", b"after"))
+
+    async def started(message: Any) -> None:
+        if message["type"] == "http.response.start":
+            return
+        await sent(message)
+
+    endpoint.sdk_app = sdk_app
+    for status in (200, 409):
+        seen.clear()
+        assert await endpoint._to_sdk({"type": "http", "method": "GET"}, None, started, stream_of="s") == status  # type: ignore[arg-type]
+        assert seen == ([True, None] if status == 200 else [None, None])
+    await asyncio.sleep(0)
+    assert len(streams) == 0

@@ -15,17 +15,29 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class Proc:
-    """A child process whose output is collected in a background thread, so tests can wait for lines."""
+    """A child process whose output is collected in a background thread, so tests can wait for lines.
+
+    With `log_file` the output goes to that file instead and is read only when asked for (`output`,
+    `wait_for_line`): a benchmark's own process then spends nothing on a child that writes a line per request."""
 
     def __init__(
-        self, argv: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None, name: str = ""
+        self,
+        argv: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        name: str = "",
+        log_file: Path | None = None,
     ) -> None:
         self.argv = argv
         self.name = name or Path(argv[0]).name
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1", **(env or {})}
+        self._log = None if log_file is None else open(log_file, "wb+")  # noqa: SIM115  # closed in stop()
+        self._log_read = b""  # the file's last line while it has no newline yet
+        self._log_at = 0  # bytes of the file read so far
         self.popen = subprocess.Popen(
             argv,
-            stdout=subprocess.PIPE,
+            stdout=subprocess.PIPE if self._log is None else self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=full_env,
@@ -34,8 +46,23 @@ class Proc:
         )
         self.lines: deque[str] = deque(maxlen=5000)
         self._cond = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        self._reader: threading.Thread | None = None
+        if self._log is None:
+            self._reader = threading.Thread(target=self._read, daemon=True)
+            self._reader.start()
+
+    def _tail(self) -> None:
+        """With a log file: the lines written since the last call."""
+        if self._log is None or self._log.closed:
+            return
+        with self._cond:
+            while chunk := os.pread(self._log.fileno(), 1 << 20, self._log_at):
+                self._log_at += len(chunk)
+                *complete, self._log_read = (self._log_read + chunk).split(b"\n")
+                self.lines.extend(line.decode(errors="replace") for line in complete)
+
+    def _reading(self) -> bool:
+        return self._reader is not None and self._reader.is_alive()
 
     def _read(self) -> None:
         assert self.popen.stdout is not None
@@ -48,6 +75,7 @@ class Proc:
 
     @property
     def output(self) -> str:
+        self._tail()
         with self._cond:
             return "\n".join(self.lines)
 
@@ -55,14 +83,15 @@ class Proc:
         """Block until a line containing `needle` appears; fail if the process dies or time runs out."""
         deadline = time.monotonic() + timeout
         seen = 0
-        with self._cond:
-            while True:
+        while True:
+            self._tail()
+            with self._cond:
                 lines = list(self.lines)
                 for line in lines[seen:]:
                     if needle in line:
                         return line
                 seen = len(lines)
-                if self.popen.poll() is not None and not self._reader.is_alive():
+                if self.popen.poll() is not None and not self._reading():
                     raise AssertionError(
                         f"{self.name} exited with {self.popen.returncode} before printing {needle!r}:\n{self.output[-3000:]}"
                     )
@@ -89,7 +118,8 @@ class Proc:
                 self.popen.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 pass
-            self._reader.join(timeout=2)
+            if self._reader is not None:
+                self._reader.join(timeout=2)
         return self.output[-6000:]
 
     def kill(self) -> None:
@@ -112,9 +142,13 @@ class Proc:
                 self.popen.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 self.kill()
-        self._reader.join(timeout=2)
-        if self.popen.stdout is not None and not self._reader.is_alive():
+        if self._reader is not None:
+            self._reader.join(timeout=2)
+        if self.popen.stdout is not None and not self._reading():
             self.popen.stdout.close()
+        if self._log is not None:
+            self._tail()
+            self._log.close()
         return self.popen.returncode
 
     def __enter__(self) -> Proc:

@@ -150,18 +150,23 @@ async def running_control_plane(config: Config, *, health: bool = False, **kwarg
 class FullStack:
     """The real topology as separate processes: `xds-control serve`, Envoy, `xds-control aggregator`."""
 
-    def __init__(self, config: Config, workdir: Path) -> None:
+    def __init__(self, config: Config, workdir: Path, *, logs_to_files: bool = False) -> None:
+        """`logs_to_files`: each process's output goes to `workdir/<name>.log` (see `Proc`'s `log_file`)."""
         self.config = config
         self.workdir = workdir
         self.path = workdir / "config.yaml"
         self.procs: dict[str, Proc] = {}
+        self.logs_to_files = logs_to_files
 
     @property
     def mcp_url(self) -> str:
         return f"http://127.0.0.1:{self.config.listener.port}/mcp"
 
     def _cli(self, name: str, *args: str) -> Proc:
-        proc = Proc([sys.executable, "-m", "xds_control.cli", *args, "-c", str(self.path)], name=name)
+        log_file = self.workdir / f"{name}.log" if self.logs_to_files else None
+        proc = Proc(
+            [sys.executable, "-m", "xds_control.cli", *args, "-c", str(self.path)], name=name, log_file=log_file
+        )
         self.procs[name] = proc
         return proc
 

@@ -75,12 +75,12 @@ class Endpoint:
         server: Server[Any],
         sessions: SessionTable,
         rules: Rules,
-        get_streams: GetStreams | None = None,
+        get_streams: GetStreams,
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.sdk_app = sdk_app
-        self.get_streams = get_streams if get_streams is not None else GetStreams()
+        self.get_streams = get_streams  # the fan-out's: the endpoint tells it which GET streams are open
         self.gateway = gateway
         self.server = server
         self.sessions = sessions

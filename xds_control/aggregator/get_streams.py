@@ -15,17 +15,25 @@ blocked (a reader that does not read: the HTTP server waits for the socket to
 drain) refuses more (`offer` says False) and delays nobody else. A session
 without a GET stream open hears nothing, as with the SDK. Every chunk is a
 whole SSE event handed to the HTTP server in one body message, so chunks of
-the SDK's writer and of this one never interleave inside an event.
+the SDK's writer and of this one never interleave inside an event (an ASGI
+server writes a body message whole once its socket drained, as uvicorn does;
+no middleware that re-chunks a body may sit in front of the endpoint). Events
+of the SDK's own (its pings, `list_changed`, requests to the client) and
+these are two queues: their relative order is not kept, which MCP does not
+promise across notifications.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from mcp_types import JSONRPCNotification
 from sse_starlette import ServerSentEvent
 from starlette.types import Send
+
+log = logging.getLogger(__name__)
 
 DEPTH = 16  # chunks waiting per stream: the depth of the SDK's own GET stream queue
 
@@ -53,7 +61,8 @@ class _Stream:
                 chunk = self.pending.pop(0)
                 self._made_room()
                 await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
-        except Exception:  # the connection went: the endpoint ends the stream when its request ends
+        except Exception as exc:  # a server refusing a write it should have taken: the stream is lost, say so
+            log.warning("GET stream write failed, the stream is dropped: %s", type(exc).__name__)
             self.open = False
         finally:
             self.writer = None
