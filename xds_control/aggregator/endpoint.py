@@ -8,7 +8,10 @@ each request to `/mcp` it
 2. classifies it (inbound.classify, pure);
 3. keeps the legacy sessions (sessions.SessionTable): admission before an
    `initialize` goes on, each request's start and end, cancellations, the
-   session's end (DELETE, gone from the SDK, evicted, expired);
+   session's end (DELETE, gone from the SDK, evicted, expired); a session
+   serves only the principal that opened it (another one naming it is told
+   what an unknown session id is told); a session's open GET stream is
+   registered with the fan-out (get_streams.py);
 4. answers a `Plain` request itself: `tools/call` through `Gateway.call`, a
    list from the catalog's memo (list_pages.py); the result shaped, and an
    error mapped, by the SDK's own functions (sdk_compat), so the answer is the
