@@ -1,5 +1,6 @@
 """Resource subscriptions honour the grant: through a real Envoy, a principal without the resource cannot
-subscribe to it (refused like an unknown URI; the backend holds no subscription), one with it can."""
+subscribe to it (refused like an unknown URI; the backend holds no subscription), one with it can; a 2026-07-28
+client's listen stream leaves a URI outside its grant out of the acknowledgement, as it leaves an unknown one."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 from mcp.shared.exceptions import MCPError
 
-from tests.aggregator.support import fetch_catalog, mcp_client
+from tests.aggregator.support import MODERN, fetch_catalog, mcp_client
 from tests.auth.conftest import Backends, auth_stack
 from tests.support.procs import python_module
 from tests.support.waiting import async_wait_until, free_port
@@ -47,5 +48,11 @@ async def test_a_resource_outside_the_grant_cannot_be_subscribed(tmp_path: Path)
                     return await _held(url, "note://0") == 1
 
                 await async_wait_until(held, timeout=10, what="the backend to hold alice's subscription")
+            for who, token, honored in (("bob", bob, []), ("alice", alice, ["note://1"])):
+                async with (
+                    mcp_client(stack.url, MODERN, headers=token) as client,
+                    client.listen(resource_subscriptions=["note://1", "note://no-such"]) as events,
+                ):
+                    assert (events.honored.resource_subscriptions or []) == honored, who
     finally:
         proc.stop()
