@@ -15,12 +15,18 @@ from dataclasses import replace
 
 import httpx2
 import pytest
+from mcp_types import ErrorData, JSONRPCError
 
 from tests.aggregator.support import fetch_catalog, legacy_session, make_config
 from tests.support.procs import python_module
 from tests.support.waiting import async_wait_until, free_ports
 from xds_control.aggregator import Aggregator, StoreViewSource, direct_upstream_url
 from xds_control.view import BackendState, ViewStore
+
+# The SDK's answer to a second GET stream of a session.
+CONFLICT = JSONRPCError(
+    jsonrpc="2.0", id=None, error=ErrorData(code=-32600, message="Conflict: Only one SSE stream is allowed per session")
+).model_dump_json(by_alias=True, exclude_unset=True)
 
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore:resources/(un)?subscribe is removed")]
 
@@ -46,7 +52,10 @@ class Stream:
         lines = [f"GET {parsed.raw_path.decode()} HTTP/1.1", f"host: {parsed.host}:{parsed.port}"]
         lines += ["accept: text/event-stream", *(f"{k}: {v}" for k, v in headers.items() if k.startswith("mcp-"))]
         writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
-        assert b" 200 " in await reader.readline()
+        status = await reader.readline()
+        if b" 200 " not in status:
+            writer.close()
+            raise AssertionError(status.decode(errors="replace"))
         while (await reader.readline()) not in (b"\r\n", b""):
             pass
         self.task = asyncio.create_task(self._read(reader, writer))
@@ -142,7 +151,7 @@ async def test_a_get_stream_closed_and_reopened_hears_the_updates_after_it_and_a
             await aggregator.subscriptions.updated("notes", "note://0")
             await async_wait_until(lambda: first.heard.get("note://0") == 1, timeout=10)
             second = await http.get(url, headers={**headers, "accept": "text/event-stream"})
-            assert second.status_code == 409  # the SDK's answer: one GET stream per session
+            assert (second.status_code, second.text) == (409, CONFLICT)  # the SDK's answer: one GET stream
             await aggregator.subscriptions.updated("notes", "note://1")  # the refused one left the first unharmed
             await async_wait_until(lambda: first.heard.get("note://1") == 1, timeout=10)
             assert first.task is not None
@@ -226,3 +235,22 @@ async def _read_all(reader: asyncio.StreamReader, into: bytearray) -> None:
         into += chunk
         if into.endswith(b"0\r\n\r\n") and _dechunked(bytes(into))[1] is not None:
             return
+
+
+async def test_two_get_streams_asked_at_once_one_is_refused_and_the_other_hears_the_updates() -> None:
+    async with gateway() as (aggregator, url), httpx2.AsyncClient(trust_env=False, timeout=30) as http:
+        headers = await legacy_session(http, url)
+        body = {"jsonrpc": "2.0", "id": 1, "method": "resources/subscribe", "params": {"uri": "note://0"}}
+        assert "error" not in (await http.post(url, json=body, headers=headers)).text
+        streams = [Stream(), Stream()]
+        opened = await asyncio.gather(*(s.open(url, headers) for s in streams), return_exceptions=True)
+        refused = [r for r in opened if isinstance(r, AssertionError)]
+        assert len(refused) == 1 and b" 409 " in str(refused[0]).encode()  # not both: one GET stream per session
+        live = next(s for s, r in zip(streams, opened, strict=True) if r is None)
+        try:
+            await aggregator.subscriptions.updated("notes", "note://0")
+            await async_wait_until(lambda: live.heard == {"note://0": 1}, timeout=10, what="the open stream hears")
+        finally:
+            for stream in streams:
+                if stream.task is not None:
+                    stream.task.cancel()

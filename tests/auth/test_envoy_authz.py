@@ -163,3 +163,12 @@ async def test_a_legacy_session_serves_only_the_principal_that_opened_it(backend
         mine = await http.post(stack.url, json=listing, headers={**alice, **session})
         assert mine.status_code == 200 and "weather_get_current_conditions" in mine.text
         assert (await http.delete(stack.url, headers={**alice, **session})).status_code == 200
+        # tokens without the principal claim: nobody is known to be the same one, so only that very token may use it
+        first = bearer(stack.token("", groups=["ops"], jti="first"))
+        opened = await http.post(stack.url, json=init, headers=first)
+        assert opened.status_code == 200
+        session = {"mcp-session-id": opened.headers["mcp-session-id"]}
+        another = bearer(stack.token("", groups=["ops"], jti="another"))
+        answer = await http.post(stack.url, json=listing, headers={**another, **session})
+        assert (answer.status_code, answer.json()) == (404, made_up.json())
+        assert (await http.post(stack.url, json=listing, headers={**first, **session})).status_code == 200

@@ -125,6 +125,10 @@ def test_a_sessions_owner_is_the_exact_issuer_and_principal_claim() -> None:
               {"iss": "https://a.test"}, {"sub": "alice"}]  # fmt: skip
     owners = {alice, *(owner(claims) for claims in others)}
     assert len(owners) == 1 + len(others) and ANONYMOUS.owner not in owners
+    # without the principal claim nobody is known to be the same one: only the very same token owns alike
+    anonymous = {"iss": "https://a.test", "groups": ["ops"], "iat": 1}
+    assert owner(anonymous) == owner(dict(anonymous)) != owner({**anonymous, "iat": 2})
+    assert owner({"iss": "https://a.test", "sub": ""}) != owner({"iss": "https://a.test", "sub": "", "iat": 2})
 
 
 def test_access_reads_identity_only_with_auth_and_only_from_envoys_header() -> None:

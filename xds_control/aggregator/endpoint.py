@@ -67,6 +67,8 @@ _KIND = {"tools/list": "tools", "resources/list": "resources", "resources/templa
          "prompts/list": "prompts"}  # fmt: skip
 _SESSION_HEADER = b"mcp-session-id"
 _JSON = (b"content-type", b"application/json")
+# The SDK's answer to a second GET stream of a session, word for word.
+_CONFLICT = b'{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"Conflict: Only one SSE stream is allowed per session"}}'
 
 
 class Endpoint:
@@ -92,6 +94,7 @@ class Endpoint:
         self._clock = clock
         self._shape = sdk_compat.Shaper(server)
         self._opening_turns = asyncio.Semaphore(OPENING_AT_ONCE)
+        self._getting: set[str] = set()  # sessions with a GET (a stream, or one being opened) in progress
         self.answering = True  # False: every request goes to the SDK (tests compare both answers)
         self.answered: Counter[str] = Counter()  # requests answered here, by method
 
@@ -169,9 +172,11 @@ class Endpoint:
             FOREIGN_SESSIONS.inc()  # another principal's session: answered as the SDK answers an unknown one
             await _send_json(send, 404, _error_body(None, -32600, "Session not found"))
             return
-        session = self.sessions.started(
-            session_id, self._clock(), settles=verdict.settles, stream=scope["method"] == "GET"
-        )
+        getting = scope["method"] == "GET"
+        if getting and session_id in self._getting:  # the SDK checks this only once its stream runs: two at once pass
+            await _send_json(send, 409, _CONFLICT, [(_SESSION_HEADER, session_id.encode("latin-1"))])
+            return
+        session = self.sessions.started(session_id, self._clock(), settles=verdict.settles, stream=getting)
         if session is None:  # not a session this server issued: the SDK answers (404), nothing is kept
             await self._to_sdk(scope, receive, send, json_answer=verdict.json_answer)
             return
@@ -191,9 +196,13 @@ class Endpoint:
                 await self._answer(plain, session, scope, receive, send)
                 return
             json_answer = verdict.json_answer and not session.answers_back  # a backend may ask before the answer
-            stream_of = session_id if scope["method"] == "GET" else None
+            if getting:
+                self._getting.add(session_id)
+            stream_of = session_id if getting else None
             status = await self._to_sdk(scope, receive, send, json_answer=json_answer, stream_of=stream_of)
         finally:
+            if getting:
+                self._getting.discard(session_id)
             self.sessions.ended(session_id, self._clock())
         ended = scope["method"] == "DELETE" and 200 <= status < 300
         if ended or (status == 404 and not sdk_compat.session_live(self.server, session_id)):

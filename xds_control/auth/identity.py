@@ -42,7 +42,7 @@ MAX_PRINCIPAL_CHARS = 256
 class Identity:
     principal: str  # escaped and truncated: safe to log
     claims: Mapping[str, Any]
-    owner: bytes = b""  # who this is exactly (issuer and principal claim, digested): what a session is bound to
+    owner: bytes = b""  # who this is exactly (issuer and principal claim, or the whole token without one, digested)
 
 
 def claims_of(header: str | bytes | None) -> dict[str, Any] | None:
@@ -67,7 +67,10 @@ def identity_of(header: str | bytes | None, principal_claim: str) -> Identity | 
         return None
     value = claims.get(principal_claim)
     principal = preview(value, MAX_PRINCIPAL_CHARS) if isinstance(value, str | int) and value != "" else "-"
-    exact = json.dumps([claims.get("iss"), value], sort_keys=True, default=str)
+    if principal != "-":
+        exact = json.dumps(["principal", claims.get("iss"), value], sort_keys=True, default=str)
+    else:  # no principal claim: nobody is known to be the same one, so only this very token (its claims) is
+        exact = json.dumps(["token", claims], sort_keys=True, default=str)
     return Identity(principal, claims, hashlib.blake2b(exact.encode(), digest_size=16).digest())
 
 
