@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 from mcp_types import JSONRPCNotification
 from sse_starlette import ServerSentEvent
@@ -116,7 +115,7 @@ class GetStreams:
 
     # -- the fan-out ----------------------------------------------------------------------------
 
-    def offer(self, session_id: str, chunk: Any) -> bool | None:
+    def offer(self, session_id: str, chunk: bytes) -> bool | None:
         """Queue `chunk` on the session's GET stream now: True, or False when `depth` chunks wait already (a
         slow reader); None when the session has no GET stream open (nothing is kept for it)."""
         stream = self._streams.get(session_id)
@@ -127,7 +126,7 @@ class GetStreams:
         stream.push(chunk)
         return True
 
-    async def put(self, session_id: str, chunk: Any) -> bool:
+    async def put(self, session_id: str, chunk: bytes) -> bool:
         """Queue `chunk` on the session's GET stream, waiting for room; False when it has none open."""
         while True:
             stream = self._streams.get(session_id)

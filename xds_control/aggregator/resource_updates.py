@@ -325,7 +325,7 @@ def _link_error(backend: str, exc: BaseException, timeout: float) -> BaseExcepti
     return mapped if isinstance(mapped, MCPError | AggregatorError) else backend_failed(backend, "connection_closed")
 
 
-def _event(exposed: str) -> object:
+def _event(exposed: str) -> bytes:
     return GetStreams.event(
         types.JSONRPCNotification(jsonrpc="2.0", method="notifications/resources/updated", params={"uri": exposed})
     )
@@ -459,7 +459,7 @@ class ResourceSubscriptions:
     async def updated(self, backend: str, uri: str) -> None:
         """A backend said `uri` changed: every subscriber of that target hears it."""
         modern: set[str] = set()
-        events: dict[str, object] = {}
+        events: dict[str, bytes] = {}
         sent = dropped = 0
         for subscriber, exposed in self.table.subscribers(Target(backend, uri)):
             if self._sinks.get(subscriber) is None:

@@ -66,8 +66,9 @@ def identity_of(header: str | bytes | None, principal_claim: str) -> Identity | 
     if claims is None:
         return None
     value = claims.get(principal_claim)
-    principal = preview(value, MAX_PRINCIPAL_CHARS) if isinstance(value, str | int) and value != "" else "-"
-    if principal != "-":
+    named = isinstance(value, str | int) and value != ""
+    principal = preview(value, MAX_PRINCIPAL_CHARS) if named else "-"
+    if named:
         exact = json.dumps(["principal", claims.get("iss"), value], sort_keys=True, default=str)
     else:  # no principal claim: nobody is known to be the same one, so only this very token (its claims) is
         exact = json.dumps(["token", claims], sort_keys=True, default=str)
